@@ -1,0 +1,149 @@
+//! The App a session serves: credentials, limits and feature flags.
+//!
+//! Plain data. Loading apps (config file, environment, later a database) is the
+//! binary's job; the actors only read an `Arc<App>` handed to them at connect time.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Limits that apply to one app. Every field is already resolved: per-app value,
+/// else the global `event_limits` / `presence` / `channel_limits` fallback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppLimits {
+    /// 0 = unlimited.
+    pub max_connections: usize,
+    /// Client events per socket per `client_event_window_secs`; 0 = no limit.
+    pub max_client_events_per_second: u32,
+    /// Window of the client-event limiter (Sockudo `decay_seconds`).
+    pub client_event_window_secs: u64,
+    /// Close the socket (4301) instead of just dropping the event when the
+    /// client-event limit is hit.
+    pub terminate_on_limit: bool,
+    /// HTTP publishes per second for the app; 0 = no limit.
+    pub max_backend_events_per_second: u32,
+    /// HTTP reads per second for the app; 0 = no limit.
+    pub max_read_requests_per_second: u32,
+    pub max_presence_members_per_channel: usize,
+    pub max_presence_member_size_bytes: usize,
+    pub max_channel_name_length: usize,
+    pub max_event_channels_at_once: usize,
+    pub max_event_name_length: usize,
+    pub max_event_payload_bytes: usize,
+    pub max_event_batch_size: usize,
+}
+
+impl Default for AppLimits {
+    /// The global defaults of Sockudo's `event_limits`, `presence` and
+    /// `channel_limits` blocks.
+    fn default() -> Self {
+        AppLimits {
+            max_connections: 0,
+            max_client_events_per_second: 0,
+            client_event_window_secs: 1,
+            terminate_on_limit: false,
+            max_backend_events_per_second: 0,
+            max_read_requests_per_second: 0,
+            max_presence_members_per_channel: 100,
+            max_presence_member_size_bytes: 2 * 1024,
+            max_channel_name_length: 200,
+            max_event_channels_at_once: 100,
+            max_event_name_length: 200,
+            max_event_payload_bytes: 100 * 1024,
+            max_event_batch_size: 10,
+        }
+    }
+}
+
+/// One tenant of the server, identified by `id` (HTTP API) and `key` (WebSocket).
+#[derive(Debug)]
+pub struct App {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+    pub enabled: bool,
+    pub enable_client_messages: bool,
+    /// When true a socket must `pusher:signin` within the user authentication
+    /// timeout or be closed with 4009.
+    pub enable_user_authentication: bool,
+    pub enable_watchlist_events: bool,
+    /// Send `pusher_internal:subscription_count` to subscribers of
+    /// non-presence channels when their count changes.
+    pub enable_subscription_count: bool,
+    /// Empty = any origin.
+    pub allowed_origins: Vec<String>,
+    pub limits: AppLimits,
+    /// Live sockets of this app on this node; the quota check and `/usage` read it.
+    pub connections: AtomicUsize,
+}
+
+impl App {
+    /// A new app with default limits; callers fill in the rest.
+    pub fn new(id: impl Into<String>, key: impl Into<String>, secret: impl Into<String>) -> Self {
+        App {
+            id: id.into(),
+            key: key.into(),
+            secret: secret.into(),
+            enabled: true,
+            enable_client_messages: false,
+            enable_user_authentication: false,
+            enable_watchlist_events: false,
+            enable_subscription_count: false,
+            allowed_origins: Vec::new(),
+            limits: AppLimits::default(),
+            connections: AtomicUsize::new(0),
+        }
+    }
+
+    /// Reserve a connection slot; `false` when the app is at `max_connections`.
+    /// The slot is released by dropping the returned guard.
+    pub fn try_connect(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let max = self.limits.max_connections;
+        let mut current = self.connections.load(Ordering::Relaxed);
+        loop {
+            if max != 0 && current >= max {
+                return None;
+            }
+            match self.connections.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(ConnectionSlot(self.clone())),
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+/// Holds one of an app's connection slots for as long as a session lives.
+#[derive(Debug)]
+pub struct ConnectionSlot(Arc<App>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_slots_respect_the_quota_and_are_released_on_drop() {
+        let mut app = App::new("id", "key", "secret");
+        app.limits.max_connections = 2;
+        let app = Arc::new(app);
+        let a = app.try_connect().expect("first slot");
+        let _b = app.try_connect().expect("second slot");
+        assert!(app.try_connect().is_none(), "third is over quota");
+        drop(a);
+        assert_eq!(app.connection_count(), 1);
+        assert!(app.try_connect().is_some());
+    }
+}

@@ -1,0 +1,236 @@
+//! HMAC-SHA256 signatures of the Pusher protocol, as pure functions.
+//!
+//! Every comparison of a received signature is constant-time (the `hmac`
+//! crate's `verify_slice`), so an attacker cannot learn a valid signature byte
+//! by byte from response timings.
+
+use hmac::{Hmac, Mac};
+use md5::{Digest, Md5};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac(secret: &str) -> HmacSha256 {
+    HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length")
+}
+
+/// Lowercase hex HMAC-SHA256 of `parts` concatenated.
+pub fn sign(secret: &str, parts: &[&str]) -> String {
+    let mut m = mac(secret);
+    for p in parts {
+        m.update(p.as_bytes());
+    }
+    hex::encode(m.finalize().into_bytes())
+}
+
+/// Constant-time check that `hex_signature` is HMAC(secret, parts).
+pub fn verify(secret: &str, parts: &[&str], hex_signature: &str) -> bool {
+    let Ok(given) = hex::decode(hex_signature) else {
+        return false;
+    };
+    let mut m = mac(secret);
+    for p in parts {
+        m.update(p.as_bytes());
+    }
+    m.verify_slice(&given).is_ok()
+}
+
+/// Why an `auth` token was refused. The messages are what the client sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("Missing auth signature")]
+    Missing,
+    #[error("Auth must be of the form key:signature")]
+    Malformed,
+    #[error("Auth key does not match the app key")]
+    WrongKey,
+    #[error("Invalid signature")]
+    InvalidSignature,
+}
+
+/// Check an `auth` value of the form `key:hexsig` against the string to sign.
+fn verify_token(app_key: &str, secret: &str, auth: &str, parts: &[&str]) -> Result<(), AuthError> {
+    let (key, sig) = auth.split_once(':').ok_or(AuthError::Malformed)?;
+    if key != app_key {
+        return Err(AuthError::WrongKey);
+    }
+    if verify(secret, parts, sig) {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidSignature)
+    }
+}
+
+/// Private and encrypted channels sign `socket_id:channel`; presence channels
+/// append `:channel_data` exactly as the client sent it.
+pub fn verify_channel_auth(
+    app_key: &str,
+    secret: &str,
+    socket_id: &str,
+    channel: &str,
+    channel_data: Option<&str>,
+    auth: &str,
+) -> Result<(), AuthError> {
+    match channel_data {
+        Some(data) => verify_token(
+            app_key,
+            secret,
+            auth,
+            &[socket_id, ":", channel, ":", data],
+        ),
+        None => verify_token(app_key, secret, auth, &[socket_id, ":", channel]),
+    }
+}
+
+/// User sign-in signs `socket_id::user::user_data`.
+pub fn verify_signin(
+    app_key: &str,
+    secret: &str,
+    socket_id: &str,
+    user_data: &str,
+    auth: &str,
+) -> Result<(), AuthError> {
+    verify_token(
+        app_key,
+        secret,
+        auth,
+        &[socket_id, "::user::", user_data],
+    )
+}
+
+/// Lowercase hex MD5 of a request body (`body_md5` of the HTTP API).
+pub fn md5_hex(body: &[u8]) -> String {
+    hex::encode(Md5::digest(body))
+}
+
+/// The string an HTTP API request signs: `METHOD\nPATH\nsorted_query`, where
+/// the query is every parameter but `auth_signature`, keys lowercased and
+/// sorted, values as received (not re-escaped).
+pub fn api_string_to_sign(method: &str, path: &str, params: &[(String, String)]) -> String {
+    let mut pairs: Vec<(String, &str)> = params
+        .iter()
+        .filter(|(k, _)| k != "auth_signature")
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
+        .collect();
+    pairs.sort();
+    let mut out = String::with_capacity(method.len() + path.len() + 128);
+    out.push_str(method);
+    out.push('\n');
+    out.push_str(path);
+    out.push('\n');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The worked examples of PROTOCOL.md §4.
+    const KEY: &str = "app-key";
+    const SECRET: &str = "app-secret";
+
+    #[test]
+    fn private_channel_example() {
+        let sig = sign(SECRET, &["1234.5678", ":", "private-orders"]);
+        assert_eq!(
+            sig,
+            "2d1e5109f17c93a347d0a52f060df3a517761ce1ddcd7bce2998c4f1925a7cab"
+        );
+        let auth = format!("{KEY}:{sig}");
+        assert_eq!(
+            verify_channel_auth(KEY, SECRET, "1234.5678", "private-orders", None, &auth),
+            Ok(())
+        );
+        assert_eq!(
+            verify_channel_auth(KEY, SECRET, "1234.5679", "private-orders", None, &auth),
+            Err(AuthError::InvalidSignature)
+        );
+        assert_eq!(
+            verify_channel_auth("other", SECRET, "1234.5678", "private-orders", None, &auth),
+            Err(AuthError::WrongKey)
+        );
+        assert_eq!(
+            verify_channel_auth(KEY, SECRET, "1234.5678", "private-orders", None, "nocolon"),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            verify_channel_auth(KEY, SECRET, "1234.5678", "private-orders", None, "app-key:zz"),
+            Err(AuthError::InvalidSignature)
+        );
+    }
+
+    #[test]
+    fn presence_channel_example() {
+        let data = r#"{"user_id":"42","user_info":{"name":"Ada"}}"#;
+        let auth = "app-key:7eae5778a7edfe839d7a03f042293004e8cc0798fcf98a63b02be7f19f8bef86";
+        assert_eq!(
+            verify_channel_auth(KEY, SECRET, "1234.5678", "presence-room", Some(data), auth),
+            Ok(())
+        );
+        // One byte of channel_data changed: the signature no longer matches.
+        let changed = r#"{"user_id":"43","user_info":{"name":"Ada"}}"#;
+        assert!(
+            verify_channel_auth(KEY, SECRET, "1234.5678", "presence-room", Some(changed), auth)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn encrypted_channel_example() {
+        let auth = "app-key:6ee8ce3188a0b27e8bccca0ce3648235c61b391d951dcfbde41d441360035f8a";
+        assert_eq!(
+            verify_channel_auth(KEY, SECRET, "1234.5678", "private-encrypted-chat", None, auth),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn signin_example() {
+        let auth = "app-key:301c617063a9befe3888bef787d0293388621da80385924cc3b7231582f595e3";
+        assert_eq!(
+            verify_signin(KEY, SECRET, "1234.5678", r#"{"id":"42","name":"Ada"}"#, auth),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn api_signature_examples() {
+        let body = r#"{"name":"order-shipped","channels":["orders"],"data":"{\"id\":7}"}"#;
+        assert_eq!(md5_hex(body.as_bytes()), "8240c4f8c3620c8f8787db3801c800c2");
+        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
+        let params = vec![
+            ("auth_version".to_string(), "1.0".to_string()),
+            ("auth_key".to_string(), "app-key".to_string()),
+            ("body_md5".to_string(), "8240c4f8c3620c8f8787db3801c800c2".to_string()),
+            ("auth_timestamp".to_string(), "1700000000".to_string()),
+            ("auth_signature".to_string(), "ignored".to_string()),
+        ];
+        let to_sign = api_string_to_sign("POST", "/apps/app-id/events", &params);
+        assert_eq!(to_sign, "POST\n/apps/app-id/events\nauth_key=app-key&auth_timestamp=1700000000&auth_version=1.0&body_md5=8240c4f8c3620c8f8787db3801c800c2");
+        assert_eq!(
+            sign(SECRET, &[&to_sign]),
+            "0600ad6713b1631c7ab034bf5c307587b7c24c437b74eb18eb9a2089047bbf5e"
+        );
+        let params = vec![
+            ("auth_key".to_string(), "app-key".to_string()),
+            ("auth_timestamp".to_string(), "1700000000".to_string()),
+            ("auth_version".to_string(), "1.0".to_string()),
+            ("filter_by_prefix".to_string(), "presence-".to_string()),
+            ("info".to_string(), "user_count".to_string()),
+        ];
+        let to_sign = api_string_to_sign("GET", "/apps/app-id/channels", &params);
+        assert!(verify(
+            SECRET,
+            &[&to_sign],
+            "fd5a1b38d92aee2b7913a8cf43136cffab888ee5a097536910d6239f08eb68a2"
+        ));
+    }
+}

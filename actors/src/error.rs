@@ -1,0 +1,125 @@
+//! Every error a WebSocket client can see, mapped to its protocol code in one place.
+
+use crate::protocol::frames;
+use bytestring::ByteString;
+
+/// A connection-level or message-level error, sent as `pusher:error`.
+/// Codes 4000–4299 also close the socket with the same code; 4300+ leave it open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PusherError {
+    #[error("Application does not exist")]
+    AppNotFound,
+    #[error("Application disabled")]
+    AppDisabled,
+    #[error("Application is over connection quota")]
+    OverQuota,
+    #[error("Path not found")]
+    PathNotFound,
+    #[error("Unsupported protocol version: {0}")]
+    UnsupportedProtocol(String),
+    #[error("No protocol version supplied")]
+    NoProtocol,
+    #[error("Origin not allowed")]
+    OriginNotAllowed,
+    /// Sign-in timeout, terminated by the app, refused sign-in.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Server over capacity or this socket's outbound queue is full.
+    #[error("Over capacity")]
+    OverCapacity,
+    /// The server is shutting down: reconnect (to another node) right away.
+    #[error("Server shutting down, reconnect immediately")]
+    ReconnectImmediately,
+    #[error("Pong reply not received")]
+    PongTimeout,
+    /// Malformed frame, unknown event, bad payload: the socket stays open.
+    #[error("{0}")]
+    InvalidMessage(String),
+    /// A client event that was refused (not enabled, wrong channel, too big).
+    #[error("{0}")]
+    ClientEventRejected(String),
+    #[error("Client event rejected due to rate limit")]
+    ClientEventRateLimit,
+    #[error("Connection closed due to client event rate limit")]
+    ClientEventRateLimitTerminate,
+}
+
+impl PusherError {
+    pub fn code(&self) -> u16 {
+        match self {
+            PusherError::AppNotFound => 4001,
+            PusherError::AppDisabled => 4003,
+            PusherError::OverQuota => 4004,
+            PusherError::PathNotFound => 4005,
+            PusherError::UnsupportedProtocol(_) => 4007,
+            PusherError::NoProtocol => 4008,
+            PusherError::OriginNotAllowed | PusherError::Unauthorized(_) => 4009,
+            PusherError::OverCapacity => 4100,
+            PusherError::ReconnectImmediately => 4200,
+            PusherError::PongTimeout => 4201,
+            PusherError::InvalidMessage(_) => 4300,
+            PusherError::ClientEventRejected(_)
+            | PusherError::ClientEventRateLimit
+            | PusherError::ClientEventRateLimitTerminate => 4301,
+        }
+    }
+
+    /// Whether the socket is closed (with [`code`](Self::code)) after the error frame.
+    pub fn closes(&self) -> bool {
+        self.code() < 4300 || matches!(self, PusherError::ClientEventRateLimitTerminate)
+    }
+
+    /// The `pusher:error` frame for this error.
+    pub fn frame(&self) -> ByteString {
+        frames::error(Some(self.code()), &self.to_string())
+    }
+}
+
+/// Why a subscription failed; sent as `pusher:subscription_error` on the channel.
+/// The socket always stays open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscriptionError {
+    #[error("{0}")]
+    InvalidChannel(String),
+    #[error("{0}")]
+    Auth(String),
+    #[error("{0}")]
+    LimitReached(String),
+}
+
+impl SubscriptionError {
+    /// `type` and `status` of the error frame, as pusher-js reports them.
+    fn kind_and_status(&self) -> (&'static str, u16) {
+        match self {
+            SubscriptionError::InvalidChannel(_) => ("InvalidChannel", 400),
+            SubscriptionError::Auth(_) => ("AuthError", 401),
+            SubscriptionError::LimitReached(_) => ("LimitReached", 403),
+        }
+    }
+
+    pub fn frame(&self, channel: &str) -> ByteString {
+        let (kind, status) = self.kind_and_status();
+        frames::subscription_error(channel, kind, &self.to_string(), status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_errors_close_and_message_errors_do_not() {
+        assert_eq!(PusherError::AppNotFound.code(), 4001);
+        assert!(PusherError::AppNotFound.closes());
+        assert_eq!(PusherError::PongTimeout.code(), 4201);
+        assert!(PusherError::PongTimeout.closes());
+        assert!(!PusherError::InvalidMessage("x".into()).closes());
+        assert!(!PusherError::ClientEventRateLimit.closes());
+        assert!(PusherError::ClientEventRateLimitTerminate.closes());
+        let f = PusherError::OriginNotAllowed.frame();
+        assert_eq!(
+            &*f,
+            r#"{"event":"pusher:error","data":{"code":4009,"message":"Origin not allowed"}}"#
+        );
+    }
+}

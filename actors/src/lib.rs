@@ -1,0 +1,16 @@
+//! Switchyard's actors and the Pusher protocol types they exchange.
+//!
+//! - [`session::Session`]: one actor per WebSocket.
+//! - [`registry::Registry`]: channel registry shards (subscriptions, presence, cache, users).
+//! - [`messages`]: the typed messages between them.
+//! - [`protocol`], [`auth`], [`error`]: frames, signatures and error codes, as plain functions and types.
+
+pub mod app;
+pub mod auth;
+pub mod error;
+pub mod messages;
+pub mod presence;
+pub mod protocol;
+pub mod registry;
+pub mod session;
+pub mod socket;

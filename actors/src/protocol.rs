@@ -1,0 +1,467 @@
+//! Pusher Channels protocol v7: channel kinds, name rules and the frames on the wire.
+//!
+//! Inbound frames are parsed borrowing from the received text so `data`,
+//! `channel_data` and `user_data` reach the signature check and the fan-out byte
+//! for byte as the client sent them. Outbound frames are serialised once into a
+//! [`ByteString`] that every recipient shares.
+
+use bytestring::ByteString;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// Pusher protocol versions this server speaks.
+pub const MIN_PROTOCOL: u32 = 5;
+pub const MAX_PROTOCOL: u32 = 7;
+
+/// The prefix of the per-user channel a signed-in socket may subscribe to.
+pub const SERVER_TO_USER_PREFIX: &str = "#server-to-user-";
+
+/// What a channel name says about how it behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelKind {
+    Public,
+    Private,
+    Presence,
+    PrivateEncrypted,
+    Cache,
+    PrivateCache,
+    PresenceCache,
+    PrivateEncryptedCache,
+    ServerToUser,
+}
+
+impl ChannelKind {
+    /// Classify by prefix; the order matters because prefixes nest.
+    pub fn of(name: &str) -> ChannelKind {
+        const PREFIXES: [(&str, ChannelKind); 8] = [
+            ("private-encrypted-cache-", ChannelKind::PrivateEncryptedCache),
+            ("private-encrypted-", ChannelKind::PrivateEncrypted),
+            ("private-cache-", ChannelKind::PrivateCache),
+            ("presence-cache-", ChannelKind::PresenceCache),
+            ("cache-", ChannelKind::Cache),
+            ("private-", ChannelKind::Private),
+            ("presence-", ChannelKind::Presence),
+            (SERVER_TO_USER_PREFIX, ChannelKind::ServerToUser),
+        ];
+        PREFIXES
+            .iter()
+            .find(|(prefix, _)| name.starts_with(prefix))
+            .map(|(_, kind)| *kind)
+            .unwrap_or(ChannelKind::Public)
+    }
+
+    /// Subscribing needs an `auth` signature.
+    pub fn requires_auth(self) -> bool {
+        !matches!(
+            self,
+            ChannelKind::Public | ChannelKind::Cache | ChannelKind::ServerToUser
+        )
+    }
+
+    pub fn is_presence(self) -> bool {
+        matches!(self, ChannelKind::Presence | ChannelKind::PresenceCache)
+    }
+
+    pub fn is_cache(self) -> bool {
+        matches!(
+            self,
+            ChannelKind::Cache
+                | ChannelKind::PrivateCache
+                | ChannelKind::PresenceCache
+                | ChannelKind::PrivateEncryptedCache
+        )
+    }
+
+    pub fn is_encrypted(self) -> bool {
+        matches!(
+            self,
+            ChannelKind::PrivateEncrypted | ChannelKind::PrivateEncryptedCache
+        )
+    }
+
+    /// Client events are allowed on private and presence channels, never on
+    /// encrypted ones (the server cannot vouch for ciphertext) nor public ones.
+    pub fn allows_client_events(self) -> bool {
+        matches!(
+            self,
+            ChannelKind::Private
+                | ChannelKind::Presence
+                | ChannelKind::PrivateCache
+                | ChannelKind::PresenceCache
+        )
+    }
+}
+
+/// Why a channel name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelNameError {
+    #[error("Channel name must not be empty")]
+    Empty,
+    #[error("Channel name is longer than {max} characters")]
+    TooLong { max: usize },
+    #[error("Channel name contains characters outside [A-Za-z0-9_-=@,.;]")]
+    InvalidCharacters,
+}
+
+/// Check a channel name against Pusher's rules and the app's length limit.
+/// `#server-to-user-{id}` is outside the character class and allowed as is.
+pub fn validate_channel_name(name: &str, max_len: usize) -> Result<(), ChannelNameError> {
+    if name.is_empty() {
+        return Err(ChannelNameError::Empty);
+    }
+    if name.len() > max_len {
+        return Err(ChannelNameError::TooLong { max: max_len });
+    }
+    let body = name.strip_prefix(SERVER_TO_USER_PREFIX).unwrap_or(name);
+    if body.is_empty() {
+        return Err(ChannelNameError::InvalidCharacters);
+    }
+    let ok = body
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_-=@,.;".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ChannelNameError::InvalidCharacters)
+    }
+}
+
+/// A frame received from a client. `data` stays raw: pusher-js sends an
+/// object, other SDKs a JSON-encoded string; both are accepted.
+#[derive(Debug, Deserialize)]
+pub struct ClientFrame<'a> {
+    #[serde(borrow)]
+    pub event: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub channel: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub data: Option<&'a RawValue>,
+}
+
+/// `data` of `pusher:subscribe`.
+#[derive(Debug, Deserialize)]
+pub struct SubscribeData<'a> {
+    #[serde(borrow)]
+    pub channel: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub auth: Option<Cow<'a, str>>,
+    /// Signed byte for byte, so kept exactly as received.
+    #[serde(borrow, default)]
+    pub channel_data: Option<Cow<'a, str>>,
+}
+
+/// `data` of `pusher:unsubscribe`.
+#[derive(Debug, Deserialize)]
+pub struct UnsubscribeData<'a> {
+    #[serde(borrow)]
+    pub channel: Cow<'a, str>,
+}
+
+/// `data` of `pusher:signin`.
+#[derive(Debug, Deserialize)]
+pub struct SigninData<'a> {
+    #[serde(borrow)]
+    pub auth: Cow<'a, str>,
+    #[serde(borrow)]
+    pub user_data: Cow<'a, str>,
+}
+
+/// The JSON text of a frame's `data`, whether the client sent it as an object
+/// (pusher-js) or as a string containing JSON (other SDKs). Parse the result
+/// with `serde_json::from_str` into one of the `*Data` types.
+pub fn data_text(raw: &RawValue) -> Result<Cow<'_, str>, serde_json::Error> {
+    let text = raw.get();
+    if text.starts_with('"') {
+        let inner: String = serde_json::from_str(text)?;
+        Ok(Cow::Owned(inner))
+    } else {
+        Ok(Cow::Borrowed(text))
+    }
+}
+
+/// Outbound frames, each built once and shared by every recipient.
+pub mod frames {
+    use super::*;
+    use serde::Serialize;
+
+    fn to_bytestring<T: Serialize>(value: &T) -> ByteString {
+        let text = serde_json::to_string(value).expect("frame types always serialise");
+        ByteString::from(text)
+    }
+
+    #[derive(Serialize)]
+    struct Frame<'a, D: Serialize> {
+        event: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        channel: Option<&'a str>,
+        data: D,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user_id: Option<&'a str>,
+    }
+
+    pub fn connection_established(socket_id: &str, activity_timeout: u64) -> ByteString {
+        #[derive(Serialize)]
+        struct Data<'a> {
+            socket_id: &'a str,
+            activity_timeout: u64,
+        }
+        let data = serde_json::to_string(&Data {
+            socket_id,
+            activity_timeout,
+        })
+        .expect("serialises");
+        to_bytestring(&Frame {
+            event: "pusher:connection_established",
+            channel: None,
+            data,
+            user_id: None,
+        })
+    }
+
+    pub fn ping() -> ByteString {
+        ByteString::from_static(r#"{"event":"pusher:ping","data":{}}"#)
+    }
+
+    pub fn pong() -> ByteString {
+        ByteString::from_static(r#"{"event":"pusher:pong","data":{}}"#)
+    }
+
+    /// `pusher:error`; `data` is an object as Pusher sends it.
+    pub fn error(code: Option<u16>, message: &str) -> ByteString {
+        #[derive(Serialize)]
+        struct Data<'a> {
+            code: Option<u16>,
+            message: &'a str,
+        }
+        to_bytestring(&Frame {
+            event: "pusher:error",
+            channel: None,
+            data: Data { code, message },
+            user_id: None,
+        })
+    }
+
+    /// A channel-scoped failure; pusher-js raises it on the channel so the
+    /// app's `pusher:subscription_error` handler fires.
+    pub fn subscription_error(channel: &str, kind: &str, error: &str, status: u16) -> ByteString {
+        #[derive(Serialize)]
+        struct Data<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            error: &'a str,
+            status: u16,
+        }
+        to_bytestring(&Frame {
+            event: "pusher:subscription_error",
+            channel: Some(channel),
+            data: Data {
+                kind,
+                error,
+                status,
+            },
+            user_id: None,
+        })
+    }
+
+    pub fn subscription_succeeded(channel: &str) -> ByteString {
+        to_bytestring(&Frame {
+            event: "pusher_internal:subscription_succeeded",
+            channel: Some(channel),
+            data: "{}",
+            user_id: None,
+        })
+    }
+
+    /// Presence `subscription_succeeded`; `presence_json` is the already
+    /// serialised `{"presence":{...}}` object.
+    pub fn presence_subscription_succeeded(channel: &str, presence_json: &str) -> ByteString {
+        to_bytestring(&Frame {
+            event: "pusher_internal:subscription_succeeded",
+            channel: Some(channel),
+            data: presence_json,
+            user_id: None,
+        })
+    }
+
+    pub fn member_added(channel: &str, user_id: &str, user_info: Option<&RawValue>) -> ByteString {
+        #[derive(Serialize)]
+        struct Data<'a> {
+            user_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            user_info: Option<&'a RawValue>,
+        }
+        let data = serde_json::to_string(&Data { user_id, user_info }).expect("serialises");
+        to_bytestring(&Frame {
+            event: "pusher_internal:member_added",
+            channel: Some(channel),
+            data,
+            user_id: None,
+        })
+    }
+
+    pub fn member_removed(channel: &str, user_id: &str) -> ByteString {
+        #[derive(Serialize)]
+        struct Data<'a> {
+            user_id: &'a str,
+        }
+        let data = serde_json::to_string(&Data { user_id }).expect("serialises");
+        to_bytestring(&Frame {
+            event: "pusher_internal:member_removed",
+            channel: Some(channel),
+            data,
+            user_id: None,
+        })
+    }
+
+    pub fn subscription_count(channel: &str, count: usize) -> ByteString {
+        let data = format!("{{\"subscription_count\":{count}}}");
+        to_bytestring(&Frame {
+            event: "pusher_internal:subscription_count",
+            channel: Some(channel),
+            data,
+            user_id: None,
+        })
+    }
+
+    pub fn cache_miss(channel: &str) -> ByteString {
+        to_bytestring(&Frame {
+            event: "pusher:cache_miss",
+            channel: Some(channel),
+            data: "{}",
+            user_id: None,
+        })
+    }
+
+    pub fn signin_success(user_data: &str) -> ByteString {
+        #[derive(Serialize)]
+        struct Data<'a> {
+            user_data: &'a str,
+        }
+        to_bytestring(&Frame {
+            event: "pusher:signin_success",
+            channel: None,
+            data: Data { user_data },
+            user_id: None,
+        })
+    }
+
+    /// An event published through the HTTP API: `data` is the caller's string,
+    /// relayed untouched.
+    pub fn channel_event(event: &str, channel: &str, data: &str) -> ByteString {
+        to_bytestring(&Frame {
+            event,
+            channel: Some(channel),
+            data,
+            user_id: None,
+        })
+    }
+
+    /// A client event: `data` is relayed as the raw JSON the sender wrote, and
+    /// presence channels name the sender.
+    pub fn client_event(
+        event: &str,
+        channel: &str,
+        data: &RawValue,
+        user_id: Option<&str>,
+    ) -> ByteString {
+        to_bytestring(&Frame {
+            event,
+            channel: Some(channel),
+            data,
+            user_id,
+        })
+    }
+
+    /// `pusher_internal:watchlist_events` for a signed-in user's watchlist.
+    pub fn watchlist_event(name: &str, user_ids: &[&str]) -> ByteString {
+        #[derive(Serialize)]
+        struct Item<'a> {
+            name: &'a str,
+            user_ids: &'a [&'a str],
+        }
+        #[derive(Serialize)]
+        struct Data<'a> {
+            events: [Item<'a>; 1],
+        }
+        to_bytestring(&Frame {
+            event: "pusher_internal:watchlist_events",
+            channel: None,
+            data: Data {
+                events: [Item { name, user_ids }],
+            },
+            user_id: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_kinds_follow_prefix_order() {
+        use ChannelKind::*;
+        let cases = [
+            ("orders", Public),
+            ("cache-prices", Cache),
+            ("private-orders", Private),
+            ("private-cache-x", PrivateCache),
+            ("private-encrypted-chat", PrivateEncrypted),
+            ("private-encrypted-cache-chat", PrivateEncryptedCache),
+            ("presence-room", Presence),
+            ("presence-cache-room", PresenceCache),
+            ("#server-to-user-42", ServerToUser),
+            ("privateer", Public),
+        ];
+        for (name, kind) in cases {
+            assert_eq!(ChannelKind::of(name), kind, "{name}");
+        }
+        assert!(!PrivateEncrypted.allows_client_events());
+        assert!(Presence.allows_client_events());
+        assert!(!Public.allows_client_events());
+        assert!(PresenceCache.is_presence() && PresenceCache.is_cache());
+    }
+
+    #[test]
+    fn channel_names_are_checked_for_characters_and_length() {
+        assert!(validate_channel_name("a-b_c=d@e,f.g;h", 200).is_ok());
+        assert!(validate_channel_name("#server-to-user-42", 200).is_ok());
+        assert_eq!(
+            validate_channel_name("has space", 200),
+            Err(ChannelNameError::InvalidCharacters)
+        );
+        assert_eq!(
+            validate_channel_name("#other", 200),
+            Err(ChannelNameError::InvalidCharacters)
+        );
+        assert_eq!(validate_channel_name("", 200), Err(ChannelNameError::Empty));
+        let at_limit = "a".repeat(164);
+        assert!(validate_channel_name(&at_limit, 164).is_ok());
+        let over = "a".repeat(165);
+        assert_eq!(
+            validate_channel_name(&over, 164),
+            Err(ChannelNameError::TooLong { max: 164 })
+        );
+    }
+
+    #[test]
+    fn frames_are_pusher_shaped() {
+        let f = frames::connection_established("1.2", 120);
+        let v: serde_json::Value = serde_json::from_str(&f).unwrap();
+        assert_eq!(v["event"], "pusher:connection_established");
+        let data: serde_json::Value = serde_json::from_str(v["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data["socket_id"], "1.2");
+        assert_eq!(data["activity_timeout"], 120);
+
+        let f = frames::channel_event("e", "c", "{\"id\":7}");
+        assert_eq!(&*f, r#"{"event":"e","channel":"c","data":"{\"id\":7}"}"#);
+
+        let raw = RawValue::from_string("{\"text\": \"hi\"}".into()).unwrap();
+        let f = frames::client_event("client-x", "presence-r", &raw, Some("42"));
+        assert_eq!(
+            &*f,
+            r#"{"event":"client-x","channel":"presence-r","data":{"text": "hi"},"user_id":"42"}"#
+        );
+    }
+}

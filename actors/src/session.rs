@@ -1,0 +1,756 @@
+//! Session actor: one per WebSocket.
+//!
+//! It owns the socket, parses what the client sends, checks signatures and
+//! limits, and talks to the registry shards by message. It never touches
+//! channel state directly.
+
+use crate::app::{App, ConnectionSlot};
+use crate::auth;
+use crate::error::{PusherError, SubscriptionError};
+use crate::messages::*;
+use crate::protocol::{self, frames, ChannelKind, ClientFrame};
+use crate::registry::Registry;
+use crate::socket::{Outbox, SessionHandle, SocketId};
+use actix::prelude::*;
+use actix_web_actors::ws;
+use log::{debug, info, warn};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Server-wide session settings, resolved from configuration once.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Advertised in `connection_established`; a client silent this long is pinged.
+    pub activity_timeout: Duration,
+    /// How long a pinged client has to answer before it is closed with 4201.
+    pub pong_timeout: Duration,
+    /// Grace period for `pusher:signin` on apps that require user authentication.
+    pub user_authentication_timeout: Duration,
+    /// Largest inbound message (after reassembling fragments).
+    pub max_message_bytes: usize,
+    /// Outbound queue bound per socket (frames / bytes); `None` = unbounded.
+    pub outbox_max_messages: Option<usize>,
+    pub outbox_max_bytes: Option<usize>,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            activity_timeout: Duration::from_secs(120),
+            pong_timeout: Duration::from_secs(30),
+            user_authentication_timeout: Duration::from_secs(3600),
+            max_message_bytes: 64 * 1024,
+            outbox_max_messages: Some(1000),
+            outbox_max_bytes: None,
+        }
+    }
+}
+
+/// What the session remembers about one of its subscriptions.
+struct Subscription {
+    /// Presence channels: the user id the socket joined as.
+    user_id: Option<Arc<str>>,
+    kind: ChannelKind,
+}
+
+/// Fixed-window counter for the per-socket client-event limit.
+struct RateWindow {
+    started: Instant,
+    count: u32,
+}
+
+pub struct Session {
+    id: SocketId,
+    id_text: String,
+    app: Arc<App>,
+    /// Releases the app's connection slot when the session ends.
+    _slot: ConnectionSlot,
+    settings: Arc<SessionSettings>,
+    registry: Registry,
+    outbox: Arc<Outbox>,
+    handle: Option<SessionHandle>,
+    peer: String,
+    opened: Instant,
+    subscriptions: HashMap<Arc<str>, Subscription>,
+    user_id: Option<Arc<str>>,
+    last_seen: Instant,
+    ping_sent: Option<Instant>,
+    client_events: RateWindow,
+    /// A fragmented message being reassembled.
+    partial: Option<Vec<u8>>,
+    close_reason: Option<String>,
+}
+
+impl Session {
+    pub fn new(
+        app: Arc<App>,
+        slot: ConnectionSlot,
+        settings: Arc<SessionSettings>,
+        registry: Registry,
+        peer: String,
+    ) -> Session {
+        let id = SocketId::next();
+        let now = Instant::now();
+        Session {
+            id,
+            id_text: id.to_string(),
+            outbox: Arc::new(Outbox::new(
+                settings.outbox_max_messages,
+                settings.outbox_max_bytes,
+            )),
+            app,
+            _slot: slot,
+            settings,
+            registry,
+            handle: None,
+            peer,
+            opened: now,
+            subscriptions: HashMap::new(),
+            user_id: None,
+            last_seen: now,
+            ping_sent: None,
+            client_events: RateWindow {
+                started: now,
+                count: 0,
+            },
+            partial: None,
+            close_reason: None,
+        }
+    }
+
+    pub fn socket_id(&self) -> SocketId {
+        self.id
+    }
+
+    fn session_handle(&self) -> SessionHandle {
+        self.handle.clone().expect("set in started()")
+    }
+
+    /// Send `pusher:error`, and close the socket if the error is fatal.
+    fn fail(&mut self, ctx: &mut ws::WebsocketContext<Self>, err: PusherError) {
+        ctx.text(err.frame());
+        if err.closes() {
+            self.close(ctx, err.code(), err.to_string());
+        }
+    }
+
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: String) {
+        if self.close_reason.is_some() {
+            return;
+        }
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::Other(code),
+            description: Some(reason.clone()),
+        }));
+        self.close_reason = Some(format!("{code} {reason}"));
+        ctx.stop();
+    }
+
+    fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let now = Instant::now();
+        match self.ping_sent {
+            Some(sent) if now.duration_since(sent) >= self.settings.pong_timeout => {
+                debug!("socket {} did not answer ping", self.id_text);
+                self.fail(ctx, PusherError::PongTimeout);
+            }
+            Some(_) => {}
+            None if now.duration_since(self.last_seen) >= self.settings.activity_timeout => {
+                ctx.text(frames::ping());
+                self.ping_sent = Some(now);
+            }
+            None => {}
+        }
+    }
+
+    fn handle_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let frame: ClientFrame = match serde_json::from_str(text) {
+            Ok(f) => f,
+            Err(e) => {
+                debug!("socket {}: malformed frame: {e}", self.id_text);
+                return self.fail(
+                    ctx,
+                    PusherError::InvalidMessage(format!("Invalid JSON frame: {e}")),
+                );
+            }
+        };
+        match &*frame.event {
+            "pusher:ping" => ctx.text(frames::pong()),
+            "pusher:pong" => {}
+            "pusher:subscribe" => self.on_subscribe(frame.data, ctx),
+            "pusher:unsubscribe" => self.on_unsubscribe(frame.data, ctx),
+            "pusher:signin" => self.on_signin(frame.data, ctx),
+            name if name.starts_with("client-") => self.on_client_event(&frame, ctx),
+            other => {
+                let msg = format!("Unsupported event: {}", truncate(other, 64));
+                self.fail(ctx, PusherError::InvalidMessage(msg));
+            }
+        }
+    }
+
+    fn on_subscribe(&mut self, data: Option<&RawValue>, ctx: &mut ws::WebsocketContext<Self>) {
+        let text = match data.map(protocol::data_text) {
+            Some(Ok(t)) => t,
+            _ => {
+                return self.fail(
+                    ctx,
+                    PusherError::InvalidMessage("pusher:subscribe needs data".into()),
+                )
+            }
+        };
+        let sub: protocol::SubscribeData = match serde_json::from_str(&text) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.fail(
+                    ctx,
+                    PusherError::InvalidMessage(format!("Invalid pusher:subscribe data: {e}")),
+                )
+            }
+        };
+        let channel = &*sub.channel;
+        match self.check_subscription(&sub) {
+            Ok((kind, member)) => {
+                let channel: Arc<str> = Arc::from(channel);
+                self.subscriptions.insert(
+                    channel.clone(),
+                    Subscription {
+                        user_id: member.as_ref().map(|m| m.user_id.clone()),
+                        kind,
+                    },
+                );
+                self.registry
+                    .channel_shard(&self.app.id, &channel)
+                    .do_send(Subscribe {
+                        app_id: Arc::from(self.app.id.as_str()),
+                        channel,
+                        kind,
+                        session: self.session_handle(),
+                        member,
+                        max_members: self.app.limits.max_presence_members_per_channel,
+                        count_updates: self.app.enable_subscription_count
+                            && !kind.is_presence(),
+                    });
+            }
+            Err(err) => {
+                if matches!(err, SubscriptionError::Auth(_)) {
+                    warn!(
+                        "channel auth failed app={} socket={} peer={} channel={}: {err}",
+                        self.app.id,
+                        self.id_text,
+                        self.peer,
+                        truncate(channel, 200)
+                    );
+                } else {
+                    debug!("subscription refused socket={}: {err}", self.id_text);
+                }
+                ctx.text(err.frame(channel));
+            }
+        }
+    }
+
+    /// Everything a subscription must pass before the registry sees it.
+    fn check_subscription(
+        &self,
+        sub: &protocol::SubscribeData,
+    ) -> Result<(ChannelKind, Option<Member>), SubscriptionError> {
+        let channel = &*sub.channel;
+        protocol::validate_channel_name(channel, self.app.limits.max_channel_name_length)
+            .map_err(|e| SubscriptionError::InvalidChannel(e.to_string()))?;
+        let kind = ChannelKind::of(channel);
+        if kind == ChannelKind::ServerToUser {
+            let wanted = &channel[protocol::SERVER_TO_USER_PREFIX.len()..];
+            return match &self.user_id {
+                Some(id) if &**id == wanted => Ok((kind, None)),
+                _ => Err(SubscriptionError::Auth(
+                    "Sign in as this user to subscribe to its channel".into(),
+                )),
+            };
+        }
+        if !kind.requires_auth() {
+            return Ok((kind, None));
+        }
+        let auth = sub
+            .auth
+            .as_deref()
+            .ok_or_else(|| SubscriptionError::Auth("Missing auth signature".into()))?;
+        let channel_data = if kind.is_presence() {
+            Some(sub.channel_data.as_deref().ok_or_else(|| {
+                SubscriptionError::Auth("Presence channels need channel_data".into())
+            })?)
+        } else {
+            None
+        };
+        auth::verify_channel_auth(
+            &self.app.key,
+            &self.app.secret,
+            &self.id_text,
+            channel,
+            channel_data,
+            auth,
+        )
+        .map_err(|e| SubscriptionError::Auth(e.to_string()))?;
+        let member = match channel_data {
+            Some(data) => Some(self.parse_member(data)?),
+            None => None,
+        };
+        Ok((kind, member))
+    }
+
+    fn parse_member(&self, channel_data: &str) -> Result<Member, SubscriptionError> {
+        let max = self.app.limits.max_presence_member_size_bytes;
+        if channel_data.len() > max {
+            return Err(SubscriptionError::LimitReached(format!(
+                "channel_data is larger than {max} bytes"
+            )));
+        }
+        #[derive(Deserialize)]
+        struct ChannelData {
+            user_id: Option<serde_json::Value>,
+            user_info: Option<Box<RawValue>>,
+        }
+        let parsed: ChannelData = serde_json::from_str(channel_data)
+            .map_err(|e| SubscriptionError::Auth(format!("Invalid channel_data: {e}")))?;
+        let user_id = match parsed.user_id {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => s,
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => {
+                return Err(SubscriptionError::Auth(
+                    "channel_data must contain a user_id".into(),
+                ))
+            }
+        };
+        if user_id.len() > 128 {
+            return Err(SubscriptionError::LimitReached(
+                "user_id is longer than 128 characters".into(),
+            ));
+        }
+        Ok(Member {
+            user_id: Arc::from(user_id),
+            user_info: parsed.user_info.map(Arc::from),
+        })
+    }
+
+    fn on_unsubscribe(&mut self, data: Option<&RawValue>, ctx: &mut ws::WebsocketContext<Self>) {
+        let parsed = data
+            .map(protocol::data_text)
+            .and_then(|t| t.ok())
+            .and_then(|t| {
+                serde_json::from_str::<protocol::UnsubscribeData>(&t)
+                    .ok()
+                    .map(|d| Arc::<str>::from(&*d.channel))
+            });
+        let Some(channel) = parsed else {
+            return self.fail(
+                ctx,
+                PusherError::InvalidMessage("pusher:unsubscribe needs data.channel".into()),
+            );
+        };
+        // Unsubscribing from a channel we are not in is a silent no-op.
+        if self.subscriptions.remove(&channel).is_some() {
+            self.registry
+                .channel_shard(&self.app.id, &channel)
+                .do_send(Unsubscribe {
+                    app_id: Arc::from(self.app.id.as_str()),
+                    channel,
+                    socket: self.id,
+                });
+        }
+    }
+
+    fn on_signin(&mut self, data: Option<&RawValue>, ctx: &mut ws::WebsocketContext<Self>) {
+        let text = data.map(protocol::data_text).and_then(|t| t.ok());
+        let Some(text) = text else {
+            return self.fail(
+                ctx,
+                PusherError::InvalidMessage("pusher:signin needs data".into()),
+            );
+        };
+        let signin: protocol::SigninData = match serde_json::from_str(&text) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.fail(
+                    ctx,
+                    PusherError::InvalidMessage(format!("Invalid pusher:signin data: {e}")),
+                )
+            }
+        };
+        if let Err(e) = auth::verify_signin(
+            &self.app.key,
+            &self.app.secret,
+            &self.id_text,
+            &signin.user_data,
+            &signin.auth,
+        ) {
+            warn!(
+                "signin failed app={} socket={} peer={}: {e}",
+                self.app.id, self.id_text, self.peer
+            );
+            return self.fail(ctx, PusherError::Unauthorized(format!("Signin failed: {e}")));
+        }
+        #[derive(Deserialize)]
+        struct UserData {
+            id: Option<serde_json::Value>,
+        }
+        let user_id = match serde_json::from_str::<UserData>(&signin.user_data) {
+            Ok(UserData {
+                id: Some(serde_json::Value::String(id)),
+            }) if !id.is_empty() => id,
+            Ok(_) => {
+                return self.fail(
+                    ctx,
+                    PusherError::Unauthorized("Missing 'id' field in user_data".into()),
+                )
+            }
+            Err(_) => {
+                return self.fail(
+                    ctx,
+                    PusherError::Unauthorized("Invalid user_data JSON".into()),
+                )
+            }
+        };
+        let user_id: Arc<str> = Arc::from(user_id);
+        if let Some(previous) = self.user_id.take() {
+            if previous != user_id {
+                self.registry
+                    .user_shard(&self.app.id, &previous)
+                    .do_send(UserGone {
+                        app_id: Arc::from(self.app.id.as_str()),
+                        user_id: previous,
+                        socket: self.id,
+                    });
+            }
+        }
+        self.registry
+            .user_shard(&self.app.id, &user_id)
+            .do_send(UserSignedIn {
+                app_id: Arc::from(self.app.id.as_str()),
+                user_id: user_id.clone(),
+                session: self.session_handle(),
+            });
+        info!(
+            "signin app={} socket={} user={}",
+            self.app.id,
+            self.id_text,
+            truncate(&user_id, 128)
+        );
+        self.user_id = Some(user_id);
+        ctx.text(frames::signin_success(&signin.user_data));
+    }
+
+    fn on_client_event(&mut self, frame: &ClientFrame, ctx: &mut ws::WebsocketContext<Self>) {
+        let reject = |msg: &str| PusherError::ClientEventRejected(msg.to_string());
+        if !self.app.enable_client_messages {
+            return self.fail(ctx, reject("Client events are not enabled for this app"));
+        }
+        let Some(channel) = frame.channel.as_deref() else {
+            return self.fail(ctx, reject("Client events need a channel"));
+        };
+        let Some(sub) = self.subscriptions.get(channel) else {
+            return self.fail(
+                ctx,
+                reject("Client event rejected: not subscribed to the channel"),
+            );
+        };
+        let (kind, user_id) = (sub.kind, sub.user_id.clone());
+        if !kind.allows_client_events() {
+            return self.fail(
+                ctx,
+                reject("Client events are only allowed on private and presence channels"),
+            );
+        }
+        if frame.event.len() > self.app.limits.max_event_name_length {
+            return self.fail(ctx, reject("Client event name is too long"));
+        }
+        let null = RawValue::NULL;
+        let data = frame.data.unwrap_or(null);
+        if data.get().len() > self.app.limits.max_event_payload_bytes {
+            warn!(
+                "client event too large app={} socket={} bytes={}",
+                self.app.id,
+                self.id_text,
+                data.get().len()
+            );
+            return self.fail(ctx, reject("Client event payload is too large"));
+        }
+        if !self.allow_client_event() {
+            warn!(
+                "client event rate limit app={} socket={}",
+                self.app.id, self.id_text
+            );
+            let err = if self.app.limits.terminate_on_limit {
+                PusherError::ClientEventRateLimitTerminate
+            } else {
+                PusherError::ClientEventRateLimit
+            };
+            return self.fail(ctx, err);
+        }
+        let out = frames::client_event(&frame.event, channel, data, user_id.as_deref());
+        let channel: Arc<str> = Arc::from(channel);
+        self.registry
+            .channel_shard(&self.app.id, &channel)
+            .do_send(Broadcast {
+                app_id: Arc::from(self.app.id.as_str()),
+                channel,
+                frame: out,
+                except: Some(self.id),
+                require_subscriber: Some(self.id),
+            });
+    }
+
+    fn allow_client_event(&mut self) -> bool {
+        let max = self.app.limits.max_client_events_per_second;
+        if max == 0 {
+            return true;
+        }
+        let window = Duration::from_secs(self.app.limits.client_event_window_secs.max(1));
+        let now = Instant::now();
+        if now.duration_since(self.client_events.started) >= window {
+            self.client_events = RateWindow {
+                started: now,
+                count: 0,
+            };
+        }
+        if self.client_events.count >= max {
+            return false;
+        }
+        self.client_events.count += 1;
+        true
+    }
+
+    /// Inbound bytes of a complete message, checked against the size limit.
+    fn on_message_bytes(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.handle_text(text, ctx),
+            Err(_) => self.fail(
+                ctx,
+                PusherError::InvalidMessage("Frames must be UTF-8 text".into()),
+            ),
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Actor for Session {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.handle = Some(SessionHandle {
+            id: self.id,
+            addr: ctx.address(),
+            outbox: self.outbox.clone(),
+        });
+        info!(
+            "connection opened app={} socket={} peer={}",
+            self.app.id, self.id_text, self.peer
+        );
+        ctx.text(frames::connection_established(
+            &self.id_text,
+            self.settings.activity_timeout.as_secs(),
+        ));
+        let tick = (self.settings.activity_timeout.min(self.settings.pong_timeout) / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        ctx.run_interval(tick, |session, ctx| session.heartbeat(ctx));
+        if self.app.enable_user_authentication {
+            ctx.run_later(self.settings.user_authentication_timeout, |session, ctx| {
+                if session.user_id.is_none() {
+                    warn!(
+                        "socket not signed in within timeout app={} socket={} peer={}",
+                        session.app.id, session.id_text, session.peer
+                    );
+                    session.fail(
+                        ctx,
+                        PusherError::Unauthorized(
+                            "Connection not authorized within timeout.".into(),
+                        ),
+                    );
+                }
+            });
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        let app_id: Arc<str> = Arc::from(self.app.id.as_str());
+        // One message per shard touched, not one per channel.
+        let mut by_shard: HashMap<usize, Vec<Arc<str>>> = HashMap::new();
+        for channel in self.subscriptions.keys() {
+            by_shard
+                .entry(self.registry.channel_shard_index(&self.app.id, channel))
+                .or_default()
+                .push(channel.clone());
+        }
+        for (index, channels) in by_shard {
+            self.registry.shards()[index].do_send(SocketGone {
+                app_id: app_id.clone(),
+                socket: self.id,
+                channels,
+            });
+        }
+        if let Some(user_id) = self.user_id.take() {
+            self.registry
+                .user_shard(&self.app.id, &user_id)
+                .do_send(UserGone {
+                    app_id: app_id.clone(),
+                    user_id,
+                    socket: self.id,
+                });
+        }
+        info!(
+            "connection closed app={} socket={} peer={} after={:.1}s reason={}",
+            self.app.id,
+            self.id_text,
+            self.peer,
+            self.opened.elapsed().as_secs_f64(),
+            self.close_reason.as_deref().unwrap_or("client closed")
+        );
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_seen = Instant::now();
+        self.ping_sent = None;
+        let msg = match msg {
+            Ok(m) => m,
+            Err(ws::ProtocolError::Overflow) => {
+                warn!(
+                    "oversized frame app={} socket={} peer={} limit={}B",
+                    self.app.id, self.id_text, self.peer, self.settings.max_message_bytes
+                );
+                return self.close(ctx, 1009, "Message too big".into());
+            }
+            Err(e) => {
+                debug!("socket {} protocol error: {e}", self.id_text);
+                return self.close(ctx, 1002, "WebSocket protocol error".into());
+            }
+        };
+        match msg {
+            ws::Message::Text(text) => self.handle_text(&text, ctx),
+            ws::Message::Ping(payload) => ctx.pong(&payload),
+            ws::Message::Pong(_) => {}
+            ws::Message::Binary(_) => self.fail(
+                ctx,
+                PusherError::InvalidMessage("Binary frames are not supported".into()),
+            ),
+            ws::Message::Continuation(item) => self.on_continuation(item, ctx),
+            ws::Message::Close(reason) => {
+                self.close_reason = Some(match &reason {
+                    Some(r) => format!("client closed {}", u16::from(r.code)),
+                    None => "client closed".into(),
+                });
+                ctx.close(reason);
+                ctx.stop();
+            }
+            ws::Message::Nop => {}
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Session {
+    fn on_continuation(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let limit = self.settings.max_message_bytes;
+        let too_big = |len: usize| len > limit;
+        match item {
+            actix_http::ws::Item::FirstText(b) | actix_http::ws::Item::FirstBinary(b) => {
+                if too_big(b.len()) {
+                    return self.close(ctx, 1009, "Message too big".into());
+                }
+                self.partial = Some(b.to_vec());
+            }
+            actix_http::ws::Item::Continue(b) => {
+                let Some(buf) = self.partial.as_mut() else {
+                    return self.close(ctx, 1002, "Unexpected continuation frame".into());
+                };
+                buf.extend_from_slice(&b);
+                if too_big(buf.len()) {
+                    self.partial = None;
+                    return self.close(ctx, 1009, "Message too big".into());
+                }
+            }
+            actix_http::ws::Item::Last(b) => {
+                let Some(mut buf) = self.partial.take() else {
+                    return self.close(ctx, 1002, "Unexpected continuation frame".into());
+                };
+                buf.extend_from_slice(&b);
+                if too_big(buf.len()) {
+                    return self.close(ctx, 1009, "Message too big".into());
+                }
+                self.on_message_bytes(&buf, ctx);
+            }
+        }
+    }
+}
+
+impl Handler<Deliver> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        self.outbox.release(msg.0.len());
+        if self.outbox.overflowed() {
+            if self.close_reason.is_none() {
+                warn!(
+                    "slow consumer: outbound queue full, closing app={} socket={} peer={}",
+                    self.app.id, self.id_text, self.peer
+                );
+                self.fail(ctx, PusherError::OverCapacity);
+            }
+            return;
+        }
+        ctx.text(msg.0);
+    }
+}
+
+impl Handler<Disconnect> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, ctx: &mut Self::Context) {
+        self.fail(ctx, msg.0);
+    }
+}
+
+impl Handler<SubscriptionRefused> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscriptionRefused, _: &mut Self::Context) {
+        self.subscriptions.remove(&msg.channel);
+    }
+}
+
+/// A socket refused at connect time (unknown app, bad protocol, origin, quota):
+/// it receives the `pusher:error` and is closed with the same code.
+pub struct Rejected {
+    pub error: PusherError,
+    pub peer: String,
+}
+
+impl Actor for Rejected {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.text(self.error.frame());
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::Other(self.error.code()),
+            description: Some(self.error.to_string()),
+        }));
+        ctx.stop();
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Rejected {
+    fn handle(&mut self, _: Result<ws::Message, ws::ProtocolError>, _: &mut Self::Context) {}
+}

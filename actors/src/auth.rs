@@ -72,12 +72,7 @@ pub fn verify_channel_auth(
     auth: &str,
 ) -> Result<(), AuthError> {
     match channel_data {
-        Some(data) => verify_token(
-            app_key,
-            secret,
-            auth,
-            &[socket_id, ":", channel, ":", data],
-        ),
+        Some(data) => verify_token(app_key, secret, auth, &[socket_id, ":", channel, ":", data]),
         None => verify_token(app_key, secret, auth, &[socket_id, ":", channel]),
     }
 }
@@ -90,12 +85,7 @@ pub fn verify_signin(
     user_data: &str,
     auth: &str,
 ) -> Result<(), AuthError> {
-    verify_token(
-        app_key,
-        secret,
-        auth,
-        &[socket_id, "::user::", user_data],
-    )
+    verify_token(app_key, secret, auth, &[socket_id, "::user::", user_data])
 }
 
 /// Lowercase hex MD5 of a request body (`body_md5` of the HTTP API).
@@ -162,7 +152,14 @@ mod tests {
             Err(AuthError::Malformed)
         );
         assert_eq!(
-            verify_channel_auth(KEY, SECRET, "1234.5678", "private-orders", None, "app-key:zz"),
+            verify_channel_auth(
+                KEY,
+                SECRET,
+                "1234.5678",
+                "private-orders",
+                None,
+                "app-key:zz"
+            ),
             Err(AuthError::InvalidSignature)
         );
     }
@@ -177,17 +174,29 @@ mod tests {
         );
         // One byte of channel_data changed: the signature no longer matches.
         let changed = r#"{"user_id":"43","user_info":{"name":"Ada"}}"#;
-        assert!(
-            verify_channel_auth(KEY, SECRET, "1234.5678", "presence-room", Some(changed), auth)
-                .is_err()
-        );
+        assert!(verify_channel_auth(
+            KEY,
+            SECRET,
+            "1234.5678",
+            "presence-room",
+            Some(changed),
+            auth
+        )
+        .is_err());
     }
 
     #[test]
     fn encrypted_channel_example() {
         let auth = "app-key:6ee8ce3188a0b27e8bccca0ce3648235c61b391d951dcfbde41d441360035f8a";
         assert_eq!(
-            verify_channel_auth(KEY, SECRET, "1234.5678", "private-encrypted-chat", None, auth),
+            verify_channel_auth(
+                KEY,
+                SECRET,
+                "1234.5678",
+                "private-encrypted-chat",
+                None,
+                auth
+            ),
             Ok(())
         );
     }
@@ -196,7 +205,13 @@ mod tests {
     fn signin_example() {
         let auth = "app-key:301c617063a9befe3888bef787d0293388621da80385924cc3b7231582f595e3";
         assert_eq!(
-            verify_signin(KEY, SECRET, "1234.5678", r#"{"id":"42","name":"Ada"}"#, auth),
+            verify_signin(
+                KEY,
+                SECRET,
+                "1234.5678",
+                r#"{"id":"42","name":"Ada"}"#,
+                auth
+            ),
             Ok(())
         );
     }
@@ -209,7 +224,10 @@ mod tests {
         let params = vec![
             ("auth_version".to_string(), "1.0".to_string()),
             ("auth_key".to_string(), "app-key".to_string()),
-            ("body_md5".to_string(), "8240c4f8c3620c8f8787db3801c800c2".to_string()),
+            (
+                "body_md5".to_string(),
+                "8240c4f8c3620c8f8787db3801c800c2".to_string(),
+            ),
             ("auth_timestamp".to_string(), "1700000000".to_string()),
             ("auth_signature".to_string(), "ignored".to_string()),
         ];

@@ -35,7 +35,10 @@ impl ChannelKind {
     /// Classify by prefix; the order matters because prefixes nest.
     pub fn of(name: &str) -> ChannelKind {
         const PREFIXES: [(&str, ChannelKind); 8] = [
-            ("private-encrypted-cache-", ChannelKind::PrivateEncryptedCache),
+            (
+                "private-encrypted-cache-",
+                ChannelKind::PrivateEncryptedCache,
+            ),
             ("private-encrypted-", ChannelKind::PrivateEncrypted),
             ("private-cache-", ChannelKind::PrivateCache),
             ("presence-cache-", ChannelKind::PresenceCache),

@@ -187,7 +187,9 @@ impl Actor for Shard {
         // Mailbox capacity bounds how far HTTP publishers (which `send` and
         // await) can run ahead of fan-out.
         ctx.set_mailbox_capacity(1024);
-        let every = self.cache_ttl.clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let every = self
+            .cache_ttl
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
         ctx.run_interval(every, |shard, _| shard.sweep_cache());
     }
 }
@@ -252,10 +254,11 @@ impl Handler<Subscribe> for Shard {
                     }
                 }
                 let snapshot = state.roster.snapshot_json();
-                msg.session.deliver(&frames::presence_subscription_succeeded(
-                    &msg.channel,
-                    &snapshot,
-                ));
+                msg.session
+                    .deliver(&frames::presence_subscription_succeeded(
+                        &msg.channel,
+                        &snapshot,
+                    ));
             }
             None => {
                 if !already {

@@ -34,6 +34,8 @@ pub struct SessionSettings {
     /// Outbound queue bound per socket (frames / bytes); `None` = unbounded.
     pub outbox_max_messages: Option<usize>,
     pub outbox_max_bytes: Option<usize>,
+    /// Close a socket whose queue is full (4100) rather than drop frames for it.
+    pub disconnect_on_buffer_full: bool,
 }
 
 impl Default for SessionSettings {
@@ -45,6 +47,7 @@ impl Default for SessionSettings {
             max_message_bytes: 64 * 1024,
             outbox_max_messages: Some(1000),
             outbox_max_bytes: None,
+            disconnect_on_buffer_full: true,
         }
     }
 }
@@ -100,6 +103,7 @@ impl Session {
             outbox: Arc::new(Outbox::new(
                 settings.outbox_max_messages,
                 settings.outbox_max_bytes,
+                settings.disconnect_on_buffer_full,
             )),
             app,
             _slot: slot,
@@ -229,8 +233,7 @@ impl Session {
                         session: self.session_handle(),
                         member,
                         max_members: self.app.limits.max_presence_members_per_channel,
-                        count_updates: self.app.enable_subscription_count
-                            && !kind.is_presence(),
+                        count_updates: self.app.enable_subscription_count && !kind.is_presence(),
                     });
             }
             Err(err) => {
@@ -387,7 +390,10 @@ impl Session {
                 "signin failed app={} socket={} peer={}: {e}",
                 self.app.id, self.id_text, self.peer
             );
-            return self.fail(ctx, PusherError::Unauthorized(format!("Signin failed: {e}")));
+            return self.fail(
+                ctx,
+                PusherError::Unauthorized(format!("Signin failed: {e}")),
+            );
         }
         #[derive(Deserialize)]
         struct UserData {
@@ -559,8 +565,12 @@ impl Actor for Session {
             &self.id_text,
             self.settings.activity_timeout.as_secs(),
         ));
-        let tick = (self.settings.activity_timeout.min(self.settings.pong_timeout) / 4)
-            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let tick = (self
+            .settings
+            .activity_timeout
+            .min(self.settings.pong_timeout)
+            / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(5));
         ctx.run_interval(tick, |session, ctx| session.heartbeat(ctx));
         if self.app.enable_user_authentication {
             ctx.run_later(self.settings.user_authentication_timeout, |session, ctx| {
@@ -662,7 +672,11 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
 }
 
 impl Session {
-    fn on_continuation(&mut self, item: actix_http::ws::Item, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_continuation(
+        &mut self,
+        item: actix_http::ws::Item,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         let limit = self.settings.max_message_bytes;
         let too_big = |len: usize| len > limit;
         match item {
@@ -735,7 +749,6 @@ impl Handler<SubscriptionRefused> for Session {
 /// it receives the `pusher:error` and is closed with the same code.
 pub struct Rejected {
     pub error: PusherError,
-    pub peer: String,
 }
 
 impl Actor for Rejected {

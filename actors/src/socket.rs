@@ -62,12 +62,22 @@ pub struct Outbox {
     overflowed: AtomicBool,
     max_messages: usize,
     max_bytes: usize,
+    /// When false a full queue drops new frames instead of closing the socket
+    /// (Sockudo's `websocket.disconnect_on_buffer_full`).
+    disconnect_when_full: bool,
+    dropped: AtomicU64,
 }
 
 impl Outbox {
     /// `None` limits mean unbounded (an operator's explicit choice).
-    pub fn new(max_messages: Option<usize>, max_bytes: Option<usize>) -> Self {
+    pub fn new(
+        max_messages: Option<usize>,
+        max_bytes: Option<usize>,
+        disconnect_when_full: bool,
+    ) -> Self {
         Outbox {
+            disconnect_when_full,
+            dropped: AtomicU64::new(0),
             pending_messages: AtomicUsize::new(0),
             pending_bytes: AtomicUsize::new(0),
             overflowed: AtomicBool::new(false),
@@ -87,7 +97,11 @@ impl Outbox {
         if messages >= self.max_messages || bytes.saturating_add(len) > self.max_bytes {
             self.pending_messages.fetch_sub(1, Ordering::AcqRel);
             self.pending_bytes.fetch_sub(len, Ordering::AcqRel);
-            self.overflowed.store(true, Ordering::Release);
+            if self.disconnect_when_full {
+                self.overflowed.store(true, Ordering::Release);
+            } else {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
             return false;
         }
         true
@@ -101,6 +115,11 @@ impl Outbox {
 
     pub fn overflowed(&self) -> bool {
         self.overflowed.load(Ordering::Acquire)
+    }
+
+    /// Frames dropped because the queue was full (drop policy only).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     pub fn pending(&self) -> usize {
@@ -119,7 +138,9 @@ pub struct SessionHandle {
 
 impl fmt::Debug for SessionHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionHandle").field("id", &self.id).finish()
+        f.debug_struct("SessionHandle")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -155,7 +176,7 @@ mod tests {
 
     #[test]
     fn outbox_overflows_at_its_limit_and_stays_overflowed() {
-        let o = Outbox::new(Some(2), None);
+        let o = Outbox::new(Some(2), None, true);
         assert!(o.reserve(10));
         assert!(o.reserve(10));
         assert!(!o.reserve(10), "third frame is over the limit");
@@ -163,8 +184,19 @@ mod tests {
         o.release(10);
         assert!(!o.reserve(10), "an overflowed outbox stays closed");
 
-        let o = Outbox::new(None, Some(100));
+        let o = Outbox::new(None, Some(100), true);
         assert!(o.reserve(100));
         assert!(!o.reserve(1));
+    }
+
+    #[test]
+    fn drop_policy_drops_frames_but_keeps_the_socket() {
+        let o = Outbox::new(Some(1), None, false);
+        assert!(o.reserve(1));
+        assert!(!o.reserve(1));
+        assert!(!o.overflowed());
+        assert_eq!(o.dropped(), 1);
+        o.release(1);
+        assert!(o.reserve(1), "room again once the session caught up");
     }
 }

@@ -1,0 +1,280 @@
+//! Which apps the server serves.
+//!
+//! 1. Inline apps from `app_manager.array.apps[]`.
+//! 2. The `SOCKUDO_DEFAULT_APP_*` app, which replaces the inline ones.
+//! 3. If nothing is left, the development app (`app-id`/`app-key`/`app-secret`),
+//!    flagged so the server can say so loudly.
+//!
+//! Limits an app leaves unset fall back to the global `presence`,
+//! `channel_limits` and `event_limits` blocks. Validation names the offending
+//! key (`app_manager.array.apps[1].max_event_batch_size`) or variable
+//! (`SOCKUDO_DEFAULT_APP_MAX_EVENT_BATCH_SIZE`).
+
+use std::collections::HashMap;
+
+use switchyard_actors::app::{App, AppLimits};
+
+use super::env::Env;
+use super::error::ConfigError;
+use super::file::FileApp;
+use super::validate::validate_origin_pattern;
+use super::Config;
+
+const ID: &str = "SOCKUDO_DEFAULT_APP_ID";
+const KEY: &str = "SOCKUDO_DEFAULT_APP_KEY";
+const SECRET: &str = "SOCKUDO_DEFAULT_APP_SECRET";
+
+/// Where an app was defined, to name it in errors.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    File(usize),
+    Env,
+    Dev,
+}
+
+impl Source {
+    fn key(self, field: &str) -> String {
+        match self {
+            Source::File(i) => format!("app_manager.array.apps[{i}].{field}"),
+            Source::Env => format!("SOCKUDO_DEFAULT_APP_{}", field.to_ascii_uppercase()),
+            Source::Dev => format!("development app {field}"),
+        }
+    }
+}
+
+pub(crate) struct Resolved {
+    pub apps: Vec<App>,
+    pub dev_credentials: bool,
+}
+
+/// The global fallbacks, as app limits.
+pub(crate) fn global_limits(c: &Config) -> AppLimits {
+    AppLimits {
+        max_presence_members_per_channel: c.presence.max_members_per_channel as usize,
+        max_presence_member_size_bytes: kb(c.presence.max_member_size_in_kb),
+        max_channel_name_length: c.channel_limits.max_name_length as usize,
+        max_event_channels_at_once: c.event_limits.max_channels_at_once as usize,
+        max_event_name_length: c.event_limits.max_name_length as usize,
+        max_event_payload_bytes: kb(c.event_limits.max_payload_in_kb),
+        max_event_batch_size: c.event_limits.max_batch_size as usize,
+        ..AppLimits::default()
+    }
+}
+
+fn kb(kb: u32) -> usize {
+    (kb as usize).saturating_mul(1024)
+}
+
+pub(crate) fn resolve(
+    inline: Vec<FileApp>,
+    base: &AppLimits,
+    env: &Env,
+) -> Result<Resolved, ConfigError> {
+    let mut specs: Vec<(Source, FileApp)> = inline
+        .into_iter()
+        .enumerate()
+        .map(|(i, app)| (Source::File(i), app.flatten()))
+        .collect();
+
+    if env.bool("SOCKUDO_SKIP_INLINE_APPS")? == Some(true)
+        || env.bool("APP_MANAGER_REGISTER_INLINE_APPS")? == Some(false)
+    {
+        specs.clear();
+    }
+    let enabled = env.bool("SOCKUDO_DEFAULT_APP_ENABLED")?;
+    let creds = [ID, KEY, SECRET].map(|var| env.string(var));
+    if creds.iter().any(Option::is_some) || enabled == Some(false) {
+        specs.clear();
+    }
+    if enabled != Some(false) {
+        if let [Some(id), Some(key), Some(secret)] = creds {
+            specs.push((Source::Env, env_app(env, id, key, secret)?));
+        } else if creds.iter().any(Option::is_some) {
+            let missing: Vec<&str> = [ID, KEY, SECRET]
+                .into_iter()
+                .zip(&creds)
+                .filter(|(_, v)| v.is_none())
+                .map(|(var, _)| var)
+                .collect();
+            return Err(ConfigError::invalid(
+                "SOCKUDO_DEFAULT_APP_*",
+                format!(
+                    "partial default-app credentials: {} not set (set all of ID, KEY and SECRET, or none)",
+                    missing.join(", ")
+                ),
+            ));
+        }
+    }
+
+    let mut dev_credentials = false;
+    let mut apps: Vec<(Source, App)> = specs
+        .into_iter()
+        .map(|(source, spec)| (source, build(spec, base)))
+        .collect();
+    if apps.is_empty() {
+        apps.push((Source::Dev, dev_app(base)));
+        dev_credentials = true;
+    }
+    validate(&apps)?;
+    Ok(Resolved {
+        apps: apps.into_iter().map(|(_, app)| app).collect(),
+        dev_credentials,
+    })
+}
+
+/// The env app as a flat spec. Where a variable is unset: connections and the
+/// three per-second rates default to 100 (Sockudo's env path), every other
+/// limit to the global fallback.
+fn env_app(env: &Env, id: String, key: String, secret: String) -> Result<FileApp, ConfigError> {
+    let var = |field: &str| format!("SOCKUDO_DEFAULT_APP_{field}");
+    let rate = |field: &str| -> Result<Option<u32>, ConfigError> {
+        Ok(Some(env.num(&var(field))?.unwrap_or(100)))
+    };
+    let client_messages = match env.bool(&var("ENABLE_CLIENT_MESSAGES"))? {
+        Some(v) => v,
+        None => env.bool("SOCKUDO_ENABLE_CLIENT_MESSAGES")?.unwrap_or(false),
+    };
+    Ok(FileApp {
+        id,
+        key,
+        secret,
+        enabled: true,
+        max_connections: rate("MAX_CONNECTIONS")?,
+        enable_client_messages: client_messages,
+        max_client_events_per_second: rate("MAX_CLIENT_EVENTS_PER_SECOND")?,
+        max_backend_events_per_second: rate("MAX_BACKEND_EVENTS_PER_SECOND")?,
+        max_read_requests_per_second: rate("MAX_READ_REQUESTS_PER_SECOND")?,
+        max_presence_members_per_channel: env.num(&var("MAX_PRESENCE_MEMBERS_PER_CHANNEL"))?,
+        max_presence_member_size_in_kb: env.num(&var("MAX_PRESENCE_MEMBER_SIZE_IN_KB"))?,
+        max_channel_name_length: env.num(&var("MAX_CHANNEL_NAME_LENGTH"))?,
+        max_event_channels_at_once: env.num(&var("MAX_EVENT_CHANNELS_AT_ONCE"))?,
+        max_event_name_length: env.num(&var("MAX_EVENT_NAME_LENGTH"))?,
+        max_event_payload_in_kb: env.num(&var("MAX_EVENT_PAYLOAD_IN_KB"))?,
+        max_event_batch_size: env.num(&var("MAX_EVENT_BATCH_SIZE"))?,
+        enable_user_authentication: env.bool(&var("ENABLE_USER_AUTHENTICATION"))?,
+        enable_watchlist_events: env.bool(&var("ENABLE_WATCHLIST_EVENTS"))?,
+        enable_subscription_count: env.bool(&var("ENABLE_SUBSCRIPTION_COUNT"))?,
+        allowed_origins: env.origins(&var("ALLOWED_ORIGINS"))?,
+        ..FileApp::default()
+    })
+}
+
+fn build(spec: FileApp, base: &AppLimits) -> App {
+    let mut app = App::new(spec.id, spec.key, spec.secret);
+    app.enabled = spec.enabled;
+    app.enable_client_messages = spec.enable_client_messages;
+    app.enable_user_authentication = spec.enable_user_authentication.unwrap_or(false);
+    app.enable_watchlist_events = spec.enable_watchlist_events.unwrap_or(false);
+    app.enable_subscription_count = spec.enable_subscription_count.unwrap_or(false);
+    app.allowed_origins = spec
+        .allowed_origins
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| o.trim().to_string())
+        .collect();
+    let or = |v: Option<u32>, fallback: usize| v.map_or(fallback, |v| v as usize);
+    app.limits = AppLimits {
+        max_connections: spec.max_connections.unwrap_or(0) as usize,
+        max_client_events_per_second: spec.max_client_events_per_second.unwrap_or(0),
+        client_event_window_secs: spec.decay_seconds.unwrap_or(1),
+        terminate_on_limit: spec.terminate_on_limit,
+        max_backend_events_per_second: spec.max_backend_events_per_second.unwrap_or(0),
+        max_read_requests_per_second: spec.max_read_requests_per_second.unwrap_or(0),
+        max_presence_members_per_channel: or(
+            spec.max_presence_members_per_channel,
+            base.max_presence_members_per_channel,
+        ),
+        max_presence_member_size_bytes: spec
+            .max_presence_member_size_in_kb
+            .map_or(base.max_presence_member_size_bytes, kb),
+        max_channel_name_length: or(spec.max_channel_name_length, base.max_channel_name_length),
+        max_event_channels_at_once: or(
+            spec.max_event_channels_at_once,
+            base.max_event_channels_at_once,
+        ),
+        max_event_name_length: or(spec.max_event_name_length, base.max_event_name_length),
+        max_event_payload_bytes: spec
+            .max_event_payload_in_kb
+            .map_or(base.max_event_payload_bytes, kb),
+        max_event_batch_size: or(spec.max_event_batch_size, base.max_event_batch_size),
+    };
+    app
+}
+
+/// Public, well-known credentials so a bare `switchyard` works out of the box.
+fn dev_app(base: &AppLimits) -> App {
+    let mut app = App::new("app-id", "app-key", "app-secret");
+    app.enabled = true;
+    app.enable_client_messages = true;
+    app.limits = base.clone();
+    app
+}
+
+fn validate(apps: &[(Source, App)]) -> Result<(), ConfigError> {
+    let mut ids: HashMap<&str, Source> = HashMap::new();
+    let mut keys: HashMap<&str, Source> = HashMap::new();
+    for &(source, ref app) in apps {
+        for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
+            if value.trim().is_empty() {
+                return Err(ConfigError::invalid(source.key(field), "must not be empty"));
+            }
+        }
+        if let Some(first) = ids.insert(&app.id, source) {
+            return Err(ConfigError::invalid(
+                source.key("id"),
+                format!("duplicate app id {:?} (also {})", app.id, first.key("id")),
+            ));
+        }
+        if let Some(first) = keys.insert(&app.key, source) {
+            return Err(ConfigError::invalid(
+                source.key("key"),
+                format!("duplicate app key (also {})", first.key("key")),
+            ));
+        }
+        let l = &app.limits;
+        for (field, value) in [
+            ("max_channel_name_length", l.max_channel_name_length),
+            ("max_event_channels_at_once", l.max_event_channels_at_once),
+            ("max_event_name_length", l.max_event_name_length),
+            ("max_event_payload_in_kb", l.max_event_payload_bytes),
+            ("max_event_batch_size", l.max_event_batch_size),
+            (
+                "max_presence_members_per_channel",
+                l.max_presence_members_per_channel,
+            ),
+            (
+                "max_presence_member_size_in_kb",
+                l.max_presence_member_size_bytes,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    source.key(field),
+                    format!("must be at least 1 (app {:?})", app.id),
+                ));
+            }
+        }
+        if l.max_client_events_per_second > 0 && l.client_event_window_secs == 0 {
+            return Err(ConfigError::invalid(
+                source.key("decay_seconds"),
+                format!(
+                    "must be at least 1 when max_client_events_per_second is set (app {:?})",
+                    app.id
+                ),
+            ));
+        }
+        for (i, pattern) in app.allowed_origins.iter().enumerate() {
+            validate_origin_pattern(pattern).map_err(|why| {
+                ConfigError::invalid(
+                    format!("{}[{i}]", source.key("allowed_origins")),
+                    format!("{pattern:?}: {why} (app {:?})", app.id),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "apps_tests.rs"]
+mod tests;

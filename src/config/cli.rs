@@ -1,0 +1,119 @@
+//! Command-line flags. Sockudo has only `--config`, `--help` and `--version`;
+//! `--check-config` is Switchyard's (validate and exit, for deploy pipelines).
+//! Hand-rolled because four flags do not justify an argument-parser crate.
+
+use std::path::PathBuf;
+
+use super::error::ConfigError;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cli {
+    /// `--config <path>` / `-c <path>` / `--config=<path>`.
+    pub config_path: Option<PathBuf>,
+    /// `--check-config`: load and validate, print the summary, exit.
+    pub check_config: bool,
+    pub help: bool,
+    pub version: bool,
+}
+
+impl Cli {
+    pub const USAGE: &'static str = "\
+Usage: switchyard [OPTIONS]
+
+Options:
+  -c, --config <PATH>  Config file (.toml = TOML, anything else = JSON).
+                       Default: $CONFIG_FILE, else config/config.toml,
+                       else config/config.json, if present.
+      --check-config   Validate the configuration and exit.
+  -h, --help           Print this help.
+  -V, --version        Print the version.
+
+Settings come from built-in defaults, then the config file, then the
+environment (Sockudo's variable names; a .env file in the working
+directory is read without overriding the process environment).";
+
+    /// Parse the arguments *including* the program name as the first item,
+    /// i.e. pass `std::env::args()` as is (clap's `parse_from` convention).
+    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, ConfigError> {
+        let mut cli = Cli::default();
+        let mut args = args.into_iter().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "-c" | "--config" => {
+                    let path = args
+                        .next()
+                        .filter(|p| !p.is_empty())
+                        .ok_or_else(|| ConfigError::Usage(format!("{arg} needs a file path")))?;
+                    cli.config_path = Some(PathBuf::from(path));
+                }
+                "--check-config" => cli.check_config = true,
+                "-h" | "--help" => cli.help = true,
+                "-V" | "--version" => cli.version = true,
+                _ => {
+                    let path = arg
+                        .strip_prefix("--config=")
+                        .or_else(|| arg.strip_prefix("-c="))
+                        .ok_or_else(|| ConfigError::Usage(format!("unknown argument {arg:?}")))?;
+                    if path.is_empty() {
+                        return Err(ConfigError::Usage("--config= needs a file path".into()));
+                    }
+                    cli.config_path = Some(PathBuf::from(path));
+                }
+            }
+        }
+        Ok(cli)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, ConfigError> {
+        Cli::parse(
+            std::iter::once("switchyard")
+                .chain(args.iter().copied())
+                .map(String::from),
+        )
+    }
+
+    #[test]
+    fn config_flag_forms() {
+        for args in [
+            &["--config", "a.json"][..],
+            &["-c", "a.json"],
+            &["--config=a.json"],
+            &["-c=a.json"],
+        ] {
+            let cli = parse(args).unwrap();
+            assert_eq!(cli.config_path, Some(PathBuf::from("a.json")), "{args:?}");
+        }
+        assert_eq!(parse(&[]).unwrap(), Cli::default());
+    }
+
+    #[test]
+    fn switches() {
+        let cli = parse(&["--check-config", "-h", "--version"]).unwrap();
+        assert!(cli.check_config && cli.help && cli.version);
+        assert!(parse(&["-V"]).unwrap().version);
+        assert!(parse(&["--help"]).unwrap().help);
+    }
+
+    #[test]
+    fn errors() {
+        for args in [
+            &["--config"][..],
+            &["-c"],
+            &["--config="],
+            &["--port", "1"],
+            &["extra"],
+        ] {
+            assert!(
+                matches!(parse(args), Err(ConfigError::Usage(_))),
+                "{args:?}"
+            );
+        }
+        let e = parse(&["--bogus"]).unwrap_err().to_string();
+        assert_eq!(e, "unknown argument \"--bogus\"");
+    }
+}

@@ -1,0 +1,401 @@
+//! Environment overrides, under Sockudo's variable names.
+//!
+//! Each variable overrides only its own field. Unlike Sockudo, a value that
+//! does not parse is an error naming the variable, the value and what was
+//! expected. The lookup is injected so tests never touch the process
+//! environment; only `config::load` passes the real one.
+
+use std::str::FromStr;
+
+use super::de::{parse_octal_mode, OCTAL_EXPECTED};
+use super::error::ConfigError;
+use super::validate::validate_origin_pattern;
+use super::Config;
+
+/// Reads variables through an injected lookup. An empty (or all-blank) value
+/// counts as unset: docker-compose turns `${UNSET}` into `""`.
+pub(crate) struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// Integer types readable from the environment, with the wording of the
+/// "expected" part of the error.
+pub(crate) trait EnvNum: FromStr {
+    const EXPECTED: &'static str;
+}
+
+impl EnvNum for u16 {
+    const EXPECTED: &'static str = "an integer 0-65535";
+}
+impl EnvNum for u32 {
+    const EXPECTED: &'static str = "an integer 0-4294967295";
+}
+impl EnvNum for u64 {
+    const EXPECTED: &'static str = "a non-negative integer";
+}
+impl EnvNum for usize {
+    const EXPECTED: &'static str = "a non-negative integer";
+}
+
+impl<'a> Env<'a> {
+    pub fn new(lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Env { lookup }
+    }
+
+    /// The value, `None` when unset or blank.
+    pub fn string(&self, var: &str) -> Option<String> {
+        (self.lookup)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    /// Lenient boolean: true/1/yes/on, false/0/no/off (any case).
+    pub fn bool(&self, var: &str) -> Result<Option<bool>, ConfigError> {
+        let Some(raw) = self.string(var) else {
+            return Ok(None);
+        };
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Some(true)),
+            "false" | "0" | "no" | "off" => Ok(Some(false)),
+            _ => Err(ConfigError::env(
+                var,
+                raw,
+                "a boolean (true/false, 1/0, yes/no, on/off)",
+            )),
+        }
+    }
+
+    pub fn num<T: EnvNum>(&self, var: &str) -> Result<Option<T>, ConfigError> {
+        self.parsed(var, |s| s.parse().ok(), T::EXPECTED)
+    }
+
+    /// Parse with a `FromStr` whose error says what was expected (drivers, role).
+    pub fn named<T: FromStr<Err = String>>(&self, var: &str) -> Result<Option<T>, ConfigError> {
+        let Some(raw) = self.string(var) else {
+            return Ok(None);
+        };
+        raw.parse()
+            .map(Some)
+            .map_err(|expected| ConfigError::env(var, raw, expected))
+    }
+
+    fn parsed<T>(
+        &self,
+        var: &str,
+        parse: impl Fn(&str) -> Option<T>,
+        expected: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(raw) = self.string(var) else {
+            return Ok(None);
+        };
+        match parse(raw.trim()) {
+            Some(v) => Ok(Some(v)),
+            None => Err(ConfigError::env(var, raw, expected)),
+        }
+    }
+
+    /// Comma-separated list, items trimmed, empty items dropped; `None` when
+    /// unset or when nothing is left.
+    pub fn list(&self, var: &str) -> Option<Vec<String>> {
+        let items: Vec<String> = self
+            .string(var)?
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        (!items.is_empty()).then_some(items)
+    }
+
+    /// A list of origin patterns, each validated like the config file's.
+    pub fn origins(&self, var: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        let Some(list) = self.list(var) else {
+            return Ok(None);
+        };
+        for pattern in &list {
+            if let Err(why) = validate_origin_pattern(pattern) {
+                let expected = format!("comma-separated origin patterns ({pattern:?}: {why})");
+                return Err(ConfigError::env(
+                    var,
+                    self.string(var).unwrap_or_default(),
+                    expected,
+                ));
+            }
+        }
+        Ok(Some(list))
+    }
+
+    /// A buffer limit: a number, or `none`/`0` for unlimited.
+    fn buffer_limit(&self, var: &str) -> Result<Option<Option<usize>>, ConfigError> {
+        self.parsed(
+            var,
+            |s| match s.to_ascii_lowercase().as_str() {
+                "none" | "0" => Some(None),
+                n => n.parse().ok().map(Some),
+            },
+            "a non-negative integer, or none/0 for unlimited",
+        )
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *field = v;
+    }
+}
+
+/// Layer 3: apply every known variable to the config built from file and
+/// defaults. Apps are handled by `apps::resolve` (they need the final globals).
+pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
+    set(&mut c.host, env.string("HOST"));
+    set(&mut c.port, env.num("PORT")?);
+    set(&mut c.debug, env.bool("DEBUG_MODE")?);
+    // `DEBUG` can only force debug on, as in Sockudo.
+    if env.bool("DEBUG")? == Some(true) {
+        c.debug = true;
+    }
+    set(&mut c.mode, env.string("ENVIRONMENT"));
+    set(&mut c.activity_timeout, env.num("ACTIVITY_TIMEOUT")?);
+    set(&mut c.pong_timeout, env.num("PONG_TIMEOUT")?);
+    set(
+        &mut c.shutdown_grace_period,
+        env.num("SHUTDOWN_GRACE_PERIOD")?,
+    );
+    set(
+        &mut c.user_authentication_timeout,
+        env.num("USER_AUTHENTICATION_TIMEOUT")?,
+    );
+    set(
+        &mut c.websocket_max_payload_kb,
+        env.num("WEBSOCKET_MAX_PAYLOAD_KB")?,
+    );
+    set(&mut c.max_connections, env.num("SOCKUDO_MAX_CONNECTIONS")?);
+    set(&mut c.registry_shards, env.num("REGISTRY_SHARDS")?);
+    set(
+        &mut c.health_check_timeout_ms,
+        env.num("HEALTH_CHECK_TIMEOUT_MS")?,
+    );
+    set(&mut c.instance_id, env.string("INSTANCE_PROCESS_ID"));
+    set(&mut c.server_role, env.named("SOCKUDO_SERVER_ROLE")?);
+    set(&mut c.adapter_driver, env.named("ADAPTER_DRIVER")?);
+
+    set(
+        &mut c.http_api.usage_enabled,
+        env.bool("HTTP_API_USAGE_ENABLED")?,
+    );
+    set(
+        &mut c.http_api.request_limit_in_mb,
+        env.num("HTTP_API_REQUEST_LIMIT_IN_MB")?,
+    );
+    set(
+        &mut c.channel_limits.cache_ttl,
+        env.num("CACHE_TTL_SECONDS")?,
+    );
+    set(
+        &mut c.presence.update_rate_limit_per_member_per_second,
+        env.num("PRESENCE_UPDATE_RATE_LIMIT_PER_MEMBER_PER_SECOND")?,
+    );
+
+    let ws = &mut c.websocket;
+    set(
+        &mut ws.max_messages,
+        env.buffer_limit("WEBSOCKET_MAX_MESSAGES")?,
+    );
+    set(&mut ws.max_bytes, env.buffer_limit("WEBSOCKET_MAX_BYTES")?);
+    set(
+        &mut ws.disconnect_on_buffer_full,
+        env.bool("WEBSOCKET_DISCONNECT_ON_BUFFER_FULL")?,
+    );
+
+    let r = &mut c.redis;
+    if let Some(url) = env.string("REDIS_URL") {
+        r.url = Some(url);
+    }
+    set(&mut r.host, env.string("DATABASE_REDIS_HOST"));
+    set(&mut r.port, env.num("DATABASE_REDIS_PORT")?);
+    if let Some(user) = env.string("DATABASE_REDIS_USERNAME") {
+        r.username = Some(user);
+    }
+    if let Some(password) = env.string("DATABASE_REDIS_PASSWORD") {
+        r.password = Some(password);
+    }
+    set(&mut r.db, env.num("DATABASE_REDIS_DB")?);
+    set(&mut r.key_prefix, env.string("DATABASE_REDIS_KEY_PREFIX"));
+
+    let rl = &mut c.rate_limiter;
+    set(&mut rl.enabled, env.bool("RATE_LIMITER_ENABLED")?);
+    set(&mut rl.driver, env.named("RATE_LIMITER_DRIVER")?);
+    set(
+        &mut rl.api_rate_limit.max_requests,
+        env.num("RATE_LIMITER_API_MAX_REQUESTS")?,
+    );
+    set(
+        &mut rl.api_rate_limit.window_seconds,
+        env.num("RATE_LIMITER_API_WINDOW_SECONDS")?,
+    );
+    set(
+        &mut rl.api_rate_limit.trust_hops,
+        env.num("RATE_LIMITER_API_TRUST_HOPS")?,
+    );
+    set(
+        &mut rl.websocket_rate_limit.max_requests,
+        env.num("RATE_LIMITER_WS_MAX_REQUESTS")?,
+    );
+    set(
+        &mut rl.websocket_rate_limit.window_seconds,
+        env.num("RATE_LIMITER_WS_WINDOW_SECONDS")?,
+    );
+    set(
+        &mut rl.websocket_rate_limit.trust_hops,
+        env.num("RATE_LIMITER_WS_TRUST_HOPS")?,
+    );
+    set(
+        &mut rl.redis.prefix,
+        env.string("RATE_LIMITER_REDIS_PREFIX"),
+    );
+
+    let ssl = &mut c.ssl;
+    set(&mut ssl.enabled, env.bool("SSL_ENABLED")?);
+    set(&mut ssl.cert_path, env.string("SSL_CERT_PATH"));
+    set(&mut ssl.key_path, env.string("SSL_KEY_PATH"));
+    set(&mut ssl.redirect_http, env.bool("SSL_REDIRECT_HTTP")?);
+    set(&mut ssl.http_port, env.num("SSL_HTTP_PORT")?);
+    if let Some(domain) = env.string("DOMAIN") {
+        ssl.domain = Some(domain.trim().to_string());
+    }
+
+    let cors = &mut c.cors;
+    set(&mut cors.origin, env.origins("CORS_ORIGINS")?);
+    set(&mut cors.methods, env.list("CORS_METHODS"));
+    set(&mut cors.allowed_headers, env.list("CORS_HEADERS"));
+    set(&mut cors.credentials, env.bool("CORS_CREDENTIALS")?);
+
+    let unix = &mut c.unix_socket;
+    set(&mut unix.enabled, env.bool("UNIX_SOCKET_ENABLED")?);
+    set(&mut unix.path, env.string("UNIX_SOCKET_PATH"));
+    set(
+        &mut unix.permission_mode,
+        env.parsed(
+            "UNIX_SOCKET_PERMISSION_MODE",
+            parse_octal_mode,
+            OCTAL_EXPECTED,
+        )?,
+    );
+
+    let m = &mut c.metrics;
+    set(&mut m.enabled, env.bool("METRICS_ENABLED")?);
+    set(&mut m.host, env.string("METRICS_HOST"));
+    set(&mut m.port, env.num("METRICS_PORT")?);
+    set(&mut m.prefix, env.string("METRICS_PROMETHEUS_PREFIX"));
+
+    let log = &mut c.logging;
+    if let Some(format) = env.string("LOG_OUTPUT_FORMAT") {
+        log.json = format.trim().eq_ignore_ascii_case("json");
+    }
+    set(&mut log.colors_enabled, env.bool("LOG_COLORS_ENABLED")?);
+    set(&mut log.include_target, env.bool("LOG_INCLUDE_TARGET")?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with<R>(vars: &[(&str, &str)], f: impl FnOnce(&Env) -> R) -> R {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| map.get(k).cloned();
+        f(&Env::new(&lookup))
+    }
+
+    #[test]
+    fn booleans_are_lenient_but_not_anything_goes() {
+        for (raw, want) in [("TRUE", true), ("1", true), ("yes", true), (" On ", true)]
+            .into_iter()
+            .chain([
+                ("false", false),
+                ("0", false),
+                ("No", false),
+                ("OFF", false),
+            ])
+        {
+            assert_eq!(
+                with(&[("B", raw)], |e| e.bool("B").unwrap()),
+                Some(want),
+                "{raw}"
+            );
+        }
+        assert_eq!(with(&[("B", "")], |e| e.bool("B").unwrap()), None);
+        assert_eq!(with(&[], |e| e.bool("B").unwrap()), None);
+        let err = with(&[("B", "maybe")], |e| e.bool("B").unwrap_err()).to_string();
+        assert_eq!(
+            err,
+            "environment variable B=\"maybe\": expected a boolean (true/false, 1/0, yes/no, on/off)"
+        );
+    }
+
+    #[test]
+    fn numbers_name_the_variable_value_and_range() {
+        assert_eq!(
+            with(&[("PORT", " 7001 ")], |e| e.num::<u16>("PORT").unwrap()),
+            Some(7001)
+        );
+        let err = with(&[("PORT", "abc")], |e| e.num::<u16>("PORT").unwrap_err());
+        assert_eq!(
+            err.to_string(),
+            "environment variable PORT=\"abc\": expected an integer 0-65535"
+        );
+        assert!(with(&[("PORT", "70000")], |e| e.num::<u16>("PORT")).is_err());
+        assert!(with(&[("N", "-1")], |e| e.num::<u64>("N")).is_err());
+    }
+
+    #[test]
+    fn lists_are_trimmed_and_empty_means_unset() {
+        let l = with(&[("L", " a , b,,c ")], |e| e.list("L"));
+        assert_eq!(l, Some(vec!["a".into(), "b".into(), "c".into()]));
+        assert_eq!(with(&[("L", " , ")], |e| e.list("L")), None);
+        assert_eq!(with(&[("L", "")], |e| e.list("L")), None);
+    }
+
+    #[test]
+    fn origin_lists_are_validated() {
+        let ok = with(&[("O", "https://a.test, *.b.test")], |e| {
+            e.origins("O").unwrap()
+        });
+        assert_eq!(ok.unwrap().len(), 2);
+        let err = with(&[("O", "https://a.test,*..b")], |e| {
+            e.origins("O").unwrap_err()
+        });
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("environment variable O=\"https://a.test,*..b\""),
+            "{msg}"
+        );
+        assert!(msg.contains("\"*..b\""), "{msg}");
+    }
+
+    #[test]
+    fn buffer_limits_accept_none_and_zero() {
+        let get = |v: &str| with(&[("W", v)], |e| e.buffer_limit("W"));
+        assert_eq!(get("none").unwrap(), Some(None));
+        assert_eq!(get("NONE").unwrap(), Some(None));
+        assert_eq!(get("0").unwrap(), Some(None));
+        assert_eq!(get("250").unwrap(), Some(Some(250)));
+        assert!(get("many").is_err());
+    }
+
+    #[test]
+    fn drivers_and_role_from_env() {
+        use crate::config::sections::{AdapterDriver, ServerRole};
+        let d: Option<AdapterDriver> = with(&[("D", "Redis-Cluster")], |e| e.named("D").unwrap());
+        assert_eq!(d, Some(AdapterDriver::RedisCluster));
+        let err = with(&[("R", "worker")], |e| {
+            e.named::<ServerRole>("R").unwrap_err()
+        });
+        assert_eq!(
+            err.to_string(),
+            "environment variable R=\"worker\": expected default or api"
+        );
+    }
+}

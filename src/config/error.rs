@@ -1,0 +1,101 @@
+//! Why configuration was refused.
+//!
+//! Sockudo logs and carries on when a value does not parse; Switchyard stops,
+//! so every variant carries enough to fix the problem without reading code:
+//! the file, the key path or the variable, the value, and what was expected.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Bad command line; the message is meant to be followed by `Cli::USAGE`.
+    #[error("{0}")]
+    Usage(String),
+
+    /// The config file named on the command line / in `CONFIG_FILE` could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The config file is not valid JSON/TOML, or a value has the wrong type.
+    /// `key` is the dotted path (`app_manager.array.apps[0].max_connections`);
+    /// `None` for syntax errors that are not inside any key.
+    #[error("config file {}: {}", path.display(), at_key(key.as_deref(), message))]
+    Parse {
+        path: PathBuf,
+        key: Option<String>,
+        message: String,
+    },
+
+    /// An environment variable that does not parse as its type.
+    #[error("environment variable {var}={value:?}: expected {expected}")]
+    Env {
+        var: String,
+        value: String,
+        expected: String,
+    },
+
+    /// A value that parses but is not acceptable (duplicate app id, bad origin
+    /// pattern, relative socket path, ...). `key` is a config key or env variable.
+    #[error("invalid configuration: {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn env(
+        var: impl Into<String>,
+        value: impl Into<String>,
+        expected: impl Into<String>,
+    ) -> Self {
+        ConfigError::Env {
+            var: var.into(),
+            value: value.into(),
+            expected: expected.into(),
+        }
+    }
+}
+
+fn at_key(key: Option<&str>, message: &str) -> String {
+    match key {
+        Some(key) => format!("{key}: {message}"),
+        None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_file_key_and_variable() {
+        let e = ConfigError::Parse {
+            path: "config/config.json".into(),
+            key: Some("app_manager.array.apps[0].max_connections".into()),
+            message: "invalid type".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "config file config/config.json: app_manager.array.apps[0].max_connections: invalid type"
+        );
+        let e = ConfigError::env("PORT", "abc", "an integer 0-65535");
+        assert_eq!(
+            e.to_string(),
+            "environment variable PORT=\"abc\": expected an integer 0-65535"
+        );
+        let e = ConfigError::invalid("unix_socket.path", "must be absolute");
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: unix_socket.path: must be absolute"
+        );
+    }
+}

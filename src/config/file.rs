@@ -1,0 +1,431 @@
+//! The config file: Sockudo's `config.json` (or `config.toml`) shape.
+//!
+//! Every struct is `#[serde(default)]` and unknown keys are ignored, so an
+//! unmodified Sockudo file loads: blocks Switchyard does not use (queue,
+//! webhooks, cache, feature blocks, ...) are skipped by serde. A value of the
+//! wrong type is an error naming the key path (via `serde_path_to_error`).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::de;
+use super::error::ConfigError;
+use super::sections::{
+    AdapterDriver, ChannelLimits, CorsConfig, EventLimits, HttpApiConfig, LoggingConfig,
+    MetricsConfig, PresenceConfig, RateLimiterConfig, RedisConfig, ServerRole, SslConfig,
+    UnixSocketConfig, WebsocketConfig,
+};
+
+/// The whole file. Its `Default` is the built-in defaults (layer 1).
+#[derive(Deserialize)]
+#[serde(default)]
+pub(crate) struct FileConfig {
+    pub debug: bool,
+    pub host: String,
+    pub port: u16,
+    pub mode: String,
+    #[serde(deserialize_with = "de::string_enum")]
+    pub server_role: ServerRole,
+    pub activity_timeout: u64,
+    /// Switchyard extension: seconds to wait for `pusher:pong`.
+    pub pong_timeout: u64,
+    pub shutdown_grace_period: u64,
+    pub user_authentication_timeout: u64,
+    pub websocket_max_payload_kb: u32,
+    pub max_connections: u32,
+    /// Switchyard extension: shards of the channel registry; 0 = CPUs.
+    pub registry_shards: usize,
+    pub health_check_timeout_ms: u64,
+    pub instance: Instance,
+    pub adapter: Adapter,
+    pub app_manager: AppManager,
+    pub database: Database,
+    pub websocket: WebsocketConfig,
+    pub http_api: HttpApiConfig,
+    pub channel_limits: ChannelLimits,
+    pub event_limits: EventLimits,
+    pub presence: PresenceConfig,
+    pub cors: CorsConfig,
+    pub rate_limiter: RateLimiterConfig,
+    pub ssl: SslConfig,
+    pub unix_socket: UnixSocketConfig,
+    pub metrics: MetricsConfig,
+    pub logging: LoggingConfig,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            debug: false,
+            host: "0.0.0.0".into(),
+            port: 6001,
+            mode: "production".into(),
+            server_role: ServerRole::Default,
+            activity_timeout: 120,
+            pong_timeout: 30,
+            shutdown_grace_period: 10,
+            user_authentication_timeout: 3600,
+            websocket_max_payload_kb: 64,
+            max_connections: 0,
+            registry_shards: 0,
+            health_check_timeout_ms: 2000,
+            instance: Instance::default(),
+            adapter: Adapter::default(),
+            app_manager: AppManager::default(),
+            database: Database::default(),
+            websocket: WebsocketConfig::default(),
+            http_api: HttpApiConfig::default(),
+            channel_limits: ChannelLimits::default(),
+            event_limits: EventLimits::default(),
+            presence: PresenceConfig::default(),
+            cors: CorsConfig::default(),
+            rate_limiter: RateLimiterConfig::default(),
+            ssl: SslConfig::default(),
+            unix_socket: UnixSocketConfig::default(),
+            metrics: MetricsConfig::default(),
+            logging: LoggingConfig::default(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct Instance {
+    pub process_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct Adapter {
+    #[serde(deserialize_with = "de::string_enum")]
+    pub driver: AdapterDriver,
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+pub(crate) struct AppManager {
+    /// Only `memory` (inline apps) is served; others produce a warning.
+    pub driver: String,
+    pub array: AppArray,
+}
+
+impl Default for AppManager {
+    fn default() -> Self {
+        AppManager {
+            driver: "memory".into(),
+            array: AppArray::default(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct AppArray {
+    pub apps: Vec<FileApp>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct Database {
+    pub redis: RedisConfig,
+}
+
+/// One `app_manager.array.apps[]` entry in Sockudo's flat shape. `None` means
+/// "not given": the resolver applies the global fallback.
+///
+/// The nested `policy` shape reuses this type for its `limits`, `features`
+/// and `channels` objects (their keys are the flat names); see [`FileApp::flatten`].
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct FileApp {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+    /// Sockudo defaults an omitted `enabled` to false; so do we.
+    pub enabled: bool,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_connections: Option<u32>,
+    pub enable_client_messages: bool,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_client_events_per_second: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub decay_seconds: Option<u64>,
+    pub terminate_on_limit: bool,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_backend_events_per_second: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_read_requests_per_second: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_presence_members_per_channel: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_presence_member_size_in_kb: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_channel_name_length: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_event_channels_at_once: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_event_name_length: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_event_payload_in_kb: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_event_batch_size: Option<u32>,
+    pub enable_user_authentication: Option<bool>,
+    pub enable_watchlist_events: Option<bool>,
+    /// Switchyard extension: `pusher_internal:subscription_count` events.
+    pub enable_subscription_count: Option<bool>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub policy: Option<Box<FilePolicy>>,
+}
+
+/// Sockudo's nested app shape; when present the flat fields are ignored.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct FilePolicy {
+    pub limits: FileApp,
+    pub features: FileApp,
+    pub channels: FileApp,
+}
+
+impl FileApp {
+    /// The flat view: limits from `policy.limits`, flags from
+    /// `policy.features`, origins from `policy.channels` when `policy` is set.
+    pub fn flatten(mut self) -> FileApp {
+        let Some(policy) = self.policy.take() else {
+            return self;
+        };
+        let FilePolicy {
+            limits,
+            features,
+            channels,
+        } = *policy;
+        FileApp {
+            id: self.id,
+            key: self.key,
+            secret: self.secret,
+            enabled: self.enabled,
+            enable_client_messages: features.enable_client_messages,
+            enable_user_authentication: features.enable_user_authentication,
+            enable_watchlist_events: features.enable_watchlist_events,
+            enable_subscription_count: features.enable_subscription_count,
+            allowed_origins: channels.allowed_origins,
+            policy: None,
+            ..limits
+        }
+    }
+}
+
+/// Replace `${VAR}` with the variable's value. Unset variables become `""`
+/// and their names are pushed to `missing` (Sockudo does the same, silently).
+pub(crate) fn substitute(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    missing: &mut Vec<String>,
+) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let name_len = after.find('}').filter(|&end| is_var_name(&after[..end]));
+        match name_len {
+            Some(end) => {
+                let name = &after[..end];
+                match env(name) {
+                    Some(value) => out.push_str(&value),
+                    None => {
+                        if !missing.iter().any(|m| m == name) {
+                            missing.push(name.to_string());
+                        }
+                    }
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str("${");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn is_var_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Parse substituted file text; `.toml` → TOML, anything else → JSON.
+pub(crate) fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let is_toml = path
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("toml"));
+    let error = |key: String, message: String| ConfigError::Parse {
+        path: path.to_path_buf(),
+        key: (key != ".").then_some(key),
+        message,
+    };
+    if is_toml {
+        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+            error(
+                e.path().to_string(),
+                e.inner().to_string().trim_end().to_string(),
+            )
+        })
+    } else {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let config: FileConfig = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| error(e.path().to_string(), e.inner().to_string()))?;
+        de.end().map_err(|e| error(".".into(), e.to_string()))?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn json(text: &str) -> Result<FileConfig, ConfigError> {
+        parse(Path::new("config.json"), text)
+    }
+
+    /// `unwrap_err` without requiring `Debug` (which would print secrets).
+    fn fails<T>(result: Result<T, ConfigError>) -> ConfigError {
+        match result {
+            Err(e) => e,
+            Ok(_) => panic!("expected an error"),
+        }
+    }
+
+    #[test]
+    fn empty_object_is_the_defaults_and_unknown_blocks_are_ignored() {
+        let f = json(
+            r#"{"queue": {"driver": "sqs", "sqs": {"region": "x"}},
+                "webhooks": {"batching": {"enabled": true}},
+                "delta_compression": {"enabled": true}, "whatever": [1, 2],
+                "database": {"mysql": {"host": "db"}, "redis": {"port": 6380}}}"#,
+        )
+        .unwrap();
+        assert_eq!(f.port, 6001);
+        assert_eq!(f.database.redis.port, 6380);
+        assert_eq!(f.database.redis.host, "127.0.0.1");
+        assert!(f.app_manager.array.apps.is_empty());
+    }
+
+    #[test]
+    fn type_errors_name_the_key_path() {
+        let e = fails(json(
+            r#"{"app_manager": {"array": {"apps": [{"id": "a", "max_connections": "x"}]}}}"#,
+        ));
+        match &e {
+            ConfigError::Parse { key, message, path } => {
+                assert_eq!(
+                    key.as_deref(),
+                    Some("app_manager.array.apps[0].max_connections")
+                );
+                assert!(message.contains("\"x\""), "{message}");
+                assert_eq!(path, Path::new("config.json"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = fails(json(r#"{"port": 70000}"#)).to_string();
+        assert!(e.starts_with("config file config.json: port: "), "{e}");
+        let e = fails(json(r#"{"adapter": {"driver": "zeromq"}}"#)).to_string();
+        assert!(
+            e.contains("adapter.driver") && e.contains("expected one of local"),
+            "{e}"
+        );
+        let e = fails(json(r#"{"unix_socket": {"permission_mode": "999"}}"#)).to_string();
+        assert!(e.contains("unix_socket.permission_mode"), "{e}");
+        let e = fails(json(r#"{"server_role": "worker"}"#)).to_string();
+        assert!(
+            e.contains("server_role") && e.contains("default or api"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_no_key_but_name_the_file() {
+        let e = fails(json("{\"port\": 6001,,}")).to_string();
+        assert!(e.starts_with("config file config.json: "), "{e}");
+        assert!(json("{} trailing").is_err());
+    }
+
+    #[test]
+    fn toml_is_chosen_by_extension() {
+        let f = parse(
+            Path::new("conf/Config.TOML"),
+            "port = 7000\n[rate_limiter.api]\nmax_requests = 5\n\
+             [[app_manager.array.apps]]\nid = \"a\"\nmax_connections = \"10\"\n",
+        )
+        .unwrap();
+        assert_eq!(f.port, 7000);
+        assert_eq!(f.rate_limiter.api_rate_limit.max_requests, 5);
+        assert_eq!(f.app_manager.array.apps[0].max_connections, Some(10));
+        let e = fails(parse(
+            Path::new("c.toml"),
+            "[[app_manager.array.apps]]\nenabled = \"yes\"\n",
+        ));
+        match e {
+            ConfigError::Parse { key, .. } => {
+                assert_eq!(key.as_deref(), Some("app_manager.array.apps[0].enabled"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn policy_shape_is_flattened() {
+        let f = json(
+            r#"{"app_manager": {"array": {"apps": [{
+                "id": "a", "key": "k", "secret": "s", "enabled": true,
+                "max_connections": 5,
+                "policy": {
+                    "limits": {"max_connections": "50", "max_event_batch_size": 3, "decay_seconds": 2},
+                    "features": {"enable_client_messages": true, "enable_watchlist_events": true},
+                    "channels": {"allowed_origins": ["https://x.test"]}
+                }}]}}}"#,
+        )
+        .unwrap();
+        let app = f
+            .app_manager
+            .array
+            .apps
+            .into_iter()
+            .next()
+            .unwrap()
+            .flatten();
+        assert_eq!(app.id, "a");
+        assert!(app.enabled);
+        assert_eq!(app.max_connections, Some(50));
+        assert_eq!(app.max_event_batch_size, Some(3));
+        assert_eq!(app.decay_seconds, Some(2));
+        assert!(app.enable_client_messages);
+        assert_eq!(app.enable_watchlist_events, Some(true));
+        assert_eq!(
+            app.allowed_origins,
+            Some(vec!["https://x.test".to_string()])
+        );
+    }
+
+    #[test]
+    fn substitution_replaces_known_vars_and_reports_missing_ones() {
+        let vars: HashMap<&str, &str> = [("SECRET", "s3"), ("PORT", "7001")].into();
+        let env = |k: &str| vars.get(k).map(|v| v.to_string());
+        let mut missing = Vec::new();
+        let out = substitute(
+            r#"{"a": "${SECRET}", "b": ${PORT}, "c": "${NOPE}${NOPE}", "d": "${not valid}", "e": "$X ${"#,
+            &env,
+            &mut missing,
+        );
+        assert_eq!(
+            out,
+            r#"{"a": "s3", "b": 7001, "c": "", "d": "${not valid}", "e": "$X ${"#
+        );
+        assert_eq!(missing, vec!["NOPE".to_string()]);
+    }
+}

@@ -1,0 +1,314 @@
+//! Configuration: Sockudo's config file and environment, resolved once at
+//! start-up into a plain [`Config`].
+//!
+//! Precedence, lowest to highest: built-in defaults < config file <
+//! environment. Unlike Sockudo, anything that does not parse or validate
+//! stops start-up with a message naming the file and key, or the variable.
+//!
+//! - `file`: the config-file shape and `${VAR}` substitution.
+//! - `env`: overrides under Sockudo's variable names.
+//! - `apps`: inline apps, the `SOCKUDO_DEFAULT_APP_*` app, the dev fallback.
+//! - `validate`: cross-field checks and start-up warnings.
+
+mod apps;
+mod cli;
+mod de;
+mod env;
+mod error;
+mod file;
+mod sections;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use switchyard_actors::app::App;
+
+pub use cli::Cli;
+pub use error::ConfigError;
+pub use sections::{
+    AdapterDriver, ChannelLimits, CorsConfig, EventLimits, HttpApiConfig, LoggingConfig,
+    MetricsConfig, PresenceConfig, RateLimit, RateLimiterConfig, RateLimiterDriver,
+    RateLimiterRedis, RedisConfig, ServerRole, SslConfig, UnixSocketConfig, WebsocketConfig,
+};
+pub use validate::validate_origin_pattern;
+
+use env::Env;
+use file::FileConfig;
+
+/// The resolved configuration. `Debug` lists app ids only and redacts
+/// passwords, so it is safe to log; for the start-up line use [`Config::summary`].
+pub struct Config {
+    pub debug: bool,
+    pub host: String,
+    pub port: u16,
+    /// `ENVIRONMENT` / `mode`; `production` enables extra warnings.
+    pub mode: String,
+    pub server_role: ServerRole,
+    /// Seconds; advertised in `pusher:connection_established`.
+    pub activity_timeout: u64,
+    /// Seconds to wait for `pusher:pong` (Switchyard extension).
+    pub pong_timeout: u64,
+    pub shutdown_grace_period: u64,
+    pub user_authentication_timeout: u64,
+    pub websocket_max_payload_kb: u32,
+    /// Server-wide connection cap; 0 = unlimited.
+    pub max_connections: u32,
+    /// Channel-registry shards, never 0 (0 in the input = number of CPUs).
+    pub registry_shards: usize,
+    pub health_check_timeout_ms: u64,
+    pub websocket: WebsocketConfig,
+    pub apps: Vec<App>,
+    /// The built-in development app is being served (no apps were configured).
+    pub dev_credentials: bool,
+    pub http_api: HttpApiConfig,
+    pub channel_limits: ChannelLimits,
+    pub event_limits: EventLimits,
+    pub presence: PresenceConfig,
+    pub cors: CorsConfig,
+    pub rate_limiter: RateLimiterConfig,
+    pub ssl: SslConfig,
+    pub unix_socket: UnixSocketConfig,
+    pub metrics: MetricsConfig,
+    pub logging: LoggingConfig,
+    pub adapter_driver: AdapterDriver,
+    pub redis: RedisConfig,
+    /// Node identity; random `switchyard-<16 hex>` unless configured.
+    pub instance_id: String,
+    /// The file that was loaded, if any.
+    pub config_file: Option<PathBuf>,
+    /// Problems that did not stop start-up (missing `${VAR}`s, permissive
+    /// production settings, dev credentials). Collected rather than logged
+    /// because logging is usually set up from this very config.
+    pub warnings: Vec<String>,
+}
+
+/// Load everything: `.env` (CWD only, never overriding the process
+/// environment), the process environment, and the config file. Call it before
+/// starting threads: reading `.env` sets process environment variables.
+pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+    let dotenv_warning = match dotenvy::from_path(".env") {
+        Ok(()) => None,
+        Err(e) if e.not_found() => None,
+        Err(e) => Some(format!(".env could not be read completely: {e}")),
+    };
+    let mut config = load_from(cli.config_path.as_deref(), &|var| std::env::var(var).ok())?;
+    config.warnings.extend(dotenv_warning);
+    Ok(config)
+}
+
+/// The testable core of [`load`]: no `.env`, environment through `env`.
+/// The file is `cli_path`, else `CONFIG_FILE`, else `config/config.toml`,
+/// else `config/config.json` (relative to the CWD), else none.
+pub fn load_from(
+    cli_path: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    match config_path(cli_path, env, Path::new("")) {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            build(Some((&path, &text)), env)
+        }
+        None => build(None, env),
+    }
+}
+
+/// An explicitly named file must exist; the default locations are optional.
+fn config_path(
+    cli_path: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+    base: &Path,
+) -> Option<PathBuf> {
+    if let Some(path) = cli_path {
+        return Some(path.to_path_buf());
+    }
+    if let Some(path) = env("CONFIG_FILE").filter(|p| !p.trim().is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    ["config/config.toml", "config/config.json"]
+        .into_iter()
+        .map(|default| base.join(default))
+        .find(|path| path.is_file())
+}
+
+/// Defaults < file text (after `${VAR}` substitution) < environment, then apps,
+/// validation and the derived values.
+pub(crate) fn build(
+    source: Option<(&Path, &str)>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut warnings = Vec::new();
+    let file = match source {
+        Some((path, text)) => {
+            let mut missing = Vec::new();
+            let text = file::substitute(text, lookup, &mut missing);
+            for var in missing {
+                warnings.push(format!(
+                    "config file {}: ${{{var}}} is not set; substituted an empty string",
+                    path.display()
+                ));
+            }
+            file::parse(path, &text)?
+        }
+        None => FileConfig::default(),
+    };
+    let env = Env::new(lookup);
+    let inline_apps = file.app_manager.array.apps;
+    let app_manager_driver = env
+        .string("APP_MANAGER_DRIVER")
+        .unwrap_or(file.app_manager.driver);
+    let mut c = Config {
+        debug: file.debug,
+        host: file.host,
+        port: file.port,
+        mode: file.mode,
+        server_role: file.server_role,
+        activity_timeout: file.activity_timeout,
+        pong_timeout: file.pong_timeout,
+        shutdown_grace_period: file.shutdown_grace_period,
+        user_authentication_timeout: file.user_authentication_timeout,
+        websocket_max_payload_kb: file.websocket_max_payload_kb,
+        max_connections: file.max_connections,
+        registry_shards: file.registry_shards,
+        health_check_timeout_ms: file.health_check_timeout_ms,
+        websocket: file.websocket,
+        apps: Vec::new(),
+        dev_credentials: false,
+        http_api: file.http_api,
+        channel_limits: file.channel_limits,
+        event_limits: file.event_limits,
+        presence: file.presence,
+        cors: file.cors,
+        rate_limiter: file.rate_limiter,
+        ssl: file.ssl,
+        unix_socket: file.unix_socket,
+        metrics: file.metrics,
+        logging: file.logging,
+        adapter_driver: file.adapter.driver,
+        redis: file.database.redis,
+        instance_id: file.instance.process_id.unwrap_or_default(),
+        config_file: source.map(|(path, _)| path.to_path_buf()),
+        warnings,
+    };
+    env::apply(&mut c, &env)?;
+    validate::globals(&c)?;
+
+    let resolved = apps::resolve(inline_apps, &apps::global_limits(&c), &env)?;
+    c.apps = resolved.apps;
+    c.dev_credentials = resolved.dev_credentials;
+
+    // `0` means "unlimited" for the buffer limits, like `null`/`none`.
+    c.websocket.max_messages = c.websocket.max_messages.filter(|n| *n > 0);
+    c.websocket.max_bytes = c.websocket.max_bytes.filter(|n| *n > 0);
+    if c.registry_shards == 0 {
+        c.registry_shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+    }
+    if c.instance_id.trim().is_empty() {
+        c.instance_id = format!("switchyard-{:016x}", rand::random::<u64>());
+    }
+    if !app_manager_driver.trim().eq_ignore_ascii_case("memory") {
+        c.warnings.push(format!(
+            "app manager driver {app_manager_driver:?} is not supported; only apps from \
+             app_manager.array.apps and SOCKUDO_DEFAULT_APP_* are served"
+        ));
+    }
+    let extra = validate::warnings(&c);
+    c.warnings.extend(extra);
+    Ok(c)
+}
+
+impl Config {
+    pub fn is_production(&self) -> bool {
+        self.mode.eq_ignore_ascii_case("production")
+    }
+
+    /// One line for the start-up log. Names and numbers only: no secrets,
+    /// keys, passwords or Redis URLs.
+    pub fn summary(&self) -> String {
+        let listen = if self.unix_socket.enabled {
+            format!("unix:{}", self.unix_socket.path)
+        } else {
+            let scheme = if self.ssl.enabled { "https" } else { "http" };
+            format!("{scheme}://{}:{}", self.host, self.port)
+        };
+        let apps: Vec<&str> = self.apps.iter().map(|a| a.id.as_str()).collect();
+        let metrics = if self.metrics.enabled {
+            format!("{}:{}", self.metrics.host, self.metrics.port)
+        } else {
+            "off".into()
+        };
+        let rate_limiter = if self.rate_limiter.enabled {
+            self.rate_limiter.driver.name()
+        } else {
+            "off"
+        };
+        format!(
+            "listen={listen} mode={} role={:?} apps=[{}]{} adapter={} rate_limiter={rate_limiter} \
+             metrics={metrics} max_connections={} registry_shards={} instance={} config={}",
+            self.mode,
+            self.server_role,
+            apps.join(","),
+            if self.dev_credentials {
+                " (development credentials)"
+            } else {
+                ""
+            },
+            self.adapter_driver.name(),
+            self.max_connections,
+            self.registry_shards,
+            self.instance_id,
+            self.config_file
+                .as_ref()
+                .map_or("none".into(), |p| p.display().to_string()),
+        )
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let app_ids: Vec<&str> = self.apps.iter().map(|a| a.id.as_str()).collect();
+        f.debug_struct("Config")
+            .field("debug", &self.debug)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("mode", &self.mode)
+            .field("server_role", &self.server_role)
+            .field("activity_timeout", &self.activity_timeout)
+            .field("pong_timeout", &self.pong_timeout)
+            .field("shutdown_grace_period", &self.shutdown_grace_period)
+            .field(
+                "user_authentication_timeout",
+                &self.user_authentication_timeout,
+            )
+            .field("websocket_max_payload_kb", &self.websocket_max_payload_kb)
+            .field("max_connections", &self.max_connections)
+            .field("registry_shards", &self.registry_shards)
+            .field("health_check_timeout_ms", &self.health_check_timeout_ms)
+            .field("websocket", &self.websocket)
+            .field("apps", &app_ids)
+            .field("dev_credentials", &self.dev_credentials)
+            .field("http_api", &self.http_api)
+            .field("channel_limits", &self.channel_limits)
+            .field("event_limits", &self.event_limits)
+            .field("presence", &self.presence)
+            .field("cors", &self.cors)
+            .field("rate_limiter", &self.rate_limiter)
+            .field("ssl", &self.ssl)
+            .field("unix_socket", &self.unix_socket)
+            .field("metrics", &self.metrics)
+            .field("logging", &self.logging)
+            .field("adapter_driver", &self.adapter_driver)
+            .field("redis", &self.redis)
+            .field("instance_id", &self.instance_id)
+            .field("config_file", &self.config_file)
+            .field("warnings", &self.warnings)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+#[path = "mod_tests.rs"]
+mod tests;

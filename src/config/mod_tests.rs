@@ -1,0 +1,443 @@
+//! End-to-end tests of the layering: defaults < file < environment.
+
+use super::*;
+use std::collections::HashMap;
+
+pub(super) fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k: &str| map.get(k).cloned()
+}
+
+/// Build from JSON text (or no file) and an env map.
+pub(super) fn cfg(json: Option<&str>, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    build(json.map(|t| (Path::new("config.json"), t)), &lookup(vars))
+}
+
+/// A fresh directory under the system temp dir (no tempfile crate needed).
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "switchyard-config-{name}-{}-{:x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(dir.join("config")).unwrap();
+    dir
+}
+
+#[test]
+fn defaults_without_file_or_env() {
+    let c = load_from(None, &|_| None).unwrap();
+    assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 6001));
+    assert_eq!(c.mode, "production");
+    assert!(!c.debug);
+    assert_eq!(c.activity_timeout, 120);
+    assert_eq!(c.pong_timeout, 30);
+    assert_eq!(c.shutdown_grace_period, 10);
+    assert_eq!(c.user_authentication_timeout, 3600);
+    assert_eq!(c.websocket_max_payload_kb, 64);
+    assert_eq!(c.max_connections, 0);
+    assert!(c.registry_shards >= 1);
+    assert_eq!(c.websocket, WebsocketConfig::default());
+    assert_eq!(c.websocket.max_messages, Some(1000));
+    assert_eq!(c.http_api.request_limit_in_mb, 10);
+    assert!(c.http_api.usage_enabled);
+    assert_eq!(c.channel_limits.cache_ttl, 3600);
+    assert_eq!(c.event_limits.max_batch_size, 10);
+    assert_eq!(c.presence.max_member_size_in_kb, 2);
+    assert_eq!(c.cors.origin, vec!["*".to_string()]);
+    assert!(c.rate_limiter.enabled);
+    assert_eq!(c.rate_limiter.driver, RateLimiterDriver::Memory);
+    assert_eq!(c.rate_limiter.redis.prefix, "sockudo_rl:");
+    assert_eq!(c.ssl.http_port, 80);
+    assert_eq!(c.unix_socket.permission_mode, 0o660);
+    assert_eq!(
+        (c.metrics.port, c.metrics.prefix.as_str()),
+        (9601, "sockudo_")
+    );
+    assert!(!c.logging.json && c.logging.colors_enabled && c.logging.include_target);
+    assert_eq!(c.adapter_driver, AdapterDriver::Local);
+    assert_eq!(c.redis.key_prefix, "sockudo:");
+    assert_eq!(c.server_role, ServerRole::Default);
+    assert!(c.dev_credentials);
+    assert_eq!(c.apps.len(), 1);
+    assert!(c.config_file.is_none());
+}
+
+#[test]
+fn instance_id_is_random_unless_configured() {
+    let a = cfg(None, &[]).unwrap().instance_id;
+    let b = cfg(None, &[]).unwrap().instance_id;
+    assert_ne!(a, b);
+    assert!(
+        a.starts_with("switchyard-") && a.len() == "switchyard-".len() + 16,
+        "{a}"
+    );
+    let c = cfg(Some(r#"{"instance": {"process_id": "node-1"}}"#), &[]).unwrap();
+    assert_eq!(c.instance_id, "node-1");
+    let c = cfg(
+        Some(r#"{"instance": {"process_id": "node-1"}}"#),
+        &[("INSTANCE_PROCESS_ID", "node-2")],
+    );
+    assert_eq!(c.unwrap().instance_id, "node-2");
+}
+
+#[test]
+fn environment_beats_file_beats_defaults() {
+    let file = r#"{"port": 7000, "host": "127.0.0.1", "activity_timeout": 60,
+                   "metrics": {"port": 9700}, "rate_limiter": {"driver": "redis"}}"#;
+    let c = cfg(Some(file), &[]).unwrap();
+    assert_eq!(
+        (c.host.as_str(), c.port, c.activity_timeout),
+        ("127.0.0.1", 7000, 60)
+    );
+    assert_eq!(c.rate_limiter.driver, RateLimiterDriver::Redis);
+    let c = cfg(
+        Some(file),
+        &[("PORT", "8000"), ("RATE_LIMITER_DRIVER", "none")],
+    )
+    .unwrap();
+    assert_eq!(c.port, 8000, "env wins");
+    assert_eq!(c.host, "127.0.0.1", "file value kept where env is silent");
+    assert_eq!(c.metrics.port, 9700);
+    assert_eq!(c.rate_limiter.driver, RateLimiterDriver::None);
+    let c = cfg(Some(file), &[("PORT", "")]).unwrap();
+    assert_eq!(c.port, 7000, "an empty variable counts as unset");
+}
+
+#[test]
+fn every_documented_variable_is_read() {
+    let vars = [
+        ("HOST", "::"),
+        ("PORT", "7001"),
+        ("DEBUG_MODE", "yes"),
+        ("ENVIRONMENT", "development"),
+        ("ACTIVITY_TIMEOUT", "30"),
+        ("PONG_TIMEOUT", "5"),
+        ("SHUTDOWN_GRACE_PERIOD", "2"),
+        ("USER_AUTHENTICATION_TIMEOUT", "60"),
+        ("WEBSOCKET_MAX_PAYLOAD_KB", "128"),
+        ("SOCKUDO_MAX_CONNECTIONS", "5000"),
+        ("REGISTRY_SHARDS", "4"),
+        ("HEALTH_CHECK_TIMEOUT_MS", "500"),
+        ("SOCKUDO_SERVER_ROLE", "api"),
+        ("ADAPTER_DRIVER", "nats"),
+        ("HTTP_API_USAGE_ENABLED", "off"),
+        ("HTTP_API_REQUEST_LIMIT_IN_MB", "2"),
+        ("CACHE_TTL_SECONDS", "99"),
+        ("PRESENCE_UPDATE_RATE_LIMIT_PER_MEMBER_PER_SECOND", "3"),
+        ("WEBSOCKET_MAX_MESSAGES", "none"),
+        ("WEBSOCKET_MAX_BYTES", "1048576"),
+        ("WEBSOCKET_DISCONNECT_ON_BUFFER_FULL", "false"),
+        ("REDIS_URL", "redis://r:6379/0"),
+        ("DATABASE_REDIS_HOST", "redis"),
+        ("DATABASE_REDIS_PORT", "6380"),
+        ("DATABASE_REDIS_USERNAME", "u"),
+        ("DATABASE_REDIS_PASSWORD", "p"),
+        ("DATABASE_REDIS_DB", "2"),
+        ("DATABASE_REDIS_KEY_PREFIX", "sy:"),
+        ("RATE_LIMITER_ENABLED", "0"),
+        ("RATE_LIMITER_API_MAX_REQUESTS", "7"),
+        ("RATE_LIMITER_API_WINDOW_SECONDS", "8"),
+        ("RATE_LIMITER_API_TRUST_HOPS", "1"),
+        ("RATE_LIMITER_WS_MAX_REQUESTS", "9"),
+        ("RATE_LIMITER_WS_WINDOW_SECONDS", "10"),
+        ("RATE_LIMITER_WS_TRUST_HOPS", "2"),
+        ("RATE_LIMITER_REDIS_PREFIX", "rl:"),
+        ("SSL_ENABLED", "true"),
+        ("SSL_CERT_PATH", "/c.pem"),
+        ("SSL_KEY_PATH", "/k.pem"),
+        ("SSL_REDIRECT_HTTP", "on"),
+        ("SSL_HTTP_PORT", "8080"),
+        ("DOMAIN", "rt.example.com"),
+        ("CORS_ORIGINS", "https://a.test, https://b.test"),
+        ("CORS_METHODS", "GET, POST"),
+        ("CORS_HEADERS", "Authorization"),
+        ("CORS_CREDENTIALS", "false"),
+        ("UNIX_SOCKET_ENABLED", "false"),
+        ("UNIX_SOCKET_PATH", "/run/sy.sock"),
+        ("UNIX_SOCKET_PERMISSION_MODE", "600"),
+        ("METRICS_ENABLED", "true"),
+        ("METRICS_HOST", "127.0.0.1"),
+        ("METRICS_PORT", "9700"),
+        ("METRICS_PROMETHEUS_PREFIX", "sy_"),
+        ("LOG_OUTPUT_FORMAT", "json"),
+        ("LOG_COLORS_ENABLED", "no"),
+        ("LOG_INCLUDE_TARGET", "0"),
+    ];
+    let c = cfg(None, &vars).unwrap();
+    assert_eq!((c.host.as_str(), c.port, c.debug), ("::", 7001, true));
+    assert_eq!(c.mode, "development");
+    assert_eq!(
+        (c.activity_timeout, c.pong_timeout, c.shutdown_grace_period),
+        (30, 5, 2)
+    );
+    assert_eq!(c.user_authentication_timeout, 60);
+    assert_eq!((c.websocket_max_payload_kb, c.max_connections), (128, 5000));
+    assert_eq!((c.registry_shards, c.health_check_timeout_ms), (4, 500));
+    assert_eq!(c.server_role, ServerRole::Api);
+    assert_eq!(c.adapter_driver, AdapterDriver::Nats);
+    assert_eq!(
+        c.http_api,
+        HttpApiConfig {
+            request_limit_in_mb: 2,
+            usage_enabled: false
+        }
+    );
+    assert_eq!(c.channel_limits.cache_ttl, 99);
+    assert_eq!(c.presence.update_rate_limit_per_member_per_second, 3);
+    assert_eq!(
+        c.websocket,
+        WebsocketConfig {
+            max_messages: None,
+            max_bytes: Some(1048576),
+            disconnect_on_buffer_full: false
+        }
+    );
+    let r = &c.redis;
+    assert_eq!(r.url.as_deref(), Some("redis://r:6379/0"));
+    assert_eq!(
+        (r.host.as_str(), r.port, r.db, r.key_prefix.as_str()),
+        ("redis", 6380, 2, "sy:")
+    );
+    assert_eq!(
+        (r.username.as_deref(), r.password.as_deref()),
+        (Some("u"), Some("p"))
+    );
+    let rl = &c.rate_limiter;
+    assert!(!rl.enabled);
+    assert_eq!(
+        rl.api_rate_limit,
+        RateLimit {
+            max_requests: 7,
+            window_seconds: 8,
+            trust_hops: 1
+        }
+    );
+    assert_eq!(
+        rl.websocket_rate_limit,
+        RateLimit {
+            max_requests: 9,
+            window_seconds: 10,
+            trust_hops: 2
+        }
+    );
+    assert_eq!(rl.redis.prefix, "rl:");
+    let ssl = &c.ssl;
+    assert!(ssl.enabled && ssl.redirect_http);
+    assert_eq!(
+        (ssl.cert_path.as_str(), ssl.key_path.as_str()),
+        ("/c.pem", "/k.pem")
+    );
+    assert_eq!(
+        (ssl.http_port, ssl.domain.as_deref()),
+        (8080, Some("rt.example.com"))
+    );
+    assert_eq!(c.cors.origin, vec!["https://a.test", "https://b.test"]);
+    assert_eq!(c.cors.methods, vec!["GET", "POST"]);
+    assert_eq!(c.cors.allowed_headers, vec!["Authorization"]);
+    assert!(!c.cors.credentials);
+    assert_eq!(c.unix_socket.path, "/run/sy.sock");
+    assert_eq!(c.unix_socket.permission_mode, 0o600);
+    assert_eq!(
+        c.metrics,
+        MetricsConfig {
+            enabled: true,
+            host: "127.0.0.1".into(),
+            port: 9700,
+            prefix: "sy_".into()
+        }
+    );
+    assert!(c.logging.json && !c.logging.colors_enabled && !c.logging.include_target);
+}
+
+#[test]
+fn debug_can_only_force_debug_on() {
+    assert!(cfg(None, &[("DEBUG", "true")]).unwrap().debug);
+    let c = cfg(Some(r#"{"debug": true}"#), &[("DEBUG", "false")]).unwrap();
+    assert!(c.debug, "DEBUG=false does not turn it off");
+    let c = cfg(Some(r#"{"debug": true}"#), &[("DEBUG_MODE", "false")]).unwrap();
+    assert!(!c.debug, "DEBUG_MODE does");
+}
+
+#[test]
+fn malformed_env_values_stop_start_up_naming_the_variable() {
+    let cases = [
+        ("PORT", "abc", "an integer 0-65535"),
+        ("DEBUG_MODE", "sure", "a boolean"),
+        ("SOCKUDO_SERVER_ROLE", "worker", "default or api"),
+        ("ADAPTER_DRIVER", "zeromq", "one of local"),
+        ("RATE_LIMITER_DRIVER", "disk", "one of memory"),
+        ("UNIX_SOCKET_PERMISSION_MODE", "888", "octal"),
+        ("CORS_ORIGINS", "*.", "origin patterns"),
+        ("WEBSOCKET_MAX_MESSAGES", "lots", "none/0"),
+        ("METRICS_PORT", "-1", "0-65535"),
+    ];
+    for (var, value, expected) in cases {
+        match cfg(None, &[(var, value)]) {
+            Err(ConfigError::Env {
+                var: v,
+                value: got,
+                expected: e,
+            }) => {
+                assert_eq!((v.as_str(), got.as_str()), (var, value));
+                assert!(e.contains(expected), "{var}: {e}");
+            }
+            other => panic!("{var}={value}: expected an Env error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn file_errors_stop_start_up_naming_file_and_key() {
+    let e = cfg(Some(r#"{"ssl": {"http_port": "eighty"}}"#), &[]).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("config file config.json: ssl.http_port: invalid type"),
+        "{msg}"
+    );
+    let e = cfg(
+        Some(r#"{"cors": {"origin": ["https://ok.test", "https://"]}}"#),
+        &[],
+    );
+    assert!(e.unwrap_err().to_string().contains("cors.origin[1]"));
+}
+
+#[test]
+fn variables_are_substituted_before_parsing() {
+    let file = r#"{"database": {"redis": {"password": "${REDIS_PASSWORD}", "port": ${REDIS_PORT}}},
+                   "metrics": {"prometheus": {"prefix": "${MISSING_PREFIX}x_"}}}"#;
+    let c = cfg(
+        Some(file),
+        &[("REDIS_PASSWORD", "pw"), ("REDIS_PORT", "6390")],
+    )
+    .unwrap();
+    assert_eq!(c.redis.password.as_deref(), Some("pw"));
+    assert_eq!(c.redis.port, 6390);
+    assert_eq!(c.metrics.prefix, "x_");
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("${MISSING_PREFIX} is not set")),
+        "{:?}",
+        c.warnings
+    );
+    let e = cfg(Some(r#"{"port": ${NOPE}}"#), &[]).unwrap_err();
+    assert!(
+        matches!(e, ConfigError::Parse { .. }),
+        "an empty substitution can break syntax"
+    );
+}
+
+#[test]
+fn buffer_limits_of_zero_mean_unlimited_in_the_file_too() {
+    let c = cfg(
+        Some(r#"{"websocket": {"max_messages": 0, "max_bytes": 0}}"#),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        (c.websocket.max_messages, c.websocket.max_bytes),
+        (None, None)
+    );
+    let c = cfg(Some(r#"{"websocket": {"max_messages": null}}"#), &[]).unwrap();
+    assert_eq!(c.websocket.max_messages, None);
+    let c = cfg(Some(r#"{"websocket": {"max_messages": 50}}"#), &[]).unwrap();
+    assert_eq!(c.websocket.max_messages, Some(50));
+}
+
+#[test]
+fn unsupported_app_manager_driver_warns() {
+    let c = cfg(None, &[("APP_MANAGER_DRIVER", "mysql")]).unwrap();
+    assert!(
+        c.warnings.iter().any(|w| w.contains("\"mysql\"")),
+        "{:?}",
+        c.warnings
+    );
+    let c = cfg(Some(r#"{"app_manager": {"driver": "memory"}}"#), &[]).unwrap();
+    assert!(!c.warnings.iter().any(|w| w.contains("app manager")));
+}
+
+#[test]
+fn file_location_precedence() {
+    let dir = temp_dir("discovery");
+    let none = |_: &str| None;
+    assert_eq!(config_path(None, &none, &dir), None);
+    std::fs::write(dir.join("config/config.json"), "{}").unwrap();
+    assert_eq!(
+        config_path(None, &none, &dir),
+        Some(dir.join("config/config.json"))
+    );
+    std::fs::write(dir.join("config/config.toml"), "").unwrap();
+    assert_eq!(
+        config_path(None, &none, &dir),
+        Some(dir.join("config/config.toml"))
+    );
+    let env = lookup(&[("CONFIG_FILE", "/etc/sy.json")]);
+    assert_eq!(
+        config_path(None, &env, &dir),
+        Some(PathBuf::from("/etc/sy.json"))
+    );
+    let cli = Path::new("cli.toml");
+    assert_eq!(
+        config_path(Some(cli), &env, &dir),
+        Some(PathBuf::from("cli.toml"))
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn load_from_reads_the_named_file_by_extension() {
+    let dir = temp_dir("load");
+    let json = dir.join("sy.json");
+    std::fs::write(&json, r#"{"port": 7100, "host": "${BIND}"}"#).unwrap();
+    let c = load_from(Some(&json), &lookup(&[("BIND", "127.0.0.2")])).unwrap();
+    assert_eq!((c.host.as_str(), c.port), ("127.0.0.2", 7100));
+    assert_eq!(c.config_file.as_deref(), Some(json.as_path()));
+
+    let toml = dir.join("sy.toml");
+    std::fs::write(&toml, "port = 7200\n[metrics]\nenabled = false\n").unwrap();
+    let env = lookup(&[("CONFIG_FILE", toml.to_str().unwrap())]);
+    let c = load_from(None, &env).unwrap();
+    assert_eq!(c.port, 7200);
+    assert!(!c.metrics.enabled);
+
+    let missing = dir.join("missing.json");
+    match load_from(Some(&missing), &|_| None) {
+        Err(ConfigError::Read { path, .. }) => assert_eq!(path, missing),
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(&json, "{\"port\": 1,").unwrap();
+    let e = load_from(Some(&json), &|_| None).unwrap_err().to_string();
+    assert!(e.contains(&json.display().to_string()), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn summary_and_debug_carry_no_secrets() {
+    let c = cfg(
+        None,
+        &[
+            ("SOCKUDO_DEFAULT_APP_ID", "prod-app"),
+            ("SOCKUDO_DEFAULT_APP_KEY", "pubkey-123"),
+            ("SOCKUDO_DEFAULT_APP_SECRET", "topsecret-456"),
+            ("REDIS_URL", "redis://:redispw-789@r:6379"),
+            ("DATABASE_REDIS_PASSWORD", "redispw-789"),
+        ],
+    )
+    .unwrap();
+    let summary = c.summary();
+    assert!(summary.contains("apps=[prod-app]"), "{summary}");
+    assert!(summary.contains("listen=http://0.0.0.0:6001"), "{summary}");
+    let debug = format!("{c:?}");
+    for secret in ["pubkey-123", "topsecret-456", "redispw-789"] {
+        assert!(!summary.contains(secret), "{summary}");
+        assert!(!debug.contains(secret), "{debug}");
+    }
+    assert!(cfg(None, &[])
+        .unwrap()
+        .summary()
+        .contains("(development credentials)"));
+}

@@ -1,0 +1,614 @@
+//! The blocks of the resolved configuration.
+//!
+//! Each block deserializes straight from its Sockudo config-file block (every
+//! struct is `#[serde(default)]` and unknown keys are ignored), so the file
+//! layer needs no mirror types for them. Fields that only come from the
+//! environment are `#[serde(skip)]`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+use super::de;
+
+/// Outbound buffering per socket (Sockudo's `websocket` block).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct WebsocketConfig {
+    /// Messages queued for a slow socket; `None` = unlimited (`null`, `0` or `"none"`).
+    pub max_messages: Option<usize>,
+    /// Bytes queued for a slow socket; `None` = unlimited.
+    pub max_bytes: Option<usize>,
+    /// Close with 4100 when the buffer is full instead of dropping messages.
+    pub disconnect_on_buffer_full: bool,
+}
+
+impl Default for WebsocketConfig {
+    fn default() -> Self {
+        WebsocketConfig {
+            max_messages: Some(1000),
+            max_bytes: None,
+            disconnect_on_buffer_full: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct HttpApiConfig {
+    /// Body size limit of the HTTP API.
+    pub request_limit_in_mb: u32,
+    /// Serve `/usage`.
+    pub usage_enabled: bool,
+}
+
+impl Default for HttpApiConfig {
+    fn default() -> Self {
+        HttpApiConfig {
+            request_limit_in_mb: 10,
+            usage_enabled: true,
+        }
+    }
+}
+
+/// Global channel limits; apps without their own value use these.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ChannelLimits {
+    pub max_name_length: u32,
+    pub cache_ttl: u64,
+}
+
+impl Default for ChannelLimits {
+    fn default() -> Self {
+        ChannelLimits {
+            max_name_length: 200,
+            cache_ttl: 3600,
+        }
+    }
+}
+
+/// Global event limits; apps without their own value use these.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct EventLimits {
+    pub max_channels_at_once: u32,
+    pub max_name_length: u32,
+    pub max_payload_in_kb: u32,
+    pub max_batch_size: u32,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        EventLimits {
+            max_channels_at_once: 100,
+            max_name_length: 200,
+            max_payload_in_kb: 100,
+            max_batch_size: 10,
+        }
+    }
+}
+
+/// Global presence limits; apps without their own value use these.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct PresenceConfig {
+    pub max_members_per_channel: u32,
+    pub max_member_size_in_kb: u32,
+    /// Must be > 0 (Sockudo's rule).
+    pub update_rate_limit_per_member_per_second: u32,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            max_members_per_channel: 100,
+            max_member_size_in_kb: 2,
+            update_rate_limit_per_member_per_second: 10,
+        }
+    }
+}
+
+/// CORS of the HTTP API. Sockudo's defaults are permissive (`*` + credentials);
+/// kept for drop-in behaviour, flagged by a production warning.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct CorsConfig {
+    /// Origin patterns (same syntax as app `allowed_origins`); `*`/`any` = all.
+    pub origin: Vec<String>,
+    pub methods: Vec<String>,
+    pub allowed_headers: Vec<String>,
+    pub credentials: bool,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
+        CorsConfig {
+            origin: strings(&["*"]),
+            methods: strings(&["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+            allowed_headers: strings(&[
+                "Authorization",
+                "Content-Type",
+                "X-Requested-With",
+                "Accept",
+                "X-Ably-ClientId",
+                "X-Ably-Version",
+                "X-Ably-Lib",
+                "X-Ably-DeviceToken",
+                "Ably-Agent",
+                "Ably-Version",
+                "Ably-ClientId",
+                "X-Idempotency-Key",
+            ]),
+            credentials: true,
+        }
+    }
+}
+
+/// Where rate-limit counters live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RateLimiterDriver {
+    #[default]
+    Memory,
+    Redis,
+    RedisCluster,
+    None,
+}
+
+impl RateLimiterDriver {
+    pub fn name(self) -> &'static str {
+        match self {
+            RateLimiterDriver::Memory => "memory",
+            RateLimiterDriver::Redis => "redis",
+            RateLimiterDriver::RedisCluster => "redis-cluster",
+            RateLimiterDriver::None => "none",
+        }
+    }
+}
+
+impl FromStr for RateLimiterDriver {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "memory" => Ok(RateLimiterDriver::Memory),
+            "redis" => Ok(RateLimiterDriver::Redis),
+            "redis-cluster" | "redis_cluster" => Ok(RateLimiterDriver::RedisCluster),
+            "none" => Ok(RateLimiterDriver::None),
+            _ => Err("one of memory, redis, redis-cluster, none".into()),
+        }
+    }
+}
+
+/// One fixed-window IP limiter (API requests or WebSocket upgrades).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub max_requests: u32,
+    pub window_seconds: u64,
+    /// Proxies in front of the server whose `X-Forwarded-For` entries are trusted.
+    pub trust_hops: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct RateLimiterConfig {
+    pub enabled: bool,
+    #[serde(deserialize_with = "de::string_enum")]
+    pub driver: RateLimiterDriver,
+    /// `api` is accepted too: the Sockudo security guide uses that name.
+    #[serde(alias = "api", deserialize_with = "api_limit")]
+    pub api_rate_limit: RateLimit,
+    #[serde(alias = "websocket", deserialize_with = "websocket_limit")]
+    pub websocket_rate_limit: RateLimit,
+    pub redis: RateLimiterRedis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct RateLimiterRedis {
+    pub prefix: String,
+}
+
+impl Default for RateLimiterRedis {
+    fn default() -> Self {
+        RateLimiterRedis {
+            prefix: "sockudo_rl:".into(),
+        }
+    }
+}
+
+impl Default for RateLimiterConfig {
+    fn default() -> Self {
+        RateLimiterConfig {
+            enabled: true,
+            driver: RateLimiterDriver::Memory,
+            api_rate_limit: RateLimit {
+                max_requests: 100,
+                window_seconds: 60,
+                trust_hops: 0,
+            },
+            websocket_rate_limit: RateLimit {
+                max_requests: 20,
+                window_seconds: 60,
+                trust_hops: 0,
+            },
+            redis: RateLimiterRedis::default(),
+        }
+    }
+}
+
+/// A rate-limit block as written: omitted fields take the defaults of *that*
+/// scope (API 100/60 s, WebSocket 20/60 s), not of some shared type.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PartialRateLimit {
+    max_requests: Option<u32>,
+    window_seconds: Option<u64>,
+    trust_hops: Option<u32>,
+}
+
+impl PartialRateLimit {
+    fn over(self, base: RateLimit) -> RateLimit {
+        RateLimit {
+            max_requests: self.max_requests.unwrap_or(base.max_requests),
+            window_seconds: self.window_seconds.unwrap_or(base.window_seconds),
+            trust_hops: self.trust_hops.unwrap_or(base.trust_hops),
+        }
+    }
+}
+
+fn api_limit<'de, D: Deserializer<'de>>(d: D) -> Result<RateLimit, D::Error> {
+    let base = RateLimiterConfig::default().api_rate_limit;
+    Ok(PartialRateLimit::deserialize(d)?.over(base))
+}
+
+fn websocket_limit<'de, D: Deserializer<'de>>(d: D) -> Result<RateLimit, D::Error> {
+    let base = RateLimiterConfig::default().websocket_rate_limit;
+    Ok(PartialRateLimit::deserialize(d)?.over(base))
+}
+
+/// TLS for the main listener. `Debug` hides the key passphrase.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct SslConfig {
+    pub enabled: bool,
+    pub cert_path: String,
+    pub key_path: String,
+    pub passphrase: Option<String>,
+    pub ca_path: Option<String>,
+    /// Also listen on `http_port` and redirect plain HTTP to HTTPS.
+    pub redirect_http: bool,
+    pub http_port: u16,
+    /// Host name for the redirect target (env `DOMAIN`); `None` = the request's Host.
+    #[serde(skip)]
+    pub domain: Option<String>,
+}
+
+impl Default for SslConfig {
+    fn default() -> Self {
+        SslConfig {
+            enabled: false,
+            cert_path: String::new(),
+            key_path: String::new(),
+            passphrase: None,
+            ca_path: None,
+            redirect_http: false,
+            http_port: 80,
+            domain: None,
+        }
+    }
+}
+
+impl fmt::Debug for SslConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SslConfig")
+            .field("enabled", &self.enabled)
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "<redacted>"),
+            )
+            .field("ca_path", &self.ca_path)
+            .field("redirect_http", &self.redirect_http)
+            .field("http_port", &self.http_port)
+            .field("domain", &self.domain)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct UnixSocketConfig {
+    pub enabled: bool,
+    pub path: String,
+    /// File mode of the socket, e.g. `0o660`. Written as an octal string (`"660"`).
+    #[serde(deserialize_with = "de::octal_mode")]
+    pub permission_mode: u32,
+}
+
+impl Default for UnixSocketConfig {
+    fn default() -> Self {
+        UnixSocketConfig {
+            enabled: false,
+            path: "/var/run/sockudo/sockudo.sock".into(),
+            permission_mode: 0o660,
+        }
+    }
+}
+
+/// Prometheus endpoint. The file nests the prefix (`metrics.prometheus.prefix`);
+/// it is flattened here because nothing else lives in that block.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "MetricsFile")]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub host: String,
+    pub port: u16,
+    pub prefix: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            host: "0.0.0.0".into(),
+            port: 9601,
+            prefix: "sockudo_".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct MetricsFile {
+    enabled: bool,
+    host: String,
+    port: u16,
+    prometheus: PrometheusFile,
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct PrometheusFile {
+    prefix: String,
+}
+
+impl Default for MetricsFile {
+    fn default() -> Self {
+        let d = MetricsConfig::default();
+        MetricsFile {
+            enabled: d.enabled,
+            host: d.host,
+            port: d.port,
+            prometheus: PrometheusFile { prefix: d.prefix },
+        }
+    }
+}
+
+impl Default for PrometheusFile {
+    fn default() -> Self {
+        PrometheusFile {
+            prefix: MetricsConfig::default().prefix,
+        }
+    }
+}
+
+impl From<MetricsFile> for MetricsConfig {
+    fn from(f: MetricsFile) -> Self {
+        MetricsConfig {
+            enabled: f.enabled,
+            host: f.host,
+            port: f.port,
+            prefix: f.prometheus.prefix,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct LoggingConfig {
+    /// JSON lines instead of text; only from env `LOG_OUTPUT_FORMAT=json`
+    /// because Sockudo fixes the format before reading the file.
+    #[serde(skip)]
+    pub json: bool,
+    pub colors_enabled: bool,
+    pub include_target: bool,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            json: false,
+            colors_enabled: true,
+            include_target: true,
+        }
+    }
+}
+
+/// The horizontal adapter. Only the names matter here: the server decides
+/// which it can run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AdapterDriver {
+    #[default]
+    Local,
+    Redis,
+    RedisCluster,
+    Nats,
+    /// A Sockudo adapter Switchyard knows by name only (canonical name:
+    /// `pulsar`, `rabbitmq`, `google-pubsub`, `kafka`, `iggy`).
+    Other(String),
+}
+
+impl AdapterDriver {
+    pub fn name(&self) -> &str {
+        match self {
+            AdapterDriver::Local => "local",
+            AdapterDriver::Redis => "redis",
+            AdapterDriver::RedisCluster => "redis-cluster",
+            AdapterDriver::Nats => "nats",
+            AdapterDriver::Other(name) => name,
+        }
+    }
+}
+
+impl FromStr for AdapterDriver {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let other = |name: &str| Ok(AdapterDriver::Other(name.into()));
+        match s.trim().to_ascii_lowercase().as_str() {
+            "local" => Ok(AdapterDriver::Local),
+            "redis" => Ok(AdapterDriver::Redis),
+            "redis-cluster" | "redis_cluster" => Ok(AdapterDriver::RedisCluster),
+            "nats" => Ok(AdapterDriver::Nats),
+            "pulsar" => other("pulsar"),
+            "rabbitmq" | "rabbit-mq" => other("rabbitmq"),
+            "google-pubsub" | "gcp-pubsub" | "pubsub" => other("google-pubsub"),
+            "kafka" => other("kafka"),
+            "iggy" => other("iggy"),
+            _ => Err(
+                "one of local, redis, redis-cluster, nats, pulsar, rabbitmq, \
+                      google-pubsub, kafka, iggy"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// Redis connection (Sockudo's `database.redis`, plus env `REDIS_URL`).
+/// `Debug` hides the password and the URL (which may embed one).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// Wins over host/port when set (env `REDIS_URL` only).
+    #[serde(skip)]
+    pub url: Option<String>,
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: u32,
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: None,
+            host: "127.0.0.1".into(),
+            port: 6379,
+            username: None,
+            password: None,
+            db: 0,
+            key_prefix: "sockudo:".into(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("RedisConfig")
+            .field("url", &redacted(&self.url))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("db", &self.db)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+/// `api` nodes only publish over HTTP (they need a horizontal adapter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerRole {
+    #[default]
+    Default,
+    Api,
+}
+
+impl FromStr for ServerRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "default" => Ok(ServerRole::Default),
+            "api" => Ok(ServerRole::Api),
+            _ => Err("default or api".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_names_parse_case_insensitively_with_sockudo_aliases() {
+        assert_eq!("REDIS".parse(), Ok(AdapterDriver::Redis));
+        assert_eq!("redis-cluster".parse(), Ok(AdapterDriver::RedisCluster));
+        assert_eq!("Nats".parse(), Ok(AdapterDriver::Nats));
+        assert_eq!(
+            "gcp-pubsub".parse(),
+            Ok(AdapterDriver::Other("google-pubsub".into()))
+        );
+        assert_eq!(
+            "rabbit-mq".parse(),
+            Ok(AdapterDriver::Other("rabbitmq".into()))
+        );
+        assert!("zeromq".parse::<AdapterDriver>().is_err());
+        assert_eq!("redis-cluster".parse(), Ok(RateLimiterDriver::RedisCluster));
+        assert_eq!("None".parse(), Ok(RateLimiterDriver::None));
+        assert!("disk".parse::<RateLimiterDriver>().is_err());
+        assert_eq!("API".parse(), Ok(ServerRole::Api));
+        assert!("worker".parse::<ServerRole>().is_err());
+    }
+
+    #[test]
+    fn rate_limit_blocks_default_per_scope_and_accept_guide_aliases() {
+        let rl: RateLimiterConfig = serde_json::from_str(
+            r#"{"api": {"trust_hops": 1}, "websocket": {"window_seconds": 30}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            rl.api_rate_limit,
+            RateLimit {
+                max_requests: 100,
+                window_seconds: 60,
+                trust_hops: 1
+            }
+        );
+        assert_eq!(
+            rl.websocket_rate_limit,
+            RateLimit {
+                max_requests: 20,
+                window_seconds: 30,
+                trust_hops: 0
+            }
+        );
+    }
+
+    #[test]
+    fn metrics_prefix_is_read_from_the_prometheus_block() {
+        let m: MetricsConfig =
+            serde_json::from_str(r#"{"port": 9700, "prometheus": {"prefix": "sy_"}}"#).unwrap();
+        assert_eq!(m.port, 9700);
+        assert_eq!(m.prefix, "sy_");
+        assert_eq!(m.host, "0.0.0.0");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let redis = RedisConfig {
+            url: Some("redis://:hunter2@h".into()),
+            password: Some("hunter2".into()),
+            ..RedisConfig::default()
+        };
+        let ssl = SslConfig {
+            passphrase: Some("hunter2".into()),
+            ..SslConfig::default()
+        };
+        assert!(!format!("{redis:?}{ssl:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,358 @@
+//! Checks on the merged configuration, and the start-up warnings.
+//!
+//! Values that parse but cannot work (a socket path with `..`, a batch limit
+//! of 0, a malformed origin pattern) stop start-up with the key that holds
+//! them; the env variable that feeds the key is named alongside it. Settings
+//! that work but are risky only produce warnings, because Sockudo's
+//! permissive defaults must keep working for drop-in use.
+
+use std::path::{Component, Path};
+
+use super::error::ConfigError;
+use super::Config;
+
+/// Sockudo's origin-pattern rules (CONFIG.md §4): non-empty; `*`/`any`
+/// allowed; at most one `*`; `*.domain` needs a sane domain; with `://` both
+/// scheme and host must be present. `Err` says what is wrong.
+pub fn validate_origin_pattern(pattern: &str) -> Result<(), String> {
+    let p = pattern.trim();
+    if p.is_empty() {
+        return Err("empty origin pattern".into());
+    }
+    if p == "*" || p.eq_ignore_ascii_case("any") {
+        return Ok(());
+    }
+    if p.matches('*').count() > 1 {
+        return Err("at most one `*` is allowed".into());
+    }
+    let host = match p.split_once("://") {
+        Some(("", _)) => return Err("missing scheme before `://`".into()),
+        Some((_, "")) => return Err("missing host after `://`".into()),
+        Some((_, host)) => host,
+        None => p,
+    };
+    if let Some(domain) = host.strip_prefix("*.") {
+        if domain.is_empty() {
+            return Err("`*.` must be followed by a domain".into());
+        }
+        if domain.contains("..") || domain.starts_with('.') || domain.ends_with('.') {
+            return Err(format!("invalid domain {domain:?} after `*.`"));
+        }
+    }
+    Ok(())
+}
+
+fn at_least_one(value: u64, key: &str) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(key, "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Everything except the apps (validated where they are resolved).
+pub(crate) fn globals(c: &Config) -> Result<(), ConfigError> {
+    let limits = [
+        (
+            c.channel_limits.max_name_length,
+            "channel_limits.max_name_length",
+        ),
+        (
+            c.event_limits.max_channels_at_once,
+            "event_limits.max_channels_at_once",
+        ),
+        (
+            c.event_limits.max_name_length,
+            "event_limits.max_name_length",
+        ),
+        (
+            c.event_limits.max_payload_in_kb,
+            "event_limits.max_payload_in_kb",
+        ),
+        (c.event_limits.max_batch_size, "event_limits.max_batch_size"),
+        (
+            c.presence.max_members_per_channel,
+            "presence.max_members_per_channel",
+        ),
+        (
+            c.presence.max_member_size_in_kb,
+            "presence.max_member_size_in_kb",
+        ),
+        (
+            c.presence.update_rate_limit_per_member_per_second,
+            "presence.update_rate_limit_per_member_per_second \
+             (PRESENCE_UPDATE_RATE_LIMIT_PER_MEMBER_PER_SECOND)",
+        ),
+    ];
+    for (value, key) in limits {
+        at_least_one(value.into(), key)?;
+    }
+    if c.rate_limiter.enabled {
+        at_least_one(
+            c.rate_limiter.api_rate_limit.window_seconds,
+            "rate_limiter.api_rate_limit.window_seconds (RATE_LIMITER_API_WINDOW_SECONDS)",
+        )?;
+        at_least_one(
+            c.rate_limiter.websocket_rate_limit.window_seconds,
+            "rate_limiter.websocket_rate_limit.window_seconds (RATE_LIMITER_WS_WINDOW_SECONDS)",
+        )?;
+    }
+    for (i, pattern) in c.cors.origin.iter().enumerate() {
+        validate_origin_pattern(pattern).map_err(|why| {
+            ConfigError::invalid(
+                format!("cors.origin[{i}] (CORS_ORIGINS)"),
+                format!("{pattern:?}: {why}"),
+            )
+        })?;
+    }
+    if c.unix_socket.enabled {
+        let key = "unix_socket.path (UNIX_SOCKET_PATH)";
+        let path = Path::new(&c.unix_socket.path);
+        if !path.is_absolute() {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{path:?} must be an absolute path"),
+            ));
+        }
+        if path.components().any(|part| part == Component::ParentDir) {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{path:?} must not contain `..`"),
+            ));
+        }
+    }
+    if c.unix_socket.permission_mode > 0o777 {
+        return Err(ConfigError::invalid(
+            "unix_socket.permission_mode (UNIX_SOCKET_PERMISSION_MODE)",
+            format!("{:o} is above 777", c.unix_socket.permission_mode),
+        ));
+    }
+    if c.ssl.enabled {
+        for (value, key) in [
+            (&c.ssl.cert_path, "ssl.cert_path (SSL_CERT_PATH)"),
+            (&c.ssl.key_path, "ssl.key_path (SSL_KEY_PATH)"),
+        ] {
+            if value.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    key,
+                    "required when ssl.enabled is true",
+                ));
+            }
+        }
+    }
+    ports(c)
+}
+
+/// Listeners of this process must not collide (port 0 = OS-assigned, never a clash).
+fn ports(c: &Config) -> Result<(), ConfigError> {
+    let mut listeners: Vec<(&str, &str, u16)> = Vec::new();
+    if !c.unix_socket.enabled {
+        listeners.push(("port (PORT)", c.host.as_str(), c.port));
+        if c.ssl.enabled && c.ssl.redirect_http {
+            listeners.push((
+                "ssl.http_port (SSL_HTTP_PORT)",
+                c.host.as_str(),
+                c.ssl.http_port,
+            ));
+        }
+    }
+    if c.metrics.enabled {
+        listeners.push((
+            "metrics.port (METRICS_PORT)",
+            c.metrics.host.as_str(),
+            c.metrics.port,
+        ));
+    }
+    for (i, (key, host, port)) in listeners.iter().enumerate() {
+        for (other_key, other_host, other_port) in &listeners[..i] {
+            let same_host = host == other_host || is_wildcard(host) || is_wildcard(other_host);
+            if *port != 0 && port == other_port && same_host {
+                return Err(ConfigError::invalid(
+                    *key,
+                    format!("{port} is already used by {other_key}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_wildcard(host: &str) -> bool {
+    matches!(host, "0.0.0.0" | "::" | "[::]" | "")
+}
+
+/// Working but risky settings, for the start-up log.
+pub(crate) fn warnings(c: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let production = c.mode.eq_ignore_ascii_case("production");
+    if c.dev_credentials {
+        out.push(
+            "no apps configured: serving the development app (id app-id, key app-key, \
+             secret app-secret); set SOCKUDO_DEFAULT_APP_ID/KEY/SECRET or \
+             app_manager.array.apps for real credentials"
+                .to_string(),
+        );
+    }
+    let any_origin = c
+        .cors
+        .origin
+        .iter()
+        .any(|o| o.trim() == "*" || o.trim().eq_ignore_ascii_case("any"));
+    if production && any_origin && c.cors.credentials {
+        out.push(
+            "CORS allows any origin with credentials; set CORS_ORIGINS / cors.origin \
+             to your front-end origins"
+                .to_string(),
+        );
+    }
+    if c.unix_socket.enabled && c.unix_socket.permission_mode & 0o002 != 0 {
+        out.push(format!(
+            "unix socket {} is world-writable (mode {:o})",
+            c.unix_socket.path, c.unix_socket.permission_mode
+        ));
+    }
+    if production && c.unix_socket.enabled && c.unix_socket.path.starts_with("/tmp/") {
+        out.push(format!(
+            "unix socket {} is under /tmp in production",
+            c.unix_socket.path
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::build;
+
+    fn defaults() -> Config {
+        build(None, &|_| None).unwrap()
+    }
+
+    fn invalid_key(c: &Config) -> String {
+        match globals(c) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn origin_patterns() {
+        for ok in [
+            "*",
+            "ANY",
+            "https://example.com",
+            "example.com",
+            "localhost:3000",
+            "*.example.com",
+            "https://*.secure.com",
+            "http://localhost:*",
+        ] {
+            assert_eq!(validate_origin_pattern(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "  ",
+            "*.*.example.com",
+            "*.",
+            "*..example.com",
+            "*.example.com.",
+            "*.example..com",
+            "://example.com",
+            "https://",
+            "https://*.",
+        ] {
+            assert!(
+                validate_origin_pattern(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_warn_about_permissive_cors_only_in_production() {
+        let mut c = defaults();
+        assert!(globals(&c).is_ok());
+        assert!(warnings(&c).iter().any(|w| w.contains("CORS")));
+        c.mode = "development".into();
+        assert!(!warnings(&c).iter().any(|w| w.contains("CORS")));
+    }
+
+    #[test]
+    fn zero_limits_are_rejected_with_their_key() {
+        let mut c = defaults();
+        c.event_limits.max_batch_size = 0;
+        assert_eq!(invalid_key(&c), "event_limits.max_batch_size");
+        let mut c = defaults();
+        c.channel_limits.max_name_length = 0;
+        assert_eq!(invalid_key(&c), "channel_limits.max_name_length");
+        let mut c = defaults();
+        c.presence.update_rate_limit_per_member_per_second = 0;
+        assert!(invalid_key(&c).starts_with("presence.update_rate_limit_per_member_per_second"));
+        let mut c = defaults();
+        c.rate_limiter.websocket_rate_limit.window_seconds = 0;
+        assert!(invalid_key(&c).starts_with("rate_limiter.websocket_rate_limit.window_seconds"));
+        c.rate_limiter.enabled = false;
+        assert!(globals(&c).is_ok(), "a disabled limiter is not checked");
+    }
+
+    #[test]
+    fn cors_origins_are_validated() {
+        let mut c = defaults();
+        c.cors.origin = vec!["https://a.test".into(), "*.".into()];
+        assert_eq!(invalid_key(&c), "cors.origin[1] (CORS_ORIGINS)");
+    }
+
+    #[test]
+    fn unix_socket_path_and_mode() {
+        let mut c = defaults();
+        c.unix_socket.enabled = true;
+        c.unix_socket.path = "run/sy.sock".into();
+        assert!(invalid_key(&c).starts_with("unix_socket.path"));
+        c.unix_socket.path = "/var/run/../tmp/sy.sock".into();
+        let err = globals(&c).unwrap_err().to_string();
+        assert!(err.contains("must not contain `..`"), "{err}");
+        c.unix_socket.path = "/tmp/sy.sock".into();
+        c.unix_socket.permission_mode = 0o666;
+        assert!(globals(&c).is_ok());
+        let w = warnings(&c);
+        assert!(w.iter().any(|w| w.contains("world-writable")), "{w:?}");
+        assert!(w.iter().any(|w| w.contains("/tmp")), "{w:?}");
+        c.unix_socket.permission_mode = 0o1000;
+        assert!(invalid_key(&c).starts_with("unix_socket.permission_mode"));
+    }
+
+    #[test]
+    fn ssl_needs_cert_and_key() {
+        let mut c = defaults();
+        c.ssl.enabled = true;
+        assert_eq!(invalid_key(&c), "ssl.cert_path (SSL_CERT_PATH)");
+        c.ssl.cert_path = "/c.pem".into();
+        assert_eq!(invalid_key(&c), "ssl.key_path (SSL_KEY_PATH)");
+        c.ssl.key_path = "/k.pem".into();
+        assert!(globals(&c).is_ok());
+    }
+
+    #[test]
+    fn listener_ports_must_not_collide() {
+        let mut c = defaults();
+        c.metrics.port = c.port;
+        assert_eq!(invalid_key(&c), "metrics.port (METRICS_PORT)");
+        c.metrics.host = "127.0.0.1".into();
+        c.host = "10.0.0.1".into();
+        assert!(globals(&c).is_ok(), "different interfaces may share a port");
+        let mut c = defaults();
+        c.port = 0;
+        c.metrics.port = 0;
+        assert!(globals(&c).is_ok(), "port 0 is OS-assigned");
+        let mut c = defaults();
+        c.ssl = crate::config::SslConfig {
+            enabled: true,
+            cert_path: "/c".into(),
+            key_path: "/k".into(),
+            redirect_http: true,
+            http_port: 6001,
+            ..Default::default()
+        };
+        assert_eq!(invalid_key(&c), "ssl.http_port (SSL_HTTP_PORT)");
+    }
+}

@@ -1,0 +1,430 @@
+//! The Pusher HTTP API: publish events and query channels and users.
+//!
+//! Handlers validate everything before publishing anything, serialise each
+//! channel's frame once, and hand it to the shard that owns the channel.
+
+use super::error::ApiError;
+use super::signature::{authenticate, Signed};
+use crate::state::ServerState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytestring::ByteString;
+use futures_util::future::join_all;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use switchyard_actors::app::App;
+use switchyard_actors::messages::{
+    Broadcast, ChannelInfo, ChannelInfoReply, ChannelStats, ListChannels, PresenceUsers,
+    TerminateUser,
+};
+use switchyard_actors::protocol::{frames, validate_channel_name, ChannelKind};
+use switchyard_actors::socket::SocketId;
+
+fn mailbox_error(e: actix::MailboxError) -> ApiError {
+    ApiError::Unavailable(format!("Channel registry unavailable: {e}"))
+}
+
+/// Which attributes an `info` parameter asks for.
+#[derive(Debug, Default, Clone, Copy)]
+struct InfoFlags {
+    user_count: bool,
+    subscription_count: bool,
+    cache: bool,
+}
+
+impl InfoFlags {
+    fn parse(info: Option<&str>) -> InfoFlags {
+        let mut flags = InfoFlags::default();
+        for attr in info.unwrap_or("").split(',').map(str::trim) {
+            match attr {
+                "user_count" => flags.user_count = true,
+                "subscription_count" => flags.subscription_count = true,
+                "cache" => flags.cache = true,
+                _ => {}
+            }
+        }
+        flags
+    }
+
+    fn any(self) -> bool {
+        self.user_count || self.subscription_count || self.cache
+    }
+}
+
+/// One event of `/events` or `/batch_events` as the caller sent it.
+#[derive(Deserialize)]
+struct EventBody {
+    name: Option<String>,
+    data: Option<Box<RawValue>>,
+    channel: Option<String>,
+    channels: Option<Vec<String>>,
+    socket_id: Option<String>,
+    info: Option<String>,
+}
+
+/// An event that passed validation.
+struct Event {
+    name: String,
+    data: String,
+    channels: Vec<String>,
+    except: Option<SocketId>,
+    info: InfoFlags,
+}
+
+fn validate_event(app: &App, body: EventBody) -> Result<Event, ApiError> {
+    let limits = &app.limits;
+    let name = body
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("Event must have a 'name'".into()))?;
+    if name.len() > limits.max_event_name_length {
+        return Err(ApiError::BadRequest(format!(
+            "Event name is longer than {} characters",
+            limits.max_event_name_length
+        )));
+    }
+    let raw = body
+        .data
+        .ok_or_else(|| ApiError::BadRequest("Event must have 'data'".into()))?;
+    // `data` is a string by the protocol; anything else is relayed as its JSON text.
+    let data = match serde_json::from_str::<String>(raw.get()) {
+        Ok(s) => s,
+        Err(_) => raw.get().to_string(),
+    };
+    if data.len() > limits.max_event_payload_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "Event data is larger than {} KB",
+            limits.max_event_payload_bytes / 1024
+        )));
+    }
+    let channels = match (body.channels, body.channel) {
+        (Some(list), _) if !list.is_empty() => list,
+        (_, Some(one)) => vec![one],
+        _ => {
+            return Err(ApiError::BadRequest(
+                "Request must contain 'channels' (list) or 'channel' (string)".into(),
+            ))
+        }
+    };
+    if channels.len() > limits.max_event_channels_at_once {
+        return Err(ApiError::BadRequest(format!(
+            "An event can be published to at most {} channels",
+            limits.max_event_channels_at_once
+        )));
+    }
+    for channel in &channels {
+        validate_channel_name(channel, limits.max_channel_name_length)
+            .map_err(|e| ApiError::BadRequest(format!("Invalid channel '{channel}': {e}")))?;
+    }
+    if channels.len() > 1 && channels.iter().any(|c| ChannelKind::of(c).is_encrypted()) {
+        return Err(ApiError::BadRequest(
+            "Encrypted channels cannot be published to together with other channels".into(),
+        ));
+    }
+    let except = match body.socket_id {
+        Some(id) => Some(
+            id.parse::<SocketId>()
+                .map_err(|_| ApiError::BadRequest(format!("Invalid socket_id '{id}'")))?,
+        ),
+        None => None,
+    };
+    Ok(Event {
+        name,
+        data,
+        channels,
+        except,
+        info: InfoFlags::parse(body.info.as_deref()),
+    })
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
+}
+
+async fn publish(state: &ServerState, app: &App, event: &Event) -> Result<(), ApiError> {
+    let app_id: Arc<str> = Arc::from(app.id.as_str());
+    for channel in &event.channels {
+        let frame: ByteString = frames::channel_event(&event.name, channel, &event.data);
+        state
+            .registry
+            .channel_shard(&app.id, channel)
+            .send(Broadcast {
+                app_id: app_id.clone(),
+                channel: Arc::from(channel.as_str()),
+                frame,
+                except: event.except,
+                require_subscriber: None,
+            })
+            .await
+            .map_err(mailbox_error)?;
+    }
+    Ok(())
+}
+
+async fn channel_info(
+    state: &ServerState,
+    app: &App,
+    channel: &str,
+) -> Result<ChannelInfoReply, ApiError> {
+    state
+        .registry
+        .channel_shard(&app.id, channel)
+        .send(ChannelInfo {
+            app_id: Arc::from(app.id.as_str()),
+            channel: Arc::from(channel),
+        })
+        .await
+        .map_err(mailbox_error)
+}
+
+/// The attributes `info` asked for, for one channel (used by publish responses).
+async fn info_attributes(
+    state: &ServerState,
+    app: &App,
+    channel: &str,
+    info: InfoFlags,
+) -> Result<Map<String, Value>, ApiError> {
+    let reply = channel_info(state, app, channel).await?;
+    let mut attrs = Map::new();
+    let stats = reply.stats.unwrap_or_default();
+    if info.user_count && ChannelKind::of(channel).is_presence() {
+        attrs.insert("user_count".into(), json!(stats.user_count.unwrap_or(0)));
+    }
+    if info.subscription_count {
+        attrs.insert("subscription_count".into(), json!(stats.subscription_count));
+    }
+    Ok(attrs)
+}
+
+/// `POST /apps/{app_id}/events`
+pub async fn trigger(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<ServerState>,
+) -> Result<HttpResponse, ApiError> {
+    let signed = authenticate(&req, payload, &state, &path).await?;
+    let event = validate_event(&signed.app, parse_json(&signed.body)?)?;
+    publish(&state, &signed.app, &event).await?;
+    if !event.info.any() {
+        return Ok(HttpResponse::Ok().json(json!({})));
+    }
+    let mut channels = Map::new();
+    for channel in &event.channels {
+        let attrs = info_attributes(&state, &signed.app, channel, event.info).await?;
+        channels.insert(channel.clone(), Value::Object(attrs));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "channels": channels })))
+}
+
+/// `POST /apps/{app_id}/batch_events`
+pub async fn trigger_batch(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<ServerState>,
+) -> Result<HttpResponse, ApiError> {
+    #[derive(Deserialize)]
+    struct Batch {
+        batch: Option<Vec<EventBody>>,
+    }
+    let signed = authenticate(&req, payload, &state, &path).await?;
+    let app = &signed.app;
+    let batch = parse_json::<Batch>(&signed.body)?
+        .batch
+        .ok_or_else(|| ApiError::BadRequest("Body must contain a 'batch' list".into()))?;
+    let max = app.limits.max_event_batch_size;
+    if batch.len() > max {
+        return Err(ApiError::BadRequest(format!(
+            "Batch size ({}) exceeds limit ({max})",
+            batch.len()
+        )));
+    }
+    let mut events = Vec::with_capacity(batch.len());
+    for (i, item) in batch.into_iter().enumerate() {
+        if item.channels.as_ref().is_some_and(|c| c.len() > 1) {
+            return Err(ApiError::BadRequest(format!(
+                "Batch event {i} must name a single 'channel'"
+            )));
+        }
+        events.push(
+            validate_event(app, item)
+                .map_err(|e| prefix_error(e, &format!("Batch event {i}: ")))?,
+        );
+    }
+    for event in &events {
+        publish(&state, app, event).await?;
+    }
+    if !events.iter().any(|e| e.info.any()) {
+        return Ok(HttpResponse::Ok().json(json!({})));
+    }
+    let mut results = Vec::with_capacity(events.len());
+    for event in &events {
+        let attrs = if event.info.any() {
+            info_attributes(&state, app, &event.channels[0], event.info).await?
+        } else {
+            Map::new()
+        };
+        results.push(Value::Object(attrs));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "batch": results })))
+}
+
+fn prefix_error(e: ApiError, prefix: &str) -> ApiError {
+    match e {
+        ApiError::BadRequest(m) => ApiError::BadRequest(format!("{prefix}{m}")),
+        ApiError::PayloadTooLarge(m) => ApiError::PayloadTooLarge(format!("{prefix}{m}")),
+        other => other,
+    }
+}
+
+/// `GET /apps/{app_id}/channels`
+pub async fn channels(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<String>,
+    state: web::Data<ServerState>,
+) -> Result<HttpResponse, ApiError> {
+    let signed = authenticate(&req, payload, &state, &path).await?;
+    let prefix = signed.param("filter_by_prefix").map(str::to_string);
+    let info = InfoFlags::parse(signed.param("info"));
+    if info.user_count && !prefix.as_deref().unwrap_or("").starts_with("presence-") {
+        return Err(ApiError::BadRequest(
+            "info=user_count is only allowed with filter_by_prefix=presence-".into(),
+        ));
+    }
+    let app_id: Arc<str> = Arc::from(signed.app.id.as_str());
+    let replies = join_all(state.registry.shards().iter().map(|shard| {
+        shard.send(ListChannels {
+            app_id: app_id.clone(),
+            prefix: prefix.clone(),
+        })
+    }))
+    .await;
+    let mut channels = Map::new();
+    for reply in replies {
+        for stats in reply.map_err(mailbox_error)? {
+            channels.insert(
+                stats.name.to_string(),
+                Value::Object(stats_attrs(&stats, info)),
+            );
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({ "channels": channels })))
+}
+
+fn stats_attrs(stats: &ChannelStats, info: InfoFlags) -> Map<String, Value> {
+    let mut attrs = Map::new();
+    if info.user_count {
+        if let Some(n) = stats.user_count {
+            attrs.insert("user_count".into(), json!(n));
+        }
+    }
+    if info.subscription_count {
+        attrs.insert("subscription_count".into(), json!(stats.subscription_count));
+    }
+    attrs
+}
+
+fn check_channel_param(app: &App, channel: &str) -> Result<(), ApiError> {
+    validate_channel_name(channel, app.limits.max_channel_name_length)
+        .map_err(|e| ApiError::BadRequest(format!("Invalid channel '{channel}': {e}")))
+}
+
+/// `GET /apps/{app_id}/channels/{channel_name}`
+pub async fn channel(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<(String, String)>,
+    state: web::Data<ServerState>,
+) -> Result<HttpResponse, ApiError> {
+    let (app_id, channel) = path.into_inner();
+    let signed: Signed = authenticate(&req, payload, &state, &app_id).await?;
+    check_channel_param(&signed.app, &channel)?;
+    let info = InfoFlags::parse(signed.param("info"));
+    let kind = ChannelKind::of(&channel);
+    if info.user_count && !kind.is_presence() {
+        return Err(ApiError::BadRequest(
+            "info=user_count is only available for presence channels".into(),
+        ));
+    }
+    let reply = channel_info(&state, &signed.app, &channel).await?;
+    let mut body = Map::new();
+    body.insert("occupied".into(), json!(reply.stats.is_some()));
+    if let Some(stats) = &reply.stats {
+        body.extend(stats_attrs(stats, info));
+    } else {
+        if info.user_count {
+            body.insert("user_count".into(), json!(0));
+        }
+        if info.subscription_count {
+            body.insert("subscription_count".into(), json!(0));
+        }
+    }
+    if info.cache && kind.is_cache() {
+        if let Some((frame, ttl)) = &reply.cache {
+            let cached: Value = serde_json::from_str(frame).unwrap_or(Value::Null);
+            body.insert(
+                "cache".into(),
+                json!({ "event": cached["event"], "data": cached["data"], "ttl": ttl }),
+            );
+        }
+    }
+    Ok(HttpResponse::Ok().json(Value::Object(body)))
+}
+
+/// `GET /apps/{app_id}/channels/{channel_name}/users`
+pub async fn channel_users(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<(String, String)>,
+    state: web::Data<ServerState>,
+) -> Result<HttpResponse, ApiError> {
+    let (app_id, channel) = path.into_inner();
+    let signed = authenticate(&req, payload, &state, &app_id).await?;
+    check_channel_param(&signed.app, &channel)?;
+    if !ChannelKind::of(&channel).is_presence() {
+        return Err(ApiError::BadRequest(
+            "Users can only be listed for presence channels".into(),
+        ));
+    }
+    let ids = state
+        .registry
+        .channel_shard(&signed.app.id, &channel)
+        .send(PresenceUsers {
+            app_id: Arc::from(signed.app.id.as_str()),
+            channel: Arc::from(channel.as_str()),
+        })
+        .await
+        .map_err(mailbox_error)?;
+    let users: Vec<Value> = ids.iter().map(|id| json!({ "id": &**id })).collect();
+    Ok(HttpResponse::Ok().json(json!({ "users": users })))
+}
+
+/// `POST /apps/{app_id}/users/{user_id}/terminate_connections`
+pub async fn terminate_user(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<(String, String)>,
+    state: web::Data<ServerState>,
+) -> Result<HttpResponse, ApiError> {
+    let (app_id, user_id) = path.into_inner();
+    let signed = authenticate(&req, payload, &state, &app_id).await?;
+    let closed = state
+        .registry
+        .user_shard(&signed.app.id, &user_id)
+        .send(TerminateUser {
+            app_id: Arc::from(signed.app.id.as_str()),
+            user_id: Arc::from(user_id.as_str()),
+        })
+        .await
+        .map_err(mailbox_error)?;
+    log::info!(
+        "terminate_connections app={} user={} sockets={closed}",
+        signed.app.id,
+        user_id
+    );
+    Ok(HttpResponse::Ok().json(json!({})))
+}

@@ -1,0 +1,34 @@
+//! actix-web wiring: the WebSocket endpoint, the signed HTTP API and the
+//! unsigned operational endpoints, all on the one public listener.
+
+pub mod api;
+pub mod error;
+pub mod health;
+pub mod signature;
+pub mod ws;
+
+use actix_web::web;
+
+/// Every route of the public listener.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/app/{key}", web::get().to(ws::connect))
+        .service(
+            web::scope("/apps/{app_id}")
+                .route("/events", web::post().to(api::trigger))
+                .route("/batch_events", web::post().to(api::trigger_batch))
+                .route("/channels", web::get().to(api::channels))
+                .route("/channels/{channel_name}", web::get().to(api::channel))
+                .route(
+                    "/channels/{channel_name}/users",
+                    web::get().to(api::channel_users),
+                )
+                .route(
+                    "/users/{user_id}/terminate_connections",
+                    web::post().to(api::terminate_user),
+                ),
+        )
+        .route("/", web::get().to(health::root))
+        .route("/up", web::get().to(health::up))
+        .route("/up/{app_id}", web::get().to(health::up_app))
+        .default_service(web::to(health::not_found));
+}

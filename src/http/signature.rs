@@ -1,0 +1,144 @@
+//! Verification of signed HTTP API requests (PROTOCOL.md §4.5).
+//!
+//! Every `/apps/{id}/…` request passes through [`authenticate`] before a
+//! handler sees it: app lookup, bounded body read, `auth_key`, timestamp
+//! window, `body_md5`, then the constant-time HMAC comparison.
+
+use super::error::ApiError;
+use crate::state::ServerState;
+use actix_web::web::{Bytes, BytesMut, Payload};
+use actix_web::HttpRequest;
+use futures_util::StreamExt;
+use log::warn;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use switchyard_actors::app::App;
+use switchyard_actors::auth;
+
+/// Requests whose `auth_timestamp` is further than this from our clock are refused.
+pub const TIMESTAMP_WINDOW_SECS: i64 = 600;
+
+/// A request that passed authentication.
+pub struct Signed {
+    pub app: Arc<App>,
+    pub body: Bytes,
+    /// Decoded query parameters, as signed.
+    pub params: Vec<(String, String)>,
+}
+
+impl Signed {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Read the body, refusing anything over `limit` bytes with 413 as soon as
+/// the limit is crossed (the rest is never buffered).
+pub async fn read_body(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("Could not read body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "Request body is larger than {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Authenticate an API request for `app_id`. Failures are logged at warn
+/// with the client address and reason, never the secret.
+pub async fn authenticate(
+    req: &HttpRequest,
+    payload: Payload,
+    state: &ServerState,
+    app_id: &str,
+) -> Result<Signed, ApiError> {
+    let result = check(req, payload, state, app_id).await;
+    if let Err(e) = &result {
+        warn!(
+            "API request rejected app={} peer={} {} {}: {}",
+            app_id,
+            state.peer(req),
+            req.method(),
+            req.path(),
+            e
+        );
+    }
+    result
+}
+
+async fn check(
+    req: &HttpRequest,
+    payload: Payload,
+    state: &ServerState,
+    app_id: &str,
+) -> Result<Signed, ApiError> {
+    let app = state.apps.by_id(app_id).ok_or(ApiError::AppNotFound)?;
+    let body = read_body(payload, state.http_body_limit).await?;
+    let params: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
+        .map_err(|_| ApiError::BadRequest("Malformed query string".into()))?;
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+
+    let (Some(key), Some(timestamp), Some(signature)) = (
+        get("auth_key"),
+        get("auth_timestamp"),
+        get("auth_signature"),
+    ) else {
+        return Err(ApiError::Unauthorized(
+            "Missing authentication query parameters (auth_key, auth_timestamp, auth_signature)"
+                .into(),
+        ));
+    };
+    if key != app.key {
+        return Err(ApiError::Unauthorized(
+            "auth_key does not belong to this app".into(),
+        ));
+    }
+    let timestamp: i64 = timestamp
+        .parse()
+        .map_err(|_| ApiError::Unauthorized("auth_timestamp is not a number".into()))?;
+    if (now_secs() - timestamp).abs() > TIMESTAMP_WINDOW_SECS {
+        return Err(ApiError::Unauthorized(
+            "Timestamp expired or too far in the future (allowed: 600 s)".into(),
+        ));
+    }
+    match get("body_md5") {
+        Some(md5) if md5 != auth::md5_hex(&body) => {
+            return Err(ApiError::Unauthorized(
+                "body_md5 does not match the request body".into(),
+            ))
+        }
+        None if !body.is_empty() => {
+            return Err(ApiError::Unauthorized(
+                "body_md5 is required for a request with a body".into(),
+            ))
+        }
+        _ => {}
+    }
+    let to_sign = auth::api_string_to_sign(req.method().as_str(), req.path(), &params);
+    if !auth::verify(&app.secret, &[&to_sign], signature) {
+        return Err(ApiError::Unauthorized("Invalid API signature".into()));
+    }
+    if !app.enabled {
+        return Err(ApiError::Forbidden("Application disabled".into()));
+    }
+    Ok(Signed { app, body, params })
+}

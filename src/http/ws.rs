@@ -1,0 +1,114 @@
+//! `GET /app/{key}`: admission checks, then the WebSocket upgrade.
+//!
+//! A refused connection is still upgraded so the client can read why: it gets
+//! a `pusher:error` with the code and a close frame with the same code, which
+//! is what pusher-js acts on (4000–4099: do not reconnect).
+
+use crate::state::ServerState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use log::warn;
+use std::sync::Arc;
+use switchyard_actors::app::{App, ConnectionSlot};
+use switchyard_actors::error::PusherError;
+use switchyard_actors::protocol::{MAX_PROTOCOL, MIN_PROTOCOL};
+use switchyard_actors::session::{Rejected, Session};
+
+/// Check the `protocol` query parameter.
+fn check_protocol(query: &str) -> Result<(), PusherError> {
+    let protocol = form_value(query, "protocol").ok_or(PusherError::NoProtocol)?;
+    match protocol.parse::<u32>() {
+        Ok(v) if (MIN_PROTOCOL..=MAX_PROTOCOL).contains(&v) => Ok(()),
+        _ => Err(PusherError::UnsupportedProtocol(protocol)),
+    }
+}
+
+fn form_value(query: &str, name: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+/// Everything a connection must pass, in order: app, enabled, protocol, quota.
+fn admit(
+    state: &ServerState,
+    key: &str,
+    req: &HttpRequest,
+) -> Result<(Arc<App>, ConnectionSlot), PusherError> {
+    let app = state.apps.by_key(key).ok_or(PusherError::AppNotFound)?;
+    if !app.enabled {
+        return Err(PusherError::AppDisabled);
+    }
+    check_protocol(req.query_string())?;
+    let slot = app.try_connect().ok_or(PusherError::OverQuota)?;
+    Ok((app, slot))
+}
+
+pub async fn connect(
+    req: HttpRequest,
+    stream: web::Payload,
+    key: web::Path<String>,
+    state: web::Data<ServerState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let peer = state.peer(&req);
+    let max_frame = state.session.max_message_bytes;
+    match admit(&state, &key, &req) {
+        Ok((app, slot)) => {
+            let session = Session::new(
+                app,
+                slot,
+                state.session.clone(),
+                state.registry.clone(),
+                peer,
+            );
+            ws::WsResponseBuilder::new(session, &req, stream)
+                .frame_size(max_frame)
+                .start()
+        }
+        Err(error) => {
+            warn!(
+                "connection refused key={} peer={}: {} ({})",
+                truncate(&key, 64),
+                peer,
+                error,
+                error.code()
+            );
+            ws::WsResponseBuilder::new(Rejected { error }, &req, stream)
+                .frame_size(max_frame)
+                .start()
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_versions() {
+        assert_eq!(check_protocol("protocol=7&client=js"), Ok(()));
+        assert_eq!(check_protocol("client=js&protocol=5"), Ok(()));
+        assert_eq!(check_protocol("client=js"), Err(PusherError::NoProtocol));
+        assert_eq!(
+            check_protocol("protocol=8"),
+            Err(PusherError::UnsupportedProtocol("8".into()))
+        );
+        assert_eq!(
+            check_protocol("protocol=4"),
+            Err(PusherError::UnsupportedProtocol("4".into()))
+        );
+        assert_eq!(
+            check_protocol("protocol=seven"),
+            Err(PusherError::UnsupportedProtocol("seven".into()))
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! The `switchyard` server: configuration, the app store, the HTTP API and
+//! server wiring around the actors of `switchyard-actors`.
+
+pub mod apps;
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod server;
+pub mod state;

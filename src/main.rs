@@ -1,0 +1,46 @@
+//! The `switchyard` binary: parse flags, load configuration, run the server.
+
+use std::process::ExitCode;
+use switchyard::config::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = match Cli::parse(std::env::args().skip(1)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("switchyard: {e}\n\n{}", Cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    if cli.help {
+        println!("{}", Cli::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    if cli.version {
+        println!("switchyard {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let config = match config::load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchyard: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!("configuration OK: {}", config.summary());
+        return ExitCode::SUCCESS;
+    }
+    switchyard::logging::init(
+        config.logging.json,
+        config.logging.colors_enabled,
+        config.logging.include_target,
+    );
+    match actix_web::rt::System::new().block_on(switchyard::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("server error: {e}");
+            eprintln!("switchyard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Start-up: turn a validated [`Config`] into running listeners.
+
+use crate::apps::AppStore;
+use crate::config::Config;
+use crate::http;
+use crate::state::ServerState;
+use actix_web::{web, App as ActixApp, HttpServer};
+use log::{info, warn};
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_actors::registry::Registry;
+use switchyard_actors::session::SessionSettings;
+
+/// Loud start-up warnings about settings unfit for production.
+fn warn_about(config: &Config) {
+    if config.dev_credentials {
+        warn!("==================================================================");
+        warn!("No app configured: using DEVELOPMENT credentials app-id / app-key / app-secret.");
+        warn!("Anyone who knows them can publish and subscribe. Set SOCKUDO_DEFAULT_APP_ID,");
+        warn!("SOCKUDO_DEFAULT_APP_KEY and SOCKUDO_DEFAULT_APP_SECRET (or a config file) for production.");
+        warn!("==================================================================");
+    }
+}
+
+fn session_settings(config: &Config) -> SessionSettings {
+    SessionSettings {
+        activity_timeout: Duration::from_secs(config.activity_timeout.max(1)),
+        pong_timeout: Duration::from_secs(config.pong_timeout.max(1)),
+        user_authentication_timeout: Duration::from_secs(config.user_authentication_timeout),
+        max_message_bytes: config.websocket_max_payload_kb as usize * 1024,
+        outbox_max_messages: config.websocket.max_messages,
+        outbox_max_bytes: config.websocket.max_bytes,
+        disconnect_on_buffer_full: config.websocket.disconnect_on_buffer_full,
+    }
+}
+
+/// Run the server until it is stopped.
+pub async fn run(mut config: Config) -> std::io::Result<()> {
+    warn_about(&config);
+    let shards = match config.registry_shards {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let registry = Registry::start(
+        shards,
+        Duration::from_secs(config.channel_limits.cache_ttl.max(1)),
+    );
+    let apps = Arc::new(AppStore::new(std::mem::take(&mut config.apps)));
+    let state = ServerState {
+        apps,
+        registry,
+        session: Arc::new(session_settings(&config)),
+        http_body_limit: config.http_api.request_limit_in_mb as usize * 1024 * 1024,
+    };
+    info!("{}", config.summary());
+    info!(
+        "listening on {}:{} ({} apps, {} registry shards)",
+        config.host,
+        config.port,
+        state.apps.len(),
+        shards
+    );
+    let data = web::Data::new(state);
+    HttpServer::new(move || {
+        ActixApp::new()
+            .app_data(data.clone())
+            .configure(http::routes)
+    })
+    .bind((config.host.as_str(), config.port))?
+    .run()
+    .await
+}

@@ -5,5 +5,6 @@ pub mod apps;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod origin;
 pub mod server;
 pub mod state;

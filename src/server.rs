@@ -13,6 +13,9 @@ use switchyard_actors::session::SessionSettings;
 
 /// Loud start-up warnings about settings unfit for production.
 fn warn_about(config: &Config) {
+    for warning in &config.warnings {
+        warn!("{warning}");
+    }
     if config.dev_credentials {
         warn!("==================================================================");
         warn!("No app configured: using DEVELOPMENT credentials app-id / app-key / app-secret.");
@@ -31,6 +34,22 @@ fn session_settings(config: &Config) -> SessionSettings {
         outbox_max_messages: config.websocket.max_messages,
         outbox_max_bytes: config.websocket.max_bytes,
         disconnect_on_buffer_full: config.websocket.disconnect_on_buffer_full,
+    }
+}
+
+/// How long written data may stay unacknowledged before the kernel drops the
+/// connection. A peer that vanished while we had frames queued for it would
+/// otherwise hold its socket (and the frames) until TCP gives up, ~15 minutes.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Per-connection socket options, applied as each TCP connection is accepted.
+fn tune_socket(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let sock = socket2::SockRef::from(tcp);
+        if let Err(e) = sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT)) {
+            log::debug!("could not set TCP_USER_TIMEOUT: {e}");
+        }
+        let _ = tcp.set_nodelay(true);
     }
 }
 
@@ -66,6 +85,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
             .app_data(data.clone())
             .configure(http::routes)
     })
+    .on_connect(tune_socket)
     .bind((config.host.as_str(), config.port))?
     .run()
     .await

@@ -640,6 +640,12 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 );
                 return self.close(ctx, 1009, "Message too big".into());
             }
+            Err(ws::ProtocolError::Io(e)) => {
+                // The peer went away without a close frame: nothing to send.
+                self.close_reason = Some(format!("connection lost: {e}"));
+                ctx.stop();
+                return;
+            }
             Err(e) => {
                 debug!("socket {} protocol error: {e}", self.id_text);
                 return self.close(ctx, 1002, "WebSocket protocol error".into());

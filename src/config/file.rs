@@ -251,6 +251,13 @@ pub(crate) fn substitute(
     out
 }
 
+/// `serde_path_to_error` writes `.` for the root and `?` for a segment it
+/// could not name (e.g. a syntax error in a map key); drop those.
+fn key_path(path: String) -> Option<String> {
+    let trimmed = path.strip_suffix(".?").unwrap_or(&path);
+    (trimmed != "." && trimmed != "?").then(|| trimmed.to_string())
+}
+
 fn is_var_name(s: &str) -> bool {
     let mut bytes = s.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
@@ -265,7 +272,7 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> 
         .is_some_and(|ext| ext.eq_ignore_ascii_case("toml"));
     let error = |key: String, message: String| ConfigError::Parse {
         path: path.to_path_buf(),
-        key: (key != ".").then_some(key),
+        key: key_path(key),
         message,
     };
     if is_toml {
@@ -351,7 +358,15 @@ mod tests {
     #[test]
     fn syntax_errors_have_no_key_but_name_the_file() {
         let e = fails(json("{\"port\": 6001,,}")).to_string();
-        assert!(e.starts_with("config file config.json: "), "{e}");
+        assert!(
+            e.starts_with("config file config.json: key must be a string"),
+            "{e}"
+        );
+        let e = fails(json("{\"cors\": {\"origin\": [\"*\"],,}}")).to_string();
+        assert!(
+            e.starts_with("config file config.json: cors: key must be"),
+            "{e}"
+        );
         assert!(json("{} trailing").is_err());
     }
 

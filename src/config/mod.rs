@@ -246,10 +246,10 @@ impl Config {
             "off"
         };
         format!(
-            "listen={listen} mode={} role={:?} apps=[{}]{} adapter={} rate_limiter={rate_limiter} \
+            "listen={listen} mode={} role={} apps=[{}]{} adapter={} rate_limiter={rate_limiter} \
              metrics={metrics} max_connections={} registry_shards={} instance={} config={}",
             self.mode,
-            self.server_role,
+            self.server_role.name(),
             apps.join(","),
             if self.dev_credentials {
                 " (development credentials)"

@@ -529,6 +529,15 @@ pub enum ServerRole {
     Api,
 }
 
+impl ServerRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerRole::Default => "default",
+            ServerRole::Api => "api",
+        }
+    }
+}
+
 impl FromStr for ServerRole {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

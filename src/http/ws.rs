@@ -31,7 +31,8 @@ fn form_value(query: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-/// Everything a connection must pass, in order: app, enabled, protocol, quota.
+/// Everything a connection must pass, in order: app, enabled, protocol,
+/// origin, quota.
 fn admit(
     state: &ServerState,
     key: &str,
@@ -42,6 +43,14 @@ fn admit(
         return Err(PusherError::AppDisabled);
     }
     check_protocol(req.query_string())?;
+    let origin = req
+        .headers()
+        .get(actix_web::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !crate::origin::allowed(&app.allowed_origins, origin) {
+        return Err(PusherError::OriginNotAllowed);
+    }
     let slot = app.try_connect().ok_or(PusherError::OverQuota)?;
     Ok((app, slot))
 }
@@ -68,10 +77,16 @@ pub async fn connect(
                 .start()
         }
         Err(error) => {
+            let origin = req
+                .headers()
+                .get(actix_web::http::header::ORIGIN)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
             warn!(
-                "connection refused key={} peer={}: {} ({})",
+                "connection refused key={} peer={} origin={}: {} ({})",
                 truncate(&key, 64),
                 peer,
+                truncate(origin, 200),
                 error,
                 error.code()
             );

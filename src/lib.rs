@@ -5,6 +5,7 @@ pub mod apps;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod origin;
 pub mod server;
 pub mod state;

@@ -82,10 +82,26 @@ mod tests {
             (&["localhost:3000"], "http://localhost:3001", false),
             (&["localhost:3000"], "http://localhost", false),
             // protocol-specific
-            (&["https://secure.example.com"], "https://secure.example.com", true),
-            (&["https://secure.example.com"], "http://secure.example.com", false),
-            (&["https://secure.example.com"], "https://secure.example.com:444", false),
-            (&["HTTPS://Secure.Example.com"], "https://SECURE.example.COM", true),
+            (
+                &["https://secure.example.com"],
+                "https://secure.example.com",
+                true,
+            ),
+            (
+                &["https://secure.example.com"],
+                "http://secure.example.com",
+                false,
+            ),
+            (
+                &["https://secure.example.com"],
+                "https://secure.example.com:444",
+                false,
+            ),
+            (
+                &["HTTPS://Secure.Example.com"],
+                "https://SECURE.example.COM",
+                true,
+            ),
             // protocol-agnostic wildcard (apex allowed)
             (&["*.example.com"], "https://a.example.com", true),
             (&["*.example.com"], "http://a.b.example.com", true),

@@ -3,6 +3,7 @@
 use crate::apps::AppStore;
 use crate::config::Config;
 use crate::http;
+use crate::metrics::Metrics;
 use crate::state::ServerState;
 use actix_web::{web, App as ActixApp, HttpServer};
 use log::{info, warn};
@@ -70,6 +71,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         registry,
         session: Arc::new(session_settings(&config)),
         http_body_limit: config.http_api.request_limit_in_mb as usize * 1024 * 1024,
+        stats: Arc::default(),
     };
     info!("{}", config.summary());
     info!(
@@ -79,14 +81,44 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         state.apps.len(),
         shards
     );
-    let data = web::Data::new(state);
-    HttpServer::new(move || {
+    let data = web::Data::new(state.clone());
+    // HTTP metrics are recorded even when the listener is off: it costs little
+    // and keeps one middleware stack for both cases.
+    let (metrics, middleware) = Metrics::new(
+        &config.metrics.prefix,
+        config.port,
+        state.apps.clone(),
+        state.stats.clone(),
+    )
+    .map_err(std::io::Error::other)?;
+    let public = HttpServer::new(move || {
         ActixApp::new()
+            .wrap(middleware.clone())
             .app_data(data.clone())
             .configure(http::routes)
     })
     .on_connect(tune_socket)
     .bind((config.host.as_str(), config.port))?
-    .run()
-    .await
+    .run();
+
+    if !config.metrics.enabled {
+        return public.await;
+    }
+    let addr = (config.metrics.host.as_str(), config.metrics.port);
+    let metrics = web::Data::new(metrics);
+    let internal = HttpServer::new(move || {
+        ActixApp::new()
+            .app_data(metrics.clone())
+            .route("/metrics", web::get().to(crate::metrics::endpoint))
+    })
+    .workers(1)
+    .bind(addr)?
+    .run();
+    info!(
+        "metrics on http://{}:{}/metrics",
+        config.metrics.host, config.metrics.port
+    );
+    futures_util::future::try_join(public, internal)
+        .await
+        .map(|_| ())
 }

@@ -6,6 +6,7 @@ use actix_web::HttpRequest;
 use std::sync::Arc;
 use switchyard_actors::registry::Registry;
 use switchyard_actors::session::SessionSettings;
+use switchyard_actors::stats::Stats;
 
 #[derive(Clone)]
 pub struct ServerState {
@@ -14,6 +15,8 @@ pub struct ServerState {
     pub session: Arc<SessionSettings>,
     /// Largest HTTP API request body, bytes (`HTTP_API_REQUEST_LIMIT_IN_MB`).
     pub http_body_limit: usize,
+    /// Counters for refusals that happen before an app is known.
+    pub stats: Arc<Stats>,
 }
 
 impl ServerState {

@@ -6,6 +6,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::stats::Stats;
+
 /// Limits that apply to one app. Every field is already resolved: per-app value,
 /// else the global `event_limits` / `presence` / `channel_limits` fallback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +76,8 @@ pub struct App {
     pub limits: AppLimits,
     /// Live sockets of this app on this node; the quota check and `/usage` read it.
     pub connections: AtomicUsize,
+    /// Counters for the metrics exporter.
+    pub stats: Stats,
 }
 
 impl App {
@@ -91,6 +95,7 @@ impl App {
             allowed_origins: Vec::new(),
             limits: AppLimits::default(),
             connections: AtomicUsize::new(0),
+            stats: Stats::default(),
         }
     }
 

@@ -69,6 +69,21 @@ impl PusherError {
         self.code() < 4300 || matches!(self, PusherError::ClientEventRateLimitTerminate)
     }
 
+    /// The metrics label of a connection refused or closed with this error.
+    pub fn connection_error(&self) -> Option<crate::stats::ConnectionError> {
+        use crate::stats::ConnectionError as C;
+        Some(match self {
+            PusherError::AppNotFound => C::AppNotFound,
+            PusherError::AppDisabled => C::AppDisabled,
+            PusherError::OverQuota | PusherError::OverCapacity => C::OverQuota,
+            PusherError::UnsupportedProtocol(_) | PusherError::NoProtocol => C::Protocol,
+            PusherError::OriginNotAllowed => C::OriginNotAllowed,
+            PusherError::Unauthorized(_) => C::Unauthorized,
+            PusherError::PongTimeout => C::PongTimeout,
+            _ => return None,
+        })
+    }
+
     /// The `pusher:error` frame for this error.
     pub fn frame(&self) -> ByteString {
         frames::error(Some(self.code()), &self.to_string())

@@ -14,3 +14,4 @@ pub mod protocol;
 pub mod registry;
 pub mod session;
 pub mod socket;
+pub mod stats;

@@ -11,8 +11,10 @@ use crate::messages::*;
 use crate::protocol::{self, frames, ChannelKind, ClientFrame};
 use crate::registry::Registry;
 use crate::socket::{Outbox, SessionHandle, SocketId};
+use crate::stats::{self, AuthFailure, ConnectionError, RateLimit};
 use actix::prelude::*;
 use actix_web_actors::ws;
+use bytestring::ByteString;
 use log::{debug, info, warn};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -133,9 +135,16 @@ impl Session {
         self.handle.clone().expect("set in started()")
     }
 
+    /// Write a frame to the socket, counting it.
+    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: ByteString) {
+        stats::add(&self.app.stats.ws_messages_sent, 1);
+        stats::add(&self.app.stats.ws_bytes_sent, frame.len() as u64);
+        ctx.text(frame);
+    }
+
     /// Send `pusher:error`, and close the socket if the error is fatal.
     fn fail(&mut self, ctx: &mut ws::WebsocketContext<Self>, err: PusherError) {
-        ctx.text(err.frame());
+        self.send(ctx, err.frame());
         if err.closes() {
             self.close(ctx, err.code(), err.to_string());
         }
@@ -158,11 +167,14 @@ impl Session {
         match self.ping_sent {
             Some(sent) if now.duration_since(sent) >= self.settings.pong_timeout => {
                 debug!("socket {} did not answer ping", self.id_text);
+                self.app
+                    .stats
+                    .connection_error(ConnectionError::PongTimeout);
                 self.fail(ctx, PusherError::PongTimeout);
             }
             Some(_) => {}
             None if now.duration_since(self.last_seen) >= self.settings.activity_timeout => {
-                ctx.text(frames::ping());
+                self.send(ctx, frames::ping());
                 self.ping_sent = Some(now);
             }
             None => {}
@@ -181,7 +193,7 @@ impl Session {
             }
         };
         match &*frame.event {
-            "pusher:ping" => ctx.text(frames::pong()),
+            "pusher:ping" => self.send(ctx, frames::pong()),
             "pusher:pong" => {}
             "pusher:subscribe" => self.on_subscribe(frame.data, ctx),
             "pusher:unsubscribe" => self.on_unsubscribe(frame.data, ctx),
@@ -217,6 +229,7 @@ impl Session {
         match self.check_subscription(&sub) {
             Ok((kind, member)) => {
                 let channel: Arc<str> = Arc::from(channel);
+                stats::add(&self.app.stats.subscriptions, 1);
                 self.subscriptions.insert(
                     channel.clone(),
                     Subscription {
@@ -238,6 +251,7 @@ impl Session {
             }
             Err(err) => {
                 if matches!(err, SubscriptionError::Auth(_)) {
+                    self.app.stats.auth_failure(AuthFailure::Channel);
                     warn!(
                         "channel auth failed app={} socket={} peer={} channel={}: {err}",
                         self.app.id,
@@ -248,7 +262,7 @@ impl Session {
                 } else {
                     debug!("subscription refused socket={}: {err}", self.id_text);
                 }
-                ctx.text(err.frame(channel));
+                self.send(ctx, err.frame(channel));
             }
         }
     }
@@ -352,6 +366,7 @@ impl Session {
         };
         // Unsubscribing from a channel we are not in is a silent no-op.
         if self.subscriptions.remove(&channel).is_some() {
+            stats::add(&self.app.stats.unsubscriptions, 1);
             self.registry
                 .channel_shard(&self.app.id, &channel)
                 .do_send(Unsubscribe {
@@ -386,6 +401,7 @@ impl Session {
             &signin.user_data,
             &signin.auth,
         ) {
+            self.app.stats.auth_failure(AuthFailure::Signin);
             warn!(
                 "signin failed app={} socket={} peer={}: {e}",
                 self.app.id, self.id_text, self.peer
@@ -442,7 +458,7 @@ impl Session {
             truncate(&user_id, 128)
         );
         self.user_id = Some(user_id);
-        ctx.text(frames::signin_success(&signin.user_data));
+        self.send(ctx, frames::signin_success(&signin.user_data));
     }
 
     fn on_client_event(&mut self, frame: &ClientFrame, ctx: &mut ws::WebsocketContext<Self>) {
@@ -481,6 +497,7 @@ impl Session {
             return self.fail(ctx, reject("Client event payload is too large"));
         }
         if !self.allow_client_event() {
+            self.app.stats.rate_limited(RateLimit::ClientEvent);
             warn!(
                 "client event rate limit app={} socket={}",
                 self.app.id, self.id_text
@@ -492,6 +509,7 @@ impl Session {
             };
             return self.fail(ctx, err);
         }
+        stats::add(&self.app.stats.client_events, 1);
         let out = frames::client_event(&frame.event, channel, data, user_id.as_deref());
         let channel: Arc<str> = Arc::from(channel);
         self.registry
@@ -561,10 +579,11 @@ impl Actor for Session {
             "connection opened app={} socket={} peer={}",
             self.app.id, self.id_text, self.peer
         );
-        ctx.text(frames::connection_established(
-            &self.id_text,
-            self.settings.activity_timeout.as_secs(),
-        ));
+        stats::add(&self.app.stats.new_connections, 1);
+        self.send(
+            ctx,
+            frames::connection_established(&self.id_text, self.settings.activity_timeout.as_secs()),
+        );
         let tick = (self
             .settings
             .activity_timeout
@@ -575,6 +594,10 @@ impl Actor for Session {
         if self.app.enable_user_authentication {
             ctx.run_later(self.settings.user_authentication_timeout, |session, ctx| {
                 if session.user_id.is_none() {
+                    session
+                        .app
+                        .stats
+                        .connection_error(ConnectionError::Unauthorized);
                     warn!(
                         "socket not signed in within timeout app={} socket={} peer={}",
                         session.app.id, session.id_text, session.peer
@@ -591,6 +614,7 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        stats::add(&self.app.stats.disconnections, 1);
         let app_id: Arc<str> = Arc::from(self.app.id.as_str());
         // One message per shard touched, not one per channel.
         let mut by_shard: HashMap<usize, Vec<Arc<str>>> = HashMap::new();
@@ -631,9 +655,13 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         self.last_seen = Instant::now();
         self.ping_sent = None;
+        stats::add(&self.app.stats.ws_messages_received, 1);
         let msg = match msg {
             Ok(m) => m,
             Err(ws::ProtocolError::Overflow) => {
+                self.app
+                    .stats
+                    .connection_error(ConnectionError::MessageTooBig);
                 warn!(
                     "oversized frame app={} socket={} peer={} limit={}B",
                     self.app.id, self.id_text, self.peer, self.settings.max_message_bytes
@@ -652,7 +680,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             }
         };
         match msg {
-            ws::Message::Text(text) => self.handle_text(&text, ctx),
+            ws::Message::Text(text) => {
+                stats::add(&self.app.stats.ws_bytes_received, text.len() as u64);
+                self.handle_text(&text, ctx)
+            }
             ws::Message::Ping(payload) => ctx.pong(&payload),
             ws::Message::Pong(_) => {}
             ws::Message::Binary(_) => self.fail(
@@ -723,6 +754,9 @@ impl Handler<Deliver> for Session {
         self.outbox.release(msg.0.len());
         if self.outbox.overflowed() {
             if self.close_reason.is_none() {
+                self.app
+                    .stats
+                    .connection_error(ConnectionError::SlowConsumer);
                 warn!(
                     "slow consumer: outbound queue full, closing app={} socket={} peer={}",
                     self.app.id, self.id_text, self.peer
@@ -731,7 +765,7 @@ impl Handler<Deliver> for Session {
             }
             return;
         }
-        ctx.text(msg.0);
+        self.send(ctx, msg.0);
     }
 }
 

@@ -77,6 +77,12 @@ pub async fn connect(
                 .start()
         }
         Err(error) => {
+            if let Some(kind) = error.connection_error() {
+                match state.apps.by_key(&key) {
+                    Some(app) => app.stats.connection_error(kind),
+                    None => state.stats.connection_error(kind),
+                }
+            }
             let origin = req
                 .headers()
                 .get(actix_web::http::header::ORIGIN)

@@ -1,0 +1,229 @@
+//! Prometheus metrics, served on their own internal listener (`METRICS_PORT`,
+//! 9601), never on the public port.
+//!
+//! Two sources: actix-web-prom's middleware on the public app (HTTP requests
+//! by endpoint, method and status, plus process metrics), and the counters the
+//! actors bump (`switchyard_actors::stats`), rendered at scrape time. Series
+//! names follow Sockudo's (`sockudo_connected`, `sockudo_new_connections_total`,
+//! …) with the configured prefix, so existing dashboards keep working.
+
+use crate::apps::AppStore;
+use actix_web::{web, HttpResponse};
+use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
+use prometheus::{Encoder, Registry, TextEncoder};
+use std::fmt::Write;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use switchyard_actors::app::App;
+use switchyard_actors::stats::{self, AuthFailure, ConnectionError, RateLimit, Stats};
+
+/// Everything the metrics endpoint needs.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    apps: Arc<AppStore>,
+    server_stats: Arc<Stats>,
+    prefix: String,
+    port: u16,
+}
+
+impl Metrics {
+    /// Build the exporter and the middleware for the public app. `prefix` is
+    /// Sockudo's `metrics.prometheus.prefix` (`sockudo_`).
+    pub fn new(
+        prefix: &str,
+        port: u16,
+        apps: Arc<AppStore>,
+        server_stats: Arc<Stats>,
+    ) -> Result<(Metrics, PrometheusMetrics), String> {
+        let registry = Registry::new();
+        let namespace = prefix.trim_end_matches('_');
+        let middleware = PrometheusMetricsBuilder::new(namespace)
+            .registry(registry.clone())
+            .build()
+            .map_err(|e| format!("could not set up HTTP metrics: {e}"))?;
+        #[cfg(target_os = "linux")]
+        {
+            let process = prometheus::process_collector::ProcessCollector::new(
+                std::process::id() as i32,
+                namespace,
+            );
+            registry
+                .register(Box::new(process))
+                .map_err(|e| format!("could not register process metrics: {e}"))?;
+        }
+        Ok((
+            Metrics {
+                registry,
+                apps,
+                server_stats,
+                prefix: prefix.to_string(),
+                port,
+            },
+            middleware,
+        ))
+    }
+
+    /// The full text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let encoder = TextEncoder::new();
+        // Encoding our own registry's families cannot fail.
+        let _ = encoder.encode(&self.registry.gather(), &mut out);
+        let mut text = String::from_utf8(out).unwrap_or_default();
+        self.render_stats(&mut text);
+        text
+    }
+
+    fn render_stats(&self, out: &mut String) {
+        let apps: Vec<&App> = self.apps.all().map(|a| &**a).collect();
+        self.family(out, "connected", "Sockets currently connected", "gauge");
+        for app in &apps {
+            self.row(
+                out,
+                "connected",
+                &app.id,
+                None,
+                app.connection_count() as u64,
+            );
+        }
+        type Field = fn(&Stats) -> &AtomicU64;
+        let counters: [(&str, &str, Field); 10] = [
+            ("new_connections_total", "Sockets opened", |s| {
+                &s.new_connections
+            }),
+            ("new_disconnections_total", "Sockets closed", |s| {
+                &s.disconnections
+            }),
+            (
+                "ws_messages_received_total",
+                "WebSocket messages received",
+                |s| &s.ws_messages_received,
+            ),
+            ("ws_messages_sent_total", "WebSocket messages sent", |s| {
+                &s.ws_messages_sent
+            }),
+            (
+                "socket_received_bytes",
+                "WebSocket payload bytes received",
+                |s| &s.ws_bytes_received,
+            ),
+            (
+                "socket_transmitted_bytes",
+                "WebSocket payload bytes sent",
+                |s| &s.ws_bytes_sent,
+            ),
+            (
+                "channel_subscriptions_total",
+                "Channel subscriptions",
+                |s| &s.subscriptions,
+            ),
+            (
+                "channel_unsubscriptions_total",
+                "Channel unsubscriptions",
+                |s| &s.unsubscriptions,
+            ),
+            ("client_events_total", "Client events accepted", |s| {
+                &s.client_events
+            }),
+            (
+                "api_events_published_total",
+                "Events published through the HTTP API, per channel",
+                |s| &s.api_events_published,
+            ),
+        ];
+        for (name, help, field) in counters {
+            self.family(out, name, help, "counter");
+            for app in &apps {
+                self.row(out, name, &app.id, None, stats::get(field(&app.stats)));
+            }
+        }
+        // Refusals before an app is known are counted with app_id="".
+        let rows: Vec<(&str, &Stats)> = apps
+            .iter()
+            .map(|a| (a.id.as_str(), &a.stats))
+            .chain(std::iter::once(("", &*self.server_stats)))
+            .collect();
+        let name = "connection_errors_total";
+        self.family(
+            out,
+            name,
+            "Connections refused or closed by the server",
+            "counter",
+        );
+        for (app_id, s) in &rows {
+            for kind in ConnectionError::ALL {
+                let label = Some(("error_type", kind.label()));
+                self.row(out, name, app_id, label, s.connection_errors(kind));
+            }
+        }
+        let name = "auth_failures_total";
+        self.family(out, name, "Failed signature checks", "counter");
+        for (app_id, s) in &rows {
+            for kind in AuthFailure::ALL {
+                self.row(
+                    out,
+                    name,
+                    app_id,
+                    Some(("kind", kind.label())),
+                    s.auth_failures(kind),
+                );
+            }
+        }
+        let name = "rate_limit_triggered_total";
+        self.family(out, name, "Requests refused by a rate limit", "counter");
+        for (app_id, s) in &rows {
+            for kind in RateLimit::ALL {
+                let label = Some(("limiter_type", kind.label()));
+                self.row(out, name, app_id, label, s.rate_limits(kind));
+            }
+        }
+    }
+
+    fn family(&self, out: &mut String, name: &str, help: &str, kind: &str) {
+        let p = &self.prefix;
+        let _ = writeln!(out, "# HELP {p}{name} {help}\n# TYPE {p}{name} {kind}");
+    }
+
+    fn row(
+        &self,
+        out: &mut String,
+        name: &str,
+        app_id: &str,
+        extra: Option<(&str, &str)>,
+        value: u64,
+    ) {
+        let p = &self.prefix;
+        let port = self.port;
+        let app_id = escape(app_id);
+        match extra {
+            Some((label, v)) => {
+                let _ = writeln!(
+                    out,
+                    "{p}{name}{{app_id=\"{app_id}\",port=\"{port}\",{label}=\"{v}\"}} {value}"
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "{p}{name}{{app_id=\"{app_id}\",port=\"{port}\"}} {value}"
+                );
+            }
+        }
+    }
+}
+
+/// Escape a label value per the text exposition format.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `GET /metrics` on the metrics listener.
+pub async fn endpoint(metrics: web::Data<Metrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics.render())
+}

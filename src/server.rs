@@ -3,6 +3,7 @@
 use crate::apps::AppStore;
 use crate::config::Config;
 use crate::http;
+use crate::http::limits::{AppLimiters, IpLimit};
 use crate::metrics::Metrics;
 use crate::state::ServerState;
 use actix_web::{web, App as ActixApp, HttpServer};
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard_actors::registry::Registry;
 use switchyard_actors::session::SessionSettings;
+use switchyard_actors::stats::RateLimit;
 
 /// Loud start-up warnings about settings unfit for production.
 fn warn_about(config: &Config) {
@@ -54,8 +56,35 @@ fn tune_socket(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
     }
 }
 
+/// Settings that parse but name something this build cannot run.
+fn check_supported(config: &Config) -> std::io::Result<()> {
+    use crate::config::{AdapterDriver, RateLimiterDriver};
+    let rl = &config.rate_limiter;
+    if rl.enabled
+        && matches!(
+            rl.driver,
+            RateLimiterDriver::Redis | RateLimiterDriver::RedisCluster
+        )
+    {
+        return Err(std::io::Error::other(format!(
+            "RATE_LIMITER_DRIVER={}: shared rate-limit counters in Redis are not available in \
+             this version; use RATE_LIMITER_DRIVER=memory (per node) or disable the limiter",
+            rl.driver.name()
+        )));
+    }
+    if config.adapter_driver != AdapterDriver::Local {
+        warn!(
+            "ADAPTER_DRIVER={} is not available in this version: running as a single node \
+             (local adapter). Events published on one node will NOT reach clients of another.",
+            config.adapter_driver.name()
+        );
+    }
+    Ok(())
+}
+
 /// Run the server until it is stopped.
 pub async fn run(mut config: Config) -> std::io::Result<()> {
+    check_supported(&config)?;
     warn_about(&config);
     let shards = match config.registry_shards {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -66,7 +95,11 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         Duration::from_secs(config.channel_limits.cache_ttl.max(1)),
     );
     let apps = Arc::new(AppStore::new(std::mem::take(&mut config.apps)));
+    let rl = &config.rate_limiter;
     let state = ServerState {
+        app_limiters: Arc::new(AppLimiters::new(&apps)),
+        api_trust_hops: rl.api_rate_limit.trust_hops,
+        ws_trust_hops: rl.websocket_rate_limit.trust_hops,
         apps,
         registry,
         session: Arc::new(session_settings(&config)),
@@ -91,11 +124,28 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         state.stats.clone(),
     )
     .map_err(std::io::Error::other)?;
+    let limiter_on = rl.enabled && rl.driver != crate::config::RateLimiterDriver::None;
+    let api_limit = IpLimit::new(
+        limiter_on,
+        rl.api_rate_limit.max_requests,
+        rl.api_rate_limit.window_seconds,
+        rl.api_rate_limit.trust_hops,
+        RateLimit::Api,
+        state.stats.clone(),
+    );
+    let ws_limit = IpLimit::new(
+        limiter_on,
+        rl.websocket_rate_limit.max_requests,
+        rl.websocket_rate_limit.window_seconds,
+        rl.websocket_rate_limit.trust_hops,
+        RateLimit::WsConnect,
+        state.stats.clone(),
+    );
     let public = HttpServer::new(move || {
         ActixApp::new()
             .wrap(middleware.clone())
             .app_data(data.clone())
-            .configure(http::routes)
+            .configure(|cfg| http::routes(cfg, &api_limit, &ws_limit))
     })
     .on_connect(tune_socket)
     .bind((config.host.as_str(), config.port))?

@@ -2,6 +2,7 @@
 //! and the settings resolved from configuration at start-up.
 
 use crate::apps::AppStore;
+use crate::http::limits::{client_ip, AppLimiters};
 use actix_web::HttpRequest;
 use std::sync::Arc;
 use switchyard_actors::registry::Registry;
@@ -17,14 +18,20 @@ pub struct ServerState {
     pub http_body_limit: usize,
     /// Counters for refusals that happen before an app is known.
     pub stats: Arc<Stats>,
+    /// Per-app publish and read budgets.
+    pub app_limiters: Arc<AppLimiters>,
+    /// Trusted proxy hops for the HTTP API and for WebSocket upgrades.
+    pub api_trust_hops: u32,
+    pub ws_trust_hops: u32,
 }
 
 impl ServerState {
-    /// The client's address for logs and limits: the TCP peer, or `unix` for
-    /// Unix-socket connections.
-    pub fn peer(&self, req: &HttpRequest) -> String {
-        match req.peer_addr() {
-            Some(addr) => addr.ip().to_string(),
+    /// The client's address for logs: the TCP peer, or the forwarded
+    /// address behind `trust_hops` trusted proxies; `unix` for a Unix-socket
+    /// peer without one.
+    pub fn client_addr(&self, req: &HttpRequest, trust_hops: u32) -> String {
+        match client_ip(req.headers(), req.peer_addr(), trust_hops) {
+            Some(ip) => ip.to_string(),
             None => "unix".to_string(),
         }
     }

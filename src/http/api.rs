@@ -20,6 +20,7 @@ use switchyard_actors::messages::{
 };
 use switchyard_actors::protocol::{frames, validate_channel_name, ChannelKind};
 use switchyard_actors::socket::SocketId;
+use switchyard_actors::stats::{self, RateLimit};
 
 fn mailbox_error(e: actix::MailboxError) -> ApiError {
     ApiError::Unavailable(format!("Channel registry unavailable: {e}"))
@@ -138,6 +139,40 @@ fn validate_event(app: &App, body: EventBody) -> Result<Event, ApiError> {
     })
 }
 
+/// Spend `events` from the app's publish budget, or refuse with 429.
+fn check_backend_budget(state: &ServerState, app: &App, events: usize) -> Result<(), ApiError> {
+    if state.app_limiters.allow_events(&app.id, events as u32) {
+        return Ok(());
+    }
+    app.stats.rate_limited(RateLimit::BackendEvent);
+    log::warn!(
+        "backend event rate limit hit app={} events={events} limit={}/s",
+        app.id,
+        app.limits.max_backend_events_per_second
+    );
+    Err(ApiError::TooManyRequests(format!(
+        "Backend event rate limit exceeded ({} events per second)",
+        app.limits.max_backend_events_per_second
+    )))
+}
+
+/// Spend one read from the app's read budget, or refuse with 429.
+fn check_read_budget(state: &ServerState, app: &App) -> Result<(), ApiError> {
+    if state.app_limiters.allow_read(&app.id) {
+        return Ok(());
+    }
+    app.stats.rate_limited(RateLimit::ReadRequest);
+    log::warn!(
+        "read request rate limit hit app={} limit={}/s",
+        app.id,
+        app.limits.max_read_requests_per_second
+    );
+    Err(ApiError::TooManyRequests(format!(
+        "Read request rate limit exceeded ({} requests per second)",
+        app.limits.max_read_requests_per_second
+    )))
+}
+
 fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
@@ -160,6 +195,7 @@ async fn publish(state: &ServerState, app: &App, event: &Event) -> Result<(), Ap
             .await
             .map_err(mailbox_error)?;
     }
+    stats::add(&app.stats.api_events_published, event.channels.len() as u64);
     Ok(())
 }
 
@@ -207,6 +243,7 @@ pub async fn trigger(
 ) -> Result<HttpResponse, ApiError> {
     let signed = authenticate(&req, payload, &state, &path).await?;
     let event = validate_event(&signed.app, parse_json(&signed.body)?)?;
+    check_backend_budget(&state, &signed.app, event.channels.len())?;
     publish(&state, &signed.app, &event).await?;
     if !event.info.any() {
         return Ok(HttpResponse::Ok().json(json!({})));
@@ -254,6 +291,7 @@ pub async fn trigger_batch(
                 .map_err(|e| prefix_error(e, &format!("Batch event {i}: ")))?,
         );
     }
+    check_backend_budget(&state, app, events.len())?;
     for event in &events {
         publish(&state, app, event).await?;
     }
@@ -288,6 +326,7 @@ pub async fn channels(
     state: web::Data<ServerState>,
 ) -> Result<HttpResponse, ApiError> {
     let signed = authenticate(&req, payload, &state, &path).await?;
+    check_read_budget(&state, &signed.app)?;
     let prefix = signed.param("filter_by_prefix").map(str::to_string);
     let info = InfoFlags::parse(signed.param("info"));
     if info.user_count && !prefix.as_deref().unwrap_or("").starts_with("presence-") {
@@ -342,6 +381,7 @@ pub async fn channel(
 ) -> Result<HttpResponse, ApiError> {
     let (app_id, channel) = path.into_inner();
     let signed: Signed = authenticate(&req, payload, &state, &app_id).await?;
+    check_read_budget(&state, &signed.app)?;
     check_channel_param(&signed.app, &channel)?;
     let info = InfoFlags::parse(signed.param("info"));
     let kind = ChannelKind::of(&channel);
@@ -384,6 +424,7 @@ pub async fn channel_users(
 ) -> Result<HttpResponse, ApiError> {
     let (app_id, channel) = path.into_inner();
     let signed = authenticate(&req, payload, &state, &app_id).await?;
+    check_read_budget(&state, &signed.app)?;
     check_channel_param(&signed.app, &channel)?;
     if !ChannelKind::of(&channel).is_presence() {
         return Err(ApiError::BadRequest(

@@ -4,31 +4,42 @@
 pub mod api;
 pub mod error;
 pub mod health;
+pub mod limits;
 pub mod signature;
 pub mod ws;
 
 use actix_web::web;
 
-/// Every route of the public listener.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/app/{key}", web::get().to(ws::connect))
-        .service(
-            web::scope("/apps/{app_id}")
-                .route("/events", web::post().to(api::trigger))
-                .route("/batch_events", web::post().to(api::trigger_batch))
-                .route("/channels", web::get().to(api::channels))
-                .route("/channels/{channel_name}", web::get().to(api::channel))
-                .route(
-                    "/channels/{channel_name}/users",
-                    web::get().to(api::channel_users),
-                )
-                .route(
-                    "/users/{user_id}/terminate_connections",
-                    web::post().to(api::terminate_user),
-                ),
-        )
-        .route("/", web::get().to(health::root))
-        .route("/up", web::get().to(health::up))
-        .route("/up/{app_id}", web::get().to(health::up_app))
-        .default_service(web::to(health::not_found));
+/// Every route of the public listener, with the per-address limits of the
+/// HTTP API and of WebSocket connection attempts.
+pub fn routes(
+    cfg: &mut web::ServiceConfig,
+    api_limit: &limits::IpLimit,
+    ws_limit: &limits::IpLimit,
+) {
+    cfg.service(
+        web::resource("/app/{key}")
+            .wrap(ws_limit.middleware())
+            .route(web::get().to(ws::connect)),
+    )
+    .service(
+        web::scope("/apps/{app_id}")
+            .wrap(api_limit.middleware())
+            .route("/events", web::post().to(api::trigger))
+            .route("/batch_events", web::post().to(api::trigger_batch))
+            .route("/channels", web::get().to(api::channels))
+            .route("/channels/{channel_name}", web::get().to(api::channel))
+            .route(
+                "/channels/{channel_name}/users",
+                web::get().to(api::channel_users),
+            )
+            .route(
+                "/users/{user_id}/terminate_connections",
+                web::post().to(api::terminate_user),
+            ),
+    )
+    .route("/", web::get().to(health::root))
+    .route("/up", web::get().to(health::up))
+    .route("/up/{app_id}", web::get().to(health::up_app))
+    .default_service(web::to(health::not_found));
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use switchyard_actors::app::App;
 use switchyard_actors::auth;
+use switchyard_actors::stats::AuthFailure;
 
 /// Requests whose `auth_timestamp` is further than this from our clock are refused.
 pub const TIMESTAMP_WINDOW_SECS: i64 = 600;
@@ -68,10 +69,15 @@ pub async fn authenticate(
 ) -> Result<Signed, ApiError> {
     let result = check(req, payload, state, app_id).await;
     if let Err(e) = &result {
+        if matches!(e, ApiError::Unauthorized(_)) {
+            if let Some(app) = state.apps.by_id(app_id) {
+                app.stats.auth_failure(AuthFailure::Api);
+            }
+        }
         warn!(
             "API request rejected app={} peer={} {} {}: {}",
             app_id,
-            state.peer(req),
+            state.client_addr(req, state.api_trust_hops),
             req.method(),
             req.path(),
             e

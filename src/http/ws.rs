@@ -61,7 +61,7 @@ pub async fn connect(
     key: web::Path<String>,
     state: web::Data<ServerState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let peer = state.peer(&req);
+    let peer = state.client_addr(&req, state.ws_trust_hops);
     let max_frame = state.session.max_message_bytes;
     match admit(&state, &key, &req) {
         Ok((app, slot)) => {

@@ -141,11 +141,13 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         RateLimit::WsConnect,
         state.stats.clone(),
     );
+    http::cors::validate(&config.cors).map_err(std::io::Error::other)?;
+    let cors = config.cors.clone();
     let public = HttpServer::new(move || {
         ActixApp::new()
             .wrap(middleware.clone())
             .app_data(data.clone())
-            .configure(|cfg| http::routes(cfg, &api_limit, &ws_limit))
+            .configure(|cfg| http::routes(cfg, &api_limit, &ws_limit, &cors))
     })
     .on_connect(tune_socket)
     .bind((config.host.as_str(), config.port))?

@@ -82,7 +82,7 @@ pub(crate) fn resolve(
         specs.clear();
     }
     let enabled = env.bool("SOCKUDO_DEFAULT_APP_ENABLED")?;
-    let creds = [ID, KEY, SECRET].map(|var| env.string(var));
+    let creds = [ID, KEY, SECRET].map(|var| env.word(var));
     if creds.iter().any(Option::is_some) || enabled == Some(false) {
         specs.clear();
     }

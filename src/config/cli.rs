@@ -32,11 +32,11 @@ Settings come from built-in defaults, then the config file, then the
 environment (Sockudo's variable names; a .env file in the working
 directory is read without overriding the process environment).";
 
-    /// Parse the arguments *including* the program name as the first item,
-    /// i.e. pass `std::env::args()` as is (clap's `parse_from` convention).
+    /// Parse the arguments *after* the program name, i.e.
+    /// `Cli::parse(std::env::args().skip(1))`.
     pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, ConfigError> {
         let mut cli = Cli::default();
-        let mut args = args.into_iter().skip(1);
+        let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "-c" | "--config" => {
@@ -70,11 +70,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cli, ConfigError> {
-        Cli::parse(
-            std::iter::once("switchyard")
-                .chain(args.iter().copied())
-                .map(String::from),
-        )
+        Cli::parse(args.iter().map(|a| a.to_string()))
     }
 
     #[test]

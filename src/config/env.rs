@@ -47,6 +47,12 @@ impl<'a> Env<'a> {
         (self.lookup)(var).filter(|v| !v.trim().is_empty())
     }
 
+    /// The value without surrounding whitespace, for names, hosts and paths
+    /// (a stray space in `.env` should not break a bind or a lookup).
+    pub fn word(&self, var: &str) -> Option<String> {
+        self.string(var).map(|v| v.trim().to_string())
+    }
+
     /// Lenient boolean: true/1/yes/on, false/0/no/off (any case).
     pub fn bool(&self, var: &str) -> Result<Option<bool>, ConfigError> {
         let Some(raw) = self.string(var) else {
@@ -145,14 +151,14 @@ fn set<T>(field: &mut T, value: Option<T>) {
 /// Layer 3: apply every known variable to the config built from file and
 /// defaults. Apps are handled by `apps::resolve` (they need the final globals).
 pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
-    set(&mut c.host, env.string("HOST"));
+    set(&mut c.host, env.word("HOST"));
     set(&mut c.port, env.num("PORT")?);
     set(&mut c.debug, env.bool("DEBUG_MODE")?);
     // `DEBUG` can only force debug on, as in Sockudo.
     if env.bool("DEBUG")? == Some(true) {
         c.debug = true;
     }
-    set(&mut c.mode, env.string("ENVIRONMENT"));
+    set(&mut c.mode, env.word("ENVIRONMENT"));
     set(&mut c.activity_timeout, env.num("ACTIVITY_TIMEOUT")?);
     set(&mut c.pong_timeout, env.num("PONG_TIMEOUT")?);
     set(
@@ -173,7 +179,7 @@ pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
         &mut c.health_check_timeout_ms,
         env.num("HEALTH_CHECK_TIMEOUT_MS")?,
     );
-    set(&mut c.instance_id, env.string("INSTANCE_PROCESS_ID"));
+    set(&mut c.instance_id, env.word("INSTANCE_PROCESS_ID"));
     set(&mut c.server_role, env.named("SOCKUDO_SERVER_ROLE")?);
     set(&mut c.adapter_driver, env.named("ADAPTER_DRIVER")?);
 
@@ -209,7 +215,7 @@ pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
     if let Some(url) = env.string("REDIS_URL") {
         r.url = Some(url);
     }
-    set(&mut r.host, env.string("DATABASE_REDIS_HOST"));
+    set(&mut r.host, env.word("DATABASE_REDIS_HOST"));
     set(&mut r.port, env.num("DATABASE_REDIS_PORT")?);
     if let Some(user) = env.string("DATABASE_REDIS_USERNAME") {
         r.username = Some(user);
@@ -254,23 +260,25 @@ pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
 
     let ssl = &mut c.ssl;
     set(&mut ssl.enabled, env.bool("SSL_ENABLED")?);
-    set(&mut ssl.cert_path, env.string("SSL_CERT_PATH"));
-    set(&mut ssl.key_path, env.string("SSL_KEY_PATH"));
+    set(&mut ssl.cert_path, env.word("SSL_CERT_PATH"));
+    set(&mut ssl.key_path, env.word("SSL_KEY_PATH"));
     set(&mut ssl.redirect_http, env.bool("SSL_REDIRECT_HTTP")?);
     set(&mut ssl.http_port, env.num("SSL_HTTP_PORT")?);
-    if let Some(domain) = env.string("DOMAIN") {
-        ssl.domain = Some(domain.trim().to_string());
+    if let Some(domain) = env.word("DOMAIN") {
+        ssl.domain = Some(domain);
     }
 
     let cors = &mut c.cors;
     set(&mut cors.origin, env.origins("CORS_ORIGINS")?);
     set(&mut cors.methods, env.list("CORS_METHODS"));
     set(&mut cors.allowed_headers, env.list("CORS_HEADERS"));
-    set(&mut cors.credentials, env.bool("CORS_CREDENTIALS")?);
+    if let Some(credentials) = env.bool("CORS_CREDENTIALS")? {
+        cors.credentials = Some(credentials);
+    }
 
     let unix = &mut c.unix_socket;
     set(&mut unix.enabled, env.bool("UNIX_SOCKET_ENABLED")?);
-    set(&mut unix.path, env.string("UNIX_SOCKET_PATH"));
+    set(&mut unix.path, env.word("UNIX_SOCKET_PATH"));
     set(
         &mut unix.permission_mode,
         env.parsed(
@@ -282,7 +290,7 @@ pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
 
     let m = &mut c.metrics;
     set(&mut m.enabled, env.bool("METRICS_ENABLED")?);
-    set(&mut m.host, env.string("METRICS_HOST"));
+    set(&mut m.host, env.word("METRICS_HOST"));
     set(&mut m.port, env.num("METRICS_PORT")?);
     set(&mut m.prefix, env.string("METRICS_PROMETHEUS_PREFIX"));
 
@@ -387,7 +395,7 @@ mod tests {
 
     #[test]
     fn drivers_and_role_from_env() {
-        use crate::config::sections::{AdapterDriver, ServerRole};
+        use crate::config::drivers::{AdapterDriver, ServerRole};
         let d: Option<AdapterDriver> = with(&[("D", "Redis-Cluster")], |e| e.named("D").unwrap());
         assert_eq!(d, Some(AdapterDriver::RedisCluster));
         let err = with(&[("R", "worker")], |e| {

@@ -10,11 +10,11 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::de;
+use super::drivers::{AdapterDriver, ServerRole};
 use super::error::ConfigError;
 use super::sections::{
-    AdapterDriver, ChannelLimits, CorsConfig, EventLimits, HttpApiConfig, LoggingConfig,
-    MetricsConfig, PresenceConfig, RateLimiterConfig, RedisConfig, ServerRole, SslConfig,
-    UnixSocketConfig, WebsocketConfig,
+    ChannelLimits, CorsConfig, EventLimits, HttpApiConfig, LoggingConfig, MetricsConfig,
+    PresenceConfig, RateLimiterConfig, RedisConfig, SslConfig, UnixSocketConfig, WebsocketConfig,
 };
 
 /// The whole file. Its `Default` is the built-in defaults (layer 1).

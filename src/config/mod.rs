@@ -13,6 +13,7 @@
 mod apps;
 mod cli;
 mod de;
+mod drivers;
 mod env;
 mod error;
 mod file;
@@ -25,11 +26,12 @@ use std::path::{Path, PathBuf};
 use switchyard_actors::app::App;
 
 pub use cli::Cli;
+pub use drivers::{AdapterDriver, RateLimiterDriver, ServerRole};
 pub use error::ConfigError;
 pub use sections::{
-    AdapterDriver, ChannelLimits, CorsConfig, EventLimits, HttpApiConfig, LoggingConfig,
-    MetricsConfig, PresenceConfig, RateLimit, RateLimiterConfig, RateLimiterDriver,
-    RateLimiterRedis, RedisConfig, ServerRole, SslConfig, UnixSocketConfig, WebsocketConfig,
+    ChannelLimits, CorsConfig, EventLimits, HttpApiConfig, LoggingConfig, MetricsConfig,
+    PresenceConfig, RateLimit, RateLimiterConfig, RateLimiterRedis, RedisConfig, SslConfig,
+    UnixSocketConfig, WebsocketConfig,
 };
 pub use validate::validate_origin_pattern;
 

@@ -29,7 +29,9 @@ fn temp_dir(name: &str) -> PathBuf {
 
 #[test]
 fn defaults_without_file_or_env() {
-    let c = load_from(None, &|_| None).unwrap();
+    // `build`, not `load_from`: a config/ directory in the package root must
+    // not change this test.
+    let c = build(None, &|_| None).unwrap();
     assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 6001));
     assert_eq!(c.mode, "production");
     assert!(!c.debug);
@@ -110,7 +112,7 @@ fn environment_beats_file_beats_defaults() {
 #[test]
 fn every_documented_variable_is_read() {
     let vars = [
-        ("HOST", "::"),
+        ("HOST", " :: "),
         ("PORT", "7001"),
         ("DEBUG_MODE", "yes"),
         ("ENVIRONMENT", "development"),
@@ -238,7 +240,7 @@ fn every_documented_variable_is_read() {
     assert_eq!(c.cors.origin, vec!["https://a.test", "https://b.test"]);
     assert_eq!(c.cors.methods, vec!["GET", "POST"]);
     assert_eq!(c.cors.allowed_headers, vec!["Authorization"]);
-    assert!(!c.cors.credentials);
+    assert_eq!(c.cors.credentials, Some(false));
     assert_eq!(c.unix_socket.path, "/run/sy.sock");
     assert_eq!(c.unix_socket.permission_mode, 0o600);
     assert_eq!(
@@ -440,4 +442,30 @@ fn summary_and_debug_carry_no_secrets() {
         .unwrap()
         .summary()
         .contains("(development credentials)"));
+}
+
+/// The example from the configuration reference (CONFIG.md §3.2), verbatim.
+const SOCKUDO_EXAMPLE: &str = include_str!("testdata/sockudo_example.json");
+
+#[test]
+fn the_reference_example_loads_unchanged() {
+    let c = cfg(
+        Some(SOCKUDO_EXAMPLE),
+        &[("APP_SECRET", "s3cret"), ("REDIS_PASSWORD", "pw")],
+    )
+    .unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.instance_id, "switchyard-1");
+    assert_eq!(c.adapter_driver, AdapterDriver::Redis);
+    assert_eq!(c.redis.password.as_deref(), Some("pw"));
+    let app = &c.apps[0];
+    assert_eq!((app.id.as_str(), app.secret.as_str()), ("app-id", "s3cret"));
+    assert_eq!(app.limits.max_connections, 10000);
+    assert_eq!(app.limits.max_backend_events_per_second, 1000);
+    assert_eq!(app.allowed_origins.len(), 2);
+    assert_eq!(c.rate_limiter.api_rate_limit.trust_hops, 1);
+    assert!(c.ssl.enabled && c.ssl.redirect_http);
+    assert_eq!(c.unix_socket.permission_mode, 0o660);
+    assert_eq!(c.metrics.host, "127.0.0.1");
+    assert!(!c.logging.colors_enabled);
 }

@@ -104,6 +104,15 @@ pub(crate) fn globals(c: &Config) -> Result<(), ConfigError> {
             )
         })?;
     }
+    if c.cors.any_origin() && c.cors.credentials == Some(true) {
+        return Err(ConfigError::invalid(
+            "cors.credentials (CORS_CREDENTIALS)",
+            "credentials cannot be allowed for any origin (`*`): browsers refuse it, and \
+             echoing every origin with credentials would let any site call the API as the \
+             user; list your front-end origins in CORS_ORIGINS / cors.origin"
+                .to_string(),
+        ));
+    }
     if c.unix_socket.enabled {
         let key = "unix_socket.path (UNIX_SOCKET_PATH)";
         let path = Path::new(&c.unix_socket.path);
@@ -192,14 +201,9 @@ pub(crate) fn warnings(c: &Config) -> Vec<String> {
                 .to_string(),
         );
     }
-    let any_origin = c
-        .cors
-        .origin
-        .iter()
-        .any(|o| o.trim() == "*" || o.trim().eq_ignore_ascii_case("any"));
-    if production && any_origin && c.cors.credentials {
+    if production && c.cors.any_origin() {
         out.push(
-            "CORS allows any origin with credentials; set CORS_ORIGINS / cors.origin \
+            "CORS allows any origin (CORS_ORIGINS=*); set CORS_ORIGINS / cors.origin \
              to your front-end origins"
                 .to_string(),
         );
@@ -293,6 +297,25 @@ mod tests {
         assert!(invalid_key(&c).starts_with("rate_limiter.websocket_rate_limit.window_seconds"));
         c.rate_limiter.enabled = false;
         assert!(globals(&c).is_ok(), "a disabled limiter is not checked");
+    }
+
+    #[test]
+    fn cors_wildcard_with_credentials_refuses_to_start() {
+        let mut c = defaults();
+        assert!(
+            !c.cors.allows_credentials(),
+            "default * origin: no credentials"
+        );
+        assert!(globals(&c).is_ok());
+        c.cors.credentials = Some(true);
+        assert_eq!(invalid_key(&c), "cors.credentials (CORS_CREDENTIALS)");
+        c.cors.origin = vec!["https://app.example.com".into()];
+        assert!(globals(&c).is_ok());
+        c.cors.credentials = None;
+        assert!(
+            c.cors.allows_credentials(),
+            "explicit origins: credentials by default"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! unsigned operational endpoints, all on the one public listener.
 
 pub mod api;
+pub mod cors;
 pub mod error;
 pub mod health;
 pub mod limits;
@@ -16,6 +17,7 @@ pub fn routes(
     cfg: &mut web::ServiceConfig,
     api_limit: &limits::IpLimit,
     ws_limit: &limits::IpLimit,
+    cors: &crate::config::CorsConfig,
 ) {
     cfg.service(
         web::resource("/app/{key}")
@@ -24,7 +26,10 @@ pub fn routes(
     )
     .service(
         web::scope("/apps/{app_id}")
+            // CORS outermost: preflights are answered before the rate limit,
+            // and refusals (429, 401) still carry CORS headers browsers need.
             .wrap(api_limit.middleware())
+            .wrap(cors::middleware(cors))
             .route("/events", web::post().to(api::trigger))
             .route("/batch_events", web::post().to(api::trigger_batch))
             .route("/channels", web::get().to(api::channels))

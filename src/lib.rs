@@ -4,6 +4,7 @@
 pub mod apps;
 pub mod config;
 pub mod http;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod origin;

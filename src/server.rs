@@ -4,6 +4,7 @@ use crate::apps::AppStore;
 use crate::config::Config;
 use crate::http;
 use crate::http::limits::{AppLimiters, IpLimit};
+use crate::listen;
 use crate::metrics::Metrics;
 use crate::state::ServerState;
 use actix_web::{web, App as ActixApp, HttpServer};
@@ -47,7 +48,13 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Per-connection socket options, applied as each TCP connection is accepted.
 fn tune_socket(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+    use actix_tls::accept::rustls_0_23::TlsStream;
+    use actix_web::rt::net::TcpStream;
+    let tcp = conn.downcast_ref::<TcpStream>().or_else(|| {
+        conn.downcast_ref::<TlsStream<TcpStream>>()
+            .map(|s| s.get_ref().0)
+    });
+    if let Some(tcp) = tcp {
         let sock = socket2::SockRef::from(tcp);
         if let Err(e) = sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT)) {
             log::debug!("could not set TCP_USER_TIMEOUT: {e}");
@@ -107,13 +114,6 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         stats: Arc::default(),
     };
     info!("{}", config.summary());
-    info!(
-        "listening on {}:{} ({} apps, {} registry shards)",
-        config.host,
-        config.port,
-        state.apps.len(),
-        shards
-    );
     let data = web::Data::new(state.clone());
     // HTTP metrics are recorded even when the listener is off: it costs little
     // and keeps one middleware stack for both cases.
@@ -149,28 +149,82 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
             .app_data(data.clone())
             .configure(|cfg| http::routes(cfg, &api_limit, &ws_limit, &cors))
     })
-    .on_connect(tune_socket)
-    .bind((config.host.as_str(), config.port))?
-    .run();
+    .on_connect(tune_socket);
+    let mut servers = Vec::new();
+    let public = if config.unix_socket.enabled {
+        // The socket replaces the TCP listener: only local proxies reach us.
+        let uds = &config.unix_socket;
+        listen::prepare_unix_socket(uds).map_err(std::io::Error::other)?;
+        let server = public.bind_uds(&uds.path)?;
+        listen::set_socket_mode(uds).map_err(std::io::Error::other)?;
+        info!(
+            "listening on unix:{} (mode {:o}, {} apps, {} registry shards)",
+            uds.path,
+            uds.permission_mode,
+            state.apps.len(),
+            shards
+        );
+        server
+    } else if config.ssl.enabled {
+        let tls = listen::tls_config(&config.ssl).map_err(std::io::Error::other)?;
+        let server = public.bind_rustls_0_23((config.host.as_str(), config.port), tls)?;
+        info!(
+            "listening on https://{}:{} (TLS 1.2/1.3, {} apps, {} registry shards)",
+            config.host,
+            config.port,
+            state.apps.len(),
+            shards
+        );
+        if config.ssl.redirect_http {
+            let target = web::Data::new(listen::RedirectTarget {
+                domain: config.ssl.domain.clone(),
+                https_port: config.port,
+            });
+            let redirect = HttpServer::new(move || {
+                ActixApp::new()
+                    .app_data(target.clone())
+                    .default_service(web::to(listen::redirect))
+            })
+            .workers(1)
+            .bind((config.host.as_str(), config.ssl.http_port))?
+            .run();
+            info!(
+                "redirecting http://{}:{} to https",
+                config.host, config.ssl.http_port
+            );
+            servers.push(redirect);
+        }
+        server
+    } else {
+        let server = public.bind((config.host.as_str(), config.port))?;
+        info!(
+            "listening on http://{}:{} ({} apps, {} registry shards)",
+            config.host,
+            config.port,
+            state.apps.len(),
+            shards
+        );
+        server
+    };
+    servers.push(public.run());
 
-    if !config.metrics.enabled {
-        return public.await;
+    if config.metrics.enabled {
+        let metrics = web::Data::new(metrics);
+        let internal = HttpServer::new(move || {
+            ActixApp::new()
+                .app_data(metrics.clone())
+                .route("/metrics", web::get().to(crate::metrics::endpoint))
+        })
+        .workers(1)
+        .bind((config.metrics.host.as_str(), config.metrics.port))?
+        .run();
+        info!(
+            "metrics on http://{}:{}/metrics",
+            config.metrics.host, config.metrics.port
+        );
+        servers.push(internal);
     }
-    let addr = (config.metrics.host.as_str(), config.metrics.port);
-    let metrics = web::Data::new(metrics);
-    let internal = HttpServer::new(move || {
-        ActixApp::new()
-            .app_data(metrics.clone())
-            .route("/metrics", web::get().to(crate::metrics::endpoint))
-    })
-    .workers(1)
-    .bind(addr)?
-    .run();
-    info!(
-        "metrics on http://{}:{}/metrics",
-        config.metrics.host, config.metrics.port
-    );
-    futures_util::future::try_join(public, internal)
+    futures_util::future::try_join_all(servers)
         .await
         .map(|_| ())
 }

@@ -21,6 +21,9 @@ pub fn init(json: bool, colors: bool, include_target: bool) {
             if include_target {
                 line.insert("target".into(), record.target().into());
             }
+            // Structured fields (`warn!(app_id = …; "…")`) become top-level keys.
+            let mut fields = Fields(&mut line);
+            let _ = record.key_values().visit(&mut fields);
             writeln!(buf, "{}", serde_json::Value::Object(line))
         });
     } else {
@@ -34,4 +37,28 @@ pub fn init(json: bool, colors: bool, include_target: bool) {
     }
     // A second init (tests) keeps the first logger.
     let _ = builder.try_init();
+}
+
+/// Copies a record's key-values into the JSON line; numbers and booleans
+/// stay typed, everything else is its display text.
+struct Fields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for Fields<'_> {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        let json = if let Some(n) = value.to_u64() {
+            n.into()
+        } else if let Some(n) = value.to_i64() {
+            n.into()
+        } else if let Some(b) = value.to_bool() {
+            b.into()
+        } else {
+            value.to_string().into()
+        };
+        self.0.insert(key.as_str().to_string(), json);
+        Ok(())
+    }
 }

@@ -21,9 +21,13 @@ pub enum PusherError {
     NoProtocol,
     #[error("Origin not allowed")]
     OriginNotAllowed,
-    /// Sign-in timeout, terminated by the app, refused sign-in.
+    /// Sign-in timeout, terminated by the app: the socket is closed.
     #[error("{0}")]
     Unauthorized(String),
+    /// A refused `pusher:signin`: reported with 4009, the socket stays open
+    /// (the client may retry with a fresh signature).
+    #[error("{0}")]
+    SigninFailed(String),
     /// Server over capacity or this socket's outbound queue is full.
     #[error("Over capacity")]
     OverCapacity,
@@ -53,7 +57,9 @@ impl PusherError {
             PusherError::PathNotFound => 4005,
             PusherError::UnsupportedProtocol(_) => 4007,
             PusherError::NoProtocol => 4008,
-            PusherError::OriginNotAllowed | PusherError::Unauthorized(_) => 4009,
+            PusherError::OriginNotAllowed
+            | PusherError::Unauthorized(_)
+            | PusherError::SigninFailed(_) => 4009,
             PusherError::OverCapacity => 4100,
             PusherError::ReconnectImmediately => 4200,
             PusherError::PongTimeout => 4201,
@@ -66,7 +72,11 @@ impl PusherError {
 
     /// Whether the socket is closed (with [`code`](Self::code)) after the error frame.
     pub fn closes(&self) -> bool {
-        self.code() < 4300 || matches!(self, PusherError::ClientEventRateLimitTerminate)
+        match self {
+            PusherError::SigninFailed(_) => false,
+            PusherError::ClientEventRateLimitTerminate => true,
+            other => other.code() < 4300,
+        }
     }
 
     /// The metrics label of a connection refused or closed with this error.
@@ -131,6 +141,10 @@ mod tests {
         assert!(!PusherError::InvalidMessage("x".into()).closes());
         assert!(!PusherError::ClientEventRateLimit.closes());
         assert!(PusherError::ClientEventRateLimitTerminate.closes());
+        let signin = PusherError::SigninFailed("Invalid signature".into());
+        assert_eq!(signin.code(), 4009);
+        assert!(!signin.closes(), "a refused sign-in leaves the socket open");
+        assert!(PusherError::Unauthorized("timeout".into()).closes());
         let f = PusherError::OriginNotAllowed.frame();
         assert_eq!(
             &*f,

@@ -253,11 +253,10 @@ impl Session {
                 if matches!(err, SubscriptionError::Auth(_)) {
                     self.app.stats.auth_failure(AuthFailure::Channel);
                     warn!(
-                        "channel auth failed app={} socket={} peer={} channel={}: {err}",
-                        self.app.id,
-                        self.id_text,
-                        self.peer,
-                        truncate(channel, 200)
+                        event = "channel_auth_failed", app_id = self.app.id.as_str(),
+                        socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
+                        channel = truncate(channel, 200), reason:% = err;
+                        "channel auth failed"
                     );
                 } else {
                     debug!("subscription refused socket={}: {err}", self.id_text);
@@ -403,12 +402,13 @@ impl Session {
         ) {
             self.app.stats.auth_failure(AuthFailure::Signin);
             warn!(
-                "signin failed app={} socket={} peer={}: {e}",
-                self.app.id, self.id_text, self.peer
+                event = "signin_failed", app_id = self.app.id.as_str(),
+                socket_id = self.id_text.as_str(), peer = self.peer.as_str(), reason:% = e;
+                "signin failed"
             );
             return self.fail(
                 ctx,
-                PusherError::Unauthorized(format!("Signin failed: {e}")),
+                PusherError::SigninFailed(format!("Signin failed: {e}")),
             );
         }
         #[derive(Deserialize)]
@@ -422,13 +422,13 @@ impl Session {
             Ok(_) => {
                 return self.fail(
                     ctx,
-                    PusherError::Unauthorized("Missing 'id' field in user_data".into()),
+                    PusherError::SigninFailed("Missing 'id' field in user_data".into()),
                 )
             }
             Err(_) => {
                 return self.fail(
                     ctx,
-                    PusherError::Unauthorized("Invalid user_data JSON".into()),
+                    PusherError::SigninFailed("Invalid user_data JSON".into()),
                 )
             }
         };
@@ -452,10 +452,9 @@ impl Session {
                 session: self.session_handle(),
             });
         info!(
-            "signin app={} socket={} user={}",
-            self.app.id,
-            self.id_text,
-            truncate(&user_id, 128)
+            app_id = self.app.id.as_str(), socket_id = self.id_text.as_str(),
+            user_id = truncate(&user_id, 128);
+            "signed in"
         );
         self.user_id = Some(user_id);
         self.send(ctx, frames::signin_success(&signin.user_data));
@@ -489,18 +488,20 @@ impl Session {
         let data = frame.data.unwrap_or(null);
         if data.get().len() > self.app.limits.max_event_payload_bytes {
             warn!(
-                "client event too large app={} socket={} bytes={}",
-                self.app.id,
-                self.id_text,
-                data.get().len()
+                event = "payload_too_large", app_id = self.app.id.as_str(),
+                socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
+                bytes = data.get().len(), limit = self.app.limits.max_event_payload_bytes;
+                "client event too large"
             );
             return self.fail(ctx, reject("Client event payload is too large"));
         }
         if !self.allow_client_event() {
             self.app.stats.rate_limited(RateLimit::ClientEvent);
             warn!(
-                "client event rate limit app={} socket={}",
-                self.app.id, self.id_text
+                event = "rate_limited", limiter = "client_event", app_id = self.app.id.as_str(),
+                socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
+                limit = self.app.limits.max_client_events_per_second;
+                "client event rate limit hit"
             );
             let err = if self.app.limits.terminate_on_limit {
                 PusherError::ClientEventRateLimitTerminate
@@ -576,8 +577,9 @@ impl Actor for Session {
             outbox: self.outbox.clone(),
         });
         info!(
-            "connection opened app={} socket={} peer={}",
-            self.app.id, self.id_text, self.peer
+            app_id = self.app.id.as_str(), socket_id = self.id_text.as_str(),
+            peer = self.peer.as_str();
+            "connection opened"
         );
         stats::add(&self.app.stats.new_connections, 1);
         self.send(
@@ -599,8 +601,9 @@ impl Actor for Session {
                         .stats
                         .connection_error(ConnectionError::Unauthorized);
                     warn!(
-                        "socket not signed in within timeout app={} socket={} peer={}",
-                        session.app.id, session.id_text, session.peer
+                        event = "signin_timeout", app_id = session.app.id.as_str(),
+                        socket_id = session.id_text.as_str(), peer = session.peer.as_str();
+                        "socket not signed in within the timeout"
                     );
                     session.fail(
                         ctx,
@@ -641,12 +644,10 @@ impl Actor for Session {
                 });
         }
         info!(
-            "connection closed app={} socket={} peer={} after={:.1}s reason={}",
-            self.app.id,
-            self.id_text,
-            self.peer,
-            self.opened.elapsed().as_secs_f64(),
-            self.close_reason.as_deref().unwrap_or("client closed")
+            app_id = self.app.id.as_str(), socket_id = self.id_text.as_str(),
+            peer = self.peer.as_str(), duration_ms = self.opened.elapsed().as_millis() as u64,
+            reason = self.close_reason.as_deref().unwrap_or("client closed");
+            "connection closed"
         );
     }
 }
@@ -658,15 +659,13 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
         stats::add(&self.app.stats.ws_messages_received, 1);
         let msg = match msg {
             Ok(m) => m,
-            Err(ws::ProtocolError::Overflow) => {
-                self.app
-                    .stats
-                    .connection_error(ConnectionError::MessageTooBig);
-                warn!(
-                    "oversized frame app={} socket={} peer={} limit={}B",
-                    self.app.id, self.id_text, self.peer, self.settings.max_message_bytes
-                );
-                return self.close(ctx, 1009, "Message too big".into());
+            Err(ws::ProtocolError::Overflow) => return self.reject_oversized(ctx),
+            // actix-web-actors reports a text frame that is not UTF-8 as an
+            // I/O error of kind Other; its message is the only way to tell it
+            // from a lost connection. RFC 6455 §8.1: fail with 1007.
+            Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => {
+                debug!("socket {}: invalid UTF-8 in text frame", self.id_text);
+                return self.close(ctx, 1007, "Invalid UTF-8 in text frame".into());
             }
             Err(ws::ProtocolError::Io(e)) => {
                 // The peer went away without a close frame: nothing to send.
@@ -709,6 +708,22 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
 }
 
 impl Session {
+    /// A message over `WEBSOCKET_MAX_PAYLOAD_KB`: close 1009 (RFC 6455
+    /// "message too big"); other sockets are untouched.
+    fn reject_oversized(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.partial = None;
+        self.app
+            .stats
+            .connection_error(ConnectionError::MessageTooBig);
+        warn!(
+            event = "payload_too_large", app_id = self.app.id.as_str(),
+            socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
+            limit = self.settings.max_message_bytes;
+            "oversized WebSocket message, closing 1009"
+        );
+        self.close(ctx, 1009, "Message too big".into());
+    }
+
     fn on_continuation(
         &mut self,
         item: actix_http::ws::Item,
@@ -719,7 +734,7 @@ impl Session {
         match item {
             actix_http::ws::Item::FirstText(b) | actix_http::ws::Item::FirstBinary(b) => {
                 if too_big(b.len()) {
-                    return self.close(ctx, 1009, "Message too big".into());
+                    return self.reject_oversized(ctx);
                 }
                 self.partial = Some(b.to_vec());
             }
@@ -729,8 +744,7 @@ impl Session {
                 };
                 buf.extend_from_slice(&b);
                 if too_big(buf.len()) {
-                    self.partial = None;
-                    return self.close(ctx, 1009, "Message too big".into());
+                    self.reject_oversized(ctx);
                 }
             }
             actix_http::ws::Item::Last(b) => {
@@ -739,7 +753,7 @@ impl Session {
                 };
                 buf.extend_from_slice(&b);
                 if too_big(buf.len()) {
-                    return self.close(ctx, 1009, "Message too big".into());
+                    return self.reject_oversized(ctx);
                 }
                 self.on_message_bytes(&buf, ctx);
             }
@@ -758,8 +772,10 @@ impl Handler<Deliver> for Session {
                     .stats
                     .connection_error(ConnectionError::SlowConsumer);
                 warn!(
-                    "slow consumer: outbound queue full, closing app={} socket={} peer={}",
-                    self.app.id, self.id_text, self.peer
+                    event = "slow_consumer", app_id = self.app.id.as_str(),
+                    socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
+                    queued = self.outbox.pending();
+                    "outbound queue full, closing 4100"
                 );
                 self.fail(ctx, PusherError::OverCapacity);
             }

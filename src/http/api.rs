@@ -146,9 +146,9 @@ fn check_backend_budget(state: &ServerState, app: &App, events: usize) -> Result
     }
     app.stats.rate_limited(RateLimit::BackendEvent);
     log::warn!(
-        "backend event rate limit hit app={} events={events} limit={}/s",
-        app.id,
-        app.limits.max_backend_events_per_second
+        event = "rate_limited", limiter = "backend_event", app_id = app.id.as_str(),
+        events = events, limit = app.limits.max_backend_events_per_second;
+        "backend event rate limit hit"
     );
     Err(ApiError::TooManyRequests(format!(
         "Backend event rate limit exceeded ({} events per second)",
@@ -163,9 +163,9 @@ fn check_read_budget(state: &ServerState, app: &App) -> Result<(), ApiError> {
     }
     app.stats.rate_limited(RateLimit::ReadRequest);
     log::warn!(
-        "read request rate limit hit app={} limit={}/s",
-        app.id,
-        app.limits.max_read_requests_per_second
+        event = "rate_limited", limiter = "read_request", app_id = app.id.as_str(),
+        limit = app.limits.max_read_requests_per_second;
+        "read request rate limit hit"
     );
     Err(ApiError::TooManyRequests(format!(
         "Read request rate limit exceeded ({} requests per second)",

@@ -95,11 +95,11 @@ impl KeyExtractor for ClientKey {
         let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let client = LAST_KEY.with(|k| k.get());
         self.stats.rate_limited(self.scope);
+        let peer = client.map_or_else(|| "-".to_string(), |ip| ip.to_string());
         warn!(
-            "rate limit hit scope={} peer={} retry_after={}s",
-            self.scope.label(),
-            client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-            retry_after
+            event = "rate_limited", limiter = self.scope.label(), peer = peer.as_str(),
+            retry_after = retry_after;
+            "rate limit hit"
         );
         response
             .insert_header(("Retry-After", retry_after.max(1).to_string()))

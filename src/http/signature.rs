@@ -74,13 +74,15 @@ pub async fn authenticate(
                 app.stats.auth_failure(AuthFailure::Api);
             }
         }
+        let event = match e {
+            ApiError::Unauthorized(_) => "api_auth_failed",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            _ => "api_request_rejected",
+        };
         warn!(
-            "API request rejected app={} peer={} {} {}: {}",
-            app_id,
-            state.client_addr(req, state.api_trust_hops),
-            req.method(),
-            req.path(),
-            e
+            event = event, app_id = app_id, peer = state.client_addr(req, state.api_trust_hops).as_str(),
+            method = req.method().as_str(), path = req.path(), reason:% = e;
+            "API request rejected"
         );
     }
     result

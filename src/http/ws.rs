@@ -89,12 +89,10 @@ pub async fn connect(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
             warn!(
-                "connection refused key={} peer={} origin={}: {} ({})",
-                truncate(&key, 64),
-                peer,
-                truncate(origin, 200),
-                error,
-                error.code()
+                event = "connection_refused", app_key = truncate(&key, 64),
+                peer = peer.as_str(), origin = truncate(origin, 200),
+                code = error.code(), reason:% = error;
+                "connection refused"
             );
             ws::WsResponseBuilder::new(Rejected { error }, &req, stream)
                 .frame_size(max_frame)

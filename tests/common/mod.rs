@@ -1,0 +1,1086 @@
+//! Shared harness of the integration tests: start the real `switchyard`
+//! binary on a free port, talk to it with a real WebSocket client and real
+//! signed HTTP requests. Signatures are computed here, independently of the
+//! server's code, following `PROTOCOL.md` §4.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
+use md5::{Digest, Md5};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+// ---------------------------------------------------------------------------
+// The app every `Server::start_app` server serves (through the env app).
+
+pub const APP_ID: &str = "test-app";
+pub const APP_KEY: &str = "test-key";
+pub const APP_SECRET: &str = "test-secret";
+
+/// Default receive timeout.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long "nothing arrives" is watched for by default.
+pub const SILENCE: Duration = Duration::from_millis(300);
+
+/// Env of the standard test app. Later entries (the test's own) override these.
+pub fn app_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("SOCKUDO_DEFAULT_APP_ID", APP_ID),
+        ("SOCKUDO_DEFAULT_APP_KEY", APP_KEY),
+        ("SOCKUDO_DEFAULT_APP_SECRET", APP_SECRET),
+        ("SOCKUDO_DEFAULT_APP_ENABLED", "true"),
+        ("SOCKUDO_DEFAULT_APP_ENABLE_CLIENT_MESSAGES", "true"),
+        ("SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND", "0"),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// Server process
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn fresh_dir() -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let dir = std::env::temp_dir().join(format!(
+        "switchyard-it-{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    ));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().unwrap().port()
+}
+
+fn read_file(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let mut bytes = Vec::new();
+        let _ = f.read_to_end(&mut bytes);
+        s = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    s
+}
+
+/// Build the command: clean environment (only PATH/HOME inherited), the
+/// harness defaults, then the test's env; runs in `dir`.
+fn command(dir: &Path, port: u16, env: &[(&str, &str)], args: &[String]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.env_clear();
+    for var in ["PATH", "HOME"] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd.env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("METRICS_ENABLED", "false")
+        .env("RATE_LIMITER_ENABLED", "false")
+        .env("RUST_LOG", "info")
+        .env("LOG_COLORS_ENABLED", "false");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args).current_dir(dir);
+    let stdout = File::create(dir.join("stdout.log")).expect("stdout log");
+    let stderr = File::create(dir.join("stderr.log")).expect("stderr log");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr));
+    cmd
+}
+
+fn logs_of(dir: &Path) -> String {
+    let out = read_file(&dir.join("stdout.log"));
+    let err = read_file(&dir.join("stderr.log"));
+    format!("--- stdout ---\n{out}--- stderr ---\n{err}")
+}
+
+/// A running server; killed (and its temp dir removed) on drop. When the
+/// test is panicking its captured output is printed.
+pub struct Server {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// A server that exited at startup.
+pub struct Failure {
+    pub status: ExitStatus,
+    /// stdout and stderr together.
+    pub output: String,
+}
+
+impl Server {
+    /// Start the binary with only the given env on top of the harness defaults.
+    pub async fn start(env: &[(&str, &str)]) -> Server {
+        Self::launch(env, None).await
+    }
+
+    /// Start with the standard test app (`APP_ID`/`APP_KEY`/`APP_SECRET`)
+    /// configured by env, plus `extra` env (which overrides the app defaults).
+    pub async fn start_app(extra: &[(&str, &str)]) -> Server {
+        let mut env = app_env();
+        env.extend_from_slice(extra);
+        Self::launch(&env, None).await
+    }
+
+    /// Write `json` to `config.json` in the temp dir and pass `--config <path>`.
+    pub async fn start_with_config(json: &str, env: &[(&str, &str)]) -> Server {
+        Self::launch(env, Some(json)).await
+    }
+
+    async fn launch(env: &[(&str, &str)], config: Option<&str>) -> Server {
+        let mut last_output = String::new();
+        for _attempt in 0..3 {
+            let dir = fresh_dir();
+            let mut args = Vec::new();
+            if let Some(json) = config {
+                let path = dir.join("config.json");
+                std::fs::write(&path, json).expect("write config.json");
+                args.push("--config".to_string());
+                args.push(path.to_string_lossy().into_owned());
+            }
+            let port = free_port();
+            let child = command(&dir, port, env, &args)
+                .spawn()
+                .expect("spawn switchyard binary");
+            let mut server = Server {
+                port,
+                dir,
+                child: Some(child),
+            };
+            match server.wait_ready(Duration::from_secs(20)).await {
+                Ok(()) => return server,
+                Err(exited_early) => {
+                    last_output = server.logs();
+                    let in_use = last_output.to_ascii_lowercase().contains("in use");
+                    server.kill();
+                    if exited_early && in_use {
+                        continue; // lost the port race with another test: retry
+                    }
+                    let _ = std::fs::remove_dir_all(&server.dir);
+                    panic!("switchyard did not become ready on port {port}\n{last_output}");
+                }
+            }
+        }
+        panic!("switchyard could not bind a free port in 3 attempts\n{last_output}");
+    }
+
+    /// Poll `GET /up` until 200. `Err(true)` = the process exited.
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<(), bool> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(1000))
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + timeout;
+        let url = format!("{}/up", self.http_base());
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return Err(true);
+                }
+            }
+            if let Ok(resp) = client.get(&url).send().await {
+                if resp.status().as_u16() == 200 {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Err(false)
+    }
+
+    /// Run the binary expecting it to refuse to start; returns its exit status
+    /// and output. Panics if it becomes ready or is still running after 10 s.
+    pub async fn start_expect_failure(
+        env: &[(&str, &str)],
+        config: Option<&str>,
+        extra_args: &[&str],
+    ) -> Failure {
+        let dir = fresh_dir();
+        let mut args: Vec<String> = Vec::new();
+        if let Some(json) = config {
+            let path = dir.join("config.json");
+            std::fs::write(&path, json).expect("write config.json");
+            args.push("--config".into());
+            args.push(path.to_string_lossy().into_owned());
+        }
+        args.extend(extra_args.iter().map(|s| s.to_string()));
+        let port = free_port();
+        let mut child = command(&dir, port, env, &args).spawn().expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                let output = logs_of(&dir);
+                let _ = std::fs::remove_dir_all(&dir);
+                return Failure { status, output };
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let output = logs_of(&dir);
+                panic!("server was expected to fail at startup but kept running\n{output}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn http_base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ws_url(&self, path_and_query: &str) -> String {
+        format!("ws://127.0.0.1:{}{}", self.port, path_and_query)
+    }
+
+    /// Captured stdout + stderr so far.
+    pub fn logs(&self) -> String {
+        logs_of(&self.dir)
+    }
+
+    /// Wait until `pred(logs)` holds; panics with the logs after `timeout`.
+    pub async fn wait_for_logs(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let logs = self.logs();
+            if pred(&logs) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for logs: {what}\n{logs}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Signed HTTP API client for the standard test app.
+    pub fn api(&self) -> Api {
+        self.api_for(APP_ID, APP_KEY, APP_SECRET)
+    }
+
+    pub fn api_for(&self, id: &str, key: &str, secret: &str) -> Api {
+        Api {
+            base: self.http_base(),
+            app_id: id.into(),
+            key: key.into(),
+            secret: secret.into(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Connect to the standard test app and read `connection_established`.
+    pub async fn connect(&self) -> Ws {
+        self.connect_key(APP_KEY).await
+    }
+
+    pub async fn connect_key(&self, key: &str) -> Ws {
+        let mut ws = self
+            .connect_raw(&format!("/app/{key}?protocol=7&client=rust&version=1.0"))
+            .await;
+        ws.read_established().await;
+        ws
+    }
+
+    /// Open a WebSocket on any path without reading anything.
+    pub async fn connect_raw(&self, path_and_query: &str) -> Ws {
+        Ws::open(&self.ws_url(path_and_query)).await
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "==== switchyard output (port {}, dir {}) ====\n{}",
+                self.port,
+                self.dir.display(),
+                self.logs()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket client
+
+type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// One received text frame: the exact text and its parsed JSON.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub raw: String,
+    pub json: Value,
+}
+
+impl Frame {
+    pub fn event(&self) -> &str {
+        self.json["event"].as_str().unwrap_or("")
+    }
+
+    pub fn channel(&self) -> Option<&str> {
+        self.json["channel"].as_str()
+    }
+
+    /// `data` as a string; panics if it is not a string.
+    pub fn data_str(&self) -> &str {
+        self.json["data"]
+            .as_str()
+            .unwrap_or_else(|| panic!("`data` is not a string in {}", self.raw))
+    }
+
+    /// `data` parsed: the JSON inside the string if it is a string, else the value.
+    pub fn data_json(&self) -> Value {
+        match &self.json["data"] {
+            Value::String(s) => serde_json::from_str(s)
+                .unwrap_or_else(|e| panic!("`data` string is not JSON ({e}) in {}", self.raw)),
+            other => other.clone(),
+        }
+    }
+}
+
+pub struct Ws {
+    stream: Stream,
+    /// From `connection_established` (empty for raw connections not yet read).
+    pub socket_id: String,
+    pub activity_timeout: u64,
+}
+
+impl Ws {
+    pub async fn open(url: &str) -> Ws {
+        let (stream, _resp) = tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await
+            .unwrap_or_else(|e| panic!("WebSocket connect to {url} failed: {e}"));
+        Ws {
+            stream,
+            socket_id: String::new(),
+            activity_timeout: 0,
+        }
+    }
+
+    /// Read and check `pusher:connection_established`, keep the socket id.
+    pub async fn read_established(&mut self) -> Frame {
+        let f = self.expect_event("pusher:connection_established").await;
+        assert!(
+            f.json["data"].is_string(),
+            "connection_established data must be a JSON string: {}",
+            f.raw
+        );
+        let data = f.data_json();
+        let sid = data["socket_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("socket_id missing: {}", f.raw))
+            .to_string();
+        assert!(
+            is_socket_id(&sid),
+            "socket_id {sid:?} does not match ^\\d+\\.\\d+$"
+        );
+        self.socket_id = sid;
+        self.activity_timeout = data["activity_timeout"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("activity_timeout missing: {}", f.raw));
+        f
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(Message::Text(text.to_string()))
+            .await
+            .unwrap_or_else(|e| panic!("send failed: {e}"));
+    }
+
+    pub async fn send_json(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await
+    }
+
+    pub async fn send_message(&mut self, m: Message) {
+        self.stream
+            .send(m)
+            .await
+            .unwrap_or_else(|e| panic!("send failed: {e}"));
+    }
+
+    /// Send without panicking (the peer may already be gone).
+    pub async fn try_send_text(&mut self, text: &str) -> bool {
+        self.stream
+            .send(Message::Text(text.to_string()))
+            .await
+            .is_ok()
+    }
+
+    /// A text frame whose payload is not valid UTF-8.
+    pub async fn send_invalid_utf8_text(&mut self) {
+        let frame = WsFrame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+        self.send_message(Message::Frame(frame)).await
+    }
+
+    /// The next WebSocket message of any kind, `None` when the stream ended.
+    pub async fn recv_message(&mut self, timeout: Duration) -> Option<Message> {
+        match tokio::time::timeout(timeout, self.stream.next()).await {
+            Err(_) => panic!("no message within {timeout:?} (socket {})", self.socket_id),
+            Ok(None) => None,
+            Ok(Some(Ok(m))) => Some(m),
+            Ok(Some(Err(e))) => panic!("WebSocket error while receiving: {e}"),
+        }
+    }
+
+    /// The next text frame within `timeout`. Control frames (ping/pong) are
+    /// transport-level and skipped; anything else non-text panics.
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Frame {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv_message(left).await {
+                None => panic!("connection ended while waiting for a frame"),
+                Some(Message::Text(t)) => {
+                    let json: Value = serde_json::from_str(&t)
+                        .unwrap_or_else(|e| panic!("server sent invalid JSON ({e}): {t}"));
+                    return Frame { raw: t, json };
+                }
+                Some(Message::Ping(_)) | Some(Message::Pong(_)) => continue,
+                Some(other) => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> Frame {
+        self.recv_timeout(RECV_TIMEOUT).await
+    }
+
+    /// Strict: the very next frame must be `event`.
+    pub async fn expect_event(&mut self, event: &str) -> Frame {
+        let f = self.recv().await;
+        assert_eq!(
+            f.event(),
+            event,
+            "expected event {event}, got frame {}",
+            f.raw
+        );
+        f
+    }
+
+    pub async fn expect_event_within(&mut self, event: &str, timeout: Duration) -> Frame {
+        let f = self.recv_timeout(timeout).await;
+        assert_eq!(
+            f.event(),
+            event,
+            "expected event {event}, got frame {}",
+            f.raw
+        );
+        f
+    }
+
+    /// Strict: the next frame is `event` on `channel`.
+    pub async fn expect_channel_event(&mut self, event: &str, channel: &str) -> Frame {
+        let f = self.expect_event(event).await;
+        assert_eq!(f.channel(), Some(channel), "wrong channel in {}", f.raw);
+        f
+    }
+
+    /// Strict: the next frame is `pusher:error` with this code (data is an object).
+    pub async fn expect_error(&mut self, code: u64) -> Frame {
+        let f = self.expect_event("pusher:error").await;
+        check_error_frame(&f, code);
+        f
+    }
+
+    pub async fn expect_error_within(&mut self, code: u64, timeout: Duration) -> Frame {
+        let f = self.expect_event_within("pusher:error", timeout).await;
+        check_error_frame(&f, code);
+        f
+    }
+
+    /// Strict: the next frame is `pusher:subscription_error` on `channel`.
+    pub async fn expect_subscription_error(
+        &mut self,
+        channel: &str,
+        kind: &str,
+        status: u64,
+    ) -> Frame {
+        let f = self
+            .expect_channel_event("pusher:subscription_error", channel)
+            .await;
+        assert!(
+            f.json["data"].is_object(),
+            "subscription_error data must be an object: {}",
+            f.raw
+        );
+        assert_eq!(f.json["data"]["type"], kind, "wrong type in {}", f.raw);
+        assert_eq!(
+            f.json["data"]["status"], status,
+            "wrong status in {}",
+            f.raw
+        );
+        assert!(
+            f.json["data"]["error"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()),
+            "error message missing in {}",
+            f.raw
+        );
+        f
+    }
+
+    /// Strict: the next message is a close frame with `code`.
+    pub async fn expect_close(&mut self, code: u16) {
+        self.expect_close_within(code, RECV_TIMEOUT).await
+    }
+
+    pub async fn expect_close_within(&mut self, code: u16, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv_message(left).await {
+                Some(Message::Close(Some(cf))) => {
+                    assert_eq!(
+                        u16::from(cf.code),
+                        code,
+                        "wrong close code (reason {:?})",
+                        cf.reason
+                    );
+                    return;
+                }
+                Some(Message::Close(None)) => panic!("close frame without a code, expected {code}"),
+                Some(Message::Ping(_)) | Some(Message::Pong(_)) => continue,
+                Some(other) => panic!("expected close {code}, got {other:?}"),
+                None => panic!("connection dropped without a close frame, expected {code}"),
+            }
+        }
+    }
+
+    /// Nothing (text, binary or close) arrives within `d`.
+    pub async fn expect_silence(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match tokio::time::timeout(left, self.stream.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_)))) | Ok(Some(Ok(Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected silence for {d:?}, got {other:?}"),
+            }
+        }
+    }
+
+    /// `pusher:ping` → `pusher:pong`: proves the socket is open and serving.
+    pub async fn assert_alive(&mut self) {
+        self.send_json(json!({"event": "pusher:ping", "data": {}}))
+            .await;
+        let f = self.expect_event("pusher:pong").await;
+        assert!(
+            f.json["data"].is_object(),
+            "pong data should be {{}}: {}",
+            f.raw
+        );
+    }
+
+    pub async fn send_subscribe(&mut self, data: Value) {
+        self.send_json(json!({"event": "pusher:subscribe", "data": data}))
+            .await
+    }
+
+    /// Subscribe to a channel needing no auth and expect `subscription_succeeded`.
+    pub async fn subscribe(&mut self, channel: &str) -> Frame {
+        self.send_subscribe(json!({ "channel": channel })).await;
+        expect_succeeded(self, channel).await
+    }
+
+    /// Subscribe to a private / encrypted channel of the standard app.
+    pub async fn subscribe_private(&mut self, channel: &str) -> Frame {
+        let auth = channel_auth(APP_KEY, APP_SECRET, &self.socket_id, channel);
+        self.send_subscribe(json!({ "channel": channel, "auth": auth }))
+            .await;
+        expect_succeeded(self, channel).await
+    }
+
+    /// Subscribe to a presence channel of the standard app with `channel_data`
+    /// (sent byte for byte); returns the parsed `presence` object.
+    pub async fn subscribe_presence_raw(&mut self, channel: &str, channel_data: &str) -> Value {
+        self.send_presence_subscribe(channel, channel_data).await;
+        let f = expect_succeeded(self, channel).await;
+        let data = f.data_json();
+        assert!(
+            data["presence"].is_object(),
+            "presence roster missing: {}",
+            f.raw
+        );
+        data["presence"].clone()
+    }
+
+    pub async fn send_presence_subscribe(&mut self, channel: &str, channel_data: &str) {
+        let auth = presence_auth(APP_KEY, APP_SECRET, &self.socket_id, channel, channel_data);
+        self.send_subscribe(
+            json!({ "channel": channel, "auth": auth, "channel_data": channel_data }),
+        )
+        .await;
+    }
+
+    pub async fn subscribe_presence(
+        &mut self,
+        channel: &str,
+        user_id: &str,
+        user_info: Value,
+    ) -> Value {
+        let cd = json!({ "user_id": user_id, "user_info": user_info }).to_string();
+        self.subscribe_presence_raw(channel, &cd).await
+    }
+
+    pub async fn unsubscribe(&mut self, channel: &str) {
+        self.send_json(json!({"event": "pusher:unsubscribe", "data": {"channel": channel}}))
+            .await
+    }
+
+    /// Sign in to the standard app with `user_data`; expects `signin_success`.
+    pub async fn signin(&mut self, user_data: &str) -> Frame {
+        let auth = signin_auth(APP_KEY, APP_SECRET, &self.socket_id, user_data);
+        self.send_json(
+            json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}),
+        )
+        .await;
+        let f = self.expect_event("pusher:signin_success").await;
+        assert_eq!(
+            f.json["data"]["user_data"], user_data,
+            "user_data not echoed: {}",
+            f.raw
+        );
+        f
+    }
+
+    pub async fn client_event(&mut self, channel: &str, event: &str, data: Value) {
+        self.send_json(json!({"event": event, "channel": channel, "data": data}))
+            .await
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+        // drain until the server's close reply / EOF
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(_)) = self.stream.next().await {}
+        })
+        .await;
+    }
+
+    /// Split off the raw stream (for flood tests).
+    pub fn into_stream(self) -> Stream {
+        self.stream
+    }
+}
+
+fn check_error_frame(f: &Frame, code: u64) {
+    assert!(
+        f.json["data"].is_object(),
+        "pusher:error data must be an object: {}",
+        f.raw
+    );
+    assert_eq!(
+        f.json["data"]["code"], code,
+        "wrong error code in {}",
+        f.raw
+    );
+    assert!(
+        f.json["data"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error message missing in {}",
+        f.raw
+    );
+}
+
+async fn expect_succeeded(ws: &mut Ws, channel: &str) -> Frame {
+    let f = ws
+        .expect_channel_event("pusher_internal:subscription_succeeded", channel)
+        .await;
+    assert!(
+        f.json["data"].is_string(),
+        "subscription_succeeded data must be a string: {}",
+        f.raw
+    );
+    f
+}
+
+pub fn is_socket_id(s: &str) -> bool {
+    let mut parts = s.split('.');
+    let ok =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+}
+
+// ---------------------------------------------------------------------------
+// Signatures (PROTOCOL.md §4)
+
+pub fn hmac_hex(secret: &str, message: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(message.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+pub fn md5_hex(bytes: &[u8]) -> String {
+    hex::encode(Md5::digest(bytes))
+}
+
+/// §4.1 / §4.3: `key:HMAC(socket_id:channel)`.
+pub fn channel_auth(key: &str, secret: &str, socket_id: &str, channel: &str) -> String {
+    format!(
+        "{key}:{}",
+        hmac_hex(secret, &format!("{socket_id}:{channel}"))
+    )
+}
+
+/// §4.2: `key:HMAC(socket_id:channel:channel_data)`.
+pub fn presence_auth(
+    key: &str,
+    secret: &str,
+    socket_id: &str,
+    channel: &str,
+    channel_data: &str,
+) -> String {
+    format!(
+        "{key}:{}",
+        hmac_hex(secret, &format!("{socket_id}:{channel}:{channel_data}"))
+    )
+}
+
+/// §4.4: `key:HMAC(socket_id::user::user_data)`.
+pub fn signin_auth(key: &str, secret: &str, socket_id: &str, user_data: &str) -> String {
+    format!(
+        "{key}:{}",
+        hmac_hex(secret, &format!("{socket_id}::user::{user_data}"))
+    )
+}
+
+/// §4.5: the sorted query string (lower-cased keys) and the string to sign.
+pub fn api_string_to_sign(
+    method: &str,
+    path: &str,
+    params: &[(String, String)],
+) -> (String, String) {
+    let mut params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
+    params.sort();
+    let query = params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let to_sign = format!("{method}\n{path}\n{query}");
+    (query, to_sign)
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+// ---------------------------------------------------------------------------
+// HTTP API client
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyMd5 {
+    /// md5 of the body, when the body is non-empty.
+    Correct,
+    /// A wrong (but well-formed) md5.
+    Wrong,
+    /// No body_md5 parameter at all.
+    Omit,
+}
+
+/// Knobs for corrupting the signed request.
+#[derive(Debug, Clone)]
+pub struct Sign {
+    pub corrupt_signature: bool,
+    pub omit_signature: bool,
+    /// Send no auth parameters at all.
+    pub unsigned: bool,
+    pub timestamp_offset: i64,
+    pub body_md5: BodyMd5,
+    /// Use this auth_key instead of the app's.
+    pub key: Option<String>,
+    /// Sign with this secret instead of the app's.
+    pub secret: Option<String>,
+}
+
+impl Default for Sign {
+    fn default() -> Self {
+        Sign {
+            corrupt_signature: false,
+            omit_signature: false,
+            unsigned: false,
+            timestamp_offset: 0,
+            body_md5: BodyMd5::Correct,
+            key: None,
+            secret: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| {
+            panic!(
+                "response is not JSON ({e}), status {}: {:?}",
+                self.status, self.text
+            )
+        })
+    }
+
+    pub fn assert_ok(&self) -> Value {
+        assert_eq!(self.status, 200, "expected 200, body {:?}", self.text);
+        self.json()
+    }
+
+    /// Status and the JSON error body `{"error","code","status"}`.
+    pub fn assert_error(&self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status, status, "wrong status, body {:?}", self.text);
+        let v = self.json();
+        assert_eq!(v["code"], code, "wrong error code in {:?}", self.text);
+        assert_eq!(v["status"], status, "wrong status field in {:?}", self.text);
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "error message missing in {:?}",
+            self.text
+        );
+        v
+    }
+}
+
+pub struct Api {
+    pub base: String,
+    pub app_id: String,
+    pub key: String,
+    pub secret: String,
+    client: reqwest::Client,
+}
+
+fn check_query_value(v: &str) {
+    assert!(
+        v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.,~:".contains(&b)),
+        "harness only sends URL-safe query values, got {v:?}"
+    );
+}
+
+impl Api {
+    /// `/apps/{id}` + suffix.
+    pub fn path(&self, suffix: &str) -> String {
+        format!("/apps/{}{}", self.app_id, suffix)
+    }
+
+    /// The full signed URL for a request.
+    pub fn signed_url(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: &[u8],
+        s: &Sign,
+    ) -> String {
+        let mut params: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| {
+                check_query_value(v);
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        if !s.unsigned {
+            let key = s.key.clone().unwrap_or_else(|| self.key.clone());
+            params.push(("auth_key".into(), key));
+            params.push((
+                "auth_timestamp".into(),
+                (unix_now() + s.timestamp_offset).to_string(),
+            ));
+            params.push(("auth_version".into(), "1.0".into()));
+            match s.body_md5 {
+                BodyMd5::Correct if !body.is_empty() => {
+                    params.push(("body_md5".into(), md5_hex(body)));
+                }
+                BodyMd5::Wrong => params.push(("body_md5".into(), md5_hex(b"something else"))),
+                _ => {}
+            }
+        }
+        let (query, to_sign) = api_string_to_sign(method, path, &params);
+        let mut url = format!("{}{}", self.base, path);
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&query);
+        }
+        if !s.unsigned && !s.omit_signature {
+            let secret = s.secret.clone().unwrap_or_else(|| self.secret.clone());
+            let mut sig = hmac_hex(&secret, &to_sign);
+            if s.corrupt_signature {
+                // flip the first hex digit
+                let first = if sig.starts_with('0') { "1" } else { "0" };
+                sig.replace_range(0..1, first);
+            }
+            url.push_str(if query.is_empty() { "?" } else { "&" });
+            url.push_str("auth_signature=");
+            url.push_str(&sig);
+        }
+        url
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: &[u8],
+        s: &Sign,
+    ) -> Resp {
+        let url = self.signed_url(method, path, query, body, s);
+        let req = match method {
+            "GET" => self.client.get(&url),
+            "POST" => self
+                .client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body.to_vec()),
+            other => self
+                .client
+                .request(reqwest::Method::from_bytes(other.as_bytes()).unwrap(), &url)
+                .body(body.to_vec()),
+        };
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url} failed: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        Resp { status, text }
+    }
+
+    /// Signed POST to `/apps/{id}{suffix}`.
+    pub async fn post(&self, suffix: &str, body: &str) -> Resp {
+        self.request(
+            "POST",
+            &self.path(suffix),
+            &[],
+            body.as_bytes(),
+            &Sign::default(),
+        )
+        .await
+    }
+
+    pub async fn post_with(&self, suffix: &str, body: &str, s: &Sign) -> Resp {
+        self.request("POST", &self.path(suffix), &[], body.as_bytes(), s)
+            .await
+    }
+
+    /// Signed GET of `/apps/{id}{suffix}`.
+    pub async fn get(&self, suffix: &str, query: &[(&str, &str)]) -> Resp {
+        self.request("GET", &self.path(suffix), query, b"", &Sign::default())
+            .await
+    }
+
+    pub async fn get_with(&self, suffix: &str, query: &[(&str, &str)], s: &Sign) -> Resp {
+        self.request("GET", &self.path(suffix), query, b"", s).await
+    }
+
+    /// POST /events and assert 200 `{}`.
+    pub async fn publish(&self, channel: &str, name: &str, data: &str) {
+        let body = json!({"name": name, "channel": channel, "data": data}).to_string();
+        let r = self.post("/events", &body).await;
+        assert_eq!(r.status, 200, "publish to {channel} failed: {:?}", r.text);
+        assert_eq!(r.json(), json!({}), "publish response body");
+    }
+
+    pub async fn publish_body(&self, body: Value) -> Resp {
+        self.post("/events", &body.to_string()).await
+    }
+
+    /// GET /channels/{name} with `info`.
+    pub async fn channel_info(&self, channel: &str, info: &str) -> Value {
+        let q: Vec<(&str, &str)> = if info.is_empty() {
+            vec![]
+        } else {
+            vec![("info", info)]
+        };
+        self.get(&format!("/channels/{channel}"), &q)
+            .await
+            .assert_ok()
+    }
+
+    /// Poll a channel's info until `pred` holds (state changes on disconnect
+    /// are asynchronous); panics with the last value after 5 s.
+    pub async fn wait_channel_info(
+        &self,
+        channel: &str,
+        info: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.channel_info(channel, info).await;
+            if pred(&v) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("channel {channel} info never matched; last {v}");
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+}
+
+/// A plain unsigned GET (for /up, unknown routes).
+pub async fn http_get(url: &str) -> Resp {
+    let resp = reqwest::Client::new()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url} failed: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    Resp { status, text }
+}
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}

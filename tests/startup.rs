@@ -1,0 +1,81 @@
+//! Process-level behaviour: the server refuses bad configuration with a
+//! non-zero exit and a message naming the culprit; `--config` is honoured.
+
+mod common;
+
+use common::*;
+
+#[tokio::test]
+async fn invalid_env_value_fails_naming_the_variable() {
+    let f = Server::start_expect_failure(&[("ACTIVITY_TIMEOUT", "soon")], None, &[]).await;
+    assert!(
+        !f.status.success(),
+        "exit status {:?}\n{}",
+        f.status,
+        f.output
+    );
+    assert!(
+        f.output.contains("ACTIVITY_TIMEOUT") && f.output.contains("soon"),
+        "message should name the variable and value:\n{}",
+        f.output
+    );
+}
+
+#[tokio::test]
+async fn config_type_error_fails_naming_the_key_path() {
+    let config =
+        r#"{"app_manager": {"array": {"apps": [{"id": "a", "max_connections": "lots"}]}}}"#;
+    let f = Server::start_expect_failure(&[], Some(config), &[]).await;
+    assert!(
+        !f.status.success(),
+        "exit status {:?}\n{}",
+        f.status,
+        f.output
+    );
+    assert!(
+        f.output
+            .contains("app_manager.array.apps[0].max_connections"),
+        "message should name the key path:\n{}",
+        f.output
+    );
+}
+
+#[tokio::test]
+async fn missing_config_file_fails() {
+    let f = Server::start_expect_failure(&[], None, &["--config", "/nonexistent/switchyard.json"])
+        .await;
+    assert!(
+        !f.status.success(),
+        "exit status {:?}\n{}",
+        f.status,
+        f.output
+    );
+    assert!(
+        f.output.contains("/nonexistent/switchyard.json"),
+        "{}",
+        f.output
+    );
+}
+
+#[tokio::test]
+async fn unknown_argument_fails() {
+    let f = Server::start_expect_failure(&[], None, &["--frobnicate"]).await;
+    assert!(!f.status.success());
+    assert!(f.output.contains("--frobnicate"), "{}", f.output);
+}
+
+#[tokio::test]
+async fn config_file_apps_are_served() {
+    let config = r#"{"app_manager": {"driver": "memory", "array": {"apps": [
+        {"id": "file-app", "key": "file-key", "secret": "file-secret", "enabled": true,
+         "enable_client_messages": true}
+    ]}}}"#;
+    let server = Server::start_with_config(config, &[]).await;
+    let mut ws = server.connect_key("file-key").await;
+    ws.subscribe("from-file").await;
+    server
+        .api_for("file-app", "file-key", "file-secret")
+        .publish("from-file", "e", "1")
+        .await;
+    ws.expect_channel_event("e", "from-file").await;
+}

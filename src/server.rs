@@ -112,6 +112,8 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         session: Arc::new(session_settings(&config)),
         http_body_limit: config.http_api.request_limit_in_mb as usize * 1024 * 1024,
         stats: Arc::default(),
+        connections: Arc::default(),
+        max_connections: config.max_connections as usize,
     };
     info!("{}", config.summary());
     let data = web::Data::new(state.clone());

@@ -5,6 +5,7 @@ use crate::apps::AppStore;
 use crate::http::limits::{client_ip, AppLimiters};
 use actix_web::HttpRequest;
 use std::sync::Arc;
+use switchyard_actors::app::Capacity;
 use switchyard_actors::registry::Registry;
 use switchyard_actors::session::SessionSettings;
 use switchyard_actors::stats::Stats;
@@ -23,6 +24,9 @@ pub struct ServerState {
     /// Trusted proxy hops for the HTTP API and for WebSocket upgrades.
     pub api_trust_hops: u32,
     pub ws_trust_hops: u32,
+    /// Live sockets of the whole server, capped at `max_connections` (0 = no cap).
+    pub connections: Arc<Capacity>,
+    pub max_connections: usize,
 }
 
 impl ServerState {

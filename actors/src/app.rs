@@ -74,8 +74,8 @@ pub struct App {
     /// Empty = any origin.
     pub allowed_origins: Vec<String>,
     pub limits: AppLimits,
-    /// Live sockets of this app on this node; the quota check and `/usage` read it.
-    pub connections: AtomicUsize,
+    /// Live sockets of this app on this node, capped at `limits.max_connections`.
+    connections: Arc<Capacity>,
     /// Counters for the metrics exporter.
     pub stats: Stats,
 }
@@ -94,21 +94,42 @@ impl App {
             enable_subscription_count: false,
             allowed_origins: Vec::new(),
             limits: AppLimits::default(),
-            connections: AtomicUsize::new(0),
+            connections: Arc::default(),
             stats: Stats::default(),
         }
     }
 
-    /// Reserve a connection slot; `false` when the app is at `max_connections`.
-    /// The slot is released by dropping the returned guard.
-    pub fn try_connect(self: &Arc<Self>) -> Option<ConnectionSlot> {
-        let max = self.limits.max_connections;
-        let mut current = self.connections.load(Ordering::Relaxed);
+    /// Reserve a connection slot; `None` when the app is at `max_connections`.
+    pub fn try_connect(&self) -> Option<ConnectionSlot> {
+        self.connections.try_acquire(self.limits.max_connections)
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.count()
+    }
+}
+
+/// A count of live connections checked against a ceiling: an app's, or the
+/// whole server's (`SOCKUDO_MAX_CONNECTIONS`). Acquiring is one CAS loop.
+#[derive(Debug, Default)]
+pub struct Capacity {
+    current: AtomicUsize,
+}
+
+impl Capacity {
+    pub fn count(&self) -> usize {
+        self.current.load(Ordering::Relaxed)
+    }
+
+    /// Take one unit unless `max` (0 = unlimited) are taken; released when
+    /// the returned slot is dropped.
+    pub fn try_acquire(self: &Arc<Self>, max: usize) -> Option<ConnectionSlot> {
+        let mut current = self.current.load(Ordering::Relaxed);
         loop {
             if max != 0 && current >= max {
                 return None;
             }
-            match self.connections.compare_exchange_weak(
+            match self.current.compare_exchange_weak(
                 current,
                 current + 1,
                 Ordering::AcqRel,
@@ -119,19 +140,15 @@ impl App {
             }
         }
     }
-
-    pub fn connection_count(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
-    }
 }
 
-/// Holds one of an app's connection slots for as long as a session lives.
+/// Holds one unit of a [`Capacity`] for as long as a session lives.
 #[derive(Debug)]
-pub struct ConnectionSlot(Arc<App>);
+pub struct ConnectionSlot(Arc<Capacity>);
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        self.0.current.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -71,8 +71,8 @@ pub struct Session {
     id: SocketId,
     id_text: String,
     app: Arc<App>,
-    /// Releases the app's connection slot when the session ends.
-    _slot: ConnectionSlot,
+    /// Releases the app's (and the server's) connection slot when the session ends.
+    _slots: Vec<ConnectionSlot>,
     settings: Arc<SessionSettings>,
     registry: Registry,
     outbox: Arc<Outbox>,
@@ -92,7 +92,7 @@ pub struct Session {
 impl Session {
     pub fn new(
         app: Arc<App>,
-        slot: ConnectionSlot,
+        slots: Vec<ConnectionSlot>,
         settings: Arc<SessionSettings>,
         registry: Registry,
         peer: String,
@@ -108,7 +108,7 @@ impl Session {
                 settings.disconnect_on_buffer_full,
             )),
             app,
-            _slot: slot,
+            _slots: slots,
             settings,
             registry,
             handle: None,

@@ -451,7 +451,10 @@ const SOCKUDO_EXAMPLE: &str = include_str!("testdata/sockudo_example.json");
 fn the_reference_example_loads_unchanged() {
     let c = cfg(
         Some(SOCKUDO_EXAMPLE),
-        &[("APP_SECRET", "s3cret"), ("REDIS_PASSWORD", "pw")],
+        &[
+            ("APP_SECRET", "a-secret-of-at-least-thirty-two-bytes"),
+            ("REDIS_PASSWORD", "pw"),
+        ],
     )
     .unwrap();
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
@@ -459,7 +462,10 @@ fn the_reference_example_loads_unchanged() {
     assert_eq!(c.adapter_driver, AdapterDriver::Redis);
     assert_eq!(c.redis.password.as_deref(), Some("pw"));
     let app = &c.apps[0];
-    assert_eq!((app.id.as_str(), app.secret.as_str()), ("app-id", "s3cret"));
+    assert_eq!(
+        (app.id.as_str(), app.secret.as_str()),
+        ("app-id", "a-secret-of-at-least-thirty-two-bytes")
+    );
     assert_eq!(app.limits.max_connections, 10000);
     assert_eq!(app.limits.max_backend_events_per_second, 1000);
     assert_eq!(app.allowed_origins.len(), 2);

@@ -208,6 +208,33 @@ pub(crate) fn warnings(c: &Config) -> Vec<String> {
                 .to_string(),
         );
     }
+    for app in &c.apps {
+        if app
+            .allowed_origins
+            .iter()
+            .any(|o| o.trim() == "*" || o.trim().eq_ignore_ascii_case("any"))
+        {
+            out.push(format!(
+                "app {}: allowed_origins contains \"*\": WebSocket connections are accepted \
+                 from any web page; list your front-end origins instead",
+                app.id
+            ));
+        }
+        if !c.dev_credentials && app.secret.len() < 32 {
+            out.push(format!(
+                "app {}: secret is shorter than 32 bytes; generate a strong one with \
+                 `openssl rand -base64 64`",
+                app.id
+            ));
+        }
+    }
+    if production && c.metrics.enabled && is_wildcard(c.metrics.host.trim()) {
+        out.push(format!(
+            "metrics listen on all interfaces ({}:{}); firewall the port or set \
+             METRICS_HOST=127.0.0.1",
+            c.metrics.host, c.metrics.port
+        ));
+    }
     if c.unix_socket.enabled && c.unix_socket.permission_mode & 0o002 != 0 {
         out.push(format!(
             "unix socket {} is world-writable (mode {:o})",
@@ -297,6 +324,37 @@ mod tests {
         assert!(invalid_key(&c).starts_with("rate_limiter.websocket_rate_limit.window_seconds"));
         c.rate_limiter.enabled = false;
         assert!(globals(&c).is_ok(), "a disabled limiter is not checked");
+    }
+
+    #[test]
+    fn weak_settings_are_warned_about() {
+        let mut c = defaults();
+        let mut app = switchyard_actors::app::App::new("prod", "key", "short-secret");
+        app.allowed_origins = vec!["*".into()];
+        c.apps = vec![app];
+        c.dev_credentials = false;
+        let w = warnings(&c);
+        assert!(
+            w.iter()
+                .any(|w| w.contains("app prod: allowed_origins contains")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter().any(|w| w.contains("app prod: secret is shorter")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|w| w.contains("metrics listen on all interfaces")),
+            "{w:?}"
+        );
+        let mut strong = switchyard_actors::app::App::new("prod", "key", "s".repeat(32));
+        strong.allowed_origins = vec!["https://app.example.com".into()];
+        c.apps = vec![strong];
+        c.metrics.host = "127.0.0.1".into();
+        let w = warnings(&c);
+        assert!(!w.iter().any(|w| w.contains("app prod")), "{w:?}");
+        assert!(!w.iter().any(|w| w.contains("metrics")), "{w:?}");
     }
 
     #[test]

@@ -32,12 +32,12 @@ fn form_value(query: &str, name: &str) -> Option<String> {
 }
 
 /// Everything a connection must pass, in order: app, enabled, protocol,
-/// origin, quota.
+/// origin, app quota (4004), server capacity (4100).
 fn admit(
     state: &ServerState,
     key: &str,
     req: &HttpRequest,
-) -> Result<(Arc<App>, ConnectionSlot), PusherError> {
+) -> Result<(Arc<App>, Vec<ConnectionSlot>), PusherError> {
     let app = state.apps.by_key(key).ok_or(PusherError::AppNotFound)?;
     if !app.enabled {
         return Err(PusherError::AppDisabled);
@@ -51,8 +51,12 @@ fn admit(
     if !crate::origin::allowed(&app.allowed_origins, origin) {
         return Err(PusherError::OriginNotAllowed);
     }
-    let slot = app.try_connect().ok_or(PusherError::OverQuota)?;
-    Ok((app, slot))
+    let app_slot = app.try_connect().ok_or(PusherError::OverQuota)?;
+    let server_slot = state
+        .connections
+        .try_acquire(state.max_connections)
+        .ok_or(PusherError::OverCapacity)?;
+    Ok((app, vec![app_slot, server_slot]))
 }
 
 pub async fn connect(
@@ -64,10 +68,10 @@ pub async fn connect(
     let peer = state.client_addr(&req, state.ws_trust_hops);
     let max_frame = state.session.max_message_bytes;
     match admit(&state, &key, &req) {
-        Ok((app, slot)) => {
+        Ok((app, slots)) => {
             let session = Session::new(
                 app,
-                slot,
+                slots,
                 state.session.clone(),
                 state.registry.clone(),
                 peer,

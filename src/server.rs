@@ -7,6 +7,7 @@ use crate::http::limits::{AppLimiters, IpLimit};
 use crate::listen;
 use crate::metrics::Metrics;
 use crate::state::ServerState;
+use actix_web::dev::ServerHandle;
 use actix_web::{web, App as ActixApp, HttpServer};
 use log::{info, warn};
 use std::sync::Arc;
@@ -29,8 +30,12 @@ fn warn_about(config: &Config) {
     }
 }
 
-fn session_settings(config: &Config) -> SessionSettings {
+fn session_settings(
+    config: &Config,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> SessionSettings {
     SessionSettings {
+        shutdown: Some(shutdown),
         activity_timeout: Duration::from_secs(config.activity_timeout.max(1)),
         pong_timeout: Duration::from_secs(config.pong_timeout.max(1)),
         user_authentication_timeout: Duration::from_secs(config.user_authentication_timeout),
@@ -102,6 +107,8 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         Duration::from_secs(config.channel_limits.cache_ttl.max(1)),
     );
     let apps = Arc::new(AppStore::new(std::mem::take(&mut config.apps)));
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let grace = Duration::from_secs(config.shutdown_grace_period);
     let rl = &config.rate_limiter;
     let state = ServerState {
         app_limiters: Arc::new(AppLimiters::new(&apps)),
@@ -109,7 +116,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         ws_trust_hops: rl.websocket_rate_limit.trust_hops,
         apps,
         registry,
-        session: Arc::new(session_settings(&config)),
+        session: Arc::new(session_settings(&config, shutdown_rx)),
         http_body_limit: config.http_api.request_limit_in_mb as usize * 1024 * 1024,
         stats: Arc::default(),
         connections: Arc::default(),
@@ -151,7 +158,9 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
             .app_data(data.clone())
             .configure(|cfg| http::routes(cfg, &api_limit, &ws_limit, &cors))
     })
-    .on_connect(tune_socket);
+    .on_connect(tune_socket)
+    .disable_signals()
+    .shutdown_timeout(grace.as_secs());
     let mut servers = Vec::new();
     let public = if config.unix_socket.enabled {
         // The socket replaces the TCP listener: only local proxies reach us.
@@ -188,6 +197,8 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
                     .default_service(web::to(listen::redirect))
             })
             .workers(1)
+            .disable_signals()
+            .shutdown_timeout(grace.as_secs())
             .bind((config.host.as_str(), config.ssl.http_port))?
             .run();
             info!(
@@ -218,6 +229,8 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
                 .route("/metrics", web::get().to(crate::metrics::endpoint))
         })
         .workers(1)
+        .disable_signals()
+        .shutdown_timeout(grace.as_secs())
         .bind((config.metrics.host.as_str(), config.metrics.port))?
         .run();
         info!(
@@ -226,7 +239,35 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         );
         servers.push(internal);
     }
-    futures_util::future::try_join_all(servers)
+    let handles: Vec<ServerHandle> = servers.iter().map(|s| s.handle()).collect();
+    actix_web::rt::spawn(async move {
+        let signal = wait_for_signal().await;
+        info!(
+            event = "shutdown", signal = signal, grace_secs = grace.as_secs();
+            "shutting down: refusing new connections, telling clients to reconnect (4200)"
+        );
+        let _ = shutdown_tx.send(true);
+        // Stop accepting and drain in-flight requests; sockets end as their
+        // sessions close. actix-server force-closes what is left after `grace`.
+        futures_util::future::join_all(handles.iter().map(|h| h.stop(true))).await;
+    });
+    let result = futures_util::future::try_join_all(servers)
         .await
-        .map(|_| ())
+        .map(|_| ());
+    if config.unix_socket.enabled {
+        let _ = std::fs::remove_file(&config.unix_socket.path);
+    }
+    info!("stopped");
+    result
+}
+
+/// SIGTERM (orchestrators) or SIGINT (Ctrl-C); returns the signal's name.
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }

@@ -38,6 +38,9 @@ pub struct SessionSettings {
     pub outbox_max_bytes: Option<usize>,
     /// Close a socket whose queue is full (4100) rather than drop frames for it.
     pub disconnect_on_buffer_full: bool,
+    /// Flips to `true` when the server shuts down: every session then tells
+    /// its client to reconnect elsewhere (4200) and closes.
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Default for SessionSettings {
@@ -50,6 +53,7 @@ impl Default for SessionSettings {
             outbox_max_messages: Some(1000),
             outbox_max_bytes: None,
             disconnect_on_buffer_full: true,
+            shutdown: None,
         }
     }
 }
@@ -586,6 +590,17 @@ impl Actor for Session {
             ctx,
             frames::connection_established(&self.id_text, self.settings.activity_timeout.as_secs()),
         );
+        if let Some(mut shutdown) = self.settings.shutdown.clone() {
+            // `false` when the sender is gone without a shutdown (process exit).
+            let wait = async move { shutdown.wait_for(|down| *down).await.is_ok() };
+            ctx.spawn(
+                actix::fut::wrap_future(wait).map(|down, session: &mut Session, ctx| {
+                    if down {
+                        session.fail(ctx, PusherError::ReconnectImmediately);
+                    }
+                }),
+            );
+        }
         let tick = (self
             .settings
             .activity_timeout

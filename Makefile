@@ -1,0 +1,47 @@
+# Switchyard developer entry points.
+#   make test   Rust unit + integration tests, then the Node end-to-end suite
+#   make e2e    only the Node end-to-end suite (builds the debug binary first)
+#   make lint   rustfmt check + clippy with warnings as errors
+#   make build  release binary (target/release/switchyard)
+
+CARGO ?= cargo
+NPM   ?= npm
+E2E_DIR := tests/e2e
+# The e2e suite runs against this binary (debug build by default).
+SWITCHYARD_BIN ?= $(CURDIR)/target/debug/switchyard
+
+.DEFAULT_GOAL := test
+.PHONY: test test-rust build build-debug e2e e2e-deps lint fmt clippy clean
+
+test: test-rust e2e
+
+test-rust:
+	$(CARGO) test --workspace
+
+build:
+	$(CARGO) build --release
+
+build-debug:
+	$(CARGO) build
+
+e2e-deps:
+	cd $(E2E_DIR) && if [ -f package-lock.json ]; then \
+		$(NPM) ci --no-audit --no-fund; \
+	else \
+		$(NPM) install --no-audit --no-fund; \
+	fi
+
+e2e: build-debug e2e-deps
+	cd $(E2E_DIR) && SWITCHYARD_BIN="$(SWITCHYARD_BIN)" $(NPM) test
+
+lint: fmt clippy
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf $(E2E_DIR)/node_modules

@@ -1,0 +1,419 @@
+'use strict';
+// Shared harness for the Switchyard end-to-end suite.
+//
+// * startServer() launches the real `switchyard` binary on a free loopback
+//   port, configured purely through environment variables, in a scratch cwd,
+//   and resolves once `GET /up` answers 200.
+// * server.sdk() gives a `pusher` (server SDK v5) instance pointed at it: the
+//   app backend's role (triggers, channel queries, auth signatures).
+// * server.client() gives a real `pusher-js` v8 client whose channel
+//   authorization and user authentication are signed in-process by the SDK.
+// * Everything started is torn down by server.stop() (clients first).
+
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const http = require('node:http');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+const PusherClient = require('pusher-js');
+const PusherServer = require('pusher');
+
+const E2E_DIR = path.resolve(__dirname, '..');
+
+const APP = Object.freeze({
+  id: 'e2e-app',
+  key: 'e2e-key',
+  secret: 'e2e-secret',
+});
+
+// 32 random-looking bytes, base64; used by the SDK to derive per-channel
+// shared secrets for private-encrypted-* channels. The server never sees it.
+const ENCRYPTION_MASTER_KEY_BASE64 = 'c3dpdGNoeWFyZC1lMmUtbWFzdGVyLWtleS0zMmJ5dGU=';
+
+const DEFAULT_TIMEOUT = 5000;
+
+function binaryPath() {
+  const configured = process.env.SWITCHYARD_BIN || '../../target/debug/switchyard';
+  return path.resolve(E2E_DIR, configured);
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function httpGetStatus(port, urlPath) {
+  return new Promise((resolve) => {
+    const req = http.get(
+      { host: '127.0.0.1', port, path: urlPath, agent: false, timeout: 1000 },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', () => resolve(null));
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Resolve when `fn()` is truthy, polling every 20 ms; reject after `ms`. */
+async function waitUntil(fn, label, ms = DEFAULT_TIMEOUT) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${label}`);
+    await sleep(20);
+  }
+}
+
+/**
+ * Wait for one `event` on anything with pusher-js's bind/unbind (a channel,
+ * `client.connection`, `client.user`, an Echo-less Dispatcher).
+ * Resolves with {data, metadata}.
+ */
+function waitEvent(target, event, label, ms = DEFAULT_TIMEOUT) {
+  return new Promise((resolve, reject) => {
+    const handler = (data, metadata) => {
+      clearTimeout(timer);
+      target.unbind(event, handler);
+      resolve({ data, metadata });
+    };
+    const timer = setTimeout(() => {
+      target.unbind(event, handler);
+      reject(new Error(`timed out after ${ms} ms waiting for '${event}' (${label || target.name || ''})`));
+    }, ms);
+    target.bind(event, handler);
+  });
+}
+
+/** Collect every occurrence of `event` on `target` into an array. */
+function record(target, event) {
+  const seen = [];
+  target.bind(event, (data, metadata) => seen.push({ data, metadata }));
+  return seen;
+}
+
+/** Wait until the pusher-js client is connected; fail fast on terminal states. */
+function waitConnected(client, ms = DEFAULT_TIMEOUT) {
+  if (client.connection.state === 'connected') return Promise.resolve(client.connection.socket_id);
+  return new Promise((resolve, reject) => {
+    const onChange = ({ current }) => {
+      if (current === 'connected') {
+        done();
+        resolve(client.connection.socket_id);
+      } else if (current === 'failed') {
+        done();
+        reject(new Error(`pusher-js connection went to '${current}'`));
+      }
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`pusher-js client not connected after ${ms} ms (state ${client.connection.state})`));
+    }, ms);
+    const done = () => {
+      clearTimeout(timer);
+      client.connection.unbind('state_change', onChange);
+    };
+    client.connection.bind('state_change', onChange);
+  });
+}
+
+/** Wait until the connection reaches `state` (e.g. 'disconnected'). */
+function waitState(client, state, ms = DEFAULT_TIMEOUT) {
+  return waitUntil(() => client.connection.state === state, `connection state '${state}'`, ms);
+}
+
+/**
+ * Subscribe and resolve with the channel once the server confirmed it
+ * (pusher:subscription_succeeded); reject on pusher:subscription_error.
+ * `beforeSubscribe(channel)` runs synchronously right after subscribe() and
+ * before any frame can arrive — use it to bind handlers for events that come
+ * immediately after subscription_succeeded (cache channels).
+ */
+function subscribe(client, name, { beforeSubscribe, ms = DEFAULT_TIMEOUT } = {}) {
+  const channel = client.subscribe(name);
+  if (beforeSubscribe) beforeSubscribe(channel);
+  return new Promise((resolve, reject) => {
+    const ok = (data) => {
+      done();
+      resolve(channel);
+    };
+    const err = (data) => {
+      done();
+      reject(new Error(`subscription to ${name} failed: ${JSON.stringify(data)}`));
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`no subscription_succeeded for ${name} after ${ms} ms`));
+    }, ms);
+    const done = () => {
+      clearTimeout(timer);
+      channel.unbind('pusher:subscription_succeeded', ok);
+      channel.unbind('pusher:subscription_error', err);
+    };
+    channel.bind('pusher:subscription_succeeded', ok);
+    channel.bind('pusher:subscription_error', err);
+  });
+}
+
+function serverEnv(port, extra) {
+  const env = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME || os.tmpdir(),
+    RUST_BACKTRACE: '1',
+    RUST_LOG: process.env.SWITCHYARD_E2E_RUST_LOG || 'info',
+    HOST: '127.0.0.1',
+    PORT: String(port),
+    METRICS_ENABLED: 'false',
+    RATE_LIMITER_ENABLED: 'false',
+    SOCKUDO_DEFAULT_APP_ID: APP.id,
+    SOCKUDO_DEFAULT_APP_KEY: APP.key,
+    SOCKUDO_DEFAULT_APP_SECRET: APP.secret,
+    SOCKUDO_DEFAULT_APP_ENABLE_CLIENT_MESSAGES: 'true',
+    SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND: '0',
+    SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS: '1000',
+  };
+  return Object.assign(env, extra);
+}
+
+async function launch(extraEnv) {
+  const bin = binaryPath();
+  if (!fs.existsSync(bin)) {
+    throw new Error(
+      `switchyard binary not found at ${bin}; run \`cargo build\` first or set SWITCHYARD_BIN`,
+    );
+  }
+  const port = await freePort();
+  const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-e2e-'));
+  const proc = spawn(bin, [], {
+    cwd,
+    env: serverEnv(port, extraEnv),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const keep = (chunk) => {
+    output += chunk.toString();
+    if (output.length > 200000) output = output.slice(-100000);
+  };
+  proc.stdout.on('data', keep);
+  proc.stderr.on('data', keep);
+  let exited = null;
+  const exitPromise = new Promise((resolve) => {
+    proc.on('exit', (code, signal) => {
+      exited = { code, signal };
+      resolve(exited);
+    });
+    proc.on('error', (err) => {
+      exited = { code: null, signal: null, error: err };
+      resolve(exited);
+    });
+  });
+
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    if (exited) {
+      fs.rmSync(cwd, { recursive: true, force: true });
+      const why = exited.error ? exited.error.message : `code ${exited.code} signal ${exited.signal}`;
+      const err = new Error(`switchyard exited before becoming ready (${why}); output:\n${output}`);
+      err.retryable = true;
+      throw err;
+    }
+    if ((await httpGetStatus(port, '/up')) === 200) break;
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      await exitPromise;
+      fs.rmSync(cwd, { recursive: true, force: true });
+      throw new Error(`switchyard did not answer GET /up with 200 within 20 s; output:\n${output}`);
+    }
+    await sleep(50);
+  }
+  return { proc, port, cwd, exitPromise, output: () => output, exited: () => exited };
+}
+
+/**
+ * Start a server. Returns a handle:
+ *   port, app, sdk(opts), client(opts), stop(), output()
+ */
+async function startServer(extraEnv = {}) {
+  let launched;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      launched = await launch(extraEnv);
+      break;
+    } catch (err) {
+      // A free port can be taken between probing and binding; retry that.
+      if (!err.retryable || attempt >= 3) throw err;
+    }
+  }
+  const { proc, port, cwd, exitPromise } = launched;
+  const clients = new Set();
+
+  const handle = {
+    port,
+    app: APP,
+    output: launched.output,
+
+    /** pusher (server SDK) pointed at this server. */
+    sdk(opts = {}) {
+      return new PusherServer({
+        appId: APP.id,
+        key: APP.key,
+        secret: APP.secret,
+        host: '127.0.0.1',
+        port: String(port),
+        useTLS: false,
+        timeout: 5000,
+        encryptionMasterKeyBase64: ENCRYPTION_MASTER_KEY_BASE64,
+        ...opts,
+      });
+    },
+
+    /**
+     * A real pusher-js client. Options:
+     *   presence: {user_id, user_info} used for presence-* channel_data
+     *   user: {id, ...} user_data for pusher.signin()
+     *   backend: SDK instance used for signing (default: correct credentials)
+     *   pusherOptions: extra pusher-js options
+     */
+    client(opts = {}) {
+      const backend = opts.backend || handle.sdk();
+      const client = new PusherClient(APP.key, {
+        cluster: 'mt1',
+        wsHost: '127.0.0.1',
+        wsPort: port,
+        forceTLS: false,
+        enabledTransports: ['ws'],
+        disableStats: true,
+        channelAuthorization: {
+          customHandler: ({ socketId, channelName }, callback) => {
+            try {
+              const presenceData = channelName.startsWith('presence-') ? opts.presence : undefined;
+              callback(null, backend.authorizeChannel(socketId, channelName, presenceData));
+            } catch (err) {
+              callback(err, null);
+            }
+          },
+        },
+        userAuthentication: {
+          customHandler: ({ socketId }, callback) => {
+            try {
+              callback(null, backend.authenticateUser(socketId, opts.user));
+            } catch (err) {
+              callback(err, null);
+            }
+          },
+        },
+        ...(opts.pusherOptions || {}),
+      });
+      clients.add(client);
+      return client;
+    },
+
+    /** client() + wait until connected. */
+    async connectedClient(opts) {
+      const c = handle.client(opts);
+      await waitConnected(c);
+      return c;
+    },
+
+    /** Disconnect every client created by this handle (idempotent). */
+    disconnectClients() {
+      for (const c of clients) {
+        try {
+          c.disconnect();
+        } catch (_) {
+          /* ignore */
+        }
+      }
+      clients.clear();
+    },
+
+    async stop() {
+      handle.disconnectClients();
+      if (!launched.exited()) {
+        proc.kill('SIGTERM');
+        const killer = setTimeout(() => proc.kill('SIGKILL'), 3000);
+        await exitPromise;
+        clearTimeout(killer);
+      }
+      fs.rmSync(cwd, { recursive: true, force: true });
+      if (process.env.SWITCHYARD_E2E_SHOW_LOG) process.stderr.write(launched.output());
+    },
+  };
+  return handle;
+}
+
+/** Parse a `pusher` SDK fetch Response as JSON. */
+async function json(responsePromise) {
+  const res = await responsePromise;
+  const text = await res.text();
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new Error(`expected JSON from ${res.url} (status ${res.status}), got: ${text}`);
+  }
+}
+
+/** Await a promise expected to reject with the SDK's RequestError; return it. */
+async function requestError(promise) {
+  try {
+    const res = await promise;
+    throw new Error(`expected the request to fail, got HTTP ${res.status}: ${await res.text()}`);
+  } catch (err) {
+    if (err.name === 'PusherRequestError' || err.status !== undefined) return err;
+    throw err;
+  }
+}
+
+/**
+ * The Pusher error code inside a pusher-js connection 'error' payload, which
+ * comes in two shapes: {type:'PusherError', data:{code}} for a pusher:error
+ * frame on an open connection, and {type:'WebSocketError', error:{type:
+ * 'PusherError', data:{code}}} for one received during the handshake or a
+ * close frame.
+ */
+function errorCode(err) {
+  if (!err) return undefined;
+  if (err.data && err.data.code !== undefined) return err.data.code;
+  if (err.error) return errorCode(err.error);
+  return undefined;
+}
+
+let seq = 0;
+/** A channel/user name unique within this process. */
+function unique(prefix) {
+  seq += 1;
+  return `${prefix}${process.pid}-${seq}`;
+}
+
+module.exports = {
+  APP,
+  ENCRYPTION_MASTER_KEY_BASE64,
+  DEFAULT_TIMEOUT,
+  errorCode,
+  PusherClient,
+  PusherServer,
+  json,
+  record,
+  requestError,
+  sleep,
+  startServer,
+  subscribe,
+  unique,
+  waitConnected,
+  waitEvent,
+  waitState,
+  waitUntil,
+};

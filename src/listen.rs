@@ -92,10 +92,8 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// Make the socket path usable: the directory must exist; a stale socket
-/// file left by a crashed server is removed; a live one (another server is
-/// answering) or a non-socket file is an error.
-pub fn prepare_unix_socket(cfg: &UnixSocketConfig) -> Result<(), String> {
+/// The socket's directory must exist and the path must not be a regular file.
+pub fn check_unix_socket_dir(cfg: &UnixSocketConfig) -> Result<(), String> {
     let path = Path::new(&cfg.path);
     let dir = path.parent().unwrap_or(Path::new("/"));
     if !dir.is_dir() {
@@ -105,6 +103,21 @@ pub fn prepare_unix_socket(cfg: &UnixSocketConfig) -> Result<(), String> {
             dir.display()
         ));
     }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => Err(format!(
+            "UNIX_SOCKET_PATH {}: exists and is not a socket; refusing to replace it",
+            cfg.path
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Make the socket path usable: the directory must exist; a stale socket
+/// file left by a crashed server is removed; a live one (another server is
+/// answering) or a non-socket file is an error.
+pub fn prepare_unix_socket(cfg: &UnixSocketConfig) -> Result<(), String> {
+    check_unix_socket_dir(cfg)?;
+    let path = Path::new(&cfg.path);
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(format!("UNIX_SOCKET_PATH {}: {e}", cfg.path)),
@@ -124,10 +137,7 @@ pub fn prepare_unix_socket(cfg: &UnixSocketConfig) -> Result<(), String> {
             log::info!("removed stale socket file {}", cfg.path);
             Ok(())
         }
-        Ok(_) => Err(format!(
-            "UNIX_SOCKET_PATH {}: exists and is not a socket; refusing to replace it",
-            cfg.path
-        )),
+        Ok(_) => unreachable!("check_unix_socket_dir refused non-sockets"),
     }
 }
 

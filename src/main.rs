@@ -27,8 +27,18 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
-        println!("configuration OK: {}", config.summary());
-        return ExitCode::SUCCESS;
+        let problems = switchyard::server::preflight(&config);
+        if problems.is_empty() {
+            for warning in &config.warnings {
+                println!("warning: {warning}");
+            }
+            println!("configuration OK: {}", config.summary());
+            return ExitCode::SUCCESS;
+        }
+        for problem in &problems {
+            eprintln!("switchyard: configuration error: {problem}");
+        }
+        return ExitCode::from(2);
     }
     switchyard::logging::init(
         config.logging.json,

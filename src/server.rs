@@ -68,9 +68,13 @@ fn tune_socket(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
     }
 }
 
-/// Settings that parse but name something this build cannot run.
-fn check_supported(config: &Config) -> std::io::Result<()> {
-    use crate::config::{AdapterDriver, RateLimiterDriver};
+/// Every problem that would stop start-up once the configuration has
+/// parsed: drivers this build cannot run, CORS lists, TLS files, the Unix
+/// socket's directory. `--check-config` prints them all; `run` refuses to
+/// start on any.
+pub fn preflight(config: &Config) -> Vec<String> {
+    use crate::config::RateLimiterDriver;
+    let mut problems = Vec::new();
     let rl = &config.rate_limiter;
     if rl.enabled
         && matches!(
@@ -78,25 +82,45 @@ fn check_supported(config: &Config) -> std::io::Result<()> {
             RateLimiterDriver::Redis | RateLimiterDriver::RedisCluster
         )
     {
-        return Err(std::io::Error::other(format!(
+        problems.push(format!(
             "RATE_LIMITER_DRIVER={}: shared rate-limit counters in Redis are not available in \
              this version; use RATE_LIMITER_DRIVER=memory (per node) or disable the limiter",
             rl.driver.name()
-        )));
+        ));
     }
-    if config.adapter_driver != AdapterDriver::Local {
+    if let Err(e) = http::cors::validate(&config.cors) {
+        problems.push(e);
+    }
+    if config.ssl.enabled && !config.unix_socket.enabled {
+        if let Err(e) = listen::tls_config(&config.ssl) {
+            problems.push(e);
+        }
+    }
+    if config.unix_socket.enabled {
+        if let Err(e) = listen::check_unix_socket_dir(&config.unix_socket) {
+            problems.push(e);
+        }
+    }
+    problems
+}
+
+fn warn_unsupported(config: &Config) {
+    if config.adapter_driver != crate::config::AdapterDriver::Local {
         warn!(
             "ADAPTER_DRIVER={} is not available in this version: running as a single node \
              (local adapter). Events published on one node will NOT reach clients of another.",
             config.adapter_driver.name()
         );
     }
-    Ok(())
 }
 
 /// Run the server until it is stopped.
 pub async fn run(mut config: Config) -> std::io::Result<()> {
-    check_supported(&config)?;
+    let problems = preflight(&config);
+    if !problems.is_empty() {
+        return Err(std::io::Error::other(problems.join("\n")));
+    }
+    warn_unsupported(&config);
     warn_about(&config);
     let shards = match config.registry_shards {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -121,6 +145,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         stats: Arc::default(),
         connections: Arc::default(),
         max_connections: config.max_connections as usize,
+        usage_enabled: config.http_api.usage_enabled,
     };
     info!("{}", config.summary());
     let data = web::Data::new(state.clone());
@@ -150,7 +175,6 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         RateLimit::WsConnect,
         state.stats.clone(),
     );
-    http::cors::validate(&config.cors).map_err(std::io::Error::other)?;
     let cors = config.cors.clone();
     let public = HttpServer::new(move || {
         ActixApp::new()

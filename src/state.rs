@@ -27,6 +27,8 @@ pub struct ServerState {
     /// Live sockets of the whole server, capped at `max_connections` (0 = no cap).
     pub connections: Arc<Capacity>,
     pub max_connections: usize,
+    /// `GET /usage` is served (`HTTP_API_USAGE_ENABLED`).
+    pub usage_enabled: bool,
 }
 
 impl ServerState {

@@ -33,3 +33,64 @@ pub async fn up_app(path: web::Path<String>, state: web::Data<ServerState>) -> H
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
+
+/// Bytes from a `/proc/meminfo` line such as `MemTotal:  16316412 kB`.
+fn meminfo_bytes(meminfo: &str, key: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with(key))?;
+    let kb: u64 = line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// This process's resident set size in bytes (`VmRSS` of `/proc/self/status`).
+pub fn process_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    meminfo_bytes(&status, "VmRSS:")
+}
+
+/// `GET /usage`: machine memory (Sockudo's shape), this process's RSS and
+/// the live connections per app. 404 when `HTTP_API_USAGE_ENABLED=false`.
+pub async fn usage(state: web::Data<ServerState>) -> Result<HttpResponse, ApiError> {
+    if !state.usage_enabled {
+        return Err(ApiError::NotFound);
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let total = meminfo_bytes(&meminfo, "MemTotal:").unwrap_or(0);
+    let free = meminfo_bytes(&meminfo, "MemAvailable:").unwrap_or(0);
+    let used = total.saturating_sub(free);
+    let percent = if total > 0 {
+        used as f64 * 100.0 / total as f64
+    } else {
+        0.0
+    };
+    let apps: serde_json::Map<String, serde_json::Value> = state
+        .apps
+        .all()
+        .map(|app| (app.id.clone(), app.connection_count().into()))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "memory": { "free": free, "used": used, "total": total, "percent": percent },
+        "process": { "rss": process_rss().unwrap_or(0) },
+        "connections": state.connections.count(),
+        "apps": apps,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_values_are_read_in_bytes() {
+        let text =
+            "MemTotal:       16316412 kB\nMemFree:         1000 kB\nMemAvailable:    2048 kB\n";
+        assert_eq!(meminfo_bytes(text, "MemTotal:"), Some(16316412 * 1024));
+        assert_eq!(meminfo_bytes(text, "MemAvailable:"), Some(2048 * 1024));
+        assert_eq!(meminfo_bytes(text, "Nope:"), None);
+        assert!(process_rss().unwrap() > 0);
+    }
+}

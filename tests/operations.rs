@@ -1,0 +1,115 @@
+//! Operational endpoints and command-line flags: `/`, `/up`, `/up/{app_id}`,
+//! `/usage`, `--help`, `--version`, `--check-config`.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+#[tokio::test]
+async fn health_endpoints_answer_as_sockudo_does() {
+    let server = Server::start_app(&[]).await;
+    let base = server.http_base();
+    let root = http_get(&format!("{base}/")).await;
+    assert_eq!(root.status, 200);
+    let up = http_get(&format!("{base}/up")).await;
+    assert_eq!((up.status, up.text.as_str()), (200, "OK"));
+    let app = http_get(&format!("{base}/up/{APP_ID}")).await;
+    assert_eq!(app.status, 200);
+    let unknown = http_get(&format!("{base}/up/no-such-app")).await;
+    assert_eq!((unknown.status, unknown.text.as_str()), (404, "NOT_FOUND"));
+}
+
+#[tokio::test]
+async fn usage_reports_memory_and_live_connections() {
+    let server = Server::start_app(&[]).await;
+    let url = format!("{}/usage", server.http_base());
+    let before = http_get(&url).await.json();
+    assert_eq!(before["connections"], 0);
+    let memory = &before["memory"];
+    let total = memory["total"].as_u64().unwrap();
+    assert!(total > 0);
+    assert_eq!(
+        memory["used"].as_u64().unwrap() + memory["free"].as_u64().unwrap(),
+        total
+    );
+    assert!(before["process"]["rss"].as_u64().unwrap() > 0);
+
+    let _a = server.connect().await;
+    let _b = server.connect().await;
+    let after = http_get(&url).await.json();
+    assert_eq!(after["connections"], 2);
+    assert_eq!(after["apps"][APP_ID], 2);
+}
+
+#[tokio::test]
+async fn usage_can_be_switched_off() {
+    let server = Server::start_app(&[("HTTP_API_USAGE_ENABLED", "false")]).await;
+    let resp = http_get(&format!("{}/usage", server.http_base())).await;
+    assert_eq!(resp.status, 404);
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let dir = std::env::temp_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+        .expect("run switchyard");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn help_and_version_flags() {
+    let (code, text) = run(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for flag in ["--config", "--check-config", "--version", "--help"] {
+        assert!(text.contains(flag), "--help lists {flag}: {text}");
+    }
+    let (code, text) = run(&["--version"], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        text.trim(),
+        format!("switchyard {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_config_validates_and_exits() {
+    let (code, text) = run(&["--check-config"], &[("PORT", "6001")]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("configuration OK"), "{text}");
+
+    let (code, text) = run(&["--check-config"], &[("PORT", "not-a-port")]);
+    assert_ne!(code, 0);
+    assert!(
+        text.contains("PORT") && text.contains("not-a-port"),
+        "{text}"
+    );
+
+    let (code, text) = run(
+        &["--check-config"],
+        &[("CORS_CREDENTIALS", "true"), ("CORS_ORIGINS", "*")],
+    );
+    assert_ne!(code, 0);
+    assert!(text.contains("CORS_CREDENTIALS"), "{text}");
+
+    // Problems found after parsing are all listed, not just the first.
+    let (code, text) = run(
+        &["--check-config"],
+        &[
+            ("SSL_ENABLED", "true"),
+            ("SSL_CERT_PATH", "/nonexistent/cert.pem"),
+            ("SSL_KEY_PATH", "/nonexistent/key.pem"),
+            ("RATE_LIMITER_DRIVER", "redis"),
+        ],
+    );
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("/nonexistent/cert.pem"), "{text}");
+    assert!(text.contains("RATE_LIMITER_DRIVER=redis"), "{text}");
+}

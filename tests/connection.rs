@@ -331,3 +331,15 @@ async fn connection_open_and_close_are_logged() {
         )
         .await;
 }
+
+#[tokio::test]
+async fn websocket_on_an_unknown_path_gets_4005() {
+    let server = Server::start_app(&[]).await;
+    let mut ws = Ws::open(&server.ws_url("/nope/app-key?protocol=7")).await;
+    ws.expect_error(4005).await;
+    ws.expect_close(4005).await;
+    // A plain HTTP request to the same path is a JSON 404.
+    let resp = http_get(&format!("{}/nope", server.http_base())).await;
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.json()["code"], "not_found");
+}

@@ -29,9 +29,26 @@ pub async fn up_app(path: web::Path<String>, state: web::Data<ServerState>) -> H
     }
 }
 
-/// Unmatched routes.
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound)
+/// Unmatched routes: a JSON 404, or — for a WebSocket upgrade — the
+/// protocol's answer, `pusher:error` 4005 and a close with 4005.
+pub async fn not_found(
+    req: actix_web::HttpRequest,
+    stream: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    let upgrade = req
+        .headers()
+        .get(actix_web::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if upgrade {
+        let error = switchyard_actors::error::PusherError::PathNotFound;
+        return actix_web_actors::ws::start(
+            switchyard_actors::session::Rejected { error },
+            &req,
+            stream,
+        );
+    }
+    Err(ApiError::NotFound.into())
 }
 
 /// Bytes from a `/proc/meminfo` line such as `MemTotal:  16316412 kB`.

@@ -166,6 +166,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         rl.api_rate_limit.trust_hops,
         RateLimit::Api,
         state.stats.clone(),
+        state.apps.clone(),
     );
     let ws_limit = IpLimit::new(
         limiter_on,
@@ -174,6 +175,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         rl.websocket_rate_limit.trust_hops,
         RateLimit::WsConnect,
         state.stats.clone(),
+        state.apps.clone(),
     );
     let cors = config.cors.clone();
     let public = HttpServer::new(move || {

@@ -521,7 +521,8 @@ impl Session {
             warn!(
                 event = "payload_too_large", app_id = self.app.id.as_str(),
                 socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
-                bytes = data.get().len(), limit = self.app.limits.max_event_payload_bytes;
+                bytes = data.get().len(), limit = self.app.limits.max_event_payload_bytes,
+                reason = "client event data over max_event_payload_in_kb";
                 "client event too large"
             );
             return self.fail(ctx, reject("Client event payload is too large"));
@@ -531,7 +532,8 @@ impl Session {
             warn!(
                 event = "rate_limited", limiter = "client_event", app_id = self.app.id.as_str(),
                 socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
-                limit = self.app.limits.max_client_events_per_second;
+                limit = self.app.limits.max_client_events_per_second,
+                reason = "more client events than max_client_events_per_second";
                 "client event rate limit hit"
             );
             let err = if self.app.limits.terminate_on_limit {
@@ -761,7 +763,8 @@ impl Session {
         warn!(
             event = "payload_too_large", app_id = self.app.id.as_str(),
             socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
-            limit = self.settings.max_message_bytes;
+            limit = self.settings.max_message_bytes,
+            reason = "message over WEBSOCKET_MAX_PAYLOAD_KB";
             "oversized WebSocket message, closing 1009"
         );
         self.close(ctx, 1009, "Message too big".into());

@@ -147,7 +147,8 @@ fn check_backend_budget(state: &ServerState, app: &App, events: usize) -> Result
     app.stats.rate_limited(RateLimit::BackendEvent);
     log::warn!(
         event = "rate_limited", limiter = "backend_event", app_id = app.id.as_str(),
-        events = events, limit = app.limits.max_backend_events_per_second;
+        events = events, limit = app.limits.max_backend_events_per_second,
+        reason = "more events than max_backend_events_per_second";
         "backend event rate limit hit"
     );
     Err(ApiError::TooManyRequests(format!(
@@ -164,7 +165,8 @@ fn check_read_budget(state: &ServerState, app: &App) -> Result<(), ApiError> {
     app.stats.rate_limited(RateLimit::ReadRequest);
     log::warn!(
         event = "rate_limited", limiter = "read_request", app_id = app.id.as_str(),
-        limit = app.limits.max_read_requests_per_second;
+        limit = app.limits.max_read_requests_per_second,
+        reason = "more reads than max_read_requests_per_second";
         "read request rate limit hit"
     );
     Err(ApiError::TooManyRequests(format!(

@@ -15,12 +15,13 @@ use actix_web::{HttpResponse, HttpResponseBuilder};
 use governor::clock::{Clock, DefaultClock, QuantaInstant};
 use governor::{DefaultDirectRateLimiter, NotUntil, Quota, RateLimiter};
 use log::warn;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_actors::app::App;
 use switchyard_actors::stats::{RateLimit, Stats};
 
 /// The client's address. `X-Forwarded-For` is believed only as far as
@@ -64,6 +65,8 @@ thread_local! {
     /// check and the refusal happen in one synchronous call, so the refusal
     /// can name the client it refuses.
     static LAST_KEY: Cell<Option<IpAddr>> = const { Cell::new(None) };
+    /// The app the refused request was for, when the path names a known one.
+    static LAST_APP: RefCell<Option<Arc<App>>> = const { RefCell::new(None) };
 }
 
 /// actix-governor key: the client address as [`client_ip`] finds it.
@@ -73,6 +76,8 @@ pub struct ClientKey {
     trust_hops: u32,
     scope: RateLimit,
     stats: Arc<Stats>,
+    apps: Arc<AppStore>,
+    limit: (u32, u64),
 }
 
 impl KeyExtractor for ClientKey {
@@ -83,6 +88,14 @@ impl KeyExtractor for ClientKey {
         let ip = client_ip(req.headers(), req.peer_addr(), self.trust_hops)
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         LAST_KEY.with(|k| k.set(Some(ip)));
+        // `/apps/{app_id}/…` names the app by id, `/app/{key}` by key.
+        let info = req.match_info();
+        let app = match (info.get("app_id"), info.get("key")) {
+            (Some(id), _) => self.apps.by_id(id),
+            (None, Some(key)) => self.apps.by_key(key),
+            _ => None,
+        };
+        LAST_APP.with(|a| *a.borrow_mut() = app);
         Ok(ip)
     }
 
@@ -94,11 +107,15 @@ impl KeyExtractor for ClientKey {
         let wait = negative.wait_time_from(DefaultClock::default().now());
         let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let client = LAST_KEY.with(|k| k.get());
+        let app = LAST_APP.with(|a| a.borrow_mut().take());
         self.stats.rate_limited(self.scope);
         let peer = client.map_or_else(|| "-".to_string(), |ip| ip.to_string());
+        let (max, window) = self.limit;
+        let reason = format!("more than {max} requests in {window} s from this address");
         warn!(
-            event = "rate_limited", limiter = self.scope.label(), peer = peer.as_str(),
-            retry_after = retry_after;
+            event = "rate_limited", limiter = self.scope.label(),
+            app_id = app.as_ref().map_or("", |a| a.id.as_str()), peer = peer.as_str(),
+            retry_after = retry_after, reason = reason.as_str();
             "rate limit hit"
         );
         response
@@ -133,6 +150,7 @@ impl IpLimit {
         trust_hops: u32,
         scope: RateLimit,
         stats: Arc<Stats>,
+        apps: Arc<AppStore>,
     ) -> IpLimit {
         let enabled = enabled && max_requests > 0 && window_seconds > 0;
         let max_requests = max_requests.max(1);
@@ -144,6 +162,8 @@ impl IpLimit {
                 trust_hops,
                 scope,
                 stats,
+                apps,
+                limit: (max_requests, window_seconds),
             })
             .use_headers()
             .finish()

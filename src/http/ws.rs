@@ -81,8 +81,9 @@ pub async fn connect(
                 .start()
         }
         Err(error) => {
+            let app = state.apps.by_key(&key);
             if let Some(kind) = error.connection_error() {
-                match state.apps.by_key(&key) {
+                match &app {
                     Some(app) => app.stats.connection_error(kind),
                     None => state.stats.connection_error(kind),
                 }
@@ -94,6 +95,7 @@ pub async fn connect(
                 .unwrap_or("-");
             warn!(
                 event = "connection_refused", app_key = truncate(&key, 64),
+                app_id = app.as_ref().map_or("", |a| a.id.as_str()),
                 peer = peer.as_str(), origin = truncate(origin, 200),
                 code = error.code(), reason:% = error;
                 "connection refused"

@@ -1112,3 +1112,1139 @@ pub async fn http_get(url: &str) -> Resp {
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
+
+// ===========================================================================
+// Helpers of the security tests (tests/security_*.rs): servers behind TLS or
+// on a Unix socket, raw HTTP, request headers and client addresses, JSON
+// logs, Prometheus metrics, generated certificates, nginx in front.
+
+pub mod security {
+    use super::*;
+    use std::collections::HashSet;
+    use std::net::{IpAddr, SocketAddr};
+    use std::sync::{Arc, OnceLock};
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    use tokio::net::{TcpSocket, UnixStream};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+    use tokio_tungstenite::Connector;
+
+    pub use tokio_tungstenite::tungstenite::Error as WsError;
+
+    /// A free TCP port on 127.0.0.1 (for SSL_HTTP_PORT, METRICS_PORT, nginx).
+    pub fn pick_port() -> u16 {
+        free_port()
+    }
+
+    /// A fresh temporary directory, removed on drop.
+    pub struct TempDir {
+        pub path: PathBuf,
+    }
+
+    impl TempDir {
+        pub fn new() -> TempDir {
+            TempDir { path: fresh_dir() }
+        }
+
+        pub fn join(&self, name: &str) -> PathBuf {
+            self.path.join(name)
+        }
+
+        /// `join(name)` as a string (for env values).
+        pub fn file(&self, name: &str) -> String {
+            self.join(name).to_string_lossy().into_owned()
+        }
+
+        pub fn write(&self, name: &str, contents: &str) -> String {
+            std::fs::write(self.join(name), contents).expect("write temp file");
+            self.file(name)
+        }
+    }
+
+    impl Default for TempDir {
+        fn default() -> Self {
+            TempDir::new()
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+
+    /// How [`Server::start_ready`] decides that the server is serving.
+    #[derive(Clone)]
+    pub enum Ready {
+        /// `GET http://127.0.0.1:PORT/up` answers 200 (the standard probe).
+        Http,
+        /// `GET https://127.0.0.1:PORT/up` answers 200 to a client trusting
+        /// this PEM root.
+        Https(String),
+        /// A TCP connection to PORT is accepted.
+        TcpOpen,
+        /// `GET /up` over this Unix socket answers 200.
+        Unix(PathBuf),
+        /// A TCP connection to this other port (e.g. the redirect listener)
+        /// is accepted.
+        TcpPort(u16),
+    }
+
+    impl Server {
+        /// Start the binary (harness defaults + `env`, optional config file)
+        /// and wait until `ready` holds. Retries on a lost port race.
+        pub async fn start_ready(
+            env: &[(&str, &str)],
+            config: Option<&str>,
+            ready: Ready,
+        ) -> Server {
+            let mut last_output = String::new();
+            for _attempt in 0..3 {
+                let dir = fresh_dir();
+                let mut args = Vec::new();
+                if let Some(json) = config {
+                    let path = dir.join("config.json");
+                    std::fs::write(&path, json).expect("write config.json");
+                    args.push("--config".to_string());
+                    args.push(path.to_string_lossy().into_owned());
+                }
+                let port = free_port();
+                let child = command(&dir, port, env, &args)
+                    .spawn()
+                    .expect("spawn switchyard binary");
+                let mut server = Server {
+                    port,
+                    dir,
+                    child: Some(child),
+                };
+                match server.wait_probe(&ready, Duration::from_secs(20)).await {
+                    Ok(()) => return server,
+                    Err(exited_early) => {
+                        last_output = server.logs();
+                        let in_use = last_output.to_ascii_lowercase().contains("in use");
+                        server.kill();
+                        if exited_early && in_use {
+                            continue;
+                        }
+                        let _ = std::fs::remove_dir_all(&server.dir);
+                        panic!("switchyard did not become ready on port {port}\n{last_output}");
+                    }
+                }
+            }
+            panic!("switchyard could not bind a free port in 3 attempts\n{last_output}");
+        }
+
+        /// `Err(true)` = the process exited.
+        async fn wait_probe(&mut self, ready: &Ready, timeout: Duration) -> Result<(), bool> {
+            let deadline = Instant::now() + timeout;
+            let https = match ready {
+                Ready::Https(root) => Some(https_client(&[root.as_str()])),
+                _ => None,
+            };
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_millis(1000))
+                .build()
+                .unwrap();
+            while Instant::now() < deadline {
+                if let Some(child) = self.child.as_mut() {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return Err(true);
+                    }
+                }
+                let ok = match ready {
+                    Ready::Http => http
+                        .get(format!("{}/up", self.http_base()))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().as_u16() == 200),
+                    Ready::Https(_) => https
+                        .as_ref()
+                        .unwrap()
+                        .get(format!("{}/up", self.https_base()))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().as_u16() == 200),
+                    Ready::TcpOpen => TcpStream::connect(("127.0.0.1", self.port)).await.is_ok(),
+                    Ready::TcpPort(port) => TcpStream::connect(("127.0.0.1", *port)).await.is_ok(),
+                    Ready::Unix(path) => unix_http(path, "GET", "/up", &[], b"")
+                        .await
+                        .is_ok_and(|r| r.status == 200),
+                };
+                if ok {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(false)
+        }
+
+        pub fn stdout_text(&self) -> String {
+            read_file(&self.dir.join("stdout.log"))
+        }
+
+        pub fn stderr_text(&self) -> String {
+            read_file(&self.dir.join("stderr.log"))
+        }
+
+        /// Every non-empty line of stdout then stderr.
+        pub fn log_lines(&self) -> Vec<String> {
+            let mut text = self.stdout_text();
+            text.push('\n');
+            text.push_str(&self.stderr_text());
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        }
+
+        /// Kill the process now (SIGKILL: a Unix socket file stays behind).
+        pub fn kill_hard(&mut self) {
+            self.kill();
+        }
+
+        /// Whether the process is still running.
+        pub fn is_running(&mut self) -> bool {
+            match self.child.as_mut() {
+                Some(child) => matches!(child.try_wait(), Ok(None)),
+                None => false,
+            }
+        }
+
+        /// TCP ports the process has in LISTEN state (from /proc).
+        pub fn tcp_listening_ports(&self) -> Vec<u16> {
+            let pid = self.pid().expect("server not running");
+            let mut inodes = HashSet::new();
+            if let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+                for entry in entries.flatten() {
+                    if let Ok(target) = std::fs::read_link(entry.path()) {
+                        let t = target.to_string_lossy().into_owned();
+                        if let Some(inode) =
+                            t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']'))
+                        {
+                            inodes.insert(inode.to_string());
+                        }
+                    }
+                }
+            }
+            assert!(!inodes.is_empty(), "could not read /proc/{pid}/fd");
+            let mut ports = Vec::new();
+            for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+                let text = std::fs::read_to_string(table).unwrap_or_default();
+                for line in text.lines().skip(1) {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    if f.len() > 9 && f[3] == "0A" && inodes.contains(f[9]) {
+                        if let Some((_, port)) = f[1].rsplit_once(':') {
+                            ports.push(u16::from_str_radix(port, 16).unwrap());
+                        }
+                    }
+                }
+            }
+            ports
+        }
+
+        pub fn https_base(&self) -> String {
+            format!("https://127.0.0.1:{}", self.port)
+        }
+
+        pub fn wss_url(&self, path_and_query: &str) -> String {
+            format!("wss://127.0.0.1:{}{}", self.port, path_and_query)
+        }
+
+        /// Signed API client for the standard app over HTTPS, trusting `root_pem`.
+        pub fn https_api(&self, root_pem: &str) -> Api {
+            Api::with_client(
+                self.https_base(),
+                APP_ID,
+                APP_KEY,
+                APP_SECRET,
+                https_client(&[root_pem]),
+            )
+        }
+
+        /// wss:// connection to the standard app, `connection_established` read.
+        pub async fn connect_wss(&self, root_pem: &str) -> Ws {
+            let url = self.wss_url(&format!(
+                "/app/{APP_KEY}?protocol=7&client=rust&version=1.0"
+            ));
+            let mut ws = Ws::open_tls(&url, tls_client_config(&[root_pem], rustls::ALL_VERSIONS))
+                .await
+                .unwrap_or_else(|e| panic!("wss connect to {url} failed: {e}"));
+            ws.read_established().await;
+            ws
+        }
+
+        /// Standard-app WebSocket URL (path and query included).
+        pub fn app_ws_url(&self) -> String {
+            self.ws_url(&app_ws_path())
+        }
+    }
+
+    /// `/app/{APP_KEY}?protocol=7&...`
+    pub fn app_ws_path() -> String {
+        format!("/app/{APP_KEY}?protocol=7&client=rust&version=1.0")
+    }
+
+    impl Ws {
+        /// Open with extra request headers (e.g. `Origin`, `X-Forwarded-For`)
+        /// and optionally from a given local address (127.0.0.x).
+        pub async fn try_open_with(
+            url: &str,
+            headers: &[(&str, &str)],
+            local: Option<IpAddr>,
+        ) -> Result<Ws, WsError> {
+            let mut req = url.into_client_request()?;
+            for (k, v) in headers {
+                req.headers_mut().append(
+                    HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+                    HeaderValue::from_str(v).expect("header value"),
+                );
+            }
+            let stream = match local {
+                None => {
+                    tokio_tungstenite::connect_async_with_config(req, None, true)
+                        .await?
+                        .0
+                }
+                Some(ip) => {
+                    let uri = req.uri().clone();
+                    let host = uri
+                        .host()
+                        .expect("host")
+                        .trim_matches(|c| c == '[' || c == ']');
+                    let addr = SocketAddr::new(
+                        host.parse().expect("IP host"),
+                        uri.port_u16().expect("port"),
+                    );
+                    let sock = if ip.is_ipv4() {
+                        TcpSocket::new_v4()?
+                    } else {
+                        TcpSocket::new_v6()?
+                    };
+                    sock.bind(SocketAddr::new(ip, 0))?;
+                    let tcp = sock.connect(addr).await?;
+                    let _ = tcp.set_nodelay(true);
+                    tokio_tungstenite::client_async_with_config(
+                        req,
+                        MaybeTlsStream::Plain(tcp),
+                        None,
+                    )
+                    .await?
+                    .0
+                }
+            };
+            Ok(Ws {
+                stream,
+                socket_id: String::new(),
+                activity_timeout: 0,
+            })
+        }
+
+        /// `wss://` with a rustls client configuration.
+        pub async fn open_tls(url: &str, config: rustls::ClientConfig) -> Result<Ws, WsError> {
+            let (stream, _) = tokio_tungstenite::connect_async_tls_with_config(
+                url,
+                None,
+                true,
+                Some(Connector::Rustls(Arc::new(config))),
+            )
+            .await?;
+            Ok(Ws {
+                stream,
+                socket_id: String::new(),
+                activity_timeout: 0,
+            })
+        }
+
+        /// The negotiated TLS version and the number of certificates the
+        /// server presented (`None` for a plain connection).
+        pub fn tls_info(&self) -> Option<(rustls::ProtocolVersion, usize)> {
+            match self.stream.get_ref() {
+                MaybeTlsStream::Rustls(tls) => {
+                    let conn = tls.get_ref().1;
+                    Some((
+                        conn.protocol_version().expect("handshake done"),
+                        conn.peer_certificates().map_or(0, |c| c.len()),
+                    ))
+                }
+                _ => None,
+            }
+        }
+    }
+
+    /// The HTTP status of a refused WebSocket upgrade.
+    pub fn upgrade_status(e: &WsError) -> Option<u16> {
+        match e {
+            WsError::Http(resp) => Some(resp.status().as_u16()),
+            _ => None,
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // TLS
+
+    /// A rustls client configuration (ring) trusting the given PEM roots.
+    pub fn tls_client_config(
+        roots_pem: &[&str],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        for pem in roots_pem {
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                roots.add(cert.expect("root PEM")).expect("add root");
+            }
+        }
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+    }
+
+    /// reqwest client over rustls trusting the given PEM roots; no redirects.
+    pub fn https_client(roots_pem: &[&str]) -> reqwest::Client {
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls_client_config(roots_pem, rustls::ALL_VERSIONS))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("https client")
+    }
+
+    /// A certificate authority generated for a test (rcgen, ECDSA P-256).
+    pub struct TestCa {
+        cert: rcgen::Certificate,
+        key: rcgen::KeyPair,
+    }
+
+    /// A server certificate and its key, PEM.
+    pub struct Leaf {
+        pub cert_pem: String,
+        pub key_pem: String,
+    }
+
+    fn ca_params(cn: &str) -> rcgen::CertificateParams {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        p
+    }
+
+    impl TestCa {
+        pub fn root(cn: &str) -> TestCa {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let cert = ca_params(cn).self_signed(&key).expect("self-signed CA");
+            TestCa { cert, key }
+        }
+
+        /// An intermediate CA signed by this one.
+        pub fn intermediate(&self, cn: &str) -> TestCa {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let cert = ca_params(cn)
+                .signed_by(&key, &self.cert, &self.key)
+                .expect("intermediate");
+            TestCa { cert, key }
+        }
+
+        /// A server certificate for `localhost` and `127.0.0.1`.
+        pub fn leaf(&self) -> Leaf {
+            let mut p = rcgen::CertificateParams::new(vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+            ])
+            .expect("params");
+            p.distinguished_name
+                .push(rcgen::DnType::CommonName, "localhost");
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+            let key = rcgen::KeyPair::generate().expect("key");
+            let cert = p.signed_by(&key, &self.cert, &self.key).expect("leaf");
+            Leaf {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            }
+        }
+
+        pub fn pem(&self) -> String {
+            self.cert.pem()
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // HTTP with full control (headers in and out)
+
+    /// A response with its headers.
+    #[derive(Debug, Clone)]
+    pub struct RawResp {
+        pub status: u16,
+        pub headers: Vec<(String, String)>,
+        pub body: Vec<u8>,
+    }
+
+    impl RawResp {
+        /// The first header with this name (case-insensitive).
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+
+        pub fn json(&self) -> Value {
+            serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+                panic!(
+                    "response is not JSON ({e}), status {}: {:?}",
+                    self.status,
+                    self.text()
+                )
+            })
+        }
+
+        pub fn resp(&self) -> Resp {
+            Resp {
+                status: self.status,
+                text: self.text(),
+            }
+        }
+    }
+
+    fn header_list(h: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+        h.iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// A plain HTTP client that does not follow redirects, optionally bound
+    /// to a local address (127.0.0.x) so the server sees that peer.
+    pub fn http_client(local: Option<IpAddr>) -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .local_address(local)
+            .build()
+            .expect("http client")
+    }
+
+    /// Send one request with `client`; panics if no response arrives.
+    pub async fn send(
+        client: &reqwest::Client,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> RawResp {
+        let mut req = client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if !body.is_empty() {
+            req = req.body(body.to_vec());
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url} failed: {e}"));
+        let status = resp.status().as_u16();
+        let headers = header_list(resp.headers());
+        let body = resp.bytes().await.unwrap_or_default().to_vec();
+        RawResp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    impl Api {
+        /// An API client with its own base URL and reqwest client (HTTPS,
+        /// through a proxy, from a chosen local address...).
+        pub fn with_client(
+            base: String,
+            id: &str,
+            key: &str,
+            secret: &str,
+            client: reqwest::Client,
+        ) -> Api {
+            Api {
+                base,
+                app_id: id.into(),
+                key: key.into(),
+                secret: secret.into(),
+                client,
+            }
+        }
+
+        /// A signed request with extra headers; the response keeps its headers.
+        pub async fn request_full(
+            &self,
+            method: &str,
+            path: &str,
+            query: &[(&str, &str)],
+            body: &[u8],
+            s: &Sign,
+            headers: &[(&str, &str)],
+        ) -> RawResp {
+            let url = self.signed_url(method, path, query, body, s);
+            let mut all: Vec<(&str, &str)> = headers.to_vec();
+            if method == "POST"
+                && !headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            {
+                all.push(("content-type", "application/json"));
+            }
+            send(&self.client, method, &url, &all, body).await
+        }
+
+        /// Signed GET `/apps/{id}/channels` with extra headers.
+        pub async fn get_channels_with(&self, headers: &[(&str, &str)]) -> RawResp {
+            self.request_full(
+                "GET",
+                &self.path("/channels"),
+                &[],
+                b"",
+                &Sign::default(),
+                headers,
+            )
+            .await
+        }
+
+        /// The signed path and query (for raw HTTP, e.g. over a Unix socket).
+        pub fn signed_target(
+            &self,
+            method: &str,
+            path: &str,
+            query: &[(&str, &str)],
+            body: &[u8],
+            s: &Sign,
+        ) -> String {
+            let url = self.signed_url(method, path, query, body, s);
+            url.strip_prefix(&self.base).unwrap_or(&url).to_string()
+        }
+    }
+
+    /// One HTTP/1.1 request over any stream, `Connection: close`, response
+    /// read to the end. `Host: localhost` unless given.
+    pub async fn raw_http<S: AsyncRead + AsyncWrite + Unpin>(
+        mut stream: S,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<RawResp> {
+        let mut req = format!("{method} {target} HTTP/1.1\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req.push_str("Host: localhost\r\n");
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("Connection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await?;
+        stream.write_all(body).await?;
+        stream.flush().await?;
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "no complete response in 10 s")
+            })??;
+        parse_response(&buf, method == "HEAD")
+    }
+
+    fn bad(msg: String) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
+    }
+
+    fn parse_response(buf: &[u8], head_only: bool) -> std::io::Result<RawResp> {
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| {
+                bad(format!(
+                    "no header end in {:?}",
+                    String::from_utf8_lossy(buf)
+                ))
+            })?;
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or("");
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let rest = &buf[end + 4..];
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
+        let body = if head_only {
+            Vec::new()
+        } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            let mut out = Vec::new();
+            let mut rest = rest;
+            loop {
+                let nl = rest
+                    .windows(2)
+                    .position(|w| w == b"\r\n")
+                    .ok_or_else(|| bad("bad chunk".into()))?;
+                let size_text = String::from_utf8_lossy(&rest[..nl]).into_owned();
+                let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+                    .map_err(|_| bad(format!("bad chunk size {size_text:?}")))?;
+                rest = &rest[nl + 2..];
+                if size == 0 {
+                    break;
+                }
+                out.extend_from_slice(&rest[..size.min(rest.len())]);
+                rest = &rest[(size + 2).min(rest.len())..];
+            }
+            out
+        } else if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            rest[..len.min(rest.len())].to_vec()
+        } else {
+            rest.to_vec()
+        };
+        Ok(RawResp {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Raw HTTP to `127.0.0.1:port`.
+    pub async fn tcp_http(
+        port: u16,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<RawResp> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        raw_http(stream, method, target, headers, body).await
+    }
+
+    /// Raw HTTP over a Unix socket.
+    pub async fn unix_http(
+        path: &Path,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<RawResp> {
+        let stream = UnixStream::connect(path).await?;
+        raw_http(stream, method, target, headers, body).await
+    }
+
+    // -----------------------------------------------------------------------
+    // WebSocket over any stream (Unix sockets)
+
+    /// A WebSocket client over any byte stream.
+    pub struct AnyWs<S> {
+        pub stream: WebSocketStream<S>,
+        pub socket_id: String,
+    }
+
+    impl<S: AsyncRead + AsyncWrite + Unpin> AnyWs<S> {
+        /// The next text frame (control frames skipped).
+        pub async fn recv(&mut self) -> Frame {
+            let deadline = Instant::now() + RECV_TIMEOUT;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, self.stream.next()).await {
+                    Err(_) => panic!("no frame within {RECV_TIMEOUT:?}"),
+                    Ok(None) => panic!("connection ended while waiting for a frame"),
+                    Ok(Some(Err(e))) => panic!("WebSocket error: {e}"),
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        let json: Value = serde_json::from_str(&t).expect("JSON frame");
+                        return Frame { raw: t, json };
+                    }
+                    Ok(Some(Ok(Message::Ping(_)))) | Ok(Some(Ok(Message::Pong(_)))) => continue,
+                    Ok(Some(Ok(other))) => panic!("expected a text frame, got {other:?}"),
+                }
+            }
+        }
+
+        pub async fn expect_event(&mut self, event: &str) -> Frame {
+            let f = self.recv().await;
+            assert_eq!(f.event(), event, "expected {event}, got {}", f.raw);
+            f
+        }
+
+        pub async fn read_established(&mut self) -> Frame {
+            let f = self.expect_event("pusher:connection_established").await;
+            let sid = f.data_json()["socket_id"]
+                .as_str()
+                .expect("socket_id")
+                .to_string();
+            assert!(is_socket_id(&sid), "bad socket id {sid:?}");
+            self.socket_id = sid;
+            f
+        }
+
+        pub async fn send_json(&mut self, v: Value) {
+            self.stream
+                .send(Message::Text(v.to_string()))
+                .await
+                .expect("send");
+        }
+
+        pub async fn subscribe(&mut self, channel: &str) {
+            self.send_json(json!({"event": "pusher:subscribe", "data": {"channel": channel}}))
+                .await;
+            let f = self
+                .expect_event("pusher_internal:subscription_succeeded")
+                .await;
+            assert_eq!(f.channel(), Some(channel), "{}", f.raw);
+        }
+    }
+
+    /// Open a WebSocket over the Unix socket at `path` (no frame read).
+    pub async fn unix_ws(path: &Path, path_and_query: &str) -> AnyWs<UnixStream> {
+        let stream = UnixStream::connect(path)
+            .await
+            .unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+        let (stream, _) =
+            tokio_tungstenite::client_async(format!("ws://localhost{path_and_query}"), stream)
+                .await
+                .unwrap_or_else(|e| panic!("WebSocket handshake over {}: {e}", path.display()));
+        AnyWs {
+            stream,
+            socket_id: String::new(),
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Logs
+
+    /// Every line as JSON; panics naming the first line that is not an object.
+    pub fn json_lines(lines: &[String]) -> Vec<Value> {
+        lines
+            .iter()
+            .map(|l| match serde_json::from_str::<Value>(l) {
+                Ok(v) if v.is_object() => v,
+                _ => panic!("log line is not a JSON object: {l:?}"),
+            })
+            .collect()
+    }
+
+    /// The value of `key=` in a text log line (up to the next space).
+    pub fn text_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+        let pat = format!(" {key}=");
+        let start = line.find(&pat)? + pat.len();
+        Some(line[start..].split(' ').next().unwrap_or(""))
+    }
+
+    // -----------------------------------------------------------------------
+    // Metrics
+
+    /// `GET http://127.0.0.1:port/metrics`; asserts 200.
+    pub async fn scrape(port: u16) -> String {
+        let r = http_get(&format!("http://127.0.0.1:{port}/metrics")).await;
+        assert_eq!(r.status, 200, "metrics endpoint: {}", r.text);
+        r.text
+    }
+
+    /// One sample: name, labels, value.
+    pub type Series = (String, Vec<(String, String)>, f64);
+
+    /// Parse `name{a="b",...} value`.
+    pub fn parse_series(line: &str) -> Option<Series> {
+        if line.starts_with('#') || line.trim().is_empty() {
+            return None;
+        }
+        let (series, value) = line.rsplit_once(' ')?;
+        let value: f64 = value.trim().parse().ok()?;
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => {
+                let body = rest.strip_suffix('}')?;
+                let mut labels = Vec::new();
+                let mut rest = body;
+                while !rest.is_empty() {
+                    let (k, after) = rest.split_once("=\"")?;
+                    // values here never contain escaped quotes
+                    let (v, after) = after.split_once('"')?;
+                    labels.push((k.trim_start_matches(',').to_string(), v.to_string()));
+                    rest = after.trim_start_matches(',');
+                }
+                (n.to_string(), labels)
+            }
+            None => (series.to_string(), Vec::new()),
+        };
+        Some((name, labels, value))
+    }
+
+    /// The value of the first series `name` carrying all of `labels`.
+    pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        text.lines()
+            .filter_map(parse_series)
+            .find_map(|(n, ls, v)| {
+                let all = labels
+                    .iter()
+                    .all(|(k, want)| ls.iter().any(|(lk, lv)| lk == k && lv == want));
+                (n == name && all).then_some(v)
+            })
+    }
+
+    /// Poll the metrics endpoint until the series has `want`; returns the text.
+    pub async fn wait_metric(port: u16, name: &str, labels: &[(&str, &str)], want: f64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = scrape(port).await;
+            if metric(&text, name, labels) == Some(want) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                let related: Vec<&str> = text.lines().filter(|l| l.contains(name)).collect();
+                panic!(
+                    "metric {name}{labels:?} never became {want}; got {:?}\n{}",
+                    metric(&text, name, labels),
+                    related.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // nginx in front of the server
+
+    pub enum Upstream {
+        Tcp(u16),
+        Unix(PathBuf),
+    }
+
+    /// An nginx child process (single process, foreground) with the security
+    /// guide's proxy configuration, listening on 127.0.0.1:port.
+    pub struct Nginx {
+        pub port: u16,
+        dir: TempDir,
+        child: Option<Child>,
+    }
+
+    fn running_as_root() -> bool {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+            .unwrap_or(false)
+    }
+
+    fn find_nginx() -> Option<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect())
+            .unwrap_or_default();
+        dirs.extend(["/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"].map(PathBuf::from));
+        dirs.into_iter()
+            .map(|d| d.join("nginx"))
+            .find(|p| p.is_file())
+    }
+
+    fn apt_get(args: &[&str]) -> bool {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// The nginx binary; when missing and running as root, one attempt per
+    /// test binary to `apt-get install nginx` (SWITCHYARD_TEST_NO_APT=1 to
+    /// forbid). `Err` = why nginx tests are skipped.
+    pub fn nginx_binary() -> Result<PathBuf, String> {
+        static NGINX: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+        NGINX
+            .get_or_init(|| {
+                if let Some(p) = find_nginx() {
+                    return Ok(p);
+                }
+                if std::env::var_os("SWITCHYARD_TEST_NO_APT").is_some() {
+                    return Err("nginx not installed and SWITCHYARD_TEST_NO_APT is set".into());
+                }
+                if !running_as_root() {
+                    return Err("nginx not installed and not root (cannot apt-get install)".into());
+                }
+                let install = ["install", "-y", "-q", "--no-install-recommends", "nginx"];
+                if !apt_get(&install) {
+                    let _ = apt_get(&["update", "-q"]);
+                    if !apt_get(&install) {
+                        return Err("nginx not installed and `apt-get install nginx` failed".into());
+                    }
+                }
+                find_nginx().ok_or_else(|| "nginx installed but binary not found".into())
+            })
+            .clone()
+    }
+
+    impl Nginx {
+        /// Start nginx proxying to `upstream`. `proxy_bind` makes nginx connect
+        /// to the upstream from that local address (e.g. 127.0.0.2), so the
+        /// server can tell nginx's address from the client's. `None` (after
+        /// printing why) when nginx is unavailable: the caller skips.
+        pub async fn start(upstream: Upstream, proxy_bind: Option<&str>) -> Option<Nginx> {
+            let bin = match nginx_binary() {
+                Ok(b) => b,
+                Err(why) => {
+                    eprintln!("SKIPPED: {why}");
+                    return None;
+                }
+            };
+            let target = match &upstream {
+                Upstream::Tcp(p) => format!("127.0.0.1:{p}"),
+                Upstream::Unix(path) => format!("unix:{}", path.display()),
+            };
+            let bind = proxy_bind.map_or(String::new(), |a| format!("proxy_bind {a};"));
+            let mut last = String::new();
+            for _attempt in 0..3 {
+                let dir = TempDir::new();
+                let port = free_port();
+                let d = dir.path.display();
+                let conf = format!(
+                    r#"master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream switchyard {{
+        server {target};
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        location / {{
+            proxy_pass http://switchyard;
+            {bind}
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}
+}}
+"#
+                );
+                let conf_path = dir.write("nginx.conf", &conf);
+                let out = File::create(dir.join("nginx.out")).unwrap();
+                let err = File::create(dir.join("nginx.err")).unwrap();
+                let child = Command::new(&bin)
+                    .arg("-p")
+                    .arg(&dir.path)
+                    .arg("-c")
+                    .arg(&conf_path)
+                    .arg("-e")
+                    .arg(dir.join("error.log"))
+                    .arg("-g")
+                    .arg("daemon off;")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::from(out))
+                    .stderr(Stdio::from(err))
+                    .spawn()
+                    .expect("spawn nginx");
+                let mut nginx = Nginx {
+                    port,
+                    dir,
+                    child: Some(child),
+                };
+                match nginx.wait_ready().await {
+                    Ok(()) => return Some(nginx),
+                    Err(logs) => {
+                        last = logs;
+                        if last.contains("in use") {
+                            continue;
+                        }
+                        panic!("nginx did not start:\n{last}");
+                    }
+                }
+            }
+            panic!("nginx could not bind a free port:\n{last}");
+        }
+
+        /// Until `GET /up` through nginx is 200 (the upstream is serving).
+        async fn wait_ready(&mut self) -> Result<(), String> {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let client = http_client(None);
+            while Instant::now() < deadline {
+                if let Some(child) = self.child.as_mut() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        self.child = None;
+                        return Err(format!("nginx exited ({status})\n{}", self.logs()));
+                    }
+                }
+                if let Ok(r) = client.get(format!("{}/up", self.base())).send().await {
+                    if r.status().as_u16() == 200 {
+                        return Ok(());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(format!("nginx not ready in 10 s\n{}", self.logs()))
+        }
+
+        pub fn base(&self) -> String {
+            format!("http://127.0.0.1:{}", self.port)
+        }
+
+        pub fn ws_url(&self, path_and_query: &str) -> String {
+            format!("ws://127.0.0.1:{}{}", self.port, path_and_query)
+        }
+
+        pub fn logs(&self) -> String {
+            format!(
+                "--- nginx stderr ---\n{}--- nginx error.log ---\n{}",
+                read_file(&self.dir.join("nginx.err")),
+                read_file(&self.dir.join("error.log"))
+            )
+        }
+    }
+
+    impl Drop for Nginx {
+        fn drop(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            if std::thread::panicking() {
+                eprintln!("==== nginx (port {}) ====\n{}", self.port, self.logs());
+            }
+        }
+    }
+}

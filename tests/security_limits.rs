@@ -1,0 +1,387 @@
+//! Resource limits (security guide "Resource Limits"), each at its edge:
+//! exactly at the limit passes, one over is refused the documented way.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// `"x"` × n.
+fn xs(n: usize) -> String {
+    "x".repeat(n)
+}
+
+/// A JSON object text `{"p":"xxx"}` of exactly `n` bytes.
+fn object_of(n: usize) -> String {
+    let s = format!("{{\"p\":\"{}\"}}", xs(n - 8));
+    assert_eq!(s.len(), n);
+    s
+}
+
+/// channel_data `{"user_id":"u..","user_info":{"p":"xx"}}` of exactly `n` bytes.
+fn channel_data_of(user: &str, n: usize) -> String {
+    let base = json!({"user_id": user, "user_info": {"p": ""}}).to_string();
+    let s = json!({"user_id": user, "user_info": {"p": xs(n - base.len())}}).to_string();
+    assert_eq!(s.len(), n);
+    s
+}
+
+#[tokio::test]
+async fn app_max_connections_refuses_the_next_socket_with_4004() {
+    let server = Server::start_app(&[("SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS", "2")]).await;
+    let mut a = server.connect().await;
+    let b = server.connect().await;
+    let mut c = server.connect_raw(&app_path()).await;
+    c.expect_error(4004).await;
+    c.expect_close(4004).await;
+    a.assert_alive().await;
+    // a freed slot can be taken again (the close is processed asynchronously)
+    b.close().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut d = server.connect_raw(&app_path()).await;
+        let f = d.recv().await;
+        if f.event() == "pusher:connection_established" {
+            break;
+        }
+        assert_eq!(f.json["data"]["code"], 4004, "{}", f.raw);
+        assert!(std::time::Instant::now() < deadline, "slot never freed");
+        tokio::time::sleep(ms(50)).await;
+    }
+}
+
+fn app_path() -> String {
+    format!("/app/{APP_KEY}?protocol=7&client=rust&version=1.0")
+}
+
+#[tokio::test]
+async fn server_max_connections_counts_all_apps_and_refuses_with_4100() {
+    let config = r#"{"app_manager": {"driver": "memory", "array": {"apps": [
+        {"id": "one", "key": "one-key", "secret": "one-secret-0123456789abcdef0123456", "enabled": true, "max_connections": 100},
+        {"id": "two", "key": "two-key", "secret": "two-secret-0123456789abcdef0123456", "enabled": true, "max_connections": 100}
+    ]}}}"#;
+    let server = Server::start_with_config(config, &[("SOCKUDO_MAX_CONNECTIONS", "2")]).await;
+    let mut a = server.connect_key("one-key").await;
+    let mut b = server.connect_key("two-key").await;
+    for key in ["one-key", "two-key"] {
+        let mut c = server.connect_raw(&format!("/app/{key}?protocol=7")).await;
+        c.expect_error(4100).await;
+        c.expect_close(4100).await;
+    }
+    a.assert_alive().await;
+    b.assert_alive().await;
+}
+
+#[tokio::test]
+async fn websocket_message_of_exactly_max_payload_passes_and_one_more_byte_closes_1009() {
+    let server = Server::start_app(&[("WEBSOCKET_MAX_PAYLOAD_KB", "1")]).await;
+    let ping_of = |n: usize| {
+        let base = json!({"event": "pusher:ping", "data": {"p": ""}}).to_string();
+        let s = json!({"event": "pusher:ping", "data": {"p": xs(n - base.len())}}).to_string();
+        assert_eq!(s.len(), n);
+        s
+    };
+    let mut other = server.connect().await;
+    let mut ws = server.connect().await;
+    ws.send_text(&ping_of(1024)).await;
+    ws.expect_event("pusher:pong").await;
+    ws.send_text(&ping_of(1025)).await;
+    ws.expect_close(1009).await;
+    other.assert_alive().await;
+}
+
+#[tokio::test]
+async fn http_body_of_exactly_the_limit_passes_and_one_more_byte_is_413() {
+    let server = Server::start_app(&[("HTTP_API_REQUEST_LIMIT_IN_MB", "1")]).await;
+    let api = server.api();
+    let limit = 1024 * 1024;
+    let body_of = |n: usize| {
+        let mut s = json!({"name": "e", "channel": "c", "data": "x"}).to_string();
+        s.push_str(&" ".repeat(n - s.len()));
+        s
+    };
+    let r = api.post("/events", &body_of(limit)).await;
+    assert_eq!(r.status, 200, "exactly 1 MiB: {:?}", r.text);
+    let r = api.post("/events", &body_of(limit + 1)).await;
+    r.assert_error(413, "payload_too_large");
+}
+
+#[tokio::test]
+async fn event_data_of_exactly_max_payload_passes_api_and_client_events() {
+    let server = Server::start_app(&[("SOCKUDO_DEFAULT_APP_MAX_EVENT_PAYLOAD_IN_KB", "1")]).await;
+    let api = server.api();
+    let mut ws = server.connect().await;
+    ws.subscribe("payload").await;
+    api.publish("payload", "e", &xs(1024)).await;
+    let f = ws.expect_channel_event("e", "payload").await;
+    assert_eq!(f.data_str().len(), 1024);
+    api.publish_body(json!({"name": "e", "channel": "payload", "data": xs(1025)}))
+        .await
+        .assert_error(413, "payload_too_large");
+    ws.expect_silence(ms(200)).await;
+
+    // client events: the raw JSON `data` is measured
+    let ch = "private-payload";
+    let mut rx = server.connect().await;
+    rx.subscribe_private(ch).await;
+    let mut tx = server.connect().await;
+    tx.subscribe_private(ch).await;
+    let exact = object_of(1024);
+    tx.send_text(&format!(
+        "{{\"event\":\"client-big\",\"channel\":\"{ch}\",\"data\":{exact}}}"
+    ))
+    .await;
+    let f = rx.expect_channel_event("client-big", ch).await;
+    assert_eq!(f.json["data"].to_string().len(), 1024);
+    let over = object_of(1025);
+    tx.send_text(&format!(
+        "{{\"event\":\"client-big\",\"channel\":\"{ch}\",\"data\":{over}}}"
+    ))
+    .await;
+    tx.expect_error(4301).await;
+    rx.expect_silence(ms(200)).await;
+    tx.assert_alive().await;
+}
+
+#[tokio::test]
+async fn channel_name_length_limit_on_subscribe_and_publish() {
+    let server = Server::start_app(&[("SOCKUDO_DEFAULT_APP_MAX_CHANNEL_NAME_LENGTH", "10")]).await;
+    let ten = "abcdefghij";
+    let eleven = "abcdefghijk";
+    let mut ws = server.connect().await;
+    ws.subscribe(ten).await;
+    ws.send_subscribe(json!({ "channel": eleven })).await;
+    ws.expect_subscription_error(eleven, "InvalidChannel", 400)
+        .await;
+    ws.assert_alive().await;
+    let api = server.api();
+    api.publish(ten, "e", "d").await;
+    ws.expect_channel_event("e", ten).await;
+    api.publish_body(json!({"name": "e", "channel": eleven, "data": "d"}))
+        .await
+        .assert_error(400, "invalid_input");
+}
+
+#[tokio::test]
+async fn event_channels_name_and_batch_limits() {
+    let server = Server::start_app(&[
+        ("SOCKUDO_DEFAULT_APP_MAX_EVENT_CHANNELS_AT_ONCE", "3"),
+        ("SOCKUDO_DEFAULT_APP_MAX_EVENT_NAME_LENGTH", "10"),
+        ("SOCKUDO_DEFAULT_APP_MAX_EVENT_BATCH_SIZE", "3"),
+    ])
+    .await;
+    let api = server.api();
+    api.publish_body(json!({"name": "e", "channels": ["a", "b", "c"], "data": "d"}))
+        .await
+        .assert_ok();
+    api.publish_body(json!({"name": "e", "channels": ["a", "b", "c", "d"], "data": "d"}))
+        .await
+        .assert_error(400, "invalid_input");
+
+    api.publish_body(json!({"name": "abcdefghij", "channel": "a", "data": "d"}))
+        .await
+        .assert_ok();
+    api.publish_body(json!({"name": "abcdefghijk", "channel": "a", "data": "d"}))
+        .await
+        .assert_error(400, "invalid_input");
+
+    let batch = |n: usize| {
+        let items: Vec<Value> = (0..n)
+            .map(|i| json!({"name": "e", "channel": format!("ch-{i}"), "data": "d"}))
+            .collect();
+        json!({ "batch": items }).to_string()
+    };
+    api.post("/batch_events", &batch(3)).await.assert_ok();
+    let v = api
+        .post("/batch_events", &batch(4))
+        .await
+        .assert_error(400, "invalid_input");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("Batch size (4) exceeds limit (3)"),
+        "{v}"
+    );
+
+    // client event names too
+    let ch = "private-names";
+    let mut rx = server.connect().await;
+    rx.subscribe_private(ch).await;
+    let mut tx = server.connect().await;
+    tx.subscribe_private(ch).await;
+    tx.client_event(ch, "client-abc", json!({})).await; // 10 chars
+    rx.expect_channel_event("client-abc", ch).await;
+    tx.client_event(ch, "client-abcd", json!({})).await; // 11 chars
+    tx.expect_error(4301).await;
+    rx.expect_silence(ms(200)).await;
+}
+
+#[tokio::test]
+async fn presence_members_and_member_size_limits() {
+    let server = Server::start_app(&[
+        ("SOCKUDO_DEFAULT_APP_MAX_PRESENCE_MEMBERS_PER_CHANNEL", "2"),
+        ("SOCKUDO_DEFAULT_APP_MAX_PRESENCE_MEMBER_SIZE_IN_KB", "1"),
+    ])
+    .await;
+    let ch = "presence-limits";
+    let mut u1 = server.connect().await;
+    u1.subscribe_presence(ch, "1", json!({})).await;
+    let mut u2 = server.connect().await;
+    u2.subscribe_presence(ch, "2", json!({})).await;
+    // a third distinct user is over the limit
+    let mut u3 = server.connect().await;
+    u3.send_presence_subscribe(ch, &json!({"user_id": "3"}).to_string())
+        .await;
+    u3.expect_subscription_error(ch, "LimitReached", 403).await;
+    u3.assert_alive().await;
+    // the same user on another socket is not a new member
+    let mut u1b = server.connect().await;
+    let roster = u1b.subscribe_presence(ch, "1", json!({})).await;
+    assert_eq!(roster["count"], 2, "{roster}");
+
+    // member size: channel_data of exactly 1 KiB passes, 1 byte more does not
+    let sized = "presence-sized";
+    let mut a = server.connect().await;
+    a.subscribe_presence_raw(sized, &channel_data_of("a", 1024))
+        .await;
+    let mut b = server.connect().await;
+    b.send_presence_subscribe(sized, &channel_data_of("b", 1025))
+        .await;
+    b.expect_subscription_error(sized, "LimitReached", 403)
+        .await;
+}
+
+#[tokio::test]
+async fn config_file_limits_apply_unless_the_app_sets_its_own() {
+    let config = json!({
+        "channel_limits": {"max_name_length": 10},
+        "event_limits": {"max_channels_at_once": 2, "max_name_length": 8, "max_payload_in_kb": 1, "max_batch_size": 2},
+        "presence": {"max_members_per_channel": 1, "max_member_size_in_kb": 1},
+        "app_manager": {"driver": "memory", "array": {"apps": [
+            {"id": "base", "key": "base-key", "secret": "base-secret-0123456789abcdef012345", "enabled": true},
+            {"id": "own", "key": "own-key", "secret": "own-secret-0123456789abcdef0123456", "enabled": true,
+             "max_channel_name_length": 12, "max_event_channels_at_once": 3, "max_event_name_length": 9,
+             "max_event_payload_in_kb": 2, "max_event_batch_size": 3,
+             "max_presence_members_per_channel": 2, "max_presence_member_size_in_kb": 2}
+        ]}}
+    })
+    .to_string();
+    let server = Server::start_with_config(&config, &[]).await;
+    struct Edges {
+        id: &'static str,
+        key: &'static str,
+        secret: &'static str,
+        name_len: usize,
+        channels: usize,
+        event_name: usize,
+        payload: usize,
+        batch: usize,
+        members: usize,
+        member_size: usize,
+    }
+    let apps = [
+        Edges {
+            id: "base",
+            key: "base-key",
+            secret: "base-secret-0123456789abcdef012345",
+            name_len: 10,
+            channels: 2,
+            event_name: 8,
+            payload: 1024,
+            batch: 2,
+            members: 1,
+            member_size: 1024,
+        },
+        Edges {
+            id: "own",
+            key: "own-key",
+            secret: "own-secret-0123456789abcdef0123456",
+            name_len: 12,
+            channels: 3,
+            event_name: 9,
+            payload: 2048,
+            batch: 3,
+            members: 2,
+            member_size: 2048,
+        },
+    ];
+    for e in &apps {
+        let api = server.api_for(e.id, e.key, e.secret);
+        let at = |n: usize| "c".repeat(n);
+        let publish = |body: Value| api.publish_body(body);
+        let id = e.id;
+        // channel name
+        publish(json!({"name": "e", "channel": at(e.name_len), "data": "d"}))
+            .await
+            .assert_ok();
+        let r = publish(json!({"name": "e", "channel": at(e.name_len + 1), "data": "d"})).await;
+        assert_eq!(r.status, 400, "{id} channel name +1: {:?}", r.text);
+        // channels at once
+        let chans = |n: usize| (0..n).map(|i| format!("ch{i}")).collect::<Vec<_>>();
+        publish(json!({"name": "e", "channels": chans(e.channels), "data": "d"}))
+            .await
+            .assert_ok();
+        let r = publish(json!({"name": "e", "channels": chans(e.channels + 1), "data": "d"})).await;
+        assert_eq!(r.status, 400, "{id} channels +1: {:?}", r.text);
+        // event name
+        publish(json!({"name": "n".repeat(e.event_name), "channel": "c", "data": "d"}))
+            .await
+            .assert_ok();
+        let r = publish(json!({"name": "n".repeat(e.event_name + 1), "channel": "c", "data": "d"}))
+            .await;
+        assert_eq!(r.status, 400, "{id} event name +1: {:?}", r.text);
+        // payload
+        publish(json!({"name": "e", "channel": "c", "data": xs(e.payload)}))
+            .await
+            .assert_ok();
+        let r = publish(json!({"name": "e", "channel": "c", "data": xs(e.payload + 1)})).await;
+        assert_eq!(r.status, 413, "{id} payload +1: {:?}", r.text);
+        // batch
+        let batch = |n: usize| {
+            json!({"batch": (0..n).map(|_| json!({"name": "e", "channel": "c", "data": "d"})).collect::<Vec<_>>()})
+                .to_string()
+        };
+        api.post("/batch_events", &batch(e.batch)).await.assert_ok();
+        let r = api.post("/batch_events", &batch(e.batch + 1)).await;
+        assert_eq!(r.status, 400, "{id} batch +1: {:?}", r.text);
+
+        // presence: members, then member size
+        let ch = "presence-m"; // names stay within the 10-character limit
+        let mut members = Vec::new();
+        for u in 0..e.members {
+            let mut ws = server.connect_key(e.key).await;
+            let cd = json!({"user_id": format!("u{u}")}).to_string();
+            let auth = presence_auth(e.key, e.secret, &ws.socket_id, ch, &cd);
+            ws.send_subscribe(json!({"channel": ch, "auth": auth, "channel_data": cd}))
+                .await;
+            ws.expect_channel_event("pusher_internal:subscription_succeeded", ch)
+                .await;
+            members.push(ws);
+        }
+        let mut over = server.connect_key(e.key).await;
+        let cd = json!({"user_id": "over"}).to_string();
+        let auth = presence_auth(e.key, e.secret, &over.socket_id, ch, &cd);
+        over.send_subscribe(json!({"channel": ch, "auth": auth, "channel_data": cd}))
+            .await;
+        over.expect_subscription_error(ch, "LimitReached", 403)
+            .await;
+
+        for (size, ok, ch) in [
+            (e.member_size, true, "presence-a"),
+            (e.member_size + 1, false, "presence-b"),
+        ] {
+            let mut ws = server.connect_key(e.key).await;
+            let cd = channel_data_of("s", size);
+            let auth = presence_auth(e.key, e.secret, &ws.socket_id, ch, &cd);
+            ws.send_subscribe(json!({"channel": ch, "auth": auth, "channel_data": cd}))
+                .await;
+            if ok {
+                ws.expect_channel_event("pusher_internal:subscription_succeeded", ch)
+                    .await;
+            } else {
+                ws.expect_subscription_error(ch, "LimitReached", 403).await;
+            }
+        }
+    }
+}

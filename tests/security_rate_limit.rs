@@ -1,0 +1,503 @@
+//! Rate limiting (security guide "Rate Limiting"): the per-address limits on
+//! the HTTP API and on WebSocket upgrades (429 at max+1, JSON body,
+//! Retry-After, x-ratelimit headers, buckets per client address with trusted
+//! proxy hops), the per-app limits (backend events, read requests, client
+//! events 4301) at their edges, the unsupported Redis driver, and the switch.
+
+mod common;
+
+use common::security::*;
+use common::*;
+use serde_json::{json, Value};
+use std::net::IpAddr;
+use std::time::Duration;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// The standard app with the IP limiter on and `extra`.
+async fn limited(extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("RATE_LIMITER_ENABLED", "true"),
+        ("RATE_LIMITER_DRIVER", "memory"),
+    ];
+    env.extend_from_slice(extra);
+    Server::start_app(&env).await
+}
+
+fn assert_429_body(r: &RawResp) -> Value {
+    assert_eq!(r.status, 429, "expected 429: {r:?}");
+    let v = r.json();
+    assert_eq!(v["error"], "Too Many Requests", "{v}");
+    assert_eq!(v["code"], "limit_exceeded", "{v}");
+    assert_eq!(v["status"], 429, "{v}");
+    assert!(
+        v["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "message missing: {v}"
+    );
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/json")),
+        "429 must be JSON: {r:?}"
+    );
+    v
+}
+
+fn retry_after(r: &RawResp) -> u64 {
+    r.header("retry-after")
+        .unwrap_or_else(|| panic!("Retry-After missing: {r:?}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("Retry-After not whole seconds: {r:?}"))
+}
+
+#[tokio::test]
+async fn api_limit_refuses_max_plus_one_with_json_and_retry_after() {
+    let server = limited(&[
+        ("RATE_LIMITER_API_MAX_REQUESTS", "3"),
+        ("RATE_LIMITER_API_WINDOW_SECONDS", "60"),
+    ])
+    .await;
+    let api = server.api();
+    let path = api.path("/channels");
+    // unsigned and badly signed requests count too
+    let unsigned = Sign {
+        unsigned: true,
+        ..Sign::default()
+    };
+    let bad = Sign {
+        corrupt_signature: true,
+        ..Sign::default()
+    };
+    let r1 = api
+        .request_full("GET", &path, &[], b"", &unsigned, &[])
+        .await;
+    assert_eq!(r1.status, 401, "{r1:?}");
+    assert_eq!(r1.header("x-ratelimit-limit"), Some("3"), "{r1:?}");
+    assert_eq!(r1.header("x-ratelimit-remaining"), Some("2"), "{r1:?}");
+    let r2 = api.request_full("GET", &path, &[], b"", &bad, &[]).await;
+    assert_eq!(r2.status, 401, "{r2:?}");
+    assert_eq!(r2.header("x-ratelimit-remaining"), Some("1"), "{r2:?}");
+    let r3 = api.get_channels_with(&[]).await;
+    assert_eq!(
+        r3.status, 200,
+        "third request is exactly at the limit: {r3:?}"
+    );
+    assert_eq!(r3.header("x-ratelimit-remaining"), Some("0"), "{r3:?}");
+
+    let r4 = api.get_channels_with(&[]).await;
+    assert_429_body(&r4);
+    let wait = retry_after(&r4);
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert_eq!(r4.header("x-ratelimit-limit"), Some("3"), "{r4:?}");
+    assert_eq!(r4.header("x-ratelimit-remaining"), Some("0"), "{r4:?}");
+    // every API route shares the bucket; publishing is refused as well
+    let body = json!({"name": "e", "channel": "c", "data": "x"}).to_string();
+    let r5 = api
+        .request_full(
+            "POST",
+            &api.path("/events"),
+            &[],
+            body.as_bytes(),
+            &Sign::default(),
+            &[],
+        )
+        .await;
+    assert_429_body(&r5);
+    // health and WebSocket are not the API limit's business
+    for _ in 0..5 {
+        assert_eq!(
+            http_get(&format!("{}/up", server.http_base())).await.status,
+            200
+        );
+    }
+    let mut ws = server.connect().await;
+    ws.assert_alive().await;
+    server
+        .wait_for_logs("rate_limited warn line", ms(2000), |l| {
+            l.lines().any(|line| {
+                line.contains(" WARN ")
+                    && text_field(line, "event") == Some("rate_limited")
+                    && text_field(line, "limiter") == Some("api")
+                    && text_field(line, "peer") == Some("127.0.0.1")
+            })
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn api_limit_refills_after_retry_after() {
+    // 2 per second: a token every 500 ms
+    let server = limited(&[
+        ("RATE_LIMITER_API_MAX_REQUESTS", "2"),
+        ("RATE_LIMITER_API_WINDOW_SECONDS", "1"),
+    ])
+    .await;
+    let api = server.api();
+    assert_eq!(api.get_channels_with(&[]).await.status, 200);
+    assert_eq!(api.get_channels_with(&[]).await.status, 200);
+    let refused = api.get_channels_with(&[]).await;
+    assert_429_body(&refused);
+    let wait = retry_after(&refused);
+    assert_eq!(wait, 1, "rounded up to whole seconds, at least 1");
+    tokio::time::sleep(Duration::from_secs(wait) + ms(50)).await;
+    let again = api.get_channels_with(&[]).await;
+    assert_eq!(again.status, 200, "after Retry-After: {again:?}");
+}
+
+#[tokio::test]
+async fn ws_upgrade_limit_refuses_max_plus_one_with_429() {
+    let server = limited(&[
+        ("RATE_LIMITER_WS_MAX_REQUESTS", "2"),
+        ("RATE_LIMITER_WS_WINDOW_SECONDS", "60"),
+    ])
+    .await;
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    let err = match Ws::try_open_with(&server.app_ws_url(), &[], None).await {
+        Ok(_) => panic!("third upgrade within the window must be refused"),
+        Err(e) => e,
+    };
+    assert_eq!(upgrade_status(&err), Some(429), "{err}");
+    if let WsError::Http(resp) = &err {
+        let ra: u64 = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After on the refused upgrade");
+        assert!(ra >= 1);
+        let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap_or(b"")).unwrap();
+        assert_eq!(body["code"], "limit_exceeded", "{body}");
+    }
+    // open sockets are unaffected, and the API has its own limit
+    a.assert_alive().await;
+    b.assert_alive().await;
+    assert_eq!(server.api().get_channels_with(&[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn api_buckets_follow_the_trusted_client_address() {
+    let hops1 = limited(&[
+        ("RATE_LIMITER_API_MAX_REQUESTS", "1"),
+        ("RATE_LIMITER_API_WINDOW_SECONDS", "60"),
+        ("RATE_LIMITER_API_TRUST_HOPS", "1"),
+    ])
+    .await;
+    let api = hops1.api();
+    let xff = |v| [("X-Forwarded-For", v)];
+    assert_eq!(api.get_channels_with(&xff("10.1.1.1")).await.status, 200);
+    assert_eq!(
+        api.get_channels_with(&xff("10.1.1.2")).await.status,
+        200,
+        "another forwarded client has its own bucket"
+    );
+    assert_429_body(&api.get_channels_with(&xff("10.1.1.1")).await);
+    assert_429_body(&api.get_channels_with(&xff("10.1.1.2")).await);
+    // one hop: the rightmost entry is the client, whatever the left says
+    assert_429_body(&api.get_channels_with(&xff("10.7.7.7, 10.1.1.1")).await);
+    assert_eq!(
+        api.get_channels_with(&xff("10.1.1.1, 10.1.1.3"))
+            .await
+            .status,
+        200
+    );
+    // X-Real-IP is used behind a trusted proxy when there is no X-Forwarded-For
+    assert_eq!(
+        api.get_channels_with(&[("X-Real-IP", "10.1.1.4")])
+            .await
+            .status,
+        200
+    );
+    assert_429_body(&api.get_channels_with(&[("X-Real-IP", "10.1.1.4")]).await);
+    hops1
+        .wait_for_logs("peer is the forwarded address", ms(2000), |l| {
+            l.lines().any(|line| {
+                text_field(line, "event") == Some("rate_limited")
+                    && text_field(line, "peer") == Some("10.1.1.2")
+            })
+        })
+        .await;
+
+    // no trusted hop: the headers are ignored, the TCP peer is the key
+    let hops0 = limited(&[
+        ("RATE_LIMITER_API_MAX_REQUESTS", "1"),
+        ("RATE_LIMITER_API_WINDOW_SECONDS", "60"),
+    ])
+    .await;
+    let api = hops0.api();
+    assert_eq!(api.get_channels_with(&xff("10.1.1.1")).await.status, 200);
+    assert_429_body(&api.get_channels_with(&xff("10.1.1.2")).await);
+    assert_429_body(&api.get_channels_with(&[("X-Real-IP", "10.2.2.2")]).await);
+    // ... but two real peers (127.0.0.3 / 127.0.0.4) are two buckets
+    let from = |a: &str| {
+        Api::with_client(
+            hops0.http_base(),
+            APP_ID,
+            APP_KEY,
+            APP_SECRET,
+            http_client(Some(ip(a))),
+        )
+    };
+    assert_eq!(from("127.0.0.3").get_channels_with(&[]).await.status, 200);
+    assert_429_body(&from("127.0.0.3").get_channels_with(&[]).await);
+    assert_eq!(from("127.0.0.4").get_channels_with(&[]).await.status, 200);
+    hops0
+        .wait_for_logs("peer is the TCP peer", ms(2000), |l| {
+            l.lines().any(|line| {
+                text_field(line, "event") == Some("rate_limited")
+                    && text_field(line, "peer") == Some("127.0.0.3")
+            })
+        })
+        .await;
+
+    // two hops: the second entry from the right
+    let hops2 = limited(&[
+        ("RATE_LIMITER_API_MAX_REQUESTS", "1"),
+        ("RATE_LIMITER_API_WINDOW_SECONDS", "60"),
+        ("RATE_LIMITER_API_TRUST_HOPS", "2"),
+    ])
+    .await;
+    let api = hops2.api();
+    assert_eq!(
+        api.get_channels_with(&xff("10.5.5.5, 10.1.1.1"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        api.get_channels_with(&xff("10.6.6.6, 10.1.1.1"))
+            .await
+            .status,
+        200,
+        "different second-from-right entry: different bucket"
+    );
+    assert_429_body(&api.get_channels_with(&xff("10.5.5.5, 10.9.9.9")).await);
+}
+
+#[tokio::test]
+async fn ws_buckets_follow_the_trusted_client_address() {
+    let url_for = |s: &Server| s.app_ws_url();
+    let hops1 = limited(&[
+        ("RATE_LIMITER_WS_MAX_REQUESTS", "1"),
+        ("RATE_LIMITER_WS_WINDOW_SECONDS", "60"),
+        ("RATE_LIMITER_WS_TRUST_HOPS", "1"),
+    ])
+    .await;
+    let url = url_for(&hops1);
+    let open = |xff: &'static str| {
+        let url = url.clone();
+        async move { Ws::try_open_with(&url, &[("X-Forwarded-For", xff)], None).await }
+    };
+    let mut a = open("10.1.1.1").await.expect("first client");
+    a.read_established().await;
+    let mut b = open("10.1.1.2").await.expect("second client, own bucket");
+    b.read_established().await;
+    let err = open("10.1.1.1")
+        .await
+        .err()
+        .expect("first client again: 429");
+    assert_eq!(upgrade_status(&err), Some(429));
+    hops1
+        .wait_for_logs(
+            "ws_connect limit logged with the forwarded peer",
+            ms(2000),
+            |l| {
+                l.lines().any(|line| {
+                    text_field(line, "limiter") == Some("ws_connect")
+                        && text_field(line, "peer") == Some("10.1.1.1")
+                })
+            },
+        )
+        .await;
+
+    let hops0 = limited(&[
+        ("RATE_LIMITER_WS_MAX_REQUESTS", "1"),
+        ("RATE_LIMITER_WS_WINDOW_SECONDS", "60"),
+    ])
+    .await;
+    let url = url_for(&hops0);
+    let mut a = Ws::try_open_with(&url, &[("X-Forwarded-For", "10.1.1.1")], None)
+        .await
+        .unwrap();
+    a.read_established().await;
+    let err = Ws::try_open_with(&url, &[("X-Forwarded-For", "10.1.1.2")], None)
+        .await
+        .err()
+        .expect("headers ignored without trusted hops: same bucket");
+    assert_eq!(upgrade_status(&err), Some(429));
+    // a different real peer has its own bucket
+    let mut c = Ws::try_open_with(&url, &[], Some(ip("127.0.0.5")))
+        .await
+        .expect("other peer");
+    c.read_established().await;
+}
+
+#[tokio::test]
+async fn backend_event_budget_counts_channels_and_batch_items() {
+    // per-app limit, with the IP limiter off (the harness default)
+    let server =
+        Server::start_app(&[("SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND", "2")]).await;
+    let api = server.api();
+    let mut ws = server.connect().await;
+    for c in ["b-1", "b-2", "b-3"] {
+        ws.subscribe(c).await;
+    }
+    // more than the burst never passes: one event to 3 channels is 3 events
+    let r = api
+        .publish_body(json!({"name": "e", "channels": ["b-1", "b-2", "b-3"], "data": "x"}))
+        .await;
+    r.assert_error(429, "limit_exceeded");
+    ws.expect_silence(ms(200)).await;
+    // exactly the budget: 2 channels
+    api.publish_body(json!({"name": "e", "channels": ["b-1", "b-2"], "data": "ok"}))
+        .await
+        .assert_ok();
+    ws.expect_channel_event("e", "b-1").await;
+    ws.expect_channel_event("e", "b-2").await;
+    // budget spent (refill is one per 500 ms)
+    api.publish_body(json!({"name": "e", "channel": "b-3", "data": "over"}))
+        .await
+        .assert_error(429, "limit_exceeded");
+    ws.expect_silence(ms(100)).await;
+
+    tokio::time::sleep(ms(1100)).await;
+    let batch = |n: usize| {
+        let items: Vec<Value> = (0..n)
+            .map(|i| json!({"name": "be", "channel": format!("b-{}", i + 1), "data": "d"}))
+            .collect();
+        json!({ "batch": items }).to_string()
+    };
+    api.post("/batch_events", &batch(3))
+        .await
+        .assert_error(429, "limit_exceeded");
+    api.post("/batch_events", &batch(2)).await.assert_ok();
+    ws.expect_channel_event("be", "b-1").await;
+    ws.expect_channel_event("be", "b-2").await;
+    api.post("/batch_events", &batch(1))
+        .await
+        .assert_error(429, "limit_exceeded");
+    ws.expect_silence(ms(100)).await;
+    // reads have their own budget
+    assert_eq!(api.get("/channels", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn read_request_budget_refuses_the_next_read() {
+    let server =
+        Server::start_app(&[("SOCKUDO_DEFAULT_APP_MAX_READ_REQUESTS_PER_SECOND", "2")]).await;
+    let api = server.api();
+    assert_eq!(api.get("/channels", &[]).await.status, 200);
+    assert_eq!(api.get("/channels/some-channel", &[]).await.status, 200);
+    api.get("/channels/presence-x/users", &[])
+        .await
+        .assert_error(429, "limit_exceeded");
+    api.get("/channels", &[])
+        .await
+        .assert_error(429, "limit_exceeded");
+    // publishing is not a read
+    api.publish("some-channel", "e", "d").await;
+    tokio::time::sleep(ms(1100)).await;
+    assert_eq!(api.get("/channels", &[]).await.status, 200, "refilled");
+}
+
+#[tokio::test]
+async fn client_event_limit_is_4301_at_max_plus_one_per_socket() {
+    let server =
+        Server::start_app(&[("SOCKUDO_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND", "3")]).await;
+    let ch = "private-rate";
+    let mut rx = server.connect().await;
+    rx.subscribe_private(ch).await;
+    let mut tx = server.connect().await;
+    tx.subscribe_private(ch).await;
+    let mut tx2 = server.connect().await;
+    tx2.subscribe_private(ch).await;
+
+    for i in 0..3 {
+        tx.client_event(ch, "client-n", json!({ "i": i })).await;
+    }
+    for i in 0..3 {
+        let f = rx.expect_channel_event("client-n", ch).await;
+        assert_eq!(f.data_json()["i"], i, "{}", f.raw);
+    }
+    tx.client_event(ch, "client-n", json!({"i": 3})).await;
+    let e = tx.expect_error(4301).await;
+    assert_eq!(
+        e.json["data"]["message"], "Client event rejected due to rate limit",
+        "{}",
+        e.raw
+    );
+    rx.expect_silence(ms(200)).await;
+    tx.assert_alive().await;
+    // the budget is per socket
+    tx2.client_event(ch, "client-n", json!({"from": 2})).await;
+    let f = rx.expect_channel_event("client-n", ch).await;
+    assert_eq!(f.data_json()["from"], 2);
+    tx.expect_channel_event("client-n", ch).await;
+    // the window passes
+    tokio::time::sleep(ms(1100)).await;
+    tx.client_event(ch, "client-n", json!({"i": 4})).await;
+    let f = rx.expect_channel_event("client-n", ch).await;
+    assert_eq!(f.data_json()["i"], 4);
+    tx.expect_silence(ms(100)).await;
+}
+
+#[tokio::test]
+async fn redis_driver_refuses_to_start_with_a_clear_message() {
+    for driver in ["redis", "redis-cluster"] {
+        let f = Server::start_expect_failure(
+            &[
+                ("RATE_LIMITER_ENABLED", "true"),
+                ("RATE_LIMITER_DRIVER", driver),
+            ],
+            None,
+            &[],
+        )
+        .await;
+        assert!(
+            !f.status.success(),
+            "{driver}: {:?}\n{}",
+            f.status,
+            f.output
+        );
+        assert!(
+            f.output.contains(&format!("RATE_LIMITER_DRIVER={driver}")),
+            "{driver}: message should name the setting:\n{}",
+            f.output
+        );
+    }
+}
+
+#[tokio::test]
+async fn disabled_limiter_or_none_driver_lifts_the_ip_limits_only() {
+    for env in [
+        vec![("RATE_LIMITER_ENABLED", "false")],
+        vec![
+            ("RATE_LIMITER_ENABLED", "true"),
+            ("RATE_LIMITER_DRIVER", "none"),
+        ],
+    ] {
+        let mut env = env.clone();
+        env.extend_from_slice(&[
+            ("RATE_LIMITER_API_MAX_REQUESTS", "1"),
+            ("RATE_LIMITER_WS_MAX_REQUESTS", "1"),
+            ("SOCKUDO_DEFAULT_APP_MAX_READ_REQUESTS_PER_SECOND", "0"),
+            ("SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND", "1"),
+        ]);
+        let server = Server::start_app(&env).await;
+        let api = server.api();
+        for i in 0..5 {
+            let r = api.get_channels_with(&[]).await;
+            assert_eq!(r.status, 200, "{env:?} request {i}: {r:?}");
+        }
+        for _ in 0..3 {
+            let mut ws = server.connect().await;
+            ws.assert_alive().await;
+        }
+        // the per-app budget still applies
+        api.publish("c", "e", "d").await;
+        api.publish_body(json!({"name": "e", "channel": "c", "data": "d"}))
+            .await
+            .assert_error(429, "limit_exceeded");
+    }
+}

@@ -184,18 +184,26 @@ async fn publish(state: &ServerState, app: &App, event: &Event) -> Result<(), Ap
     let app_id: Arc<str> = Arc::from(app.id.as_str());
     for channel in &event.channels {
         let frame: ByteString = frames::channel_event(&event.name, channel, &event.data);
-        state
-            .registry
-            .channel_shard(&app.id, channel)
-            .send(Broadcast {
-                app_id: app_id.clone(),
-                channel: Arc::from(channel.as_str()),
-                frame,
-                except: event.except,
-                require_subscriber: None,
-            })
-            .await
-            .map_err(mailbox_error)?;
+        let msg = Broadcast {
+            app_id: app_id.clone(),
+            channel: Arc::from(channel.as_str()),
+            frame,
+            except: event.except,
+            require_subscriber: None,
+        };
+        // Fire and forget while the shard keeps up (no reply to wait for, no
+        // second cross-thread wake); when its mailbox is full, wait for room:
+        // that is the publisher's backpressure.
+        let shard = state.registry.channel_shard(&app.id, channel);
+        match shard.try_send(msg) {
+            Ok(()) => {}
+            Err(actix::dev::SendError::Full(msg)) => {
+                shard.send(msg).await.map_err(mailbox_error)?
+            }
+            Err(actix::dev::SendError::Closed(_)) => {
+                return Err(ApiError::Unavailable("Channel registry unavailable".into()))
+            }
+        }
     }
     stats::add(&app.stats.api_events_published, event.channels.len() as u64);
     Ok(())

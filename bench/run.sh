@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# One-command benchmark: Switchyard (and optionally Sockudo) on this machine.
+#
+#   bench/run.sh                                   # Switchyard only
+#   SOCKUDO_BIN=/path/to/sockudo bench/run.sh      # plus Sockudo, side by side
+#   OUT_DIR=/tmp/bench bench/run.sh                # choose where results go
+#
+# Builds Switchyard and switchyard-bench in release mode, starts the server
+# pinned to SERVER_CORE with an app that allows the load, runs every scenario
+# of `all` (idle, fanout, publish, churn) from CLIENT_CORE, each against a
+# freshly started server (ONE_SERVER=1: `all` against a single server), then
+# the same for SOCKUDO_BIN if given, and writes <label>.<scenario>.json/.txt,
+# <label>.server.log and the side-by-side comparison.md to OUT_DIR (default
+# bench/results/<timestamp>, ignored by git).
+#
+# Environment (all optional):
+#   SOCKUDO_BIN   path to a built `sockudo` binary (not built by this script)
+#   PORT          port for the servers under test      (default 16001)
+#   SERVER_CORE   core for the server                   (default 0)
+#   CLIENT_CORE   core for the load generator           (default 1)
+#   BENCH_ARGS    extra switchyard-bench arguments, e.g. "--churn-secs 30"
+#   ONE_SERVER    1 = run `all` against one server process instead
+#   CARGO_TARGET_DIR  as for cargo (default <repo>/target)
+#
+# Default sizes fit a 2-core machine with a 20,000 open-file limit:
+# idle 15,000 connections / 100 channels; fan-out 2,000 subscribers /
+# 10 channels, 100-byte events at 200 publishes/s for 20 s (40,000
+# deliveries/s); publish 15 s over 8 keep-alive connections; churn 60 s with
+# 32 loops. Only 127.0.0.1 is contacted; every phase is bounded in time.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PORT="${PORT:-16001}"
+SERVER_CORE="${SERVER_CORE:-0}"
+CLIENT_CORE="${CLIENT_CORE:-1}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+OUT_DIR="${OUT_DIR:-$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)}"
+read -r -a EXTRA <<<"${BENCH_ARGS:-}"
+
+APP_ID=app-id
+APP_KEY=app-key
+APP_SECRET=app-secret
+
+mkdir -p "$OUT_DIR"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+
+echo "== building (release)"
+(cd "$ROOT" && cargo build --release -p switchyard -p switchyard-bench)
+BENCH="$TARGET_DIR/release/switchyard-bench"
+SWITCHYARD_BIN="$TARGET_DIR/release/switchyard"
+
+# Environment shared by both servers: one app without limits, no rate
+# limiting, no metrics, deep per-socket buffers, quiet logs.
+common_env=(
+  HOST=127.0.0.1
+  PORT="$PORT"
+  SOCKUDO_DEFAULT_APP_ID="$APP_ID"
+  SOCKUDO_DEFAULT_APP_KEY="$APP_KEY"
+  SOCKUDO_DEFAULT_APP_SECRET="$APP_SECRET"
+  SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS=0
+  SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND=0
+  SOCKUDO_DEFAULT_APP_MAX_READ_REQUESTS_PER_SECOND=0
+  RATE_LIMITER_ENABLED=false
+  METRICS_ENABLED=false
+  WEBSOCKET_MAX_MESSAGES=100000
+  RUST_LOG=warn
+)
+# Sockudo also needs in-process drivers so that it runs without Redis.
+sockudo_env=(
+  ADAPTER_DRIVER=local
+  CACHE_DRIVER=memory
+  QUEUE_DRIVER=memory
+  APP_MANAGER_DRIVER=memory
+  RATE_LIMITER_DRIVER=memory
+  SOCKUDO_MAX_CONNECTIONS=0
+  # Sockudo preallocates a bounded queue of this many slots per socket
+  # (~11 MB per socket at 100000): keep its default of 1000 so that 15,000
+  # sockets fit in memory. Switchyard only counts against the limit.
+  WEBSOCKET_MAX_MESSAGES=1000
+)
+
+SERVER_PID=""
+stop_server() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=""
+}
+trap stop_server EXIT
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
+
+start_server() { # LABEL BINARY [EXTRA_ENV...]
+  local label="$1" bin="$2"
+  shift 2
+  if port_open; then
+    echo "port $PORT is already in use; set PORT=..." >&2
+    exit 1
+  fi
+  env "${common_env[@]}" "$@" taskset -c "$SERVER_CORE" "$bin" \
+    >>"$OUT_DIR/$label.server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 300); do
+    port_open && break
+    kill -0 "$SERVER_PID" 2>/dev/null || {
+      echo "$label exited during start-up; see $OUT_DIR/$label.server.log" >&2
+      exit 1
+    }
+    sleep 0.1
+  done
+  port_open || { echo "$label did not open port $PORT" >&2; exit 1; }
+  sleep 1
+}
+
+bench() { # LABEL SCENARIO
+  "$BENCH" "$2" --port "$PORT" --app-id "$APP_ID" --key "$APP_KEY" --secret "$APP_SECRET" \
+    --server-pid "$SERVER_PID" --pin-server "$SERVER_CORE" --pin-client "$CLIENT_CORE" \
+    --label "$1" --json "$OUT_DIR/$1.$2.json" "${EXTRA[@]}" \
+    | tee "$OUT_DIR/$1.$2.txt" || echo "warning: $1 $2 reported failures" >&2
+}
+
+# run_one LABEL BINARY [EXTRA_ENV...]: every scenario against a freshly
+# started server (default), or `all` against one server with ONE_SERVER=1.
+# A fresh server per scenario matters: allocators keep freed memory, so the
+# churn leak check would otherwise run inside the heap left by 15,000 idle
+# sockets and see no growth at all.
+run_one() {
+  local label="$1" bin="$2"
+  shift 2
+  if [ "${ONE_SERVER:-0}" = 1 ]; then
+    echo "== $label: all scenarios against one server ($bin, core $SERVER_CORE)"
+    start_server "$label" "$bin" "$@"
+    bench "$label" all
+    stop_server
+    sleep 2
+    files+=("$OUT_DIR/$label.all.json")
+    return
+  fi
+  for scenario in idle fanout publish churn; do
+    echo "== $label: $scenario against a fresh server ($bin, core $SERVER_CORE)"
+    start_server "$label" "$bin" "$@"
+    bench "$label" "$scenario"
+    stop_server
+    sleep 2
+    files+=("$OUT_DIR/$label.$scenario.json")
+  done
+}
+
+files=()
+run_one switchyard "$SWITCHYARD_BIN"
+if [ -n "${SOCKUDO_BIN:-}" ]; then
+  run_one sockudo "$SOCKUDO_BIN" "${sockudo_env[@]}"
+fi
+
+{
+  echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores, $(free -m | awk '/^Mem:/{print $2}') MiB, kernel $(uname -r)"
+  echo "Server core $SERVER_CORE, client core $CLIENT_CORE; git $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo
+  "$BENCH" compare "${files[@]}"
+} >"$OUT_DIR/comparison.md"
+echo "== results in $OUT_DIR"
+cat "$OUT_DIR/comparison.md"

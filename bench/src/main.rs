@@ -1,0 +1,435 @@
+//! switchyard-bench: load generator for Pusher Channels (protocol v7)
+//! servers. Speaks the WebSocket protocol and the signed HTTP API itself,
+//! measures the server process through /proc, and reports JSON plus a table.
+//!
+//! Only loopback targets are accepted; every scenario is bounded in count and
+//! time.
+
+mod client;
+mod procfs;
+mod report;
+mod scenarios;
+mod sign;
+mod stats;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use client::Target;
+use scenarios::{ChurnOpts, FanoutOpts, IdleOpts, Probe, PublishOpts};
+use sign::Credentials;
+
+#[derive(Parser, Debug)]
+#[command(name = "switchyard-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    #[command(flatten)]
+    o: Opts,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+enum Cmd {
+    /// N idle sockets subscribed to C channels: RSS per connection, connect rate.
+    Idle,
+    /// S subscribers, open-loop HTTP publishes: delivery rate, ratio, latency, CPU.
+    Fanout,
+    /// HTTP publishes with no subscribers over keep-alive connections.
+    Publish,
+    /// connect/subscribe/unsubscribe/disconnect loops: ops/s and RSS drift.
+    Churn,
+    /// idle, fanout, publish and churn in that order.
+    All,
+    /// Side-by-side markdown of JSON result files (`--json` outputs); files
+    /// with the same label (e.g. one per scenario) are merged.
+    Compare {
+        /// JSON files written by earlier runs.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct Opts {
+    /// Server address; must be a loopback address.
+    #[arg(long, global = true, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, global = true, default_value_t = 6001)]
+    port: u16,
+    #[arg(long, global = true, default_value = "app-id")]
+    app_id: String,
+    #[arg(long, global = true, default_value = "app-key")]
+    key: String,
+    #[arg(long, global = true, default_value = "app-secret")]
+    secret: String,
+    /// Server PID for RSS/CPU; found from the listening port when omitted.
+    #[arg(long, global = true)]
+    server_pid: Option<i32>,
+    /// Pin this process (all threads) to this core.
+    #[arg(long, global = true)]
+    pin_client: Option<usize>,
+    /// Pin every server thread to this core.
+    #[arg(long, global = true)]
+    pin_server: Option<usize>,
+    /// Name of the server in reports (default: its process name).
+    #[arg(long, global = true)]
+    label: Option<String>,
+    /// Write results as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    /// Deadline for one protocol step (connect, subscribe, HTTP call), seconds.
+    #[arg(long, global = true, default_value_t = 15)]
+    op_timeout_secs: u64,
+    /// Concurrent WebSocket handshakes while building up connections.
+    #[arg(long, global = true, default_value_t = 128)]
+    connect_concurrency: usize,
+    /// Pause between scenarios of `all`, seconds.
+    #[arg(long, global = true, default_value_t = 3)]
+    settle_secs: u64,
+
+    // idle
+    #[arg(long, global = true, default_value_t = 15_000)]
+    idle_connections: usize,
+    #[arg(long, global = true, default_value_t = 100)]
+    idle_channels: usize,
+    /// Seconds to hold the idle connections before reading RSS.
+    #[arg(long, global = true, default_value_t = 5)]
+    idle_hold_secs: u64,
+
+    // fanout
+    #[arg(long, global = true, default_value_t = 2_000)]
+    fanout_subscribers: usize,
+    #[arg(long, global = true, default_value_t = 10)]
+    fanout_channels: usize,
+    /// Size of each event's `data` string, bytes.
+    #[arg(long, global = true, default_value_t = 100)]
+    event_size: usize,
+    /// Publishes per second (open loop); deliveries/s = rate × subscribers/channels.
+    #[arg(long, global = true, default_value_t = 200.0)]
+    fanout_rate: f64,
+    #[arg(long, global = true, default_value_t = 20.0)]
+    fanout_secs: f64,
+    /// Keep-alive HTTP connections publishing.
+    #[arg(long, global = true, default_value_t = 4)]
+    fanout_publishers: usize,
+    /// Longest wait for in-flight deliveries after the last publish, seconds.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    drain_secs: f64,
+
+    // publish
+    #[arg(long, global = true, default_value_t = 15.0)]
+    publish_secs: f64,
+    /// Concurrent keep-alive HTTP/1.1 connections.
+    #[arg(long, global = true, default_value_t = 8)]
+    publish_connections: usize,
+
+    // churn
+    #[arg(long, global = true, default_value_t = 60.0)]
+    churn_secs: f64,
+    /// Concurrent connect/subscribe/unsubscribe/disconnect loops.
+    #[arg(long, global = true, default_value_t = 32)]
+    churn_concurrency: usize,
+    #[arg(long, global = true, default_value_t = 10)]
+    churn_channels: usize,
+    /// Seconds excluded from the RSS drift computation.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    churn_warmup_secs: f64,
+    #[arg(long, global = true, default_value_t = 1000)]
+    rss_sample_ms: u64,
+}
+
+/// Upper bounds that keep every run finite and within this machine's limits.
+fn validate(o: &Opts) -> Result<(), String> {
+    let bounded = |name: &str, v: f64, max: f64| {
+        if v.is_finite() && v > 0.0 && v <= max {
+            Ok(())
+        } else {
+            Err(format!("--{name} must be in (0, {max}]"))
+        }
+    };
+    bounded("fanout-secs", o.fanout_secs, 600.0)?;
+    bounded("publish-secs", o.publish_secs, 600.0)?;
+    bounded("churn-secs", o.churn_secs, 3600.0)?;
+    bounded("fanout-rate", o.fanout_rate, 1_000_000.0)?;
+    bounded("drain-secs", o.drain_secs, 120.0)?;
+    bounded("idle-connections", o.idle_connections as f64, 19_000.0)?;
+    bounded("fanout-subscribers", o.fanout_subscribers as f64, 19_000.0)?;
+    bounded("churn-concurrency", o.churn_concurrency as f64, 5_000.0)?;
+    bounded("publish-connections", o.publish_connections as f64, 1_000.0)?;
+    bounded("event-size", o.event_size as f64, 1_000_000.0)?;
+    if o.fanout_rate * o.fanout_secs > 10_000_000.0 {
+        return Err("fanout would publish more than 10 million events".into());
+    }
+    Ok(())
+}
+
+fn loopback(host: &str) -> Result<IpAddr, String> {
+    let ip = if host == "localhost" {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        host.parse::<IpAddr>()
+            .map_err(|_| format!("--host {host}: give a loopback IP address"))?
+    };
+    if !ip.is_loopback() {
+        return Err(format!(
+            "--host {host}: only loopback targets (127.0.0.0/8, ::1) are allowed"
+        ));
+    }
+    Ok(ip)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Cmd::Compare { files } = &cli.cmd {
+        let docs: Result<Vec<Value>, String> = files
+            .iter()
+            .map(|f| {
+                let text =
+                    std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", f.display()))
+            })
+            .collect();
+        match docs {
+            Ok(d) => print!("{}", report::compare(&report::merge_by_label(d))),
+            Err(e) => fail(&e),
+        }
+        return;
+    }
+    if let Err(e) = run(cli) {
+        fail(&e);
+    }
+}
+
+fn fail(e: &str) -> ! {
+    eprintln!("switchyard-bench: {e}");
+    std::process::exit(1);
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let o = cli.o;
+    validate(&o)?;
+    let ip = loopback(&o.host)?;
+    let me = std::process::id() as i32;
+
+    // Pin before the runtime exists so every worker thread inherits the mask.
+    let mut pinning = json!({});
+    if let Some(core) = o.pin_client {
+        let n = procfs::pin_process(me, core).map_err(|e| format!("pin client: {e}"))?;
+        pinning["client_core"] = json!(core);
+        pinning["client_threads_pinned"] = json!(n);
+    }
+    let server_pid = o.server_pid.or_else(|| procfs::find_listener_pid(o.port));
+    if server_pid.is_none() {
+        eprintln!(
+            "warning: no process found listening on port {}; server RSS/CPU will be missing",
+            o.port
+        );
+    }
+    if let (Some(core), Some(pid)) = (o.pin_server, server_pid) {
+        let n = procfs::pin_process(pid, core).map_err(|e| format!("pin server: {e}"))?;
+        pinning["server_core"] = json!(core);
+        pinning["server_threads_pinned"] = json!(n);
+    }
+    let workers = procfs::allowed_cpus();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+
+    let (exe, comm) = server_pid.map(procfs::describe).unwrap_or_default();
+    let machine = procfs::machine();
+    let mut doc = json!({
+        "tool": "switchyard-bench",
+        "version": env!("CARGO_PKG_VERSION"),
+        "command_line": std::env::args().collect::<Vec<_>>().join(" "),
+        "started_unix": client::unix_secs(),
+        "machine": machine,
+        "pinning": pinning,
+        "client_worker_threads": workers,
+        "target": {
+            "host": ip.to_string(),
+            "port": o.port,
+            "app_id": o.app_id,
+            "server_pid": server_pid,
+            "server_exe": exe,
+            "label": o.label.clone().unwrap_or_else(|| if comm.is_empty() { "server".into() } else { comm.clone() }),
+        },
+        "results": {},
+    });
+    print_machine(&doc);
+
+    let target = Target {
+        addr: SocketAddr::new(ip, o.port),
+        creds: Credentials {
+            app_id: o.app_id.clone(),
+            key: o.key.clone(),
+            secret: o.secret.clone(),
+        },
+        op_timeout: Duration::from_secs(o.op_timeout_secs.max(1)),
+    };
+    let probe = Probe { server_pid };
+    let steps: Vec<Step> = match cli.cmd {
+        Cmd::All => vec![Step::Idle, Step::Fanout, Step::Publish, Step::Churn],
+        Cmd::Idle => vec![Step::Idle],
+        Cmd::Fanout => vec![Step::Fanout],
+        Cmd::Publish => vec![Step::Publish],
+        Cmd::Churn => vec![Step::Churn],
+        Cmd::Compare { .. } => unreachable!("handled in main"),
+    };
+    let mut failed = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_secs(o.settle_secs));
+        }
+        let (name, result) = rt.block_on(run_step(*step, &target, &probe, &o));
+        eprintln!("[{name}] done");
+        let v = match result {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("[{name}] failed: {e}");
+                failed.push(name);
+                json!({ "error": e })
+            }
+        };
+        print!("{}", report::table(name, &v));
+        doc["results"][name] = v;
+        if let Some(path) = &o.json {
+            write_json(path, &doc)?;
+        }
+    }
+    rt.shutdown_timeout(Duration::from_secs(5));
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("failed scenarios: {}", failed.join(", ")))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Idle,
+    Fanout,
+    Publish,
+    Churn,
+}
+
+async fn run_step(
+    step: Step,
+    t: &Target,
+    p: &Probe,
+    o: &Opts,
+) -> (&'static str, Result<Value, String>) {
+    fn to_value<T: serde::Serialize>(r: Result<T, String>) -> Result<Value, String> {
+        r.and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
+    }
+    match step {
+        Step::Idle => {
+            eprintln!(
+                "[idle] {} connections over {} channels",
+                o.idle_connections, o.idle_channels
+            );
+            let opts = IdleOpts {
+                connections: o.idle_connections,
+                channels: o.idle_channels,
+                concurrency: o.connect_concurrency,
+                hold_secs: o.idle_hold_secs,
+            };
+            ("idle", to_value(scenarios::idle(t, p, &opts).await))
+        }
+        Step::Fanout => {
+            eprintln!(
+                "[fanout] {} subscribers over {} channels, {} publishes/s for {} s",
+                o.fanout_subscribers, o.fanout_channels, o.fanout_rate, o.fanout_secs
+            );
+            let opts = FanoutOpts {
+                subscribers: o.fanout_subscribers,
+                channels: o.fanout_channels,
+                event_size: o.event_size,
+                rate: o.fanout_rate,
+                secs: o.fanout_secs,
+                publishers: o.fanout_publishers,
+                drain_secs: o.drain_secs,
+                concurrency: o.connect_concurrency,
+            };
+            ("fanout", to_value(scenarios::fanout(t, p, &opts).await))
+        }
+        Step::Publish => {
+            eprintln!(
+                "[publish] {} connections for {} s",
+                o.publish_connections, o.publish_secs
+            );
+            let opts = PublishOpts {
+                connections: o.publish_connections,
+                secs: o.publish_secs,
+                event_size: o.event_size,
+            };
+            ("publish", to_value(scenarios::publish(t, p, &opts).await))
+        }
+        Step::Churn => {
+            eprintln!(
+                "[churn] {} loops for {} s",
+                o.churn_concurrency, o.churn_secs
+            );
+            let opts = ChurnOpts {
+                secs: o.churn_secs,
+                concurrency: o.churn_concurrency,
+                channels: o.churn_channels,
+                warmup_secs: o.churn_warmup_secs,
+                sample_ms: o.rss_sample_ms,
+            };
+            ("churn", to_value(scenarios::churn(t, p, &opts).await))
+        }
+    }
+}
+
+fn print_machine(doc: &Value) {
+    let m = &doc["machine"];
+    println!(
+        "machine: {} | {} logical cores | {} MiB | kernel {} | nofile {}",
+        m["cpu_model"].as_str().unwrap_or("?"),
+        m["logical_cores"],
+        m["mem_total_mib"],
+        m["kernel"].as_str().unwrap_or("?"),
+        m["nofile_limit"]
+    );
+    println!(
+        "target: {} (pid {}, {}) | pinning {}",
+        doc["target"]["label"].as_str().unwrap_or("?"),
+        doc["target"]["server_pid"],
+        doc["target"]["server_exe"].as_str().unwrap_or(""),
+        doc["pinning"]
+    );
+}
+
+fn write_json(path: &PathBuf, doc: &Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())?;
+    std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_hosts() {
+        assert!(loopback("127.0.0.1").is_ok());
+        assert!(loopback("localhost").is_ok());
+        assert!(loopback("::1").is_ok());
+        assert!(loopback("10.0.0.1").is_err());
+        assert!(loopback("example.com").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_bounded() {
+        let cli = Cli::try_parse_from(["switchyard-bench", "all"]).unwrap();
+        assert!(validate(&cli.o).is_ok());
+        let cli = Cli::try_parse_from(["switchyard-bench", "idle", "--idle-connections", "50000"])
+            .unwrap();
+        assert!(validate(&cli.o).is_err());
+    }
+}

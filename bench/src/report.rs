@@ -1,0 +1,250 @@
+//! Human-readable output: a table per run, and a side-by-side markdown
+//! comparison of several JSON result files.
+
+use serde_json::Value;
+
+/// Flattens a JSON value into `(dotted.key, rendered value)` rows, skipping
+/// arrays (raw samples) and nulls.
+pub fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        Value::Array(_) | Value::Null => {}
+        Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+/// Two-column text table of every scalar in `v`.
+pub fn table(title: &str, v: &Value) -> String {
+    let mut rows = Vec::new();
+    flatten("", v, &mut rows);
+    let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(6);
+    let mut s = format!("\n== {title} ==\n");
+    for (k, v) in rows {
+        s.push_str(&format!("  {k:<w$}  {v}\n"));
+    }
+    s
+}
+
+/// Headline metrics, one per line: `label | JSON pointer | scale divisor | target`.
+const HEADLINES: &str = "\
+idle: connections ok | /results/idle/connections_ok | 1 |
+idle: connect rate (conn/s) | /results/idle/connect_rate_per_s | 1 |
+idle: server RSS per connection (KiB, marginal) | /results/idle/server_rss_per_conn_bytes | 1024 | < 16
+idle: server RSS per connection (KiB, total/N) | /results/idle/server_rss_total_per_conn_bytes | 1024 |
+idle: server RSS loaded (MiB) | /results/idle/server_rss_loaded_bytes | 1048576 |
+idle: server RSS after all closed (MiB) | /results/idle/server_rss_after_close_bytes | 1048576 |
+idle: server CPU per connect (µs) | /results/idle/server_cpu_us_per_conn | 1 |
+idle: server CPU while idle (% of a core) | /results/idle/server_cpu_idle_pct | 1 |
+fanout: deliveries/s | /results/fanout/deliveries_per_s | 1 |
+fanout: delivery ratio | /results/fanout/delivery_ratio | 1 | 1.0
+fanout: latency p50 (ms) | /results/fanout/latency/p50_ms | 1 |
+fanout: latency p99 (ms) | /results/fanout/latency/p99_ms | 1 | < 50
+fanout: latency p99.9 (ms) | /results/fanout/latency/p999_ms | 1 |
+fanout: server CPU s per million deliveries | /results/fanout/server_cpu_s_per_million_deliveries | 1 | < 2
+fanout: publish HTTP latency p99 (ms) | /results/fanout/publish_http_latency/p99_ms | 1 |
+publish: publishes/s | /results/publish/publishes_per_s | 1 |
+publish: server CPU µs per publish | /results/publish/server_cpu_us_per_publish | 1 | < 10
+publish: latency p99 (ms) | /results/publish/latency/p99_ms | 1 |
+publish: HTTP reconnects (server closed keep-alive) | /results/publish/http_reconnects | 1 |
+publish: client CPU utilisation | /results/publish/client_cpu_utilisation | 1 |
+churn: cycles/s | /results/churn/cycles_per_s | 1 |
+churn: ops/s | /results/churn/ops_per_s | 1 |
+churn: errors | /results/churn/errors | 1 |
+churn: RSS drift after warm-up (%) | /results/churn/rss_drift/drift_pct | 1 | < 5
+churn: RSS slope (%/min) | /results/churn/rss_drift/slope_pct_per_min | 1 |
+churn: server CPU per cycle (µs) | /results/churn/server_cpu_us_per_cycle | 1 |
+";
+
+/// Parsed [`HEADLINES`]: (label, pointer, scale, target).
+fn headlines() -> impl Iterator<Item = (&'static str, &'static str, f64, &'static str)> {
+    HEADLINES.lines().filter_map(|l| {
+        let mut f = l.split('|').map(str::trim);
+        let (name, ptr, scale) = (f.next()?, f.next()?, f.next()?.parse().ok()?);
+        Some((name, ptr, scale, f.next().unwrap_or("")))
+    })
+}
+
+fn render(v: Option<&Value>, scale: f64) -> String {
+    match v {
+        Some(Value::Number(n)) => {
+            let x = n.as_f64().unwrap_or(0.0) / scale;
+            if scale == 1.0 && n.is_u64() {
+                n.to_string()
+            } else if x.abs() >= 100.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.3}")
+            }
+        }
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Bool(b)) => b.to_string(),
+        _ => "–".into(),
+    }
+}
+
+fn label(doc: &Value, i: usize) -> String {
+    doc.pointer("/target/label")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("run {}", i + 1))
+}
+
+/// Joins result files of the same server (same `target.label`), e.g. one
+/// file per scenario, into one document per server, in first-seen order.
+pub fn merge_by_label(docs: Vec<Value>) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for (i, d) in docs.into_iter().enumerate() {
+        let l = label(&d, i);
+        match out.iter_mut().find(|o| label(o, usize::MAX) == l) {
+            Some(o) => {
+                if let (Some(dst), Some(Value::Object(src))) = (
+                    o.get_mut("results").and_then(Value::as_object_mut),
+                    d.get("results"),
+                ) {
+                    for (k, v) in src {
+                        dst.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            None => out.push(d),
+        }
+    }
+    out
+}
+
+/// Markdown: headline metrics side by side, then every scalar.
+pub fn compare(docs: &[Value]) -> String {
+    let labels: Vec<String> = docs.iter().enumerate().map(|(i, d)| label(d, i)).collect();
+    let mut s = String::from("| metric | target |");
+    for l in &labels {
+        s.push_str(&format!(" {l} |"));
+    }
+    s.push_str("\n|---|---|");
+    s.push_str(&"---:|".repeat(docs.len()));
+    s.push('\n');
+    for (name, ptr, scale, target) in headlines() {
+        if docs.iter().all(|d| d.pointer(ptr).is_none()) {
+            continue;
+        }
+        s.push_str(&format!("| {name} | {target} |"));
+        for d in docs {
+            s.push_str(&format!(" {} |", render(d.pointer(ptr), scale)));
+        }
+        s.push('\n');
+    }
+    // Full detail.
+    let mut keys: Vec<String> = Vec::new();
+    let per_doc: Vec<Vec<(String, String)>> = docs
+        .iter()
+        .map(|d| {
+            let mut rows = Vec::new();
+            if let Some(r) = d.get("results") {
+                flatten("", r, &mut rows);
+            }
+            rows
+        })
+        .collect();
+    for rows in &per_doc {
+        for (k, _) in rows {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+    }
+    s.push_str("\n<details><summary>All measured values</summary>\n\n| key |");
+    for l in &labels {
+        s.push_str(&format!(" {l} |"));
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---:|".repeat(docs.len()));
+    s.push('\n');
+    for k in keys {
+        s.push_str(&format!("| {k} |"));
+        for rows in &per_doc {
+            let v = rows
+                .iter()
+                .find(|(rk, _)| *rk == k)
+                .map(|(_, v)| v.replace('|', "\\|"))
+                .unwrap_or_else(|| "–".into());
+            s.push_str(&format!(" {v} |"));
+        }
+        s.push('\n');
+    }
+    s.push_str("\n</details>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn flatten_skips_arrays_and_nulls() {
+        let mut rows = Vec::new();
+        flatten(
+            "",
+            &json!({"a": {"b": 1, "c": null, "d": [1, 2]}, "e": "x"}),
+            &mut rows,
+        );
+        assert_eq!(
+            rows,
+            vec![
+                ("a.b".to_string(), "1".to_string()),
+                ("e".into(), "x".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn headline_table_parses() {
+        let h: Vec<_> = headlines().collect();
+        assert_eq!(h.len(), HEADLINES.lines().count());
+        assert!(h
+            .iter()
+            .all(|(_, p, s, _)| p.starts_with("/results/") && *s >= 1.0));
+        assert_eq!(h[2].3, "< 16");
+    }
+
+    #[test]
+    fn merge_joins_files_of_one_server() {
+        let docs = vec![
+            json!({"target": {"label": "A"}, "results": {"idle": {"x": 1}}}),
+            json!({"target": {"label": "B"}, "results": {"idle": {"x": 2}}}),
+            json!({"target": {"label": "A"}, "results": {"churn": {"y": 3}}}),
+        ];
+        let m = merge_by_label(docs);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0]["results"]["idle"]["x"], 1);
+        assert_eq!(m[0]["results"]["churn"]["y"], 3);
+        assert_eq!(m[1]["results"]["idle"]["x"], 2);
+    }
+
+    #[test]
+    fn compare_puts_runs_side_by_side() {
+        let a = json!({"target": {"label": "A"}, "results": {"idle": {"server_rss_per_conn_bytes": 8192.0}}});
+        let b = json!({"target": {"label": "B"}, "results": {"idle": {"server_rss_per_conn_bytes": 4096.0}}});
+        let md = compare(&[a, b]);
+        assert!(md.contains("| metric | target | A | B |"), "{md}");
+        assert!(
+            md.contains(
+                "| idle: server RSS per connection (KiB, marginal) | < 16 | 8.000 | 4.000 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| idle.server_rss_per_conn_bytes | 8192.0 | 4096.0 |"),
+            "{md}"
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! The four scenarios: idle connections, fan-out, HTTP publish, churn, and
+//! the pieces they share (server probe, fleets of subscribed sockets).
+
+mod churn;
+mod fanout;
+mod idle;
+mod publish;
+
+pub use churn::{churn, ChurnOpts};
+pub use fanout::{fanout, FanoutOpts};
+pub use idle::{idle, IdleOpts};
+pub use publish::{publish, PublishOpts};
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{self, Target, Ws};
+use crate::procfs::{self, StatusKb};
+use crate::stats::{self, Latency};
+
+use fanout::Deliveries;
+
+/// Server process being measured (if known) and this process.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe {
+    pub server_pid: Option<i32>,
+}
+
+impl Probe {
+    pub fn rss(&self) -> Option<u64> {
+        self.server_pid.and_then(|p| procfs::rss_bytes(p).ok())
+    }
+    pub fn status(&self) -> Option<StatusKb> {
+        self.server_pid.and_then(|p| procfs::status_kb(p).ok())
+    }
+    pub fn cpu(&self) -> Option<f64> {
+        self.server_pid.and_then(|p| procfs::cpu_seconds(p).ok())
+    }
+    pub fn client_cpu(&self) -> f64 {
+        procfs::cpu_seconds(std::process::id() as i32).unwrap_or(0.0)
+    }
+}
+
+fn diff(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    Some(b? - a?)
+}
+
+/// Sockets of one scenario, connected and subscribed, each served by a task
+/// that answers pings (and, in fan-out, records deliveries) until stopped.
+struct Fleet {
+    set: JoinSet<()>,
+    stop: watch::Sender<bool>,
+    ok: u64,
+    failures: u64,
+    first_error: Option<String>,
+    connect_latency: Latency,
+    elapsed: Duration,
+}
+
+/// What a fleet socket does with each text frame after subscribing.
+#[derive(Clone)]
+enum OnText {
+    Ignore,
+    Deliveries(Arc<Deliveries>),
+}
+
+/// Connects `n` sockets (at most `concurrency` handshakes at a time), each
+/// subscribed to `channel(i)`.
+async fn open_fleet(
+    t: &Target,
+    n: usize,
+    concurrency: usize,
+    channel: impl Fn(usize) -> String,
+    on_text: OnText,
+) -> Fleet {
+    let sem = Arc::new(Semaphore::new(concurrency.max(1)));
+    let (stop, stop_rx) = watch::channel(false);
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Result<u64, String>>();
+    let mut set = JoinSet::new();
+    let start = Instant::now();
+    for i in 0..n {
+        let t = t.clone();
+        let sem = sem.clone();
+        let ch = channel(i);
+        let ready_tx = ready_tx.clone();
+        let mut stop_rx = stop_rx.clone();
+        let on_text = on_text.clone();
+        set.spawn(async move {
+            let permit = sem.acquire_owned().await.expect("semaphore never closed");
+            let t0 = Instant::now();
+            let mut ws = match client::connect(&t).await {
+                Ok(ws) => ws,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            if let Err(e) = client::subscribe(&t, &mut ws, &ch).await {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+            drop(permit);
+            let _ = ready_tx.send(Ok(t0.elapsed().as_micros() as u64));
+            drop(ready_tx);
+            serve(&mut ws, &mut stop_rx, &on_text, i).await;
+            let _ = client::close(ws, Duration::from_secs(3)).await;
+        });
+    }
+    drop(ready_tx);
+    let mut hist = stats::new_histogram();
+    let (mut ok, mut failures, mut first_error) = (0, 0, None);
+    while let Some(r) = ready_rx.recv().await {
+        match r {
+            Ok(us) => {
+                ok += 1;
+                stats::record(&mut hist, us);
+            }
+            Err(e) => {
+                failures += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Fleet {
+        set,
+        stop,
+        ok,
+        failures,
+        first_error,
+        connect_latency: Latency::from_histogram(&hist),
+        elapsed: start.elapsed(),
+    }
+}
+
+async fn serve(ws: &mut Ws, stop_rx: &mut watch::Receiver<bool>, on_text: &OnText, idx: usize) {
+    loop {
+        tokio::select! {
+            m = ws.next() => match m {
+                Some(Ok(Message::Text(s))) => {
+                    if let OnText::Deliveries(d) = on_text {
+                        if d.record(s.as_bytes(), idx) {
+                            continue;
+                        }
+                    }
+                    client::answer_ping(ws, &s).await;
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            _ = stop_rx.changed() => return,
+        }
+    }
+}
+
+impl Fleet {
+    /// Tells every socket to close and waits (bounded) for them.
+    async fn shutdown(mut self, limit: Duration) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::timeout_at(deadline, self.set.join_next())
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        {}
+        self.set.abort_all();
+    }
+}
+
+async fn sample_rss_for(p: &Probe, secs: u64) -> Option<u64> {
+    let mut last = None;
+    for _ in 0..secs.max(1) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        last = p.rss().or(last);
+    }
+    last
+}

@@ -327,3 +327,29 @@ async fn cache_entries_expire_after_ttl() {
     ws.expect_channel_event("pusher:cache_miss", "cache-ttl")
         .await;
 }
+
+#[tokio::test]
+async fn a_vacated_and_reoccupied_channel_receives_again() {
+    // Publishes to channels without subscribers skip the registry; a channel
+    // must count as occupied again as soon as a new subscription succeeds.
+    let server = Server::start_app(&[]).await;
+    let api = server.api();
+    let mut a = server.connect().await;
+    a.subscribe("room").await;
+    a.unsubscribe("room").await;
+    api.publish("room", "while-empty", "1").await;
+    a.expect_silence(ms(200)).await;
+
+    a.subscribe("room").await;
+    api.publish("room", "after", "2").await;
+    let f = a.expect_channel_event("after", "room").await;
+    assert_eq!(f.data_str(), "2");
+
+    // Vacated by a disconnect, then occupied by another socket.
+    a.close().await;
+    let mut b = server.connect().await;
+    b.subscribe("room").await;
+    api.publish("room", "for-b", "3").await;
+    b.expect_channel_event("for-b", "room").await;
+    b.expect_silence(ms(200)).await;
+}

@@ -13,29 +13,70 @@ use crate::socket::{SessionHandle, SocketId};
 use actix::prelude::*;
 use bytestring::ByteString;
 use std::collections::hash_map::{DefaultHasher, Entry};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Routes messages to the shard that owns a channel or user.
 #[derive(Clone)]
 pub struct Registry {
     shards: Arc<[Addr<Shard>]>,
+    /// Each shard's occupied channels, same index as `shards`.
+    occupancy: Arc<[Arc<Occupancy>]>,
+}
+
+/// The channels of a shard that have at least one subscriber, readable from
+/// any thread. Publishing to a channel nobody is subscribed to is common
+/// (a Laravel app broadcasting to an offline user's private channel); this
+/// lets the publisher skip the message to the shard — a thread hop — for it.
+///
+/// Only the owning shard writes, when a channel gains its first subscriber or
+/// loses its last, before it confirms the subscription; a publish that starts
+/// after a client saw `subscription_succeeded` therefore sees the channel.
+#[derive(Debug, Default)]
+pub struct Occupancy(RwLock<HashMap<Arc<str>, HashSet<Arc<str>>>>);
+
+impl Occupancy {
+    fn insert(&self, app_id: &Arc<str>, channel: &Arc<str>) {
+        let mut apps = self.0.write().unwrap_or_else(|e| e.into_inner());
+        apps.entry(app_id.clone())
+            .or_default()
+            .insert(channel.clone());
+    }
+
+    fn remove(&self, app_id: &str, channel: &str) {
+        let mut apps = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(channels) = apps.get_mut(app_id) {
+            channels.remove(channel);
+            if channels.is_empty() {
+                apps.remove(app_id);
+            }
+        }
+    }
+
+    pub fn contains(&self, app_id: &str, channel: &str) -> bool {
+        let apps = self.0.read().unwrap_or_else(|e| e.into_inner());
+        apps.get(app_id).is_some_and(|c| c.contains(channel))
+    }
 }
 
 impl Registry {
     /// Start `count` shards (at least one), each on a new arbiter. Must run
     /// inside an actix `System`.
     pub fn start(count: usize, cache_ttl: Duration) -> Registry {
-        let shards: Vec<Addr<Shard>> = (0..count.max(1))
-            .map(|_| {
+        let occupancy: Vec<Arc<Occupancy>> = (0..count.max(1)).map(|_| Arc::default()).collect();
+        let shards: Vec<Addr<Shard>> = occupancy
+            .iter()
+            .map(|occupied| {
                 let arbiter = Arbiter::new();
-                Shard::start_in_arbiter(&arbiter.handle(), move |_| Shard::new(cache_ttl))
+                let occupied = occupied.clone();
+                Shard::start_in_arbiter(&arbiter.handle(), move |_| Shard::new(cache_ttl, occupied))
             })
             .collect();
         Registry {
             shards: shards.into(),
+            occupancy: occupancy.into(),
         }
     }
 
@@ -44,6 +85,13 @@ impl Registry {
         app_id.hash(&mut h);
         name.hash(&mut h);
         (h.finish() % self.shards.len() as u64) as usize
+    }
+
+    /// Whether a broadcast to this channel can reach anyone: it has
+    /// subscribers, or it is a cache channel (whose last event is kept).
+    pub fn worth_publishing(&self, app_id: &str, channel: &str) -> bool {
+        ChannelKind::of(channel).is_cache()
+            || self.occupancy[self.index(app_id, channel)].contains(app_id, channel)
     }
 
     /// The shard owning `channel` of `app_id`.
@@ -126,13 +174,15 @@ impl AppState {
 pub struct Shard {
     apps: HashMap<Arc<str>, AppState>,
     cache_ttl: Duration,
+    occupancy: Arc<Occupancy>,
 }
 
 impl Shard {
-    pub fn new(cache_ttl: Duration) -> Shard {
+    pub fn new(cache_ttl: Duration, occupancy: Arc<Occupancy>) -> Shard {
         Shard {
             apps: HashMap::new(),
             cache_ttl,
+            occupancy,
         }
     }
 
@@ -149,7 +199,13 @@ impl Shard {
     }
 
     /// Drop one socket from one channel, announcing what the others must hear.
-    fn remove_subscriber(app: &mut AppState, channel: &Arc<str>, socket: SocketId) {
+    fn remove_subscriber(
+        app: &mut AppState,
+        occupancy: &Occupancy,
+        app_id: &str,
+        channel: &Arc<str>,
+        socket: SocketId,
+    ) {
         let Some(state) = app.channels.get_mut(channel) else {
             return;
         };
@@ -168,6 +224,7 @@ impl Shard {
         }
         if state.subscribers.is_empty() {
             app.channels.remove(channel);
+            occupancy.remove(app_id, channel);
         }
     }
 
@@ -204,15 +261,18 @@ impl Handler<Subscribe> for Shard {
             None
         };
         let app = self.apps.entry(msg.app_id.clone()).or_default();
-        let state = app
-            .channels
-            .entry(msg.channel.clone())
-            .or_insert_with(|| ChannelState {
-                kind: msg.kind,
-                subscribers: HashMap::new(),
-                roster: Roster::default(),
-                count_updates: msg.count_updates,
-            });
+        let state = match app.channels.entry(msg.channel.clone()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                self.occupancy.insert(&msg.app_id, &msg.channel);
+                e.insert(ChannelState {
+                    kind: msg.kind,
+                    subscribers: HashMap::new(),
+                    roster: Roster::default(),
+                    count_updates: msg.count_updates,
+                })
+            }
+        };
         let socket = msg.session.id;
         let already = state.subscribers.contains_key(&socket);
 
@@ -232,6 +292,7 @@ impl Handler<Subscribe> for Shard {
                     });
                     if state.subscribers.is_empty() {
                         app.channels.remove(&msg.channel);
+                        self.occupancy.remove(&msg.app_id, &msg.channel);
                     }
                     return;
                 }
@@ -295,7 +356,7 @@ impl Handler<Unsubscribe> for Shard {
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
         if let Some(app) = self.apps.get_mut(&msg.app_id) {
-            Shard::remove_subscriber(app, &msg.channel, msg.socket);
+            Shard::remove_subscriber(app, &self.occupancy, &msg.app_id, &msg.channel, msg.socket);
         }
     }
 }
@@ -306,7 +367,7 @@ impl Handler<SocketGone> for Shard {
     fn handle(&mut self, msg: SocketGone, _: &mut Context<Self>) {
         if let Some(app) = self.apps.get_mut(&msg.app_id) {
             for channel in &msg.channels {
-                Shard::remove_subscriber(app, channel, msg.socket);
+                Shard::remove_subscriber(app, &self.occupancy, &msg.app_id, channel, msg.socket);
             }
         }
     }

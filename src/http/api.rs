@@ -183,6 +183,9 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 async fn publish(state: &ServerState, app: &App, event: &Event) -> Result<(), ApiError> {
     let app_id: Arc<str> = Arc::from(app.id.as_str());
     for channel in &event.channels {
+        if !state.registry.worth_publishing(&app.id, channel) {
+            continue;
+        }
         let frame: ByteString = frames::channel_event(&event.name, channel, &event.data);
         let msg = Broadcast {
             app_id: app_id.clone(),

@@ -149,8 +149,8 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
     };
     info!("{}", config.summary());
     let data = web::Data::new(state.clone());
-    // HTTP metrics are recorded even when the listener is off: it costs little
-    // and keeps one middleware stack for both cases.
+    // HTTP request metrics are only recorded when something can read them.
+    let metrics_on = config.metrics.enabled;
     let (metrics, middleware) = Metrics::new(
         &config.metrics.prefix,
         config.port,
@@ -180,7 +180,10 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
     let cors = config.cors.clone();
     let public = HttpServer::new(move || {
         ActixApp::new()
-            .wrap(middleware.clone())
+            .wrap(actix_web::middleware::Condition::new(
+                metrics_on,
+                middleware.clone(),
+            ))
             .app_data(data.clone())
             .configure(|cfg| http::routes(cfg, &api_limit, &ws_limit, &cors))
     })

@@ -22,6 +22,13 @@ use switchyard_actors::protocol::{frames, validate_channel_name, ChannelKind};
 use switchyard_actors::socket::SocketId;
 use switchyard_actors::stats::{self, RateLimit};
 
+/// `200 {}`, Pusher's answer to a publish, without building a JSON value.
+fn empty_ok() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body("{}")
+}
+
 fn mailbox_error(e: actix::MailboxError) -> ApiError {
     ApiError::Unavailable(format!("Channel registry unavailable: {e}"))
 }
@@ -259,7 +266,7 @@ pub async fn trigger(
     check_backend_budget(&state, &signed.app, event.channels.len())?;
     publish(&state, &signed.app, &event).await?;
     if !event.info.any() {
-        return Ok(HttpResponse::Ok().json(json!({})));
+        return Ok(empty_ok());
     }
     let mut channels = Map::new();
     for channel in &event.channels {
@@ -309,7 +316,7 @@ pub async fn trigger_batch(
         publish(&state, app, event).await?;
     }
     if !events.iter().any(|e| e.info.any()) {
-        return Ok(HttpResponse::Ok().json(json!({})));
+        return Ok(empty_ok());
     }
     let mut results = Vec::with_capacity(events.len());
     for event in &events {
@@ -480,5 +487,5 @@ pub async fn terminate_user(
         signed.app.id,
         user_id
     );
-    Ok(HttpResponse::Ok().json(json!({})))
+    Ok(empty_ok())
 }

@@ -151,64 +151,7 @@ impl Server {
     }
 
     async fn launch(env: &[(&str, &str)], config: Option<&str>) -> Server {
-        let mut last_output = String::new();
-        for _attempt in 0..3 {
-            let dir = fresh_dir();
-            let mut args = Vec::new();
-            if let Some(json) = config {
-                let path = dir.join("config.json");
-                std::fs::write(&path, json).expect("write config.json");
-                args.push("--config".to_string());
-                args.push(path.to_string_lossy().into_owned());
-            }
-            let port = free_port();
-            let child = command(&dir, port, env, &args)
-                .spawn()
-                .expect("spawn switchyard binary");
-            let mut server = Server {
-                port,
-                dir,
-                child: Some(child),
-            };
-            match server.wait_ready(Duration::from_secs(20)).await {
-                Ok(()) => return server,
-                Err(exited_early) => {
-                    last_output = server.logs();
-                    let in_use = last_output.to_ascii_lowercase().contains("in use");
-                    server.kill();
-                    if exited_early && in_use {
-                        continue; // lost the port race with another test: retry
-                    }
-                    let _ = std::fs::remove_dir_all(&server.dir);
-                    panic!("switchyard did not become ready on port {port}\n{last_output}");
-                }
-            }
-        }
-        panic!("switchyard could not bind a free port in 3 attempts\n{last_output}");
-    }
-
-    /// Poll `GET /up` until 200. `Err(true)` = the process exited.
-    async fn wait_ready(&mut self, timeout: Duration) -> Result<(), bool> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(1000))
-            .build()
-            .unwrap();
-        let deadline = Instant::now() + timeout;
-        let url = format!("{}/up", self.http_base());
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return Err(true);
-                }
-            }
-            if let Ok(resp) = client.get(&url).send().await {
-                if resp.status().as_u16() == 200 {
-                    return Ok(());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        Err(false)
+        Self::start_ready(env, config, security::Ready::Http).await
     }
 
     /// Run the binary expecting it to refuse to start; returns its exit status

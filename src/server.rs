@@ -40,6 +40,7 @@ fn session_settings(
         pong_timeout: Duration::from_secs(config.pong_timeout.max(1)),
         user_authentication_timeout: Duration::from_secs(config.user_authentication_timeout),
         max_message_bytes: config.websocket_max_payload_kb as usize * 1024,
+        max_channels: config.max_channels_per_connection,
         outbox_max_messages: config.websocket.max_messages,
         outbox_max_bytes: config.websocket.max_bytes,
         disconnect_on_buffer_full: config.websocket.disconnect_on_buffer_full,

@@ -353,3 +353,23 @@ async fn a_vacated_and_reoccupied_channel_receives_again() {
     b.expect_channel_event("for-b", "room").await;
     b.expect_silence(ms(200)).await;
 }
+
+#[tokio::test]
+async fn channels_per_connection_are_capped() {
+    let server = Server::start_app(&[("MAX_CHANNELS_PER_CONNECTION", "3")]).await;
+    let mut ws = server.connect().await;
+    for ch in ["c1", "c2", "c3"] {
+        ws.subscribe(ch).await;
+    }
+    // Re-subscribing an existing channel is not a new one.
+    ws.subscribe("c2").await;
+    ws.send_subscribe(serde_json::json!({"channel": "c4"}))
+        .await;
+    ws.expect_subscription_error("c4", "LimitReached", 403)
+        .await;
+    // After leaving one, there is room again; the socket was never closed.
+    ws.unsubscribe("c1").await;
+    ws.subscribe("c4").await;
+    server.api().publish("c4", "hello", "1").await;
+    ws.expect_channel_event("hello", "c4").await;
+}

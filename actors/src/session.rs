@@ -31,6 +31,8 @@ pub struct SessionSettings {
     pub pong_timeout: Duration,
     /// Grace period for `pusher:signin` on apps that require user authentication.
     pub user_authentication_timeout: Duration,
+    /// Channels one socket may be subscribed to at once; 0 = no limit.
+    pub max_channels: usize,
     /// Largest inbound message (after reassembling fragments).
     pub max_message_bytes: usize,
     /// Outbound queue bound per socket (frames / bytes); `None` = unbounded.
@@ -49,6 +51,7 @@ impl Default for SessionSettings {
             activity_timeout: Duration::from_secs(120),
             pong_timeout: Duration::from_secs(30),
             user_authentication_timeout: Duration::from_secs(3600),
+            max_channels: 1000,
             max_message_bytes: 64 * 1024,
             outbox_max_messages: Some(1000),
             outbox_max_bytes: None,
@@ -305,6 +308,13 @@ impl Session {
         let channel = &*sub.channel;
         protocol::validate_channel_name(channel, self.app.limits.max_channel_name_length)
             .map_err(|e| SubscriptionError::InvalidChannel(e.to_string()))?;
+        let max = self.settings.max_channels;
+        if max != 0 && self.subscriptions.len() >= max && !self.subscriptions.contains_key(channel)
+        {
+            return Err(SubscriptionError::LimitReached(format!(
+                "Too many channels on this connection (at most {max})"
+            )));
+        }
         let kind = ChannelKind::of(channel);
         if kind == ChannelKind::ServerToUser {
             let wanted = &channel[protocol::SERVER_TO_USER_PREFIX.len()..];

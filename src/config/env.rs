@@ -162,6 +162,10 @@ pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
     set(&mut c.activity_timeout, env.num("ACTIVITY_TIMEOUT")?);
     set(&mut c.pong_timeout, env.num("PONG_TIMEOUT")?);
     set(
+        &mut c.max_channels_per_connection,
+        env.num("MAX_CHANNELS_PER_CONNECTION")?,
+    );
+    set(
         &mut c.shutdown_grace_period,
         env.num("SHUTDOWN_GRACE_PERIOD")?,
     );

@@ -30,6 +30,7 @@ pub(crate) struct FileConfig {
     pub activity_timeout: u64,
     /// Switchyard extension: seconds to wait for `pusher:pong`.
     pub pong_timeout: u64,
+    pub max_channels_per_connection: usize,
     pub shutdown_grace_period: u64,
     pub user_authentication_timeout: u64,
     pub websocket_max_payload_kb: u32,
@@ -64,6 +65,7 @@ impl Default for FileConfig {
             server_role: ServerRole::Default,
             activity_timeout: 120,
             pong_timeout: 30,
+            max_channels_per_connection: 1000,
             shutdown_grace_period: 10,
             user_authentication_timeout: 3600,
             websocket_max_payload_kb: 64,

@@ -51,6 +51,9 @@ pub struct Config {
     pub activity_timeout: u64,
     /// Seconds to wait for `pusher:pong` (Switchyard extension).
     pub pong_timeout: u64,
+    /// Channels one socket may be subscribed to at once; 0 = no limit
+    /// (Switchyard extension, `MAX_CHANNELS_PER_CONNECTION`).
+    pub max_channels_per_connection: usize,
     pub shutdown_grace_period: u64,
     pub user_authentication_timeout: u64,
     pub websocket_max_payload_kb: u32,
@@ -170,6 +173,7 @@ pub(crate) fn build(
         server_role: file.server_role,
         activity_timeout: file.activity_timeout,
         pong_timeout: file.pong_timeout,
+        max_channels_per_connection: file.max_channels_per_connection,
         shutdown_grace_period: file.shutdown_grace_period,
         user_authentication_timeout: file.user_authentication_timeout,
         websocket_max_payload_kb: file.websocket_max_payload_kb,
@@ -280,6 +284,10 @@ impl fmt::Debug for Config {
             .field("server_role", &self.server_role)
             .field("activity_timeout", &self.activity_timeout)
             .field("pong_timeout", &self.pong_timeout)
+            .field(
+                "max_channels_per_connection",
+                &self.max_channels_per_connection,
+            )
             .field("shutdown_grace_period", &self.shutdown_grace_period)
             .field(
                 "user_authentication_timeout",

@@ -96,11 +96,24 @@ pub fn md5_hex(body: &[u8]) -> String {
 /// The string an HTTP API request signs: `METHOD\nPATH\nsorted_query`, where
 /// the query is every parameter but `auth_signature`, keys lowercased and
 /// sorted, values as received (not re-escaped).
-pub fn api_string_to_sign(method: &str, path: &str, params: &[(String, String)]) -> String {
-    let mut pairs: Vec<(String, &str)> = params
+pub fn api_string_to_sign<K: AsRef<str>, V: AsRef<str>>(
+    method: &str,
+    path: &str,
+    params: &[(K, V)],
+) -> String {
+    let mut pairs: Vec<(std::borrow::Cow<'_, str>, &str)> = params
         .iter()
-        .filter(|(k, _)| k != "auth_signature")
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
+        .map(|(k, v)| (k.as_ref(), v.as_ref()))
+        .filter(|(k, _)| *k != "auth_signature")
+        .map(|(k, v)| {
+            // SDKs send lowercase keys; only copy the rare one that is not.
+            let key = if k.bytes().any(|b| b.is_ascii_uppercase()) {
+                std::borrow::Cow::Owned(k.to_ascii_lowercase())
+            } else {
+                std::borrow::Cow::Borrowed(k)
+            };
+            (key, v)
+        })
         .collect();
     pairs.sort();
     let mut out = String::with_capacity(method.len() + path.len() + 128);

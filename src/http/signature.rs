@@ -10,6 +10,7 @@ use actix_web::web::{Bytes, BytesMut, Payload};
 use actix_web::HttpRequest;
 use futures_util::StreamExt;
 use log::warn;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use switchyard_actors::app::App;
@@ -20,19 +21,43 @@ use switchyard_actors::stats::AuthFailure;
 pub const TIMESTAMP_WINDOW_SECS: i64 = 600;
 
 /// A request that passed authentication.
-pub struct Signed {
+pub struct Signed<'r> {
     pub app: Arc<App>,
     pub body: Bytes,
-    /// Decoded query parameters, as signed.
-    pub params: Vec<(String, String)>,
+    /// Decoded query parameters, as signed; borrowed from the request unless
+    /// a value needed decoding.
+    pub params: Vec<(Cow<'r, str>, Cow<'r, str>)>,
 }
 
-impl Signed {
+/// Split and decode a query string (`application/x-www-form-urlencoded`).
+/// Parameters without `%` or `+` — all of a Pusher SDK's — are borrowed.
+pub fn parse_query(query: &str) -> Result<Vec<(Cow<'_, str>, Cow<'_, str>)>, ApiError> {
+    fn decode(s: &str) -> Result<Cow<'_, str>, ApiError> {
+        if !s.contains(['%', '+']) {
+            return Ok(Cow::Borrowed(s));
+        }
+        let spaced = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .map(|d| Cow::Owned(d.into_owned()))
+            .map_err(|_| ApiError::BadRequest("Malformed query string".into()))
+    }
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(k)?, decode(v)?))
+        })
+        .collect()
+}
+
+impl Signed<'_> {
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| &**v)
     }
 }
 
@@ -61,12 +86,12 @@ fn now_secs() -> i64 {
 
 /// Authenticate an API request for `app_id`. Failures are logged at warn
 /// with the client address and reason, never the secret.
-pub async fn authenticate(
-    req: &HttpRequest,
+pub async fn authenticate<'r>(
+    req: &'r HttpRequest,
     payload: Payload,
     state: &ServerState,
     app_id: &str,
-) -> Result<Signed, ApiError> {
+) -> Result<Signed<'r>, ApiError> {
     let result = check(req, payload, state, app_id).await;
     if let Err(e) = &result {
         if matches!(e, ApiError::Unauthorized(_)) {
@@ -88,22 +113,16 @@ pub async fn authenticate(
     result
 }
 
-async fn check(
-    req: &HttpRequest,
+async fn check<'r>(
+    req: &'r HttpRequest,
     payload: Payload,
     state: &ServerState,
     app_id: &str,
-) -> Result<Signed, ApiError> {
+) -> Result<Signed<'r>, ApiError> {
     let app = state.apps.by_id(app_id).ok_or(ApiError::AppNotFound)?;
     let body = read_body(payload, state.http_body_limit).await?;
-    let params: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
-        .map_err(|_| ApiError::BadRequest("Malformed query string".into()))?;
-    let get = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let params = parse_query(req.query_string())?;
+    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| &**v);
 
     let (Some(key), Some(timestamp), Some(signature)) = (
         get("auth_key"),
@@ -149,4 +168,31 @@ async fn check(
         return Err(ApiError::Forbidden("Application disabled".into()));
     }
     Ok(Signed { app, body, params })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_split_and_decoded() {
+        let q = parse_query("auth_key=k&info=user_count,subscription_count&filter_by_prefix=presence-&x=a%20b+c&flag").unwrap();
+        let pairs: Vec<(&str, &str)> = q.iter().map(|(k, v)| (&**k, &**v)).collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("auth_key", "k"),
+                ("info", "user_count,subscription_count"),
+                ("filter_by_prefix", "presence-"),
+                ("x", "a b c"),
+                ("flag", ""),
+            ]
+        );
+        assert!(
+            matches!(q[0].1, Cow::Borrowed(_)),
+            "plain values are not copied"
+        );
+        assert!(parse_query("a=%ff").is_err(), "invalid UTF-8 is refused");
+        assert!(parse_query("").unwrap().is_empty());
+    }
 }

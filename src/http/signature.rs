@@ -26,12 +26,15 @@ pub struct Signed<'r> {
     pub body: Bytes,
     /// Decoded query parameters, as signed; borrowed from the request unless
     /// a value needed decoding.
-    pub params: Vec<(Cow<'r, str>, Cow<'r, str>)>,
+    pub params: Params<'r>,
 }
+
+/// Query parameters as `(key, value)` pairs in request order.
+pub type Params<'r> = Vec<(Cow<'r, str>, Cow<'r, str>)>;
 
 /// Split and decode a query string (`application/x-www-form-urlencoded`).
 /// Parameters without `%` or `+` — all of a Pusher SDK's — are borrowed.
-pub fn parse_query(query: &str) -> Result<Vec<(Cow<'_, str>, Cow<'_, str>)>, ApiError> {
+pub fn parse_query(query: &str) -> Result<Params<'_>, ApiError> {
     fn decode(s: &str) -> Result<Cow<'_, str>, ApiError> {
         if !s.contains(['%', '+']) {
             return Ok(Cow::Borrowed(s));

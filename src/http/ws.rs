@@ -24,11 +24,11 @@ fn check_protocol(query: &str) -> Result<(), PusherError> {
 }
 
 fn form_value(query: &str, name: &str) -> Option<String> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+    super::signature::parse_query(query)
         .ok()?
         .into_iter()
         .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Everything a connection must pass, in order: app, enabled, protocol,

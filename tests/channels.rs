@@ -337,6 +337,9 @@ async fn a_vacated_and_reoccupied_channel_receives_again() {
     let mut a = server.connect().await;
     a.subscribe("room").await;
     a.unsubscribe("room").await;
+    // Unsubscribing has no reply: wait until the registry has processed it.
+    api.wait_channel_info("room", "subscription_count", |v| v["occupied"] == false)
+        .await;
     api.publish("room", "while-empty", "1").await;
     a.expect_silence(ms(200)).await;
 
@@ -347,6 +350,8 @@ async fn a_vacated_and_reoccupied_channel_receives_again() {
 
     // Vacated by a disconnect, then occupied by another socket.
     a.close().await;
+    api.wait_channel_info("room", "subscription_count", |v| v["occupied"] == false)
+        .await;
     let mut b = server.connect().await;
     b.subscribe("room").await;
     api.publish("room", "for-b", "3").await;

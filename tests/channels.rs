@@ -378,3 +378,36 @@ async fn channels_per_connection_are_capped() {
     server.api().publish("c4", "hello", "1").await;
     ws.expect_channel_event("hello", "c4").await;
 }
+
+#[tokio::test]
+async fn subscription_counts_are_sent_when_the_app_enables_them() {
+    let server =
+        Server::start_app(&[("SOCKUDO_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT", "true")]).await;
+    let count = |f: &Frame| f.data_json()["subscription_count"].as_u64().unwrap();
+    let mut a = server.connect().await;
+    a.subscribe("counted").await;
+    let f = a
+        .expect_channel_event("pusher_internal:subscription_count", "counted")
+        .await;
+    assert_eq!(count(&f), 1);
+
+    let mut b = server.connect().await;
+    b.subscribe("counted").await;
+    for ws in [&mut a, &mut b] {
+        let f = ws
+            .expect_channel_event("pusher_internal:subscription_count", "counted")
+            .await;
+        assert_eq!(count(&f), 2);
+    }
+    b.close().await;
+    let f = a
+        .expect_channel_event("pusher_internal:subscription_count", "counted")
+        .await;
+    assert_eq!(count(&f), 1);
+
+    // Apps without the flag get no count frames.
+    let server = Server::start_app(&[]).await;
+    let mut c = server.connect().await;
+    c.subscribe("plain").await;
+    c.expect_silence(SILENCE).await;
+}

@@ -716,3 +716,36 @@ async fn error_bodies_are_json_with_error_code_status() {
         "exactly error/code/status: {v}"
     );
 }
+
+#[tokio::test]
+async fn events_arrive_in_publish_order_across_channels() {
+    // Channels live on different registry shards (threads); a subscriber of
+    // several must still see a backend's events in the order it sent them.
+    let server = Server::start_app(&[("REGISTRY_SHARDS", "4")]).await;
+    let api = server.api();
+    let mut ws = server.connect().await;
+    let channels: Vec<String> = (0..10).map(|i| format!("order-{i}")).collect();
+    for c in &channels {
+        ws.subscribe(c).await;
+    }
+    for round in 0..5 {
+        let items: Vec<Value> = channels
+            .iter()
+            .map(|c| json!({"name": format!("e{round}"), "channel": c, "data": "x"}))
+            .collect();
+        api.post("/batch_events", &json!({ "batch": items }).to_string())
+            .await
+            .assert_ok();
+        for c in &channels {
+            ws.expect_channel_event(&format!("e{round}"), c).await;
+        }
+    }
+    for i in 0..30 {
+        api.publish(&channels[i % channels.len()], &format!("seq-{i}"), "1")
+            .await;
+    }
+    for i in 0..30 {
+        ws.expect_channel_event(&format!("seq-{i}"), &channels[i % channels.len()])
+            .await;
+    }
+}

@@ -201,19 +201,17 @@ async fn publish(state: &ServerState, app: &App, event: &Event) -> Result<(), Ap
             except: event.except,
             require_subscriber: None,
         };
-        // Fire and forget while the shard keeps up (no reply to wait for, no
-        // second cross-thread wake); when its mailbox is full, wait for room:
-        // that is the publisher's backpressure.
-        let shard = state.registry.channel_shard(&app.id, channel);
-        match shard.try_send(msg) {
-            Ok(()) => {}
-            Err(actix::dev::SendError::Full(msg)) => {
-                shard.send(msg).await.map_err(mailbox_error)?
-            }
-            Err(actix::dev::SendError::Closed(_)) => {
-                return Err(ApiError::Unavailable("Channel registry unavailable".into()))
-            }
-        }
+        // Wait until the shard has handed the frame to every subscriber's
+        // queue: channels live on different shards (threads), and this is
+        // what keeps events in the order the backend published them — across
+        // channels, across batch items and across consecutive requests. It is
+        // also the publisher's backpressure (the shard's mailbox is bounded).
+        state
+            .registry
+            .channel_shard(&app.id, channel)
+            .send(msg)
+            .await
+            .map_err(mailbox_error)?;
     }
     stats::add(&app.stats.api_events_published, event.channels.len() as u64);
     Ok(())

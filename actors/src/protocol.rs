@@ -183,6 +183,19 @@ pub fn data_text(raw: &RawValue) -> Result<Cow<'_, str>, serde_json::Error> {
     }
 }
 
+/// At most `max` bytes of `s`, cut on a character boundary: client-supplied
+/// names go into log lines bounded.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Outbound frames, each built once and shared by every recipient.
 pub mod frames {
     use super::*;

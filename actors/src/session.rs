@@ -8,7 +8,7 @@ use crate::app::{App, ConnectionSlot};
 use crate::auth;
 use crate::error::{PusherError, SubscriptionError};
 use crate::messages::*;
-use crate::protocol::{self, frames, ChannelKind, ClientFrame};
+use crate::protocol::{self, frames, truncate, ChannelKind, ClientFrame};
 use crate::registry::Registry;
 use crate::socket::{Outbox, SessionHandle, SocketId};
 use crate::stats::{self, AuthFailure, ConnectionError, RateLimit};
@@ -597,17 +597,6 @@ impl Session {
             ),
         }
     }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 impl Actor for Session {

@@ -18,7 +18,7 @@ use switchyard_actors::messages::{
     Broadcast, ChannelInfo, ChannelInfoReply, ChannelStats, ListChannels, PresenceUsers,
     TerminateUser,
 };
-use switchyard_actors::protocol::{frames, validate_channel_name, ChannelKind};
+use switchyard_actors::protocol::{frames, truncate, validate_channel_name, ChannelKind};
 use switchyard_actors::socket::SocketId;
 use switchyard_actors::stats::{self, RateLimit};
 
@@ -481,9 +481,8 @@ pub async fn terminate_user(
         .await
         .map_err(mailbox_error)?;
     log::info!(
-        "terminate_connections app={} user={} sockets={closed}",
-        signed.app.id,
-        user_id
+        app_id = signed.app.id.as_str(), user_id = truncate(&user_id, 128), sockets = closed;
+        "terminate_connections"
     );
     Ok(empty_ok())
 }

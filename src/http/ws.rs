@@ -11,7 +11,7 @@ use log::warn;
 use std::sync::Arc;
 use switchyard_actors::app::{App, ConnectionSlot};
 use switchyard_actors::error::PusherError;
-use switchyard_actors::protocol::{MAX_PROTOCOL, MIN_PROTOCOL};
+use switchyard_actors::protocol::{truncate, MAX_PROTOCOL, MIN_PROTOCOL};
 use switchyard_actors::session::{Rejected, Session};
 
 /// Check the `protocol` query parameter.
@@ -104,13 +104,6 @@ pub async fn connect(
                 .frame_size(max_frame)
                 .start()
         }
-    }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
     }
 }
 

@@ -42,6 +42,9 @@ enum Cmd {
     Publish,
     /// connect/subscribe/unsubscribe/disconnect loops: ops/s and RSS drift.
     Churn,
+    /// The loopback floor alone (no server needed): kernel CPU of one plain
+    /// write per fan-out delivery on this machine (fanout measures it too).
+    Floor,
     /// idle, fanout, publish and churn in that order.
     All,
     /// Side-by-side markdown of JSON result files (`--json` outputs); files
@@ -119,6 +122,9 @@ struct Opts {
     /// Longest wait for in-flight deliveries after the last publish, seconds.
     #[arg(long, global = true, default_value_t = 10.0)]
     drain_secs: f64,
+    /// Seconds of the loopback floor measured after fanout (0 = skip).
+    #[arg(long, global = true, default_value_t = 10.0)]
+    floor_secs: f64,
 
     // publish
     #[arg(long, global = true, default_value_t = 15.0)]
@@ -156,6 +162,9 @@ fn validate(o: &Opts) -> Result<(), String> {
     bounded("churn-secs", o.churn_secs, 3600.0)?;
     bounded("fanout-rate", o.fanout_rate, 1_000_000.0)?;
     bounded("drain-secs", o.drain_secs, 120.0)?;
+    if !(o.floor_secs.is_finite() && (0.0..=600.0).contains(&o.floor_secs)) {
+        return Err("--floor-secs must be in [0, 600]".into());
+    }
     bounded("idle-connections", o.idle_connections as f64, 19_000.0)?;
     bounded("fanout-subscribers", o.fanout_subscribers as f64, 19_000.0)?;
     bounded("churn-concurrency", o.churn_concurrency as f64, 5_000.0)?;
@@ -223,7 +232,7 @@ fn run(cli: Cli) -> Result<(), String> {
         pinning["client_threads_pinned"] = json!(n);
     }
     let server_pid = o.server_pid.or_else(|| procfs::find_listener_pid(o.port));
-    if server_pid.is_none() {
+    if server_pid.is_none() && !matches!(cli.cmd, Cmd::Floor) {
         eprintln!(
             "warning: no process found listening on port {}; server RSS/CPU will be missing",
             o.port
@@ -279,6 +288,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Fanout => vec![Step::Fanout],
         Cmd::Publish => vec![Step::Publish],
         Cmd::Churn => vec![Step::Churn],
+        Cmd::Floor => vec![Step::Floor],
         Cmd::Compare { .. } => unreachable!("handled in main"),
     };
     let mut failed = Vec::new();
@@ -316,6 +326,7 @@ enum Step {
     Fanout,
     Publish,
     Churn,
+    Floor,
 }
 
 async fn run_step(
@@ -355,6 +366,8 @@ async fn run_step(
                 publishers: o.fanout_publishers,
                 drain_secs: o.drain_secs,
                 concurrency: o.connect_concurrency,
+                floor_secs: o.floor_secs,
+                server_core: o.pin_server,
             };
             ("fanout", to_value(scenarios::fanout(t, p, &opts).await))
         }
@@ -383,6 +396,30 @@ async fn run_step(
                 sample_ms: o.rss_sample_ms,
             };
             ("churn", to_value(scenarios::churn(t, p, &opts).await))
+        }
+        Step::Floor => {
+            let secs = if o.floor_secs > 0.0 {
+                o.floor_secs
+            } else {
+                10.0
+            };
+            eprintln!(
+                "[floor] {} sockets over {} channels, {} writes of a {}-byte frame per second for {} s",
+                o.fanout_subscribers,
+                o.fanout_channels,
+                o.fanout_rate * (o.fanout_subscribers / o.fanout_channels.max(1)) as f64,
+                scenarios::frame_bytes(o.event_size),
+                secs
+            );
+            let opts = scenarios::FloorOpts {
+                sockets: o.fanout_subscribers,
+                channels: o.fanout_channels,
+                frame_bytes: scenarios::frame_bytes(o.event_size),
+                rate: o.fanout_rate,
+                secs,
+                writer_core: o.pin_server,
+            };
+            ("floor", to_value(scenarios::floor(&opts).await))
         }
     }
 }

@@ -51,6 +51,10 @@ fanout: latency p50 (ms) | /results/fanout/latency/p50_ms | 1 |
 fanout: latency p99 (ms) | /results/fanout/latency/p99_ms | 1 | < 50
 fanout: latency p99.9 (ms) | /results/fanout/latency/p999_ms | 1 |
 fanout: server CPU s per million deliveries | /results/fanout/server_cpu_s_per_million_deliveries | 1 | < 2
+fanout: … of which user space | /results/fanout/server_user_cpu_s_per_million_deliveries | 1 |
+fanout: … of which kernel | /results/fanout/server_sys_cpu_s_per_million_deliveries | 1 |
+fanout: loopback floor, CPU s per million writes | /results/fanout/loopback_floor/cpu_s_per_million_writes | 1 |
+fanout: server CPU above the floor, s per million | /results/fanout/server_cpu_s_per_million_above_floor | 1 |
 fanout: publish HTTP latency p99 (ms) | /results/fanout/publish_http_latency/p99_ms | 1 |
 publish: publishes/s | /results/publish/publishes_per_s | 1 |
 publish: server CPU µs per publish | /results/publish/server_cpu_us_per_publish | 1 | < 10

@@ -10,7 +10,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 
-use super::{diff, open_fleet, OnText, Probe};
+use super::floor::{floor, FloorOpts, FloorResult};
+use super::{open_fleet, OnText, Probe};
 use crate::client::{self, HttpConn, Res, Target};
 use crate::stats::{self, round1, round3, Latency, ShardedHistogram};
 
@@ -78,6 +79,10 @@ pub struct FanoutOpts {
     pub publishers: usize,
     pub drain_secs: f64,
     pub concurrency: usize,
+    /// Seconds of the loopback floor measurement after the run (0 = skip).
+    pub floor_secs: f64,
+    /// Core the server is pinned to: the floor's writer runs there.
+    pub server_core: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -108,6 +113,14 @@ pub struct FanoutResult {
     pub http_reconnects: u64,
     pub server_cpu_s: Option<f64>,
     pub server_cpu_s_per_million_deliveries: Option<f64>,
+    /// The user-space part: the server's own code, allocator and runtime.
+    pub server_user_cpu_s_per_million_deliveries: Option<f64>,
+    /// The kernel part, which over loopback includes the receivers' TCP stack.
+    pub server_sys_cpu_s_per_million_deliveries: Option<f64>,
+    /// What one plain write per delivery costs on this machine, same traffic.
+    pub loopback_floor: Option<FloorResult>,
+    /// Server CPU per million deliveries minus the floor: the server's own cost.
+    pub server_cpu_s_per_million_above_floor: Option<f64>,
     pub client_cpu_s: f64,
     pub server_rss_bytes: Option<u64>,
 }
@@ -154,7 +167,7 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
     let first_err = Arc::new(std::sync::Mutex::new(None::<String>));
     let http_lat = Arc::new(ShardedHistogram::new(o.publishers));
 
-    let (cpu0, ccpu0) = (p.cpu(), p.client_cpu());
+    let (cpu0, ccpu0) = (p.cpu_split(), p.client_cpu());
     let start = Instant::now();
     let start_ns = client::unix_nanos();
     let mut workers = JoinSet::new();
@@ -258,14 +271,38 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total_secs = start.elapsed().as_secs_f64();
-    let (cpu1, ccpu1) = (p.cpu(), p.client_cpu());
+    let (cpu1, ccpu1) = (p.cpu_split(), p.client_cpu());
     let rss = p.rss();
     let delivered = deliveries.received.load(Ordering::Relaxed);
-    let cpu = diff(cpu0, cpu1);
+    let (user, sys) = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => (Some(b.0 - a.0), Some(b.1 - a.1)),
+        _ => (None, None),
+    };
+    let cpu = user.zip(sys).map(|(u, s)| u + s);
+    let per_million = |c: Option<f64>| {
+        c.filter(|_| delivered > 0)
+            .map(|c| round3(c * 1e6 / delivered as f64))
+    };
+    let (subscribers_ok, subscribe_failures) = (fleet.ok, fleet.failures);
+    let fleet_error = fleet.first_error.clone();
+    fleet.shutdown(Duration::from_secs(20)).await;
+    let loopback_floor = if o.floor_secs > 0.0 {
+        let opts = FloorOpts {
+            sockets: subscribers_ok as usize,
+            channels,
+            frame_bytes: frame_bytes(o.event_size),
+            rate: o.rate,
+            secs: o.floor_secs,
+            writer_core: o.server_core,
+        };
+        Some(floor(&opts).await?)
+    } else {
+        None
+    };
     let res = FanoutResult {
         subscribers_target: o.subscribers,
-        subscribers_ok: fleet.ok,
-        subscribe_failures: fleet.failures,
+        subscribers_ok,
+        subscribe_failures,
         channels,
         event_size_bytes: o.event_size,
         publish_rate_per_s: o.rate,
@@ -277,7 +314,7 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .or(fleet.first_error.clone()),
+            .or(fleet_error),
         publishes_late: late.load(Ordering::Relaxed),
         expected_deliveries: expected,
         delivered,
@@ -291,14 +328,33 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
         publish_http_latency: Latency::from_histogram(&http_lat.merged()),
         http_reconnects,
         server_cpu_s: cpu.map(round3),
-        server_cpu_s_per_million_deliveries: cpu
-            .filter(|_| delivered > 0)
-            .map(|c| round3(c * 1e6 / delivered as f64)),
+        server_cpu_s_per_million_deliveries: per_million(cpu),
+        server_user_cpu_s_per_million_deliveries: per_million(user),
+        server_sys_cpu_s_per_million_deliveries: per_million(sys),
+        server_cpu_s_per_million_above_floor: per_million(cpu)
+            .zip(loopback_floor.as_ref())
+            .map(|(c, f)| round3(c - f.cpu_s_per_million_writes)),
+        loopback_floor,
         client_cpu_s: round3(ccpu1 - ccpu0),
         server_rss_bytes: rss,
     };
-    fleet.shutdown(Duration::from_secs(20)).await;
     Ok(res)
+}
+
+/// Size on the wire of one fan-out frame as a server sends it: the event
+/// JSON (`data` JSON-encoded inside it) plus the unmasked WebSocket header.
+pub fn frame_bytes(event_size: usize) -> usize {
+    let data = event_data(u64::MAX / 2, 1_000_000, event_size);
+    let json = format!(
+        r#"{{"event":"bench","channel":"bench-fan-0","data":{}}}"#,
+        serde_json::to_string(&data).unwrap_or_default()
+    );
+    let header = match json.len() {
+        0..=125 => 2,
+        126..=65_535 => 4,
+        _ => 10,
+    };
+    json.len() + header
 }
 
 #[cfg(test)]
@@ -321,6 +377,20 @@ mod tests {
             Some(1_700_000_000_123_456_789)
         );
         assert_eq!(parse_sent_ns(&m, br#"{"event":"pusher:ping"}"#), None);
+    }
+
+    #[test]
+    fn frame_bytes_counts_escaped_data_and_ws_header() {
+        // 100-byte data: 8 quotes escaped inside the frame's JSON string.
+        let d = event_data(u64::MAX / 2, 1_000_000, 100);
+        let json = format!(
+            r#"{{"event":"bench","channel":"bench-fan-0","data":{}}}"#,
+            serde_json::to_string(&d).unwrap()
+        );
+        assert!(json.len() > 125);
+        assert_eq!(frame_bytes(100), json.len() + 4);
+        assert!(frame_bytes(10) < frame_bytes(100));
+        assert!(frame_bytes(70_000) > 70_000 + 10);
     }
 
     #[test]

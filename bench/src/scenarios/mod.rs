@@ -3,11 +3,13 @@
 
 mod churn;
 mod fanout;
+mod floor;
 mod idle;
 mod publish;
 
 pub use churn::{churn, ChurnOpts};
-pub use fanout::{fanout, FanoutOpts};
+pub use fanout::{fanout, frame_bytes, FanoutOpts};
+pub use floor::{floor, FloorOpts};
 pub use idle::{idle, IdleOpts};
 pub use publish::{publish, PublishOpts};
 
@@ -40,6 +42,10 @@ impl Probe {
     }
     pub fn cpu(&self) -> Option<f64> {
         self.server_pid.and_then(|p| procfs::cpu_seconds(p).ok())
+    }
+    /// (user, system) CPU seconds of the server.
+    pub fn cpu_split(&self) -> Option<(f64, f64)> {
+        self.server_pid.and_then(|p| procfs::cpu_split(p).ok())
     }
     pub fn client_cpu(&self) -> f64 {
         procfs::cpu_seconds(std::process::id() as i32).unwrap_or(0.0)

@@ -12,6 +12,7 @@ use actix_web::{web, App as ActixApp, HttpServer};
 use log::{info, warn};
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_actors::hub::{Hubs, Timing};
 use switchyard_actors::registry::Registry;
 use switchyard_actors::session::SessionSettings;
 use switchyard_actors::stats::RateLimit;
@@ -30,15 +31,17 @@ fn warn_about(config: &Config) {
     }
 }
 
-fn session_settings(
-    config: &Config,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> SessionSettings {
-    SessionSettings {
-        shutdown: Some(shutdown),
+fn session_settings(config: &Config) -> SessionSettings {
+    let timing = Timing {
         activity_timeout: Duration::from_secs(config.activity_timeout.max(1)),
         pong_timeout: Duration::from_secs(config.pong_timeout.max(1)),
-        user_authentication_timeout: Duration::from_secs(config.user_authentication_timeout),
+        signin_timeout: Duration::from_secs(config.user_authentication_timeout),
+    };
+    SessionSettings {
+        hubs: Hubs::new(timing),
+        activity_timeout: timing.activity_timeout,
+        pong_timeout: timing.pong_timeout,
+        user_authentication_timeout: timing.signin_timeout,
         max_message_bytes: config.websocket_max_payload_kb as usize * 1024,
         max_channels: config.max_channels_per_connection,
         outbox_max_messages: config.websocket.max_messages,
@@ -132,7 +135,6 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         Duration::from_secs(config.channel_limits.cache_ttl.max(1)),
     );
     let apps = Arc::new(AppStore::new(std::mem::take(&mut config.apps)));
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let grace = Duration::from_secs(config.shutdown_grace_period);
     let rl = &config.rate_limiter;
     let state = ServerState {
@@ -141,7 +143,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         ws_trust_hops: rl.websocket_rate_limit.trust_hops,
         apps,
         registry,
-        session: Arc::new(session_settings(&config, shutdown_rx)),
+        session: Arc::new(session_settings(&config)),
         http_body_limit: config.http_api.request_limit_in_mb as usize * 1024 * 1024,
         stats: Arc::default(),
         connections: Arc::default(),
@@ -280,13 +282,14 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         }
     }
     let handles: Vec<ServerHandle> = servers.iter().map(|s| s.handle()).collect();
+    let hubs = state.session.hubs.clone();
     actix_web::rt::spawn(async move {
         let signal = wait_for_signal().await;
         info!(
             event = "shutdown", signal = signal, grace_secs = grace.as_secs();
             "shutting down: refusing new connections, telling clients to reconnect (4200)"
         );
-        let _ = shutdown_tx.send(true);
+        hubs.shutdown();
         // Stop accepting and drain in-flight requests; sockets end as their
         // sessions close. actix-server force-closes what is left after `grace`.
         futures_util::future::join_all(handles.iter().map(|h| h.stop(true))).await;

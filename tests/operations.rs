@@ -1,5 +1,5 @@
 //! Operational endpoints and command-line flags: `/`, `/up`, `/up/{app_id}`,
-//! `/usage`, `--help`, `--version`, `--check-config`.
+//! `/live`, `/usage`, `--help`, `--version`, `--check-config`.
 
 mod common;
 
@@ -18,6 +18,8 @@ async fn health_endpoints_answer_as_sockudo_does() {
     assert_eq!(app.status, 200);
     let unknown = http_get(&format!("{base}/up/no-such-app")).await;
     assert_eq!((unknown.status, unknown.text.as_str()), (404, "NOT_FOUND"));
+    let live = http_get(&format!("{base}/live")).await;
+    assert_eq!((live.status, live.text.as_str()), (200, "OK"));
 }
 
 #[tokio::test]

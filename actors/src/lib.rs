@@ -2,12 +2,14 @@
 //!
 //! - [`session::Session`]: one actor per WebSocket.
 //! - [`registry::Registry`]: channel registry shards (subscriptions, presence, cache, users).
+//! - [`hub::Hubs`]: one hub per worker thread for its sessions' heartbeats and shutdown.
 //! - [`messages`]: the typed messages between them.
 //! - [`protocol`], [`auth`], [`error`]: frames, signatures and error codes, as plain functions and types.
 
 pub mod app;
 pub mod auth;
 pub mod error;
+pub mod hub;
 pub mod messages;
 pub mod presence;
 pub mod protocol;

@@ -14,6 +14,11 @@ use std::sync::Arc;
 #[rtype(result = "()")]
 pub struct Deliver(pub ByteString);
 
+/// From the worker's hub: a liveness or sign-in deadline has passed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Heartbeat;
+
 /// Close the socket with this error (4009 terminate, 4200 shutdown, …).
 #[derive(Message, Clone)]
 #[rtype(result = "()")]

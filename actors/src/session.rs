@@ -7,6 +7,7 @@
 use crate::app::{App, ConnectionSlot};
 use crate::auth;
 use crate::error::{PusherError, SubscriptionError};
+use crate::hub::{Hub, Hubs, Timing, Vitals};
 use crate::messages::*;
 use crate::protocol::{self, frames, truncate, ChannelKind, ClientFrame};
 use crate::registry::Registry;
@@ -19,6 +20,7 @@ use log::{debug, info, warn};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,23 +42,28 @@ pub struct SessionSettings {
     pub outbox_max_bytes: Option<usize>,
     /// Close a socket whose queue is full (4100) rather than drop frames for it.
     pub disconnect_on_buffer_full: bool,
-    /// Flips to `true` when the server shuts down: every session then tells
-    /// its client to reconnect elsewhere (4200) and closes.
-    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The worker hubs: heartbeats and shutdown (4200) reach sessions through
+    /// them. Built from the same three timeouts as above.
+    pub hubs: Hubs,
 }
 
 impl Default for SessionSettings {
     fn default() -> Self {
-        SessionSettings {
+        let timing = Timing {
             activity_timeout: Duration::from_secs(120),
             pong_timeout: Duration::from_secs(30),
-            user_authentication_timeout: Duration::from_secs(3600),
+            signin_timeout: Duration::from_secs(3600),
+        };
+        SessionSettings {
+            activity_timeout: timing.activity_timeout,
+            pong_timeout: timing.pong_timeout,
+            user_authentication_timeout: timing.signin_timeout,
             max_channels: 1000,
             max_message_bytes: 64 * 1024,
             outbox_max_messages: Some(1000),
             outbox_max_bytes: None,
             disconnect_on_buffer_full: true,
-            shutdown: None,
+            hubs: Hubs::new(timing),
         }
     }
 }
@@ -66,17 +73,6 @@ struct Subscription {
     /// Presence channels: the user id the socket joined as.
     user_id: Option<Arc<str>>,
     kind: ChannelKind,
-}
-
-/// Traffic counted by the session itself and added to the app's shared
-/// counters on each heartbeat tick and at the end: one atomic add per tick
-/// instead of two per frame on a cache line every worker thread touches.
-#[derive(Default)]
-struct Traffic {
-    sent_messages: u64,
-    sent_bytes: u64,
-    received_messages: u64,
-    received_bytes: u64,
 }
 
 /// Fixed-window counter for the per-socket client-event limit.
@@ -101,13 +97,13 @@ pub struct Session {
     opened: Instant,
     subscriptions: HashMap<Arc<str>, Subscription>,
     user_id: Option<Arc<str>>,
-    last_seen: Instant,
-    ping_sent: Option<Instant>,
+    /// Liveness and traffic, read by this worker's hub on its tick.
+    vitals: Rc<Vitals>,
+    hub: Option<Rc<Hub>>,
     client_events: RateWindow,
     /// A fragmented message being reassembled.
     partial: Option<Vec<u8>>,
     close_reason: Option<String>,
-    traffic: Traffic,
 }
 
 impl Session {
@@ -138,15 +134,14 @@ impl Session {
             opened: now,
             subscriptions: HashMap::new(),
             user_id: None,
-            last_seen: now,
-            ping_sent: None,
+            vitals: Rc::new(Vitals::new(now)),
+            hub: None,
             client_events: RateWindow {
                 started: now,
                 count: 0,
             },
             partial: None,
             close_reason: None,
-            traffic: Traffic::default(),
         }
     }
 
@@ -160,19 +155,8 @@ impl Session {
 
     /// Write a frame to the socket, counting it.
     fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: ByteString) {
-        self.traffic.sent_messages += 1;
-        self.traffic.sent_bytes += frame.len() as u64;
+        self.vitals.sent(frame.len());
         ctx.text(frame);
-    }
-
-    /// Move the locally counted traffic into the app's shared counters.
-    fn flush_traffic(&mut self) {
-        let t = std::mem::take(&mut self.traffic);
-        let s = &self.app.stats;
-        stats::add(&s.ws_messages_sent, t.sent_messages);
-        stats::add(&s.ws_bytes_sent, t.sent_bytes);
-        stats::add(&s.ws_messages_received, t.received_messages);
-        stats::add(&s.ws_bytes_received, t.received_bytes);
     }
 
     /// Send `pusher:error`, and close the socket if the error is fatal.
@@ -195,10 +179,29 @@ impl Session {
         ctx.stop();
     }
 
+    /// Run when the hub sees a deadline pass (see [`Vitals::due`]): ping a
+    /// silent client, close one that ignored the ping (4201), or close one
+    /// that did not sign in in time on an app that requires it.
     fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        self.flush_traffic();
         let now = Instant::now();
-        match self.ping_sent {
+        if self.vitals.signin_deadline().is_some_and(|d| now >= d) {
+            self.vitals.set_signin_deadline(None);
+            if self.user_id.is_none() {
+                self.app
+                    .stats
+                    .connection_error(ConnectionError::Unauthorized);
+                warn!(
+                    event = "signin_timeout", app_id = self.app.id.as_str(),
+                    socket_id = self.id_text.as_str(), peer = self.peer.as_str();
+                    "socket not signed in within the timeout"
+                );
+                return self.fail(
+                    ctx,
+                    PusherError::Unauthorized("Connection not authorized within timeout.".into()),
+                );
+            }
+        }
+        match self.vitals.ping_sent() {
             Some(sent) if now.duration_since(sent) >= self.settings.pong_timeout => {
                 debug!("socket {} did not answer ping", self.id_text);
                 self.app
@@ -207,9 +210,11 @@ impl Session {
                 self.fail(ctx, PusherError::PongTimeout);
             }
             Some(_) => {}
-            None if now.duration_since(self.last_seen) >= self.settings.activity_timeout => {
+            None if now.duration_since(self.vitals.last_seen())
+                >= self.settings.activity_timeout =>
+            {
                 self.send(ctx, frames::ping());
-                self.ping_sent = Some(now);
+                self.vitals.set_ping_sent(Some(now));
             }
             None => {}
         }
@@ -618,49 +623,26 @@ impl Actor for Session {
             ctx,
             frames::connection_established(&self.id_text, self.settings.activity_timeout.as_secs()),
         );
-        if let Some(mut shutdown) = self.settings.shutdown.clone() {
-            // `false` when the sender is gone without a shutdown (process exit).
-            let wait = async move { shutdown.wait_for(|down| *down).await.is_ok() };
-            ctx.spawn(
-                actix::fut::wrap_future(wait).map(|down, session: &mut Session, ctx| {
-                    if down {
-                        session.fail(ctx, PusherError::ReconnectImmediately);
-                    }
-                }),
-            );
-        }
-        let tick = (self
-            .settings
-            .activity_timeout
-            .min(self.settings.pong_timeout)
-            / 4)
-        .clamp(Duration::from_millis(100), Duration::from_secs(5));
-        ctx.run_interval(tick, |session, ctx| session.heartbeat(ctx));
         if self.app.enable_user_authentication {
-            ctx.run_later(self.settings.user_authentication_timeout, |session, ctx| {
-                if session.user_id.is_none() {
-                    session
-                        .app
-                        .stats
-                        .connection_error(ConnectionError::Unauthorized);
-                    warn!(
-                        event = "signin_timeout", app_id = session.app.id.as_str(),
-                        socket_id = session.id_text.as_str(), peer = session.peer.as_str();
-                        "socket not signed in within the timeout"
-                    );
-                    session.fail(
-                        ctx,
-                        PusherError::Unauthorized(
-                            "Connection not authorized within timeout.".into(),
-                        ),
-                    );
-                }
-            });
+            self.vitals.set_signin_deadline(Some(
+                self.opened + self.settings.user_authentication_timeout,
+            ));
         }
+        let hub = self.settings.hubs.local();
+        hub.join(
+            self.id,
+            ctx.address(),
+            self.vitals.clone(),
+            self.app.clone(),
+        );
+        self.hub = Some(hub);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.flush_traffic();
+        if let Some(hub) = self.hub.take() {
+            hub.leave(self.id);
+        }
+        self.vitals.flush_traffic(&self.app);
         stats::add(&self.app.stats.disconnections, 1);
         let app_id = self.app_id.clone();
         // One message per shard touched, not one per channel.
@@ -698,9 +680,7 @@ impl Actor for Session {
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        self.last_seen = Instant::now();
-        self.ping_sent = None;
-        self.traffic.received_messages += 1;
+        self.vitals.heard(Instant::now());
         let msg = match msg {
             Ok(m) => m,
             Err(ws::ProtocolError::Overflow) => return self.reject_oversized(ctx),
@@ -724,7 +704,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
         };
         match msg {
             ws::Message::Text(text) => {
-                self.traffic.received_bytes += text.len() as u64;
+                self.vitals.received_bytes(text.len());
                 self.handle_text(&text, ctx)
             }
             ws::Message::Ping(payload) => ctx.pong(&payload),
@@ -827,6 +807,14 @@ impl Handler<Deliver> for Session {
             return;
         }
         self.send(ctx, msg.0);
+    }
+}
+
+impl Handler<Heartbeat> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Heartbeat, ctx: &mut Self::Context) {
+        self.heartbeat(ctx);
     }
 }
 

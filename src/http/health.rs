@@ -21,6 +21,12 @@ pub async fn up() -> HttpResponse {
     health(actix_web::http::StatusCode::OK, "OK")
 }
 
+/// `GET /live`: liveness — the process answers HTTP. Unlike `/up` it says
+/// nothing about apps, so an orchestrator restarts only a hung process.
+pub async fn live() -> HttpResponse {
+    health(actix_web::http::StatusCode::OK, "OK")
+}
+
 /// `GET /up/{app_id}`: 404 for an unknown app.
 pub async fn up_app(path: web::Path<String>, state: web::Data<ServerState>) -> HttpResponse {
     match state.apps.by_id(&path) {

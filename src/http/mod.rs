@@ -45,6 +45,7 @@ pub fn routes(
     )
     .route("/", web::get().to(health::root))
     .route("/up", web::get().to(health::up))
+    .route("/live", web::get().to(health::live))
     .route("/up/{app_id}", web::get().to(health::up_app))
     .route("/usage", web::get().to(health::usage))
     .default_service(web::to(health::not_found));

@@ -6,6 +6,7 @@
 //! (or a user) to the one shard that owns it, so changing the shard count
 //! changes no caller.
 
+use crate::hub::Fanout;
 use crate::messages::*;
 use crate::presence::{Change, Roster};
 use crate::protocol::{frames, ChannelKind};
@@ -135,12 +136,15 @@ struct ChannelState {
 }
 
 impl ChannelState {
+    /// One command per worker thread with subscribers here (see `hub`).
     fn broadcast(&self, frame: &ByteString, except: Option<SocketId>) {
+        let mut fanout = Fanout::new(frame);
         for (id, sub) in &self.subscribers {
             if Some(*id) != except {
-                sub.session.deliver(frame);
+                fanout.add(&sub.session);
             }
         }
+        fanout.send();
     }
 
     fn stats(&self, name: &Arc<str>) -> ChannelStats {

@@ -79,22 +79,13 @@ impl Link {
 pub struct Fanout<'a> {
     frame: &'a ByteString,
     batches: Vec<(&'a Arc<Link>, Vec<Address>)>,
-    /// Room for each worker's list: the channel's size, so that the lists
-    /// do not grow step by step while a broadcast is addressed.
-    expected: usize,
 }
 
 impl<'a> Fanout<'a> {
     pub fn new(frame: &'a ByteString) -> Self {
-        Self::with_capacity(frame, 1)
-    }
-
-    /// For up to `recipients` sessions.
-    pub fn with_capacity(frame: &'a ByteString, recipients: usize) -> Self {
         Fanout {
             frame,
             batches: Vec::new(),
-            expected: recipients,
         }
     }
 
@@ -111,11 +102,7 @@ impl<'a> Fanout<'a> {
             .find(|(hub, _)| Arc::ptr_eq(hub, &to.seat.hub))
         {
             Some((_, to)) => to.push(target),
-            None => {
-                let mut list = Vec::with_capacity(self.expected);
-                list.push(target);
-                self.batches.push((&to.seat.hub, list));
-            }
+            None => self.batches.push((&to.seat.hub, vec![target])),
         }
         true
     }

@@ -138,7 +138,7 @@ struct ChannelState {
 impl ChannelState {
     /// One command per worker thread with subscribers here (see `hub`).
     fn broadcast(&self, frame: &ByteString, except: Option<SocketId>) {
-        let mut fanout = Fanout::with_capacity(frame, self.subscribers.len());
+        let mut fanout = Fanout::new(frame);
         for (id, sub) in &self.subscribers {
             if Some(*id) != except {
                 fanout.add(&sub.session);

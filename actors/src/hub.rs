@@ -1,120 +1,37 @@
 //! Worker hub: the sessions living on one worker thread, with the one timer
 //! and the one command inbox they share.
 //!
-//! Fan-out: a registry shard runs on its own thread, so handing a frame to a
-//! session is a cross-thread message. Sent per subscriber, that is a boxed
-//! actix envelope, a mailbox push and a cross-thread wake per delivery. The
-//! shard instead sends one `Deliver` command per worker per broadcast (see
-//! [`Fanout`]), and the hub, on the worker's own thread, puts the shared
-//! frame in each local session's [`Inbox`]: a queue and a same-thread wake.
-//! Every frame from the shards goes this way, so a session receives them in
-//! the order the shards sent them, across channels too.
-//!
-//! Timers: actix polls every future and stream spawned on an actor's context
-//! each time the actor wakes, so a heartbeat timer and a shutdown watch per
-//! session were polled again for every frame delivered to it. One interval
-//! per worker thread instead reads every local session's [`Vitals`] (cells
-//! the session updates as it works) and wakes only the sessions due a ping,
-//! a 4201 or a sign-in timeout; it also moves their traffic counters into the
-//! app's shared counters. Shutdown crosses into each worker once and reaches
-//! every socket there (4200).
+//! actix polls every future and stream spawned on an actor's context each
+//! time the actor wakes. A heartbeat timer and a shutdown watch per session
+//! were therefore polled again for every frame delivered to it, on the
+//! fan-out hot path. The hub takes both out of the sessions: one interval per
+//! worker thread reads every local session's [`Vitals`] (cells the session
+//! updates as it works) and wakes only the sessions that are due a ping, a
+//! 4201 or a sign-in timeout; it also moves their traffic counters into the
+//! app's shared counters. One command channel per worker carries shutdown
+//! into the thread, so a 4200 reaches every socket without a watch per
+//! session.
 
 use crate::app::App;
 use crate::error::PusherError;
-use crate::messages::{Deliver, Disconnect, Heartbeat};
+use crate::messages::{Disconnect, Heartbeat};
 use crate::session::Session;
-use crate::socket::{SessionHandle, SocketId};
+use crate::socket::SocketId;
 use crate::stats;
 use actix::Addr;
-use bytestring::ByteString;
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::fmt;
-use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// A session as a shard addresses it: its slot at its hub, and its id
-/// (checked there, as the slot may have been reused).
-type Address = (u32, SocketId);
-
 /// What crosses into a worker thread.
 enum Command {
-    /// One frame for some of this worker's sessions.
-    Deliver { frame: ByteString, to: Vec<Address> },
     /// Tell every session here to reconnect elsewhere (4200).
     Shutdown,
-}
-
-/// Where a session sits: its worker's hub and its slot there. Sendable, so
-/// registry shards keep it with each subscriber.
-#[derive(Clone)]
-pub struct Seat {
-    hub: Arc<Link>,
-    slot: u32,
-}
-
-impl fmt::Debug for Seat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Seat").field("slot", &self.slot).finish()
-    }
-}
-
-/// The sending end of one hub's command channel.
-struct Link(mpsc::UnboundedSender<Command>);
-
-impl Link {
-    fn send(&self, command: Command) {
-        // Fails only once the worker is gone, and its sessions with it.
-        let _ = self.0.send(command);
-    }
-}
-
-/// One broadcast being addressed: recipients grouped by worker, then one
-/// command per worker. Workers are few (one per core), so a short list
-/// searched linearly beats a map.
-pub struct Fanout<'a> {
-    frame: &'a ByteString,
-    batches: Vec<(&'a Arc<Link>, Vec<Address>)>,
-}
-
-impl<'a> Fanout<'a> {
-    pub fn new(frame: &'a ByteString) -> Self {
-        Fanout {
-            frame,
-            batches: Vec::new(),
-        }
-    }
-
-    /// Adds a recipient unless its outbound queue is full (it then closes
-    /// with 4100, or drops the frame, per its policy). False if not added.
-    pub fn add(&mut self, to: &'a SessionHandle) -> bool {
-        if !to.outbox.reserve(self.frame.len()) {
-            return false;
-        }
-        let target = (to.seat.slot, to.id);
-        match self
-            .batches
-            .iter_mut()
-            .find(|(hub, _)| Arc::ptr_eq(hub, &to.seat.hub))
-        {
-            Some((_, to)) => to.push(target),
-            None => self.batches.push((&to.seat.hub, vec![target])),
-        }
-        true
-    }
-
-    pub fn send(self) {
-        for (hub, to) in self.batches {
-            hub.send(Command::Deliver {
-                frame: self.frame.clone(),
-                to,
-            });
-        }
-    }
 }
 
 /// The process's hubs, one per worker thread that has had a session. Cheap
@@ -126,7 +43,7 @@ struct Directory {
     timing: Timing,
     shutting_down: AtomicBool,
     /// Command senders of the live hubs.
-    inboxes: Mutex<Vec<Arc<Link>>>,
+    inboxes: Mutex<Vec<mpsc::UnboundedSender<Command>>>,
 }
 
 /// When a session needs its heartbeat run.
@@ -177,7 +94,8 @@ impl Hubs {
         self.0.shutting_down.store(true, Ordering::SeqCst);
         let inboxes = self.0.inboxes.lock().unwrap_or_else(|e| e.into_inner());
         for inbox in inboxes.iter() {
-            inbox.send(Command::Shutdown);
+            // A closed inbox belongs to a worker that is already gone.
+            let _ = inbox.send(Command::Shutdown);
         }
     }
 
@@ -191,7 +109,7 @@ impl Hubs {
             let mut local = local.borrow_mut();
             // Forget hubs of directories that are gone or whose task ended
             // (a runtime stopped on this thread).
-            local.retain(|(dir, hub)| dir.strong_count() > 0 && !hub.link.0.is_closed());
+            local.retain(|(dir, hub)| dir.strong_count() > 0 && !hub.inbox.is_closed());
             if let Some((_, hub)) = local
                 .iter()
                 .find(|(dir, _)| std::ptr::eq(dir.as_ptr(), Arc::as_ptr(&self.0)))
@@ -206,17 +124,16 @@ impl Hubs {
 
     fn start_hub(&self) -> Rc<Hub> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let link = Arc::new(Link(tx));
         let hub = Rc::new(Hub {
-            seats: RefCell::new(Slots::new()),
+            sessions: RefCell::new(HashMap::new()),
             closing: Cell::new(false),
-            link: link.clone(),
+            inbox: tx.clone(),
             timing: self.0.timing,
         });
         {
             let mut inboxes = self.0.inboxes.lock().unwrap_or_else(|e| e.into_inner());
-            inboxes.retain(|i| !i.0.is_closed());
-            inboxes.push(link);
+            inboxes.retain(|i| !i.is_closed());
+            inboxes.push(tx);
         }
         // Checked after registering: a shutdown that ran before this hub was
         // listed is seen here, one that runs after finds it in the list.
@@ -235,7 +152,6 @@ async fn run(hub: Weak<Hub>, mut inbox: mpsc::UnboundedReceiver<Command>, tick: 
     loop {
         tokio::select! {
             command = inbox.recv() => match (command, hub.upgrade()) {
-                (Some(Command::Deliver { frame, to }), Some(hub)) => hub.deliver(&frame, &to),
                 (Some(Command::Shutdown), Some(hub)) => hub.shut_down(),
                 _ => return,
             },
@@ -247,165 +163,57 @@ async fn run(hub: Weak<Hub>, mut inbox: mpsc::UnboundedReceiver<Command>, tick: 
     }
 }
 
-/// A slab keyed by slot number, each entry tagged with its socket id: O(1)
-/// lookup for the slot a [`Seat`] carries, and a slot reused by a newer
-/// session never receives what was addressed to the one that left.
-struct Slots<T> {
-    entries: Vec<Option<(SocketId, T)>>,
-    free: Vec<u32>,
-}
-
-impl<T> Slots<T> {
-    fn new() -> Self {
-        Slots {
-            entries: Vec::new(),
-            free: Vec::new(),
-        }
-    }
-
-    fn insert(&mut self, id: SocketId, value: T) -> u32 {
-        match self.free.pop() {
-            Some(slot) => {
-                self.entries[slot as usize] = Some((id, value));
-                slot
-            }
-            None => {
-                self.entries.push(Some((id, value)));
-                (self.entries.len() - 1) as u32
-            }
-        }
-    }
-
-    fn remove(&mut self, slot: u32, id: SocketId) -> Option<T> {
-        let place = self.entries.get_mut(slot as usize)?;
-        if place.as_ref().is_some_and(|(held, _)| *held == id) {
-            self.free.push(slot);
-            place.take().map(|(_, v)| v)
-        } else {
-            None
-        }
-    }
-
-    fn get(&self, slot: u32, id: SocketId) -> Option<&T> {
-        match self.entries.get(slot as usize) {
-            Some(Some((held, v))) if *held == id => Some(v),
-            _ => None,
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &T> {
-        self.entries.iter().flatten().map(|(_, v)| v)
-    }
-}
-
 /// The sessions of one worker thread.
 pub(crate) struct Hub {
-    seats: RefCell<Slots<Resident>>,
+    sessions: RefCell<HashMap<SocketId, Member>>,
     /// Set once the server shuts down: sessions joining later are closed at once.
     closing: Cell<bool>,
-    link: Arc<Link>,
+    inbox: mpsc::UnboundedSender<Command>,
     timing: Timing,
 }
 
-/// What a session leaves with its hub when it joins.
-pub(crate) struct Resident {
-    pub id: SocketId,
-    pub addr: Addr<Session>,
-    pub vitals: Rc<Vitals>,
-    pub inbox: Rc<Inbox>,
-    pub app: Arc<App>,
+struct Member {
+    addr: Addr<Session>,
+    vitals: Rc<Vitals>,
+    app: Arc<App>,
 }
 
 impl Hub {
-    /// A session joins the hub when it starts; the seat is how shards reach it.
-    pub(crate) fn join(&self, resident: Resident) -> Seat {
+    /// A session joins the hub when it starts.
+    pub(crate) fn join(
+        &self,
+        id: SocketId,
+        addr: Addr<Session>,
+        vitals: Rc<Vitals>,
+        app: Arc<App>,
+    ) {
         if self.closing.get() {
-            resident
-                .addr
-                .do_send(Disconnect(PusherError::ReconnectImmediately));
+            addr.do_send(Disconnect(PusherError::ReconnectImmediately));
         }
-        let slot = self.seats.borrow_mut().insert(resident.id, resident);
-        Seat {
-            hub: self.link.clone(),
-            slot,
-        }
+        self.sessions
+            .borrow_mut()
+            .insert(id, Member { addr, vitals, app });
     }
 
     /// A session leaves when it stops.
-    pub(crate) fn leave(&self, seat: &Seat, id: SocketId) {
-        // Dropped outside the borrow: dropping frees the session's inbox.
-        let gone = self.seats.borrow_mut().remove(seat.slot, id);
-        drop(gone);
-    }
-
-    fn deliver(&self, frame: &ByteString, to: &[Address]) {
-        let seats = self.seats.borrow();
-        for (slot, id) in to {
-            // A session that left since the shard addressed it is skipped.
-            if let Some(resident) = seats.get(*slot, *id) {
-                resident.inbox.push(frame.clone());
-            }
-        }
+    pub(crate) fn leave(&self, id: SocketId) {
+        self.sessions.borrow_mut().remove(&id);
     }
 
     fn shut_down(&self) {
         self.closing.set(true);
-        for resident in self.seats.borrow().iter() {
-            resident
+        for member in self.sessions.borrow().values() {
+            member
                 .addr
                 .do_send(Disconnect(PusherError::ReconnectImmediately));
         }
     }
 
     fn tick(&self, now: Instant) {
-        for resident in self.seats.borrow().iter() {
-            resident.vitals.flush_traffic(&resident.app);
-            if resident.vitals.due(now, &self.timing) {
-                resident.addr.do_send(Heartbeat);
-            }
-        }
-    }
-}
-
-/// A session's queue of frames from the shards, filled by its hub and
-/// drained by the session (a message stream on its context), both on the
-/// worker's thread: no lock, no envelope, a same-thread wake.
-#[derive(Default)]
-pub struct Inbox {
-    frames: RefCell<VecDeque<ByteString>>,
-    waker: Cell<Option<std::task::Waker>>,
-}
-
-impl Inbox {
-    fn push(&self, frame: ByteString) {
-        self.frames.borrow_mut().push_back(frame);
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
-    }
-
-    /// The stream a session adds to its context; it never ends.
-    pub fn stream(self: &Rc<Self>) -> InboxStream {
-        InboxStream(self.clone())
-    }
-}
-
-pub struct InboxStream(Rc<Inbox>);
-
-impl futures_core::Stream for InboxStream {
-    type Item = Deliver;
-
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Deliver>> {
-        // Bind first: the queue's borrow must end before the waker is stored.
-        let next = self.0.frames.borrow_mut().pop_front();
-        match next {
-            Some(frame) => std::task::Poll::Ready(Some(Deliver(frame))),
-            None => {
-                self.0.waker.set(Some(cx.waker().clone()));
-                std::task::Poll::Pending
+        for member in self.sessions.borrow().values() {
+            member.vitals.flush_traffic(&member.app);
+            if member.vitals.due(now, &self.timing) {
+                member.addr.do_send(Heartbeat);
             }
         }
     }
@@ -557,66 +365,6 @@ mod tests {
         v.heard(pinged + Duration::from_secs(1));
         assert_eq!(v.ping_sent(), None);
         assert!(!v.due(pinged + Duration::from_secs(30), &t));
-    }
-
-    fn id(seq: u64) -> SocketId {
-        SocketId { node: 1, seq }
-    }
-
-    #[test]
-    fn slots_reuse_freed_places_and_ignore_stale_addresses() {
-        let mut slots = Slots::new();
-        let a = slots.insert(id(1), "a");
-        let b = slots.insert(id(2), "b");
-        assert_ne!(a, b);
-        assert_eq!(slots.get(a, id(1)), Some(&"a"));
-        assert_eq!(slots.get(a, id(2)), None, "wrong socket for the slot");
-        assert_eq!(slots.remove(a, id(2)), None, "only the holder can leave");
-        assert_eq!(slots.remove(a, id(1)), Some("a"));
-        assert_eq!(slots.remove(a, id(1)), None, "already gone");
-        // The freed slot goes to the next session; the old address misses.
-        let c = slots.insert(id(3), "c");
-        assert_eq!(c, a);
-        assert_eq!(slots.get(a, id(1)), None);
-        assert_eq!(slots.get(c, id(3)), Some(&"c"));
-        assert_eq!(slots.get(99, id(3)), None);
-        let mut all: Vec<_> = slots.iter().copied().collect();
-        all.sort_unstable();
-        assert_eq!(all, ["b", "c"]);
-    }
-
-    /// Counts wakes, to check the inbox wakes its session exactly when needed.
-    struct CountingWaker(std::sync::atomic::AtomicUsize);
-
-    impl std::task::Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    #[test]
-    fn inbox_yields_frames_in_order_and_wakes_a_waiting_session_once() {
-        use futures_core::Stream;
-        let counter = Arc::new(CountingWaker(Default::default()));
-        let waker = std::task::Waker::from(counter.clone());
-        let mut cx = std::task::Context::from_waker(&waker);
-        let inbox = Rc::new(Inbox::default());
-        let mut stream = inbox.stream();
-        let mut next = |cx: &mut std::task::Context<'_>| match Pin::new(&mut stream).poll_next(cx) {
-            std::task::Poll::Ready(Some(Deliver(f))) => Some(f.to_string()),
-            std::task::Poll::Ready(None) => panic!("the inbox stream never ends"),
-            std::task::Poll::Pending => None,
-        };
-        assert_eq!(next(&mut cx), None);
-        inbox.push(ByteString::from_static("one"));
-        inbox.push(ByteString::from_static("two"));
-        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "one wake for a burst");
-        assert_eq!(next(&mut cx).as_deref(), Some("one"));
-        assert_eq!(next(&mut cx).as_deref(), Some("two"));
-        assert_eq!(next(&mut cx), None);
-        inbox.push(ByteString::from_static("three"));
-        assert_eq!(counter.0.load(Ordering::SeqCst), 2);
-        assert_eq!(next(&mut cx).as_deref(), Some("three"));
     }
 
     #[test]

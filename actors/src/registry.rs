@@ -6,7 +6,6 @@
 //! (or a user) to the one shard that owns it, so changing the shard count
 //! changes no caller.
 
-use crate::hub::Fanout;
 use crate::messages::*;
 use crate::presence::{Change, Roster};
 use crate::protocol::{frames, ChannelKind};
@@ -136,15 +135,12 @@ struct ChannelState {
 }
 
 impl ChannelState {
-    /// One command per worker thread with subscribers here (see `hub`).
     fn broadcast(&self, frame: &ByteString, except: Option<SocketId>) {
-        let mut fanout = Fanout::new(frame);
         for (id, sub) in &self.subscribers {
             if Some(*id) != except {
-                fanout.add(&sub.session);
+                sub.session.deliver(frame);
             }
         }
-        fanout.send();
     }
 
     fn stats(&self, name: &Arc<str>) -> ChannelStats {

@@ -7,7 +7,7 @@
 use crate::app::{App, ConnectionSlot};
 use crate::auth;
 use crate::error::{PusherError, SubscriptionError};
-use crate::hub::{Hub, Hubs, Inbox, Resident, Timing, Vitals};
+use crate::hub::{Hub, Hubs, Timing, Vitals};
 use crate::messages::*;
 use crate::protocol::{self, frames, truncate, ChannelKind, ClientFrame};
 use crate::registry::Registry;
@@ -608,24 +608,10 @@ impl Actor for Session {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Join this worker's hub first: the seat it gives is how registry
-        // shards reach this session (see `hub`).
-        let hub = self.settings.hubs.local();
-        let inbox = Rc::new(Inbox::default());
-        let seat = hub.join(Resident {
-            id: self.id,
-            addr: ctx.address(),
-            vitals: self.vitals.clone(),
-            inbox: inbox.clone(),
-            app: self.app.clone(),
-        });
-        ctx.add_message_stream(inbox.stream());
-        self.hub = Some(hub);
         self.handle = Some(SessionHandle {
             id: self.id,
             addr: ctx.address(),
             outbox: self.outbox.clone(),
-            seat,
         });
         info!(
             app_id = self.app.id.as_str(), socket_id = self.id_text.as_str(),
@@ -642,11 +628,19 @@ impl Actor for Session {
                 self.opened + self.settings.user_authentication_timeout,
             ));
         }
+        let hub = self.settings.hubs.local();
+        hub.join(
+            self.id,
+            ctx.address(),
+            self.vitals.clone(),
+            self.app.clone(),
+        );
+        self.hub = Some(hub);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        if let (Some(hub), Some(handle)) = (self.hub.take(), &self.handle) {
-            hub.leave(&handle.seat, self.id);
+        if let Some(hub) = self.hub.take() {
+            hub.leave(self.id);
         }
         self.vitals.flush_traffic(&self.app);
         stats::add(&self.app.stats.disconnections, 1);

@@ -1,6 +1,6 @@
 //! Socket identity and the bounded outbound queue through which registries reach a session.
 
-use crate::hub::{Fanout, Seat};
+use crate::messages::Deliver;
 use crate::session::Session;
 use actix::Addr;
 use bytestring::ByteString;
@@ -88,7 +88,7 @@ impl Outbox {
 
     /// Reserve room for one frame; `false` when the queue is full (and the
     /// outbox is then marked overflowed for good).
-    pub(crate) fn reserve(&self, len: usize) -> bool {
+    fn reserve(&self, len: usize) -> bool {
         if self.overflowed.load(Ordering::Relaxed) {
             return false;
         }
@@ -128,14 +128,12 @@ impl Outbox {
 }
 
 /// What a registry holds for each subscribed socket: its id and a way to
-/// deliver frames to it without blocking (its seat at its worker's hub; the
-/// actor's address is for control messages).
+/// deliver frames to it without blocking.
 #[derive(Clone)]
 pub struct SessionHandle {
     pub id: SocketId,
     pub addr: Addr<Session>,
     pub outbox: Arc<Outbox>,
-    pub seat: Seat,
 }
 
 impl fmt::Debug for SessionHandle {
@@ -151,10 +149,11 @@ impl SessionHandle {
     /// Returns `false` if the session's queue is full and the frame was dropped
     /// (the session closes itself with 4100 when it next runs).
     pub fn deliver(&self, frame: &ByteString) -> bool {
-        let mut fanout = Fanout::new(frame);
-        let added = fanout.add(self);
-        fanout.send();
-        added
+        if !self.outbox.reserve(frame.len()) {
+            return false;
+        }
+        self.addr.do_send(Deliver(frame.clone()));
+        true
     }
 }
 

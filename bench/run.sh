@@ -7,7 +7,8 @@
 #
 # Builds Switchyard and switchyard-bench in release mode, starts the server
 # pinned to SERVER_CORE with an app that allows the load, runs every scenario
-# of `all` (idle, fanout, publish, churn) from CLIENT_CORE, each against a
+# of `all` (idle, fanout — which ends by measuring the loopback floor with its
+# own traffic, see `switchyard-bench floor` — publish, churn) from CLIENT_CORE, each against a
 # freshly started server (ONE_SERVER=1: `all` against a single server), then
 # the same for SOCKUDO_BIN if given, and writes <label>.<scenario>.json/.txt,
 # <label>.server.log and the side-by-side comparison.md to OUT_DIR (default

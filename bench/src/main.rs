@@ -122,7 +122,8 @@ struct Opts {
     /// Longest wait for in-flight deliveries after the last publish, seconds.
     #[arg(long, global = true, default_value_t = 10.0)]
     drain_secs: f64,
-    /// Seconds of the loopback floor measured after fanout (0 = skip).
+    /// Seconds of the floors measured after fanout (loopback writes) and
+    /// publish (a do-nothing HTTP server); 0 = skip.
     #[arg(long, global = true, default_value_t = 10.0)]
     floor_secs: f64,
 
@@ -380,6 +381,8 @@ async fn run_step(
                 connections: o.publish_connections,
                 secs: o.publish_secs,
                 event_size: o.event_size,
+                floor_secs: o.floor_secs.min(o.publish_secs),
+                server_core: o.pin_server,
             };
             ("publish", to_value(scenarios::publish(t, p, &opts).await))
         }

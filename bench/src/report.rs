@@ -58,6 +58,8 @@ fanout: server CPU above the floor, s per million | /results/fanout/server_cpu_s
 fanout: publish HTTP latency p99 (ms) | /results/fanout/publish_http_latency/p99_ms | 1 |
 publish: publishes/s | /results/publish/publishes_per_s | 1 |
 publish: server CPU µs per publish | /results/publish/server_cpu_us_per_publish | 1 | < 10
+publish: HTTP floor, CPU µs per request (do-nothing server) | /results/publish/http_floor/cpu_us_per_request | 1 |
+publish: server CPU above the floor, µs per publish | /results/publish/server_cpu_us_per_publish_above_floor | 1 |
 publish: latency p99 (ms) | /results/publish/latency/p99_ms | 1 |
 publish: HTTP reconnects (server closed keep-alive) | /results/publish/http_reconnects | 1 |
 publish: client CPU utilisation | /results/publish/client_cpu_utilisation | 1 |

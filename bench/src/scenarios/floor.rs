@@ -196,3 +196,168 @@ mod tests {
         assert!(r.cpu_s_per_million_writes >= r.sys_cpu_s_per_million_writes);
     }
 }
+
+/// The HTTP floor: what answering one keep-alive HTTP/1.1 request costs on
+/// this machine with no work at all behind it. A thread pinned where the
+/// server runs reads each request (headers and `Content-Length` body) and
+/// writes a fixed `200 {}`; the publish scenario's own client drives it.
+/// The publish result minus this is the server's own cost per publish.
+#[derive(Debug, Serialize)]
+pub struct HttpFloorResult {
+    pub requests: u64,
+    pub requests_per_s: f64,
+    pub server_user_cpu_s: f64,
+    pub server_sys_cpu_s: f64,
+    pub cpu_us_per_request: f64,
+}
+
+/// Runs `drive` against a do-nothing HTTP server pinned to `core` and
+/// measures that server's CPU while `drive` runs. `drive` gets the address
+/// and returns how many requests it completed.
+pub async fn http_floor<F, Fut>(core: Option<usize>, drive: F) -> Result<HttpFloorResult, String>
+where
+    F: FnOnce(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, String>>,
+{
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .map_err(|e| format!("http floor: bind: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::Builder::new()
+        .name("http-floor".into())
+        .spawn(move || -> Result<(f64, f64, f64), String> {
+            if let Some(core) = core {
+                procfs::pin_current_thread(core).map_err(|e| format!("http floor: pin: {e}"))?;
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let (u0, s0) = procfs::thread_cpu_split();
+            let started = Instant::now();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .map_err(|e| format!("http floor: {e}"))?;
+                let local = tokio::task::LocalSet::new();
+                local
+                    .run_until(async move {
+                        tokio::pin!(stop_rx);
+                        loop {
+                            tokio::select! {
+                                _ = &mut stop_rx => break,
+                                accepted = listener.accept() => {
+                                    let Ok((s, _)) = accepted else { continue };
+                                    s.set_nodelay(true).ok();
+                                    tokio::task::spawn_local(answer(s));
+                                }
+                            }
+                        }
+                    })
+                    .await;
+                Ok::<(), String>(())
+            })?;
+            let (u1, s1) = procfs::thread_cpu_split();
+            Ok((u1 - u0, s1 - s0, started.elapsed().as_secs_f64()))
+        })
+        .map_err(|e| format!("http floor: thread: {e}"))?;
+    let driven = drive(addr).await;
+    let _ = stop_tx.send(());
+    let (user, sys, secs) = tokio::task::spawn_blocking(move || server.join())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|_| "http floor: server panicked".to_string())??;
+    let requests = driven?;
+    Ok(HttpFloorResult {
+        requests,
+        requests_per_s: round3(requests as f64 / secs.max(1e-9)),
+        server_user_cpu_s: round3(user),
+        server_sys_cpu_s: round3(sys),
+        cpu_us_per_request: if requests == 0 {
+            0.0
+        } else {
+            round3((user + sys) * 1e6 / requests as f64)
+        },
+    })
+}
+
+/// One keep-alive connection of the HTTP floor: answer every request with
+/// `200 {}` until the client closes.
+async fn answer(mut s: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const RESPONSE: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    loop {
+        match request_len(&buf) {
+            Some(n) => {
+                buf.drain(..n);
+                if s.write_all(RESPONSE).await.is_err() {
+                    return;
+                }
+            }
+            None => {
+                let mut chunk = [0u8; 8192];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+    }
+}
+
+/// Length of the first complete HTTP/1.1 request in `buf` (head plus a
+/// `Content-Length` body), if it is all there.
+fn request_len(buf: &[u8]) -> Option<usize> {
+    let head = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let text = std::str::from_utf8(&buf[..head]).ok()?;
+    let body: usize = text
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    (buf.len() >= head + body).then_some(head + body)
+}
+
+#[cfg(test)]
+mod http_tests {
+    use super::*;
+
+    #[test]
+    fn request_len_waits_for_the_whole_body() {
+        let req = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(request_len(req), Some(req.len()));
+        assert_eq!(request_len(&req[..req.len() - 1]), None);
+        assert_eq!(request_len(b"GET / HTTP/1.1\r\n\r\nGET"), Some(18));
+        assert_eq!(request_len(b"GET / HTTP/1.1\r\n"), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn http_floor_answers_keep_alive_requests_and_counts_them() {
+        let r = http_floor(None, |addr| async move {
+            let mut s = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            use tokio::io::AsyncWriteExt;
+            let mut n = 0;
+            for _ in 0..3 {
+                s.write_all(b"POST /e HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut buf = [0u8; 256];
+                let got = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+                assert!(buf[..got].starts_with(b"HTTP/1.1 200 OK"));
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+        .unwrap();
+        assert_eq!(r.requests, 3);
+    }
+}

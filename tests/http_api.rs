@@ -63,6 +63,32 @@ async fn data_is_relayed_byte_exact() {
     }
 }
 
+/// The `data` string token reaches the socket exactly as the backend wrote
+/// it: escapes such as `\u00e9` and `\/` are not rewritten, and a non-string
+/// `data` value is relayed as its text inside a string.
+#[tokio::test]
+async fn data_token_is_relayed_without_re_escaping() {
+    let server = Server::start_app(&[]).await;
+    let api = server.api();
+    let mut ws = server.connect().await;
+    ws.subscribe("tokens").await;
+    let token = r#""caf\u00e9 \/ \ud83d\ude00 \"q\" \t""#;
+    let body = format!(r#"{{"name":"e","channel":"tokens","data":{token}}}"#);
+    assert_eq!(api.post("/events", &body).await.status, 200);
+    let f = ws.expect_channel_event("e", "tokens").await;
+    assert!(
+        f.raw.contains(&format!(r#""data":{token}"#)),
+        "data token rewritten: {}",
+        f.raw
+    );
+    assert_eq!(f.data_str(), "café / \u{1F600} \"q\" \t");
+
+    let body = r#"{"name":"e","channel":"tokens","data":{"a": [1, 2.50]}}"#;
+    assert_eq!(api.post("/events", body).await.status, 200);
+    let f = ws.expect_channel_event("e", "tokens").await;
+    assert_eq!(f.data_str(), r#"{"a": [1, 2.50]}"#);
+}
+
 #[tokio::test]
 async fn socket_id_excludes_exactly_that_connection() {
     let server = Server::start_app(&[]).await;

@@ -362,9 +362,9 @@ pub mod frames {
         })
     }
 
-    /// An event published through the HTTP API: `data` is the caller's string,
-    /// relayed untouched.
-    pub fn channel_event(event: &str, channel: &str, data: &str) -> ByteString {
+    /// An event published through the HTTP API: `data` is the caller's JSON
+    /// string token, relayed byte for byte.
+    pub fn channel_event(event: &str, channel: &str, data: &RawValue) -> ByteString {
         to_bytestring(&Frame {
             event,
             channel: Some(channel),
@@ -470,8 +470,12 @@ mod tests {
         assert_eq!(data["socket_id"], "1.2");
         assert_eq!(data["activity_timeout"], 120);
 
-        let f = frames::channel_event("e", "c", "{\"id\":7}");
-        assert_eq!(&*f, r#"{"event":"e","channel":"c","data":"{\"id\":7}"}"#);
+        let data = RawValue::from_string(r#""{\"id\":7} caf\u00e9 \/""#.into()).unwrap();
+        let f = frames::channel_event("e", "c", &data);
+        assert_eq!(
+            &*f,
+            r#"{"event":"e","channel":"c","data":"{\"id\":7} caf\u00e9 \/"}"#
+        );
 
         let raw = RawValue::from_string("{\"text\": \"hi\"}".into()).unwrap();
         let f = frames::client_event("client-x", "presence-r", &raw, Some("42"));

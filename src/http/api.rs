@@ -74,7 +74,8 @@ struct EventBody {
 /// An event that passed validation.
 struct Event {
     name: String,
-    data: String,
+    /// A JSON string token, relayed into the frame as it is.
+    data: Box<RawValue>,
     channels: Vec<String>,
     except: Option<SocketId>,
     info: InfoFlags,
@@ -95,12 +96,29 @@ fn validate_event(app: &App, body: EventBody) -> Result<Event, ApiError> {
     let raw = body
         .data
         .ok_or_else(|| ApiError::BadRequest("Event must have 'data'".into()))?;
-    // `data` is a string by the protocol; anything else is relayed as its JSON text.
-    let data = match serde_json::from_str::<String>(raw.get()) {
-        Ok(s) => s,
-        Err(_) => raw.get().to_string(),
+    // `data` is a string by the protocol, relayed byte for byte as the
+    // backend encoded it (no unescape/escape round trip); any other JSON
+    // value is relayed as its text, in a string.
+    let limit = limits.max_event_payload_bytes;
+    let (data, len) = if raw.get().starts_with('"') {
+        // Unescaping never lengthens a string, so the token's length bounds
+        // the data's; decode only when the bound is over the limit.
+        let bound = raw.get().len() - 2;
+        let len = if bound <= limit {
+            bound
+        } else {
+            serde_json::from_str::<std::borrow::Cow<'_, str>>(raw.get()).map_or(bound, |s| s.len())
+        };
+        (raw, len)
+    } else {
+        let len = raw.get().len();
+        let quoted = serde_json::to_string(raw.get())
+            .ok()
+            .and_then(|q| RawValue::from_string(q).ok())
+            .ok_or_else(|| ApiError::BadRequest("Event 'data' could not be encoded".into()))?;
+        (quoted, len)
     };
-    if data.len() > limits.max_event_payload_bytes {
+    if len > limit {
         return Err(ApiError::PayloadTooLarge(format!(
             "Event data is larger than {} KB",
             limits.max_event_payload_bytes / 1024

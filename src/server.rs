@@ -32,16 +32,12 @@ fn warn_about(config: &Config) {
 }
 
 fn session_settings(config: &Config) -> SessionSettings {
-    let timing = Timing {
-        activity_timeout: Duration::from_secs(config.activity_timeout.max(1)),
-        pong_timeout: Duration::from_secs(config.pong_timeout.max(1)),
-        signin_timeout: Duration::from_secs(config.user_authentication_timeout),
-    };
     SessionSettings {
-        hubs: Hubs::new(timing),
-        activity_timeout: timing.activity_timeout,
-        pong_timeout: timing.pong_timeout,
-        user_authentication_timeout: timing.signin_timeout,
+        hubs: Hubs::new(Timing {
+            activity_timeout: Duration::from_secs(config.activity_timeout.max(1)),
+            pong_timeout: Duration::from_secs(config.pong_timeout.max(1)),
+            signin_timeout: Duration::from_secs(config.user_authentication_timeout),
+        }),
         max_message_bytes: config.websocket_max_payload_kb as usize * 1024,
         max_channels: config.max_channels_per_connection,
         outbox_max_messages: config.websocket.max_messages,

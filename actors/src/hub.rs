@@ -88,6 +88,11 @@ impl Hubs {
         }))
     }
 
+    /// The timeouts the hubs enforce (and sessions advertise).
+    pub fn timing(&self) -> &Timing {
+        &self.0.timing
+    }
+
     /// Every session, now and from now on, is told to reconnect elsewhere
     /// (`pusher:error` 4200 and a close with 4200).
     pub fn shutdown(&self) {
@@ -212,11 +217,22 @@ impl Hub {
     fn tick(&self, now: Instant) {
         for member in self.sessions.borrow().values() {
             member.vitals.flush_traffic(&member.app);
-            if member.vitals.due(now, &self.timing) {
+            if member.vitals.due(now, &self.timing).is_some() {
                 member.addr.do_send(Heartbeat);
             }
         }
     }
+}
+
+/// A session deadline that has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// The app requires sign-in and the sign-in timeout has run out.
+    SignIn,
+    /// A ping went unanswered for the pong timeout: close with 4201.
+    Pong,
+    /// Silent for the activity timeout: send `pusher:ping`.
+    Ping,
 }
 
 /// What a session shares with its hub: when it was last heard from, whether
@@ -283,14 +299,23 @@ impl Vitals {
         self.signin_deadline.set(at);
     }
 
-    /// Whether the session must run its heartbeat: a ping to send, a ping
-    /// unanswered too long, or a sign-in deadline passed.
-    pub fn due(&self, now: Instant, timing: &Timing) -> bool {
-        let liveness = match self.ping_sent.get() {
-            Some(sent) => now.saturating_duration_since(sent) >= timing.pong_timeout,
-            None => now.saturating_duration_since(self.last_seen.get()) >= timing.activity_timeout,
-        };
-        liveness || self.signin_deadline.get().is_some_and(|d| now >= d)
+    /// The deadline that has passed, if any: the hub wakes the session for
+    /// it and the session acts on it. A passed sign-in deadline comes first.
+    pub fn due(&self, now: Instant, timing: &Timing) -> Option<Deadline> {
+        if self.signin_deadline.get().is_some_and(|d| now >= d) {
+            return Some(Deadline::SignIn);
+        }
+        match self.ping_sent.get() {
+            Some(sent) if now.saturating_duration_since(sent) >= timing.pong_timeout => {
+                Some(Deadline::Pong)
+            }
+            None if now.saturating_duration_since(self.last_seen.get())
+                >= timing.activity_timeout =>
+            {
+                Some(Deadline::Ping)
+            }
+            _ => None,
+        }
     }
 
     /// Moves the traffic counted so far into the app's shared counters: one
@@ -354,17 +379,23 @@ mod tests {
         let t0 = Instant::now();
         let v = Vitals::new(t0);
         let t = timing();
-        assert!(!v.due(t0 + Duration::from_secs(119), &t));
-        assert!(v.due(t0 + Duration::from_secs(120), &t));
+        assert_eq!(v.due(t0 + Duration::from_secs(119), &t), None);
+        assert_eq!(
+            v.due(t0 + Duration::from_secs(120), &t),
+            Some(Deadline::Ping)
+        );
         // The session pings; the hub waits for the pong timeout.
         let pinged = t0 + Duration::from_secs(120);
         v.set_ping_sent(Some(pinged));
-        assert!(!v.due(pinged + Duration::from_secs(29), &t));
-        assert!(v.due(pinged + Duration::from_secs(30), &t));
+        assert_eq!(v.due(pinged + Duration::from_secs(29), &t), None);
+        assert_eq!(
+            v.due(pinged + Duration::from_secs(30), &t),
+            Some(Deadline::Pong)
+        );
         // Any frame from the client answers the ping.
         v.heard(pinged + Duration::from_secs(1));
         assert_eq!(v.ping_sent(), None);
-        assert!(!v.due(pinged + Duration::from_secs(30), &t));
+        assert_eq!(v.due(pinged + Duration::from_secs(30), &t), None);
     }
 
     #[test]
@@ -372,9 +403,21 @@ mod tests {
         let t0 = Instant::now();
         let v = Vitals::new(t0);
         v.set_signin_deadline(Some(t0 + Duration::from_secs(5)));
-        assert!(!v.due(t0 + Duration::from_secs(4), &timing()));
-        assert!(v.due(t0 + Duration::from_secs(5), &timing()));
+        assert_eq!(v.due(t0 + Duration::from_secs(4), &timing()), None);
+        assert_eq!(
+            v.due(t0 + Duration::from_secs(5), &timing()),
+            Some(Deadline::SignIn)
+        );
+        // Past the activity timeout too: the sign-in deadline comes first.
+        assert_eq!(
+            v.due(t0 + Duration::from_secs(200), &timing()),
+            Some(Deadline::SignIn)
+        );
         v.set_signin_deadline(None);
-        assert!(!v.due(t0 + Duration::from_secs(5), &timing()));
+        assert_eq!(v.due(t0 + Duration::from_secs(5), &timing()), None);
+        assert_eq!(
+            v.due(t0 + Duration::from_secs(200), &timing()),
+            Some(Deadline::Ping)
+        );
     }
 }

@@ -7,7 +7,7 @@
 use crate::app::{App, ConnectionSlot};
 use crate::auth;
 use crate::error::{PusherError, SubscriptionError};
-use crate::hub::{Hub, Hubs, Timing, Vitals};
+use crate::hub::{Deadline, Hub, Hubs, Timing, Vitals};
 use crate::messages::*;
 use crate::protocol::{self, frames, truncate, ChannelKind, ClientFrame};
 use crate::registry::Registry;
@@ -27,12 +27,6 @@ use std::time::{Duration, Instant};
 /// Server-wide session settings, resolved from configuration once.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
-    /// Advertised in `connection_established`; a client silent this long is pinged.
-    pub activity_timeout: Duration,
-    /// How long a pinged client has to answer before it is closed with 4201.
-    pub pong_timeout: Duration,
-    /// Grace period for `pusher:signin` on apps that require user authentication.
-    pub user_authentication_timeout: Duration,
     /// Channels one socket may be subscribed to at once; 0 = no limit.
     pub max_channels: usize,
     /// Largest inbound message (after reassembling fragments).
@@ -43,27 +37,23 @@ pub struct SessionSettings {
     /// Close a socket whose queue is full (4100) rather than drop frames for it.
     pub disconnect_on_buffer_full: bool,
     /// The worker hubs: heartbeats and shutdown (4200) reach sessions through
-    /// them. Built from the same three timeouts as above.
+    /// them. Their [`Timing`] holds the activity, pong and sign-in timeouts.
     pub hubs: Hubs,
 }
 
 impl Default for SessionSettings {
     fn default() -> Self {
-        let timing = Timing {
-            activity_timeout: Duration::from_secs(120),
-            pong_timeout: Duration::from_secs(30),
-            signin_timeout: Duration::from_secs(3600),
-        };
         SessionSettings {
-            activity_timeout: timing.activity_timeout,
-            pong_timeout: timing.pong_timeout,
-            user_authentication_timeout: timing.signin_timeout,
             max_channels: 1000,
             max_message_bytes: 64 * 1024,
             outbox_max_messages: Some(1000),
             outbox_max_bytes: None,
             disconnect_on_buffer_full: true,
-            hubs: Hubs::new(timing),
+            hubs: Hubs::new(Timing {
+                activity_timeout: Duration::from_secs(120),
+                pong_timeout: Duration::from_secs(30),
+                signin_timeout: Duration::from_secs(3600),
+            }),
         }
     }
 }
@@ -179,44 +169,47 @@ impl Session {
         ctx.stop();
     }
 
-    /// Run when the hub sees a deadline pass (see [`Vitals::due`]): ping a
-    /// silent client, close one that ignored the ping (4201), or close one
-    /// that did not sign in in time on an app that requires it.
+    /// Run when the hub sees a deadline pass (see [`Vitals::due`]): close a
+    /// socket that did not sign in in time on an app that requires it, close
+    /// one that ignored a ping (4201), or ping a silent one.
     fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         let now = Instant::now();
-        if self.vitals.signin_deadline().is_some_and(|d| now >= d) {
-            self.vitals.set_signin_deadline(None);
-            if self.user_id.is_none() {
-                self.app
-                    .stats
-                    .connection_error(ConnectionError::Unauthorized);
-                warn!(
-                    event = "signin_timeout", app_id = self.app.id.as_str(),
-                    socket_id = self.id_text.as_str(), peer = self.peer.as_str();
-                    "socket not signed in within the timeout"
-                );
-                return self.fail(
-                    ctx,
-                    PusherError::Unauthorized("Connection not authorized within timeout.".into()),
-                );
+        let timing = *self.settings.hubs.timing();
+        while let Some(deadline) = self.vitals.due(now, &timing) {
+            match deadline {
+                Deadline::SignIn => {
+                    self.vitals.set_signin_deadline(None);
+                    if self.user_id.is_none() {
+                        self.app
+                            .stats
+                            .connection_error(ConnectionError::Unauthorized);
+                        warn!(
+                            event = "signin_timeout", app_id = self.app.id.as_str(),
+                            socket_id = self.id_text.as_str(), peer = self.peer.as_str();
+                            "socket not signed in within the timeout"
+                        );
+                        return self.fail(
+                            ctx,
+                            PusherError::Unauthorized(
+                                "Connection not authorized within timeout.".into(),
+                            ),
+                        );
+                    }
+                    // Signed in: the liveness deadlines may still be due.
+                }
+                Deadline::Pong => {
+                    debug!("socket {} did not answer ping", self.id_text);
+                    self.app
+                        .stats
+                        .connection_error(ConnectionError::PongTimeout);
+                    return self.fail(ctx, PusherError::PongTimeout);
+                }
+                Deadline::Ping => {
+                    self.send(ctx, frames::ping());
+                    self.vitals.set_ping_sent(Some(now));
+                    return;
+                }
             }
-        }
-        match self.vitals.ping_sent() {
-            Some(sent) if now.duration_since(sent) >= self.settings.pong_timeout => {
-                debug!("socket {} did not answer ping", self.id_text);
-                self.app
-                    .stats
-                    .connection_error(ConnectionError::PongTimeout);
-                self.fail(ctx, PusherError::PongTimeout);
-            }
-            Some(_) => {}
-            None if now.duration_since(self.vitals.last_seen())
-                >= self.settings.activity_timeout =>
-            {
-                self.send(ctx, frames::ping());
-                self.vitals.set_ping_sent(Some(now));
-            }
-            None => {}
         }
     }
 
@@ -621,11 +614,14 @@ impl Actor for Session {
         stats::add(&self.app.stats.new_connections, 1);
         self.send(
             ctx,
-            frames::connection_established(&self.id_text, self.settings.activity_timeout.as_secs()),
+            frames::connection_established(
+                &self.id_text,
+                self.settings.hubs.timing().activity_timeout.as_secs(),
+            ),
         );
         if self.app.enable_user_authentication {
             self.vitals.set_signin_deadline(Some(
-                self.opened + self.settings.user_authentication_timeout,
+                self.opened + self.settings.hubs.timing().signin_timeout,
             ));
         }
         let hub = self.settings.hubs.local();

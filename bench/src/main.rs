@@ -406,18 +406,19 @@ async fn run_step(
             } else {
                 10.0
             };
+            let frame_bytes = scenarios::frame_bytes(o.event_size);
             eprintln!(
                 "[floor] {} sockets over {} channels, {} writes of a {}-byte frame per second for {} s",
                 o.fanout_subscribers,
                 o.fanout_channels,
                 o.fanout_rate * (o.fanout_subscribers / o.fanout_channels.max(1)) as f64,
-                scenarios::frame_bytes(o.event_size),
+                frame_bytes,
                 secs
             );
             let opts = scenarios::FloorOpts {
                 sockets: o.fanout_subscribers,
                 channels: o.fanout_channels,
-                frame_bytes: scenarios::frame_bytes(o.event_size),
+                frame_bytes,
                 rate: o.fanout_rate,
                 secs,
                 writer_core: o.pin_server,

@@ -1,10 +1,38 @@
 //! Latency histograms (hdrhistogram) and the arithmetic behind the reports:
 //! percentiles, rates and RSS drift.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+
+/// Errors seen by a scenario's tasks: how many, and the first one's text
+/// (enough to tell what went wrong without flooding the report).
+#[derive(Default)]
+pub struct Errors {
+    count: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl Errors {
+    /// Counts an error; `describe` runs only for the first one.
+    pub fn record(&self, describe: impl FnOnce() -> String) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.first
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(describe);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn first(&self) -> Option<String> {
+        self.first.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
 
 /// Highest latency recorded, in microseconds (values above are clamped).
 const MAX_US: u64 = 120_000_000;
@@ -172,6 +200,15 @@ fn slope_per_s(points: &[(f64, u64)]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_count_all_and_keep_the_first() {
+        let e = Errors::default();
+        assert_eq!((e.count(), e.first()), (0, None));
+        e.record(|| "first".into());
+        e.record(|| panic!("only the first error is described"));
+        assert_eq!((e.count(), e.first().as_deref()), (2, Some("first")));
+    }
 
     #[test]
     fn percentiles_of_uniform_1_to_1000_ms() {

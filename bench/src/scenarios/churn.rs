@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 
 use super::{diff, Probe};
 use crate::client::{self, Res, Target};
-use crate::stats::{self, round1, round3, Drift, Latency, ShardedHistogram};
+use crate::stats::{self, round1, round3, Drift, Errors, Latency, ShardedHistogram};
 
 #[derive(Clone, Debug)]
 pub struct ChurnOpts {
@@ -58,8 +58,7 @@ pub async fn churn(t: &Target, p: &Probe, o: &ChurnOpts) -> Res<ChurnResult> {
     let channels = o.channels.max(1);
     let rss_before = p.rss();
     let cycles = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let first_err = Arc::new(std::sync::Mutex::new(None::<String>));
+    let errors = Arc::new(Errors::default());
     let lat = Arc::new(ShardedHistogram::new(o.concurrency));
     let (cpu0, ccpu0) = (p.cpu(), p.client_cpu());
     let start = Instant::now();
@@ -86,12 +85,7 @@ pub async fn churn(t: &Target, p: &Probe, o: &ChurnOpts) -> Res<ChurnResult> {
     let mut set = JoinSet::new();
     for w in 0..o.concurrency.max(1) {
         let t = t.clone();
-        let (cycles, errors, first_err, lat) = (
-            cycles.clone(),
-            errors.clone(),
-            first_err.clone(),
-            lat.clone(),
-        );
+        let (cycles, errors, lat) = (cycles.clone(), errors.clone(), lat.clone());
         set.spawn(async move {
             let mut k = w;
             while Instant::now() < deadline {
@@ -104,11 +98,7 @@ pub async fn churn(t: &Target, p: &Probe, o: &ChurnOpts) -> Res<ChurnResult> {
                         cycles.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        first_err
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_or_insert(e);
+                        errors.record(|| e);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
@@ -123,7 +113,6 @@ pub async fn churn(t: &Target, p: &Probe, o: &ChurnOpts) -> Res<ChurnResult> {
     let after = p.rss();
     let n = cycles.load(Ordering::Relaxed);
     let cpu = diff(cpu0, cpu1);
-    let first_error = first_err.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Ok(ChurnResult {
         secs: round3(secs),
         concurrency: o.concurrency,
@@ -131,8 +120,8 @@ pub async fn churn(t: &Target, p: &Probe, o: &ChurnOpts) -> Res<ChurnResult> {
         cycles: n,
         cycles_per_s: round1(stats::rate(n, secs)),
         ops_per_s: round1(stats::rate(4 * n, secs)),
-        errors: errors.load(Ordering::Relaxed),
-        first_error,
+        errors: errors.count(),
+        first_error: errors.first(),
         cycle_latency: Latency::from_histogram(&lat.merged()),
         warmup_secs: o.warmup_secs,
         rss_drift: stats::drift(&samples, o.warmup_secs, 5),

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use super::floor::{floor, FloorOpts, FloorResult};
 use super::{open_fleet, OnText, Probe};
 use crate::client::{self, HttpConn, Res, Target};
-use crate::stats::{self, round1, round3, Latency, ShardedHistogram};
+use crate::stats::{self, round1, round3, Errors, Latency, ShardedHistogram};
 
 /// Receiver-side accounting of benchmark events.
 pub(super) struct Deliveries {
@@ -162,9 +162,8 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
     let job_rx = Arc::new(Mutex::new(job_rx));
     let ok_per_ch: Arc<Vec<AtomicU64>> =
         Arc::new((0..channels).map(|_| AtomicU64::new(0)).collect());
-    let errors = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(Errors::default());
     let late = Arc::new(AtomicU64::new(0));
-    let first_err = Arc::new(std::sync::Mutex::new(None::<String>));
     let http_lat = Arc::new(ShardedHistogram::new(o.publishers));
 
     let (cpu0, ccpu0) = (p.cpu_split(), p.client_cpu());
@@ -174,11 +173,10 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
     for w in 0..o.publishers.max(1) {
         let t = t.clone();
         let job_rx = job_rx.clone();
-        let (ok_per_ch, errors, late, first_err, http_lat) = (
+        let (ok_per_ch, errors, late, http_lat) = (
             ok_per_ch.clone(),
             errors.clone(),
             late.clone(),
-            first_err.clone(),
             http_lat.clone(),
         );
         let size = o.event_size;
@@ -207,13 +205,7 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
                     Ok(200) => {
                         ok_per_ch[ch].fetch_add(1, Ordering::Relaxed);
                     }
-                    other => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        first_err
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert_with(|| format!("{other:?}"));
-                    }
+                    other => errors.record(|| format!("{other:?}")),
                 }
             }
             conn.map_or(0, |c| c.reconnects)
@@ -309,12 +301,8 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
         publish_secs: round3(publish_secs),
         publishes_attempted: total,
         publishes_ok,
-        publish_errors: errors.load(Ordering::Relaxed),
-        first_error: first_err
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .or(fleet_error),
+        publish_errors: errors.count(),
+        first_error: errors.first().or(fleet_error),
         publishes_late: late.load(Ordering::Relaxed),
         expected_deliveries: expected,
         delivered,

@@ -11,7 +11,7 @@ use super::fanout::event_data;
 use super::floor::{http_floor, HttpFloorResult};
 use super::{diff, Probe};
 use crate::client::{self, HttpConn, Res, Target};
-use crate::stats::{self, round1, round3, Latency, ShardedHistogram};
+use crate::stats::{self, round1, round3, Errors, Latency, ShardedHistogram};
 
 #[derive(Clone, Debug)]
 pub struct PublishOpts {
@@ -101,8 +101,7 @@ pub async fn publish(t: &Target, p: &Probe, o: &PublishOpts) -> Res<PublishResul
 async fn load(t: &Target, conns: usize, secs: f64, event_size: usize) -> Res<Load> {
     let conns = conns.max(1);
     let ok = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let first_err = Arc::new(std::sync::Mutex::new(None::<String>));
+    let errors = Arc::new(Errors::default());
     let lat = Arc::new(ShardedHistogram::new(conns));
     let mut http = Vec::with_capacity(conns);
     for _ in 0..conns {
@@ -112,13 +111,7 @@ async fn load(t: &Target, conns: usize, secs: f64, event_size: usize) -> Res<Loa
     let deadline = start + Duration::from_secs_f64(secs);
     let mut set = JoinSet::new();
     for (w, mut c) in http.into_iter().enumerate() {
-        let (ok, errors, first_err, lat, t) = (
-            ok.clone(),
-            errors.clone(),
-            first_err.clone(),
-            lat.clone(),
-            t.clone(),
-        );
+        let (ok, errors, lat, t) = (ok.clone(), errors.clone(), lat.clone(), t.clone());
         let data = event_data(client::unix_nanos(), w as u64, event_size);
         set.spawn(async move {
             // Signed once and re-signed every minute (timestamps are valid
@@ -138,11 +131,7 @@ async fn load(t: &Target, conns: usize, secs: f64, event_size: usize) -> Res<Loa
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
                     other => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        first_err
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert_with(|| format!("{other:?}"));
+                        errors.record(|| format!("{other:?}"));
                         if other.is_err() {
                             tokio::time::sleep(Duration::from_millis(10)).await;
                         }
@@ -156,11 +145,10 @@ async fn load(t: &Target, conns: usize, secs: f64, event_size: usize) -> Res<Loa
     while let Some(r) = set.join_next().await {
         http_reconnects += r.unwrap_or(0);
     }
-    let first_error = first_err.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Ok(Load {
         ok: ok.load(Ordering::Relaxed),
-        errors: errors.load(Ordering::Relaxed),
-        first_error,
+        errors: errors.count(),
+        first_error: errors.first(),
         latency: Latency::from_histogram(&lat.merged()),
         http_reconnects,
         secs: start.elapsed().as_secs_f64(),

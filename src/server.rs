@@ -122,6 +122,8 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
     }
     warn_unsupported(&config);
     warn_about(&config);
+    // Before the apps move into the store: the summary lists their ids.
+    info!("{}", config.summary());
     let shards = match config.registry_shards {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -146,7 +148,6 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         max_connections: config.max_connections as usize,
         usage_enabled: config.http_api.usage_enabled,
     };
-    info!("{}", config.summary());
     let data = web::Data::new(state.clone());
     // HTTP request metrics are only recorded when something can read them.
     let metrics_on = config.metrics.enabled;

@@ -110,6 +110,80 @@ async fn disabled_app_is_refused_with_4003() {
     server.connect_key("on-key").await.assert_alive().await;
 }
 
+/// Issue 9, defect 1: `SOCKUDO_DEFAULT_APP_ENABLED=false` once made the
+/// server fall back to the public development app. The configured app must
+/// be served as disabled, and the development credentials must open nothing.
+#[tokio::test]
+async fn a_disabled_env_app_is_refused_and_the_dev_app_is_not_served() {
+    for mode in [None, Some("production")] {
+        let mut env = vec![
+            ("SOCKUDO_DEFAULT_APP_ID", "myid"),
+            ("SOCKUDO_DEFAULT_APP_KEY", "mykey"),
+            ("SOCKUDO_DEFAULT_APP_SECRET", "my-secret-of-some-length"),
+            ("SOCKUDO_DEFAULT_APP_ENABLED", "false"),
+        ];
+        env.extend(mode.map(|m| ("ENVIRONMENT", m)));
+        let server = Server::start(&env).await;
+        let mut ws = server
+            .connect_raw("/app/mykey?protocol=7&client=rust&version=1.0")
+            .await;
+        expect_refused(&mut ws, 4003).await;
+        let api = server.api_for("myid", "mykey", "my-secret-of-some-length");
+        api.post("/events", r#"{"name":"e","channel":"c","data":"{}"}"#)
+            .await
+            .assert_error(403, "forbidden");
+        let up = http_get(&format!("{}/up/myid", server.http_base())).await;
+        assert_eq!((up.status, up.text.as_str()), (503, "APP_DISABLED"));
+
+        // The development credentials open nothing.
+        let mut ws = server
+            .connect_raw("/app/app-key?protocol=7&client=rust&version=1.0")
+            .await;
+        expect_refused(&mut ws, 4001).await;
+        let dev = server.api_for("app-id", "app-key", "app-secret");
+        let resp = dev
+            .post("/events", r#"{"name":"e","channel":"c","data":"{}"}"#)
+            .await;
+        assert_eq!(resp.status, 404, "{mode:?}: {}", resp.text);
+        let logs = server.logs();
+        assert!(!logs.contains("development app"), "{logs}");
+        assert!(logs.contains("myid(env,disabled)"), "{logs}");
+    }
+}
+
+/// The start-up line lists every app id and where it came from.
+#[tokio::test]
+async fn start_up_line_names_each_app_and_its_source() {
+    let server = Server::start_app(&[]).await;
+    server
+        .wait_for_logs("the start-up summary", Duration::from_secs(5), |l| {
+            l.contains(&format!("apps=[{APP_ID}(env)]"))
+        })
+        .await;
+    let logs = server.logs();
+    assert!(
+        !logs.contains(APP_SECRET) && !logs.contains(APP_KEY),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn production_without_an_app_refuses_to_start_unless_asked() {
+    let f = Server::start_expect_failure(&[("ENVIRONMENT", "production")], None, &[]).await;
+    assert_eq!(f.status.code(), Some(2), "{}", f.output);
+    assert!(
+        f.output.contains("SOCKUDO_DEFAULT_APP_ID") && f.output.contains("SWITCHYARD_DEV_APP"),
+        "{}",
+        f.output
+    );
+    let server = Server::start(&[
+        ("ENVIRONMENT", "production"),
+        ("SWITCHYARD_DEV_APP", "true"),
+    ])
+    .await;
+    server.connect_key("app-key").await.assert_alive().await;
+}
+
 #[tokio::test]
 async fn missing_protocol_is_refused_with_4008() {
     let server = Server::start_app(&[]).await;

@@ -1,9 +1,14 @@
 //! Which apps the server serves.
 //!
 //! 1. Inline apps from `app_manager.array.apps[]`.
-//! 2. The `SOCKUDO_DEFAULT_APP_*` app, which replaces the inline ones.
-//! 3. If nothing is left, the development app (`app-id`/`app-key`/`app-secret`),
-//!    flagged so the server can say so loudly.
+//! 2. The `SOCKUDO_DEFAULT_APP_*` app, which replaces the inline ones. With
+//!    `SOCKUDO_DEFAULT_APP_ENABLED=false` it is still served, as a disabled
+//!    app: its sockets are refused with 4003 and its API calls with 403.
+//! 3. The development app (`app-id`/`app-key`/`app-secret`) only when no app
+//!    is configured anywhere: no inline app, no default-app variable. Its
+//!    credentials are public, so it is never served in production mode unless
+//!    `SWITCHYARD_DEV_APP=true` asks for it; when the mode is not set at all
+//!    the server runs in `development` mode, so a bare `switchyard` starts.
 //!
 //! Limits an app leaves unset fall back to the global `presence`,
 //! `channel_limits` and `event_limits` blocks. Validation names the offending
@@ -23,27 +28,44 @@ use super::Config;
 const ID: &str = "SOCKUDO_DEFAULT_APP_ID";
 const KEY: &str = "SOCKUDO_DEFAULT_APP_KEY";
 const SECRET: &str = "SOCKUDO_DEFAULT_APP_SECRET";
+const ENABLED: &str = "SOCKUDO_DEFAULT_APP_ENABLED";
+/// Switchyard's explicit switch for the public development app.
+pub(crate) const DEV_APP: &str = "SWITCHYARD_DEV_APP";
 
-/// Where an app was defined, to name it in errors.
-#[derive(Debug, Clone, Copy)]
-enum Source {
+/// Where a served app was defined: named in errors and in the start-up line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppSource {
+    /// `app_manager.array.apps[i]` of the config file.
     File(usize),
+    /// The `SOCKUDO_DEFAULT_APP_*` variables.
     Env,
-    Dev,
+    /// The built-in development app.
+    Development,
 }
 
-impl Source {
+impl AppSource {
     fn key(self, field: &str) -> String {
         match self {
-            Source::File(i) => format!("app_manager.array.apps[{i}].{field}"),
-            Source::Env => format!("SOCKUDO_DEFAULT_APP_{}", field.to_ascii_uppercase()),
-            Source::Dev => format!("development app {field}"),
+            AppSource::File(i) => format!("app_manager.array.apps[{i}].{field}"),
+            AppSource::Env => format!("SOCKUDO_DEFAULT_APP_{}", field.to_ascii_uppercase()),
+            AppSource::Development => format!("development app {field}"),
+        }
+    }
+}
+
+impl std::fmt::Display for AppSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppSource::File(i) => write!(f, "file:apps[{i}]"),
+            AppSource::Env => f.write_str("env"),
+            AppSource::Development => f.write_str("development"),
         }
     }
 }
 
 pub(crate) struct Resolved {
-    pub apps: Vec<App>,
+    /// Every served app, enabled or not, with where it came from.
+    pub apps: Vec<(AppSource, App)>,
     pub dev_credentials: bool,
 }
 
@@ -65,31 +87,46 @@ fn kb(kb: u32) -> usize {
     (kb as usize).saturating_mul(1024)
 }
 
+/// `explicit_mode` is `ENVIRONMENT` / `mode` when either was set, `None`
+/// when the mode is only the built-in default.
 pub(crate) fn resolve(
     inline: Vec<FileApp>,
     base: &AppLimits,
     env: &Env,
+    explicit_mode: Option<&str>,
 ) -> Result<Resolved, ConfigError> {
-    let mut specs: Vec<(Source, FileApp)> = inline
+    // Any app an operator defined or disabled counts as "configured", even if
+    // nothing ends up served: the development app must never stand in for an
+    // app that was disabled or cleared.
+    let enabled = env.bool(ENABLED)?;
+    let creds = [ID, KEY, SECRET].map(|var| env.word(var));
+    let configured =
+        !inline.is_empty() || enabled == Some(false) || creds.iter().any(Option::is_some);
+
+    let mut specs: Vec<(AppSource, FileApp)> = inline
         .into_iter()
         .enumerate()
-        .map(|(i, app)| (Source::File(i), app.flatten()))
+        .map(|(i, app)| (AppSource::File(i), app.flatten()))
         .collect();
-
     if env.bool("SOCKUDO_SKIP_INLINE_APPS")? == Some(true)
         || env.bool("APP_MANAGER_REGISTER_INLINE_APPS")? == Some(false)
     {
         specs.clear();
     }
-    let enabled = env.bool("SOCKUDO_DEFAULT_APP_ENABLED")?;
-    let creds = [ID, KEY, SECRET].map(|var| env.word(var));
+    // As in Sockudo, any default-app variable replaces the inline apps.
     if creds.iter().any(Option::is_some) || enabled == Some(false) {
         specs.clear();
     }
-    if enabled != Some(false) {
-        if let [Some(id), Some(key), Some(secret)] = creds {
-            specs.push((Source::Env, env_app(env, id, key, secret)?));
-        } else if creds.iter().any(Option::is_some) {
+    match creds {
+        [Some(id), Some(key), Some(secret)] => {
+            let mut spec = env_app(env, id, key, secret)?;
+            spec.enabled = enabled != Some(false);
+            specs.push((AppSource::Env, spec));
+        }
+        // A disabled default app needs no credentials: nothing is served for it.
+        _ if enabled == Some(false) => {}
+        [None, None, None] => {}
+        _ => {
             let missing: Vec<&str> = [ID, KEY, SECRET]
                 .into_iter()
                 .zip(&creds)
@@ -106,20 +143,45 @@ pub(crate) fn resolve(
         }
     }
 
-    let mut dev_credentials = false;
-    let mut apps: Vec<(Source, App)> = specs
+    let mut apps: Vec<(AppSource, App)> = specs
         .into_iter()
         .map(|(source, spec)| (source, build(spec, base)))
         .collect();
-    if apps.is_empty() {
-        apps.push((Source::Dev, dev_app(base)));
-        dev_credentials = true;
+    let dev_credentials = !configured && dev_app_allowed(env, explicit_mode)?;
+    if dev_credentials {
+        apps.push((AppSource::Development, dev_app(base)));
     }
     validate(&apps)?;
     Ok(Resolved {
-        apps: apps.into_iter().map(|(_, app)| app).collect(),
+        apps,
         dev_credentials,
     })
+}
+
+/// With no app configured: serve the development app, or refuse to start
+/// with the one line that fixes it. Production mode (set explicitly) needs
+/// `SWITCHYARD_DEV_APP=true`; an unset mode means a newcomer's first run.
+fn dev_app_allowed(env: &Env, explicit_mode: Option<&str>) -> Result<bool, ConfigError> {
+    let fix = "set SOCKUDO_DEFAULT_APP_ID, SOCKUDO_DEFAULT_APP_KEY and SOCKUDO_DEFAULT_APP_SECRET \
+               (generate each with `openssl rand -hex 32`) or app_manager.array.apps in the config file";
+    match env.bool(DEV_APP)? {
+        Some(true) => Ok(true),
+        Some(false) => Err(ConfigError::invalid(
+            DEV_APP,
+            format!("no app is configured and the development app is switched off: {fix}"),
+        )),
+        None if explicit_mode.is_some_and(|m| m.eq_ignore_ascii_case("production")) => {
+            Err(ConfigError::invalid(
+                "ENVIRONMENT",
+                format!(
+                    "no app is configured, and production mode never serves the public \
+                     development app (app-id/app-key/app-secret): {fix}; or, for a test \
+                     deployment only, SWITCHYARD_DEV_APP=true"
+                ),
+            ))
+        }
+        None => Ok(true),
+    }
 }
 
 /// The env app as a flat spec. Where a variable is unset: connections and the
@@ -210,9 +272,9 @@ fn dev_app(base: &AppLimits) -> App {
     app
 }
 
-fn validate(apps: &[(Source, App)]) -> Result<(), ConfigError> {
-    let mut ids: HashMap<&str, Source> = HashMap::new();
-    let mut keys: HashMap<&str, Source> = HashMap::new();
+fn validate(apps: &[(AppSource, App)]) -> Result<(), ConfigError> {
+    let mut ids: HashMap<&str, AppSource> = HashMap::new();
+    let mut keys: HashMap<&str, AppSource> = HashMap::new();
     for &(source, ref app) in apps {
         for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
             if value.trim().is_empty() {

@@ -1,7 +1,7 @@
 //! App resolution: inline apps, the env default app, the dev fallback, validation.
 
 use crate::config::tests::cfg;
-use crate::config::{Config, ConfigError};
+use crate::config::{AppSource, Config, ConfigError};
 use switchyard_actors::app::App;
 
 const APP: &str = r#""id": "a", "key": "ka", "secret": "sa""#;
@@ -289,7 +289,41 @@ fn partial_credentials_are_refused_naming_the_missing_variables() {
 }
 
 #[test]
-fn clearing_inline_apps_falls_back_to_the_dev_app() {
+fn a_disabled_default_app_is_served_disabled_never_as_the_dev_app() {
+    let json = apps_json(&[&format!("{{{APP}, \"enabled\": true}}")]);
+    for file in [None, Some(json.as_str())] {
+        for off in ["false", "off", "0"] {
+            let mut vars = CREDS.to_vec();
+            vars.push(("SOCKUDO_DEFAULT_APP_ENABLED", off));
+            let c = cfg(file, &vars).unwrap();
+            assert!(!c.dev_credentials, "{file:?} {off}");
+            let app = one(&c);
+            assert_eq!(app.id, "env-app", "the env app replaces inline apps");
+            assert!(!app.enabled, "{file:?} {off}: served, but disabled");
+            assert_eq!(c.app_sources, vec![AppSource::Env]);
+            assert!(
+                c.warnings
+                    .iter()
+                    .any(|w| w.contains("app env-app (env) is disabled")),
+                "{:?}",
+                c.warnings
+            );
+            assert!(c.summary().contains("apps=[env-app(env,disabled)]"));
+        }
+    }
+    // In production mode too, and whatever SWITCHYARD_DEV_APP says.
+    let mut vars = CREDS.to_vec();
+    vars.extend([
+        ("SOCKUDO_DEFAULT_APP_ENABLED", "false"),
+        ("ENVIRONMENT", "production"),
+        ("SWITCHYARD_DEV_APP", "true"),
+    ]);
+    let c = cfg(None, &vars).unwrap();
+    assert!(!one(&c).enabled && !c.dev_credentials);
+}
+
+#[test]
+fn clearing_every_app_serves_nothing_rather_than_the_dev_app() {
     let json = apps_json(&[&format!("{{{APP}, \"enabled\": true}}")]);
     assert_eq!(one(&cfg(Some(&json), &[]).unwrap()).id, "a");
     for vars in [
@@ -298,18 +332,68 @@ fn clearing_inline_apps_falls_back_to_the_dev_app() {
         [("APP_MANAGER_REGISTER_INLINE_APPS", "false")],
     ] {
         let c = cfg(Some(&json), &vars).unwrap();
-        assert!(c.dev_credentials, "{vars:?}");
-        assert_eq!(one(&c).id, "app-id");
+        assert!(!c.dev_credentials, "{vars:?}");
+        assert!(c.apps.is_empty(), "{vars:?}");
+        assert!(
+            c.warnings.iter().any(|w| w.contains("no enabled app")),
+            "{:?}",
+            c.warnings
+        );
     }
-    let mut vars = CREDS.to_vec();
-    vars.push(("SOCKUDO_DEFAULT_APP_ENABLED", "off"));
-    let c = cfg(Some(&json), &vars).unwrap();
-    assert!(
-        c.dev_credentials,
-        "ENABLED=false suppresses the env app too"
-    );
+    // ENABLED=false with no file and no credentials: disabled, not the dev app.
+    let c = cfg(None, &[("SOCKUDO_DEFAULT_APP_ENABLED", "false")]).unwrap();
+    assert!(c.apps.is_empty() && !c.dev_credentials);
     let c = cfg(Some(&json), &[("APP_MANAGER_REGISTER_INLINE_APPS", "true")]).unwrap();
     assert_eq!(one(&c).id, "a");
+    assert_eq!(c.app_sources, vec![AppSource::File(0)]);
+    assert!(
+        c.summary().contains("apps=[a(file:apps[0])]"),
+        "{}",
+        c.summary()
+    );
+}
+
+#[test]
+fn the_dev_app_needs_an_unset_mode_or_an_explicit_switch() {
+    // Nothing set: the newcomer's first run starts, in development mode.
+    let c = cfg(None, &[]).unwrap();
+    assert!(c.dev_credentials);
+    assert_eq!(c.mode, "development");
+    assert_eq!(c.app_sources, vec![AppSource::Development]);
+    // ENABLED=true without credentials is no app either.
+    let c = cfg(None, &[("SOCKUDO_DEFAULT_APP_ENABLED", "true")]).unwrap();
+    assert!(c.dev_credentials);
+    // An explicit non-production mode keeps its name.
+    let c = cfg(None, &[("ENVIRONMENT", "staging")]).unwrap();
+    assert!(c.dev_credentials);
+    assert_eq!(c.mode, "staging");
+
+    // Production, from the environment or the file: refused, with the fix.
+    for (file, vars) in [
+        (None, vec![("ENVIRONMENT", "production")]),
+        (None, vec![("ENVIRONMENT", "Production")]),
+        (Some(r#"{"mode": "production"}"#), vec![]),
+        (None, vec![("SWITCHYARD_DEV_APP", "false")]),
+    ] {
+        let err = cfg(file, &vars).err().map(|e| e.to_string());
+        let err = err.unwrap_or_else(|| panic!("{file:?} {vars:?} must refuse"));
+        assert!(err.contains("SOCKUDO_DEFAULT_APP_ID"), "{err}");
+        assert!(err.contains("openssl rand -hex 32"), "{err}");
+    }
+    // ... unless asked for explicitly.
+    let c = cfg(
+        None,
+        &[("ENVIRONMENT", "production"), ("SWITCHYARD_DEV_APP", "yes")],
+    )
+    .unwrap();
+    assert!(c.dev_credentials);
+    assert_eq!(c.mode, "production");
+    // A configured app is served in production as usual.
+    let mut vars = CREDS.to_vec();
+    vars.push(("ENVIRONMENT", "production"));
+    let c = cfg(None, &vars).unwrap();
+    assert_eq!(one(&c).id, "env-app");
+    assert!(one(&c).enabled && !c.dev_credentials);
 }
 
 #[test]

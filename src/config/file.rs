@@ -24,7 +24,9 @@ pub(crate) struct FileConfig {
     pub debug: bool,
     pub host: String,
     pub port: u16,
-    pub mode: String,
+    /// `None` when the file does not say: the mode then depends on whether
+    /// any app is configured (see `apps::resolve`).
+    pub mode: Option<String>,
     #[serde(deserialize_with = "de::string_enum")]
     pub server_role: ServerRole,
     pub activity_timeout: u64,
@@ -61,7 +63,7 @@ impl Default for FileConfig {
             debug: false,
             host: "0.0.0.0".into(),
             port: 6001,
-            mode: "production".into(),
+            mode: None,
             server_role: ServerRole::Default,
             activity_timeout: 120,
             pong_timeout: 30,

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use switchyard_actors::app::App;
 
+pub use apps::AppSource;
 pub use cli::Cli;
 pub use drivers::{AdapterDriver, RateLimiterDriver, ServerRole};
 pub use error::ConfigError;
@@ -44,7 +45,9 @@ pub struct Config {
     pub debug: bool,
     pub host: String,
     pub port: u16,
-    /// `ENVIRONMENT` / `mode`; `production` enables extra warnings.
+    /// `ENVIRONMENT` / `mode`; `production` enables extra warnings. When
+    /// neither is set: `production`, or `development` if the development app
+    /// is served because no app is configured.
     pub mode: String,
     pub server_role: ServerRole,
     /// Seconds; advertised in `pusher:connection_established`.
@@ -63,7 +66,10 @@ pub struct Config {
     pub registry_shards: usize,
     pub health_check_timeout_ms: u64,
     pub websocket: WebsocketConfig,
+    /// Every app served, enabled or disabled.
     pub apps: Vec<App>,
+    /// Where each of `apps` came from, in the same order.
+    pub app_sources: Vec<AppSource>,
     /// The built-in development app is being served (no apps were configured).
     pub dev_credentials: bool,
     pub http_api: HttpApiConfig,
@@ -169,7 +175,7 @@ pub(crate) fn build(
         debug: file.debug,
         host: file.host,
         port: file.port,
-        mode: file.mode,
+        mode: file.mode.clone().unwrap_or_else(|| "production".into()),
         server_role: file.server_role,
         activity_timeout: file.activity_timeout,
         pong_timeout: file.pong_timeout,
@@ -182,6 +188,7 @@ pub(crate) fn build(
         health_check_timeout_ms: file.health_check_timeout_ms,
         websocket: file.websocket,
         apps: Vec::new(),
+        app_sources: Vec::new(),
         dev_credentials: false,
         http_api: file.http_api,
         channel_limits: file.channel_limits,
@@ -202,9 +209,18 @@ pub(crate) fn build(
     env::apply(&mut c, &env)?;
     validate::globals(&c)?;
 
-    let resolved = apps::resolve(inline_apps, &apps::global_limits(&c), &env)?;
-    c.apps = resolved.apps;
+    let explicit_mode = env.word("ENVIRONMENT").or(file.mode);
+    let resolved = apps::resolve(
+        inline_apps,
+        &apps::global_limits(&c),
+        &env,
+        explicit_mode.as_deref(),
+    )?;
+    (c.app_sources, c.apps) = resolved.apps.into_iter().unzip();
     c.dev_credentials = resolved.dev_credentials;
+    if c.dev_credentials && explicit_mode.is_none() {
+        c.mode = "development".into();
+    }
 
     // `0` means "unlimited" for the buffer limits, like `null`/`none`.
     c.websocket.max_messages = c.websocket.max_messages.filter(|n| *n > 0);
@@ -240,7 +256,15 @@ impl Config {
             let scheme = if self.ssl.enabled { "https" } else { "http" };
             format!("{scheme}://{}:{}", self.host, self.port)
         };
-        let apps: Vec<&str> = self.apps.iter().map(|a| a.id.as_str()).collect();
+        let apps: Vec<String> = self
+            .apps
+            .iter()
+            .zip(&self.app_sources)
+            .map(|(app, source)| {
+                let state = if app.enabled { "" } else { ",disabled" };
+                format!("{}({source}{state})", app.id)
+            })
+            .collect();
         let metrics = if self.metrics.enabled {
             format!("{}:{}", self.metrics.host, self.metrics.port)
         } else {

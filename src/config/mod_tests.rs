@@ -33,7 +33,10 @@ fn defaults_without_file_or_env() {
     // not change this test.
     let c = build(None, &|_| None).unwrap();
     assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 6001));
-    assert_eq!(c.mode, "production");
+    assert_eq!(
+        c.mode, "development",
+        "no app and no mode: a newcomer's first run, with the development app"
+    );
     assert!(!c.debug);
     assert_eq!(c.activity_timeout, 120);
     assert_eq!(c.pong_timeout, 30);
@@ -431,7 +434,8 @@ fn summary_and_debug_carry_no_secrets() {
     )
     .unwrap();
     let summary = c.summary();
-    assert!(summary.contains("apps=[prod-app]"), "{summary}");
+    assert!(summary.contains("apps=[prod-app(env)]"), "{summary}");
+    assert!(summary.contains("mode=production"), "{summary}");
     assert!(summary.contains("listen=http://0.0.0.0:6001"), "{summary}");
     let debug = format!("{c:?}");
     for secret in ["pubkey-123", "topsecret-456", "redispw-789"] {

@@ -194,12 +194,27 @@ pub(crate) fn warnings(c: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let production = c.mode.eq_ignore_ascii_case("production");
     if c.dev_credentials {
-        out.push(
+        out.push(format!(
             "no apps configured: serving the development app (id app-id, key app-key, \
-             secret app-secret); set SOCKUDO_DEFAULT_APP_ID/KEY/SECRET or \
-             app_manager.array.apps for real credentials"
+             secret app-secret) in {} mode; set SOCKUDO_DEFAULT_APP_ID/KEY/SECRET or \
+             app_manager.array.apps for real credentials",
+            c.mode
+        ));
+    }
+    if c.apps.iter().all(|app| !app.enabled) {
+        out.push(
+            "no enabled app: every WebSocket connection and HTTP API call will be refused"
                 .to_string(),
         );
+    }
+    for (app, source) in c.apps.iter().zip(&c.app_sources) {
+        if !app.enabled {
+            out.push(format!(
+                "app {} ({source}) is disabled: its connections are refused with 4003 and \
+                 its HTTP API calls with 403",
+                app.id
+            ));
+        }
     }
     if production && c.cors.any_origin() {
         out.push(
@@ -302,6 +317,7 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_warn_about_permissive_cors_only_in_production() {
         let mut c = defaults();
+        c.mode = "production".into();
         assert!(globals(&c).is_ok());
         assert!(warnings(&c).iter().any(|w| w.contains("CORS")));
         c.mode = "development".into();
@@ -329,6 +345,7 @@ mod tests {
     #[test]
     fn weak_settings_are_warned_about() {
         let mut c = defaults();
+        c.mode = "production".into();
         let mut app = switchyard_actors::app::App::new("prod", "key", "short-secret");
         app.allowed_origins = vec!["*".into()];
         c.apps = vec![app];

@@ -27,11 +27,14 @@ pub async fn live() -> HttpResponse {
     health(actix_web::http::StatusCode::OK, "OK")
 }
 
-/// `GET /up/{app_id}`: 404 for an unknown app.
+/// `GET /up/{app_id}`: 404 for an unknown app, 503 `APP_DISABLED` for a
+/// disabled one (its clients are refused, so it is not up).
 pub async fn up_app(path: web::Path<String>, state: web::Data<ServerState>) -> HttpResponse {
+    use actix_web::http::StatusCode;
     match state.apps.by_id(&path) {
-        Some(_) => health(actix_web::http::StatusCode::OK, "OK"),
-        None => health(actix_web::http::StatusCode::NOT_FOUND, "NOT_FOUND"),
+        Some(app) if app.enabled => health(StatusCode::OK, "OK"),
+        Some(_) => health(StatusCode::SERVICE_UNAVAILABLE, "APP_DISABLED"),
+        None => health(StatusCode::NOT_FOUND, "NOT_FOUND"),
     }
 }
 

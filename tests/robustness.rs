@@ -47,6 +47,38 @@ async fn bad_frames_get_4300_and_the_socket_keeps_working() {
     ws.expect_channel_event("still-here", "live").await;
 }
 
+/// Issue 9, defect 2: serde's derive accepts a JSON array for a struct, so
+/// `"data": ["chan"]` once subscribed to `chan`. Every such shape is a 4300
+/// and subscribes nothing: the channel stays unoccupied and a publish to it
+/// never reaches the socket.
+#[tokio::test]
+async fn array_shaped_frames_subscribe_nothing() {
+    let server = Server::start_app(&[]).await;
+    let mut ws = server.connect().await;
+    let shapes = [
+        r#"{"event":"pusher:subscribe","data":["arr-1"]}"#,
+        r#"{"event":"pusher:subscribe","data":"[\"arr-1\"]"}"#,
+        r#"{"event":"pusher:subscribe","data":{"channel":["arr-1"]}}"#,
+        r#"["pusher:subscribe",null,{"channel":"arr-1"}]"#,
+        r#"["pusher:subscribe",null,["arr-1"]]"#,
+    ];
+    for text in shapes {
+        ws.send_text(text).await;
+        let f = ws.recv().await;
+        assert_eq!(f.event(), "pusher:error", "for {text}: {}", f.raw);
+        assert_eq!(f.json["data"]["code"], 4300, "for {text}: {}", f.raw);
+    }
+    let api = server.api();
+    let info = api.channel_info("arr-1", "").await;
+    assert_eq!(info["occupied"], false, "{info}");
+    api.publish("arr-1", "leak", "1").await;
+    ws.expect_silence(SILENCE).await;
+    // The same socket still subscribes properly.
+    ws.subscribe("arr-1").await;
+    api.publish("arr-1", "ok", "1").await;
+    ws.expect_channel_event("ok", "arr-1").await;
+}
+
 #[tokio::test]
 async fn binary_frame_gets_4300_and_socket_stays_open() {
     let server = Server::start_app(&[]).await;

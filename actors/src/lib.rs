@@ -4,10 +4,12 @@
 //! - [`registry::Registry`]: channel registry shards (subscriptions, presence, cache, users).
 //! - [`hub::Hubs`]: one hub per worker thread for its sessions' heartbeats and shutdown.
 //! - [`messages`]: the typed messages between them.
+//! - [`command`]: client frames parsed into typed commands (the only door for inbound frames).
 //! - [`protocol`], [`auth`], [`error`]: frames, signatures and error codes, as plain functions and types.
 
 pub mod app;
 pub mod auth;
+pub mod command;
 pub mod error;
 pub mod hub;
 pub mod messages;

@@ -1,14 +1,10 @@
 //! Pusher Channels protocol v7: channel kinds, name rules and the frames on the wire.
 //!
-//! Inbound frames are parsed borrowing from the received text so `data`,
-//! `channel_data` and `user_data` reach the signature check and the fan-out byte
-//! for byte as the client sent them. Outbound frames are serialised once into a
-//! [`ByteString`] that every recipient shares.
+//! Inbound frames are parsed in [`crate::command`]. Outbound frames are
+//! serialised once into a [`ByteString`] that every recipient shares.
 
 use bytestring::ByteString;
-use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::borrow::Cow;
 
 /// Pusher protocol versions this server speaks.
 pub const MIN_PROTOCOL: u32 = 5;
@@ -127,59 +123,6 @@ pub fn validate_channel_name(name: &str, max_len: usize) -> Result<(), ChannelNa
         Ok(())
     } else {
         Err(ChannelNameError::InvalidCharacters)
-    }
-}
-
-/// A frame received from a client. `data` stays raw: pusher-js sends an
-/// object, other SDKs a JSON-encoded string; both are accepted.
-#[derive(Debug, Deserialize)]
-pub struct ClientFrame<'a> {
-    #[serde(borrow)]
-    pub event: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub channel: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub data: Option<&'a RawValue>,
-}
-
-/// `data` of `pusher:subscribe`.
-#[derive(Debug, Deserialize)]
-pub struct SubscribeData<'a> {
-    #[serde(borrow)]
-    pub channel: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub auth: Option<Cow<'a, str>>,
-    /// Signed byte for byte, so kept exactly as received.
-    #[serde(borrow, default)]
-    pub channel_data: Option<Cow<'a, str>>,
-}
-
-/// `data` of `pusher:unsubscribe`.
-#[derive(Debug, Deserialize)]
-pub struct UnsubscribeData<'a> {
-    #[serde(borrow)]
-    pub channel: Cow<'a, str>,
-}
-
-/// `data` of `pusher:signin`.
-#[derive(Debug, Deserialize)]
-pub struct SigninData<'a> {
-    #[serde(borrow)]
-    pub auth: Cow<'a, str>,
-    #[serde(borrow)]
-    pub user_data: Cow<'a, str>,
-}
-
-/// The JSON text of a frame's `data`, whether the client sent it as an object
-/// (pusher-js) or as a string containing JSON (other SDKs). Parse the result
-/// with `serde_json::from_str` into one of the `*Data` types.
-pub fn data_text(raw: &RawValue) -> Result<Cow<'_, str>, serde_json::Error> {
-    let text = raw.get();
-    if text.starts_with('"') {
-        let inner: String = serde_json::from_str(text)?;
-        Ok(Cow::Owned(inner))
-    } else {
-        Ok(Cow::Borrowed(text))
     }
 }
 

@@ -6,10 +6,11 @@
 
 use crate::app::{App, ConnectionSlot};
 use crate::auth;
+use crate::command::{self, Command};
 use crate::error::{PusherError, SubscriptionError};
 use crate::hub::{Deadline, Hub, Hubs, Timing, Vitals};
 use crate::messages::*;
-use crate::protocol::{self, frames, truncate, ChannelKind, ClientFrame};
+use crate::protocol::{self, frames, truncate, ChannelKind};
 use crate::registry::Registry;
 use crate::socket::{Outbox, SessionHandle, SocketId};
 use crate::stats::{self, AuthFailure, ConnectionError, RateLimit};
@@ -214,49 +215,21 @@ impl Session {
     }
 
     fn handle_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
-        let frame: ClientFrame = match serde_json::from_str(text) {
-            Ok(f) => f,
+        match command::parse(text) {
+            Ok(Command::Ping) => self.send(ctx, frames::pong()),
+            Ok(Command::Pong) => {}
+            Ok(Command::Subscribe(sub)) => self.on_subscribe(sub, ctx),
+            Ok(Command::Unsubscribe { channel }) => self.on_unsubscribe(&channel),
+            Ok(Command::Signin(signin)) => self.on_signin(signin, ctx),
+            Ok(Command::ClientEvent(event)) => self.on_client_event(&event, ctx),
             Err(e) => {
-                debug!("socket {}: malformed frame: {e}", self.id_text);
-                return self.fail(
-                    ctx,
-                    PusherError::InvalidMessage(format!("Invalid JSON frame: {e}")),
-                );
-            }
-        };
-        match &*frame.event {
-            "pusher:ping" => self.send(ctx, frames::pong()),
-            "pusher:pong" => {}
-            "pusher:subscribe" => self.on_subscribe(frame.data, ctx),
-            "pusher:unsubscribe" => self.on_unsubscribe(frame.data, ctx),
-            "pusher:signin" => self.on_signin(frame.data, ctx),
-            name if name.starts_with("client-") => self.on_client_event(&frame, ctx),
-            other => {
-                let msg = format!("Unsupported event: {}", truncate(other, 64));
-                self.fail(ctx, PusherError::InvalidMessage(msg));
+                debug!("socket {}: refused frame: {e}", self.id_text);
+                self.fail(ctx, PusherError::InvalidMessage(e.to_string()));
             }
         }
     }
 
-    fn on_subscribe(&mut self, data: Option<&RawValue>, ctx: &mut ws::WebsocketContext<Self>) {
-        let text = match data.map(protocol::data_text) {
-            Some(Ok(t)) => t,
-            _ => {
-                return self.fail(
-                    ctx,
-                    PusherError::InvalidMessage("pusher:subscribe needs data".into()),
-                )
-            }
-        };
-        let sub: protocol::SubscribeData = match serde_json::from_str(&text) {
-            Ok(s) => s,
-            Err(e) => {
-                return self.fail(
-                    ctx,
-                    PusherError::InvalidMessage(format!("Invalid pusher:subscribe data: {e}")),
-                )
-            }
-        };
+    fn on_subscribe(&mut self, sub: command::Subscribe, ctx: &mut ws::WebsocketContext<Self>) {
         let channel = &*sub.channel;
         match self.check_subscription(&sub) {
             Ok((kind, member)) => {
@@ -301,7 +274,7 @@ impl Session {
     /// Everything a subscription must pass before the registry sees it.
     fn check_subscription(
         &self,
-        sub: &protocol::SubscribeData,
+        sub: &command::Subscribe,
     ) -> Result<(ChannelKind, Option<Member>), SubscriptionError> {
         let channel = &*sub.channel;
         protocol::validate_channel_name(channel, self.app.limits.max_channel_name_length)
@@ -365,7 +338,7 @@ impl Session {
             user_id: Option<serde_json::Value>,
             user_info: Option<Box<RawValue>>,
         }
-        let parsed: ChannelData = serde_json::from_str(channel_data)
+        let parsed: ChannelData = command::object(channel_data)
             .map_err(|e| SubscriptionError::Auth(format!("Invalid channel_data: {e}")))?;
         let user_id = match parsed.user_id {
             Some(serde_json::Value::String(s)) if !s.is_empty() => s,
@@ -387,21 +360,8 @@ impl Session {
         })
     }
 
-    fn on_unsubscribe(&mut self, data: Option<&RawValue>, ctx: &mut ws::WebsocketContext<Self>) {
-        let parsed = data
-            .map(protocol::data_text)
-            .and_then(|t| t.ok())
-            .and_then(|t| {
-                serde_json::from_str::<protocol::UnsubscribeData>(&t)
-                    .ok()
-                    .map(|d| Arc::<str>::from(&*d.channel))
-            });
-        let Some(channel) = parsed else {
-            return self.fail(
-                ctx,
-                PusherError::InvalidMessage("pusher:unsubscribe needs data.channel".into()),
-            );
-        };
+    fn on_unsubscribe(&mut self, channel: &str) {
+        let channel: Arc<str> = Arc::from(channel);
         // Unsubscribing from a channel we are not in is a silent no-op.
         if self.subscriptions.remove(&channel).is_some() {
             stats::add(&self.app.stats.unsubscriptions, 1);
@@ -415,23 +375,7 @@ impl Session {
         }
     }
 
-    fn on_signin(&mut self, data: Option<&RawValue>, ctx: &mut ws::WebsocketContext<Self>) {
-        let text = data.map(protocol::data_text).and_then(|t| t.ok());
-        let Some(text) = text else {
-            return self.fail(
-                ctx,
-                PusherError::InvalidMessage("pusher:signin needs data".into()),
-            );
-        };
-        let signin: protocol::SigninData = match serde_json::from_str(&text) {
-            Ok(s) => s,
-            Err(e) => {
-                return self.fail(
-                    ctx,
-                    PusherError::InvalidMessage(format!("Invalid pusher:signin data: {e}")),
-                )
-            }
-        };
+    fn on_signin(&mut self, signin: command::Signin, ctx: &mut ws::WebsocketContext<Self>) {
         if let Err(e) = auth::verify_signin(
             &self.app.key,
             &self.app.secret,
@@ -454,7 +398,7 @@ impl Session {
         struct UserData {
             id: Option<serde_json::Value>,
         }
-        let user_id = match serde_json::from_str::<UserData>(&signin.user_data) {
+        let user_id = match command::object::<UserData>(&signin.user_data) {
             Ok(UserData {
                 id: Some(serde_json::Value::String(id)),
             }) if !id.is_empty() => id,
@@ -499,7 +443,11 @@ impl Session {
         self.send(ctx, frames::signin_success(&signin.user_data));
     }
 
-    fn on_client_event(&mut self, frame: &ClientFrame, ctx: &mut ws::WebsocketContext<Self>) {
+    fn on_client_event(
+        &mut self,
+        frame: &command::ClientEvent,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         let reject = |msg: &str| PusherError::ClientEventRejected(msg.to_string());
         if !self.app.enable_client_messages {
             return self.fail(ctx, reject("Client events are not enabled for this app"));

@@ -511,6 +511,10 @@ async fn publish_validation_errors_are_400_invalid_input() {
 // ---------------------------------------------------------------------------
 // Errors: 401
 
+fn truncate(s: &str, n: usize) -> &str {
+    &s[..s.len().min(n)]
+}
+
 #[tokio::test]
 async fn signature_errors_are_401_auth_failed() {
     let server = Server::start_app(&[]).await;
@@ -583,10 +587,36 @@ async fn signature_errors_are_401_auth_failed() {
             },
         ),
     ];
+    // Issue 9, defect 4: a correctly signed request with any auth_version but
+    // Pusher's only one, 1.0, used to be accepted.
+    let long = "9".repeat(1000);
+    let versions = ["2", "2.0", "1", "1.00", "1.0.0", "-1", "", long.as_str()];
+    let cases: Vec<(String, Sign)> = cases
+        .into_iter()
+        .map(|(what, s)| (what.to_string(), s))
+        .chain(versions.iter().map(|v| {
+            let what = if v.is_empty() {
+                "auth_version missing".to_string()
+            } else {
+                format!("auth_version {:?}", truncate(v, 8))
+            };
+            let version = if v.is_empty() { "" } else { v };
+            (
+                what,
+                Sign {
+                    auth_version: Some(version.to_string()),
+                    ..Sign::default()
+                },
+            )
+        }))
+        .collect();
     for (what, s) in &cases {
         let r = api.post_with("/events", &body, s).await;
         assert_eq!(r.status, 401, "{what}: {:?}", r.text);
         r.assert_error(401, "auth_failed");
+        if what.starts_with("auth_version") {
+            assert!(r.text.contains("auth_version"), "{what}: {}", r.text);
+        }
     }
     // GETs too
     for (what, s) in [
@@ -608,6 +638,13 @@ async fn signature_errors_are_401_auth_failed() {
             "GET unsigned",
             Sign {
                 unsigned: true,
+                ..Sign::default()
+            },
+        ),
+        (
+            "GET auth_version 2",
+            Sign {
+                auth_version: Some("2".into()),
                 ..Sign::default()
             },
         ),

@@ -2,7 +2,8 @@
 //!
 //! Every `/apps/{id}/…` request passes through [`authenticate`] before a
 //! handler sees it: app lookup, bounded body read, `auth_key`, timestamp
-//! window, `body_md5`, then the constant-time HMAC comparison.
+//! `auth_version` (1.0 only), timestamp window, `body_md5`, then the
+//! constant-time HMAC comparison.
 
 use super::error::ApiError;
 use crate::state::ServerState;
@@ -16,6 +17,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use switchyard_actors::app::App;
 use switchyard_actors::auth;
 use switchyard_actors::stats::AuthFailure;
+
+/// The only `auth_version` of Pusher's HTTP API.
+pub const AUTH_VERSION: &str = "1.0";
 
 /// Requests whose `auth_timestamp` is further than this from our clock are refused.
 pub const TIMESTAMP_WINDOW_SECS: i64 = 600;
@@ -141,6 +145,21 @@ async fn check<'r>(
         return Err(ApiError::Unauthorized(
             "auth_key does not belong to this app".into(),
         ));
+    }
+    // Pusher's API has one signature scheme; a request naming another (or
+    // none) is not one we know how to check, however well it is signed.
+    match get("auth_version") {
+        Some(AUTH_VERSION) => {}
+        Some(_) => {
+            return Err(ApiError::Unauthorized(format!(
+                "Unsupported auth_version: only {AUTH_VERSION} is accepted"
+            )))
+        }
+        None => {
+            return Err(ApiError::Unauthorized(format!(
+                "Missing auth_version (must be {AUTH_VERSION})"
+            )))
+        }
     }
     let timestamp: i64 = timestamp
         .parse()

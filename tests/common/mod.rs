@@ -810,6 +810,9 @@ pub struct Sign {
     pub key: Option<String>,
     /// Sign with this secret instead of the app's.
     pub secret: Option<String>,
+    /// `auth_version` to send (signed like the rest); `None` = `1.0`, an
+    /// empty string = leave the parameter out.
+    pub auth_version: Option<String>,
 }
 
 impl Default for Sign {
@@ -822,6 +825,7 @@ impl Default for Sign {
             body_md5: BodyMd5::Correct,
             key: None,
             secret: None,
+            auth_version: None,
         }
     }
 }
@@ -907,7 +911,11 @@ impl Api {
                 "auth_timestamp".into(),
                 (unix_now() + s.timestamp_offset).to_string(),
             ));
-            params.push(("auth_version".into(), "1.0".into()));
+            match s.auth_version.as_deref() {
+                None => params.push(("auth_version".into(), "1.0".into())),
+                Some("") => {}
+                Some(v) => params.push(("auth_version".into(), v.into())),
+            }
             match s.body_md5 {
                 BodyMd5::Correct if !body.is_empty() => {
                     params.push(("body_md5".into(), md5_hex(body)));

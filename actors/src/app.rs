@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::secret::Secret;
 use crate::stats::Stats;
 
 /// Limits that apply to one app. Every field is already resolved: per-app value,
@@ -61,7 +62,8 @@ impl Default for AppLimits {
 pub struct App {
     pub id: String,
     pub key: String,
-    pub secret: String,
+    /// Signs channel auth, sign-in and API requests; redacted in `Debug`.
+    pub secret: Secret,
     pub enabled: bool,
     pub enable_client_messages: bool,
     /// When true a socket must `pusher:signin` within the user authentication
@@ -86,7 +88,7 @@ impl App {
         App {
             id: id.into(),
             key: key.into(),
-            secret: secret.into(),
+            secret: Secret::new(secret),
             enabled: true,
             enable_client_messages: false,
             enable_user_authentication: false,

@@ -16,6 +16,7 @@ pub mod messages;
 pub mod presence;
 pub mod protocol;
 pub mod registry;
+pub mod secret;
 pub mod session;
 pub mod socket;
 pub mod stats;

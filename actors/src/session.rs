@@ -312,7 +312,7 @@ impl Session {
         };
         auth::verify_channel_auth(
             &self.app.key,
-            &self.app.secret,
+            self.app.secret.expose(),
             &self.id_text,
             channel,
             channel_data,
@@ -378,7 +378,7 @@ impl Session {
     fn on_signin(&mut self, signin: command::Signin, ctx: &mut ws::WebsocketContext<Self>) {
         if let Err(e) = auth::verify_signin(
             &self.app.key,
-            &self.app.secret,
+            self.app.secret.expose(),
             &self.id_text,
             &signin.user_data,
             &signin.auth,

@@ -276,7 +276,11 @@ fn validate(apps: &[(AppSource, App)]) -> Result<(), ConfigError> {
     let mut ids: HashMap<&str, AppSource> = HashMap::new();
     let mut keys: HashMap<&str, AppSource> = HashMap::new();
     for &(source, ref app) in apps {
-        for (field, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
+        for (field, value) in [
+            ("id", app.id.as_str()),
+            ("key", app.key.as_str()),
+            ("secret", app.secret.expose()),
+        ] {
             if value.trim().is_empty() {
                 return Err(ConfigError::invalid(source.key(field), "must not be empty"));
             }

@@ -55,7 +55,7 @@ fn inline_app_fields_map_onto_app() {
     assert!(!c.dev_credentials);
     let app = one(&c);
     assert_eq!(
-        (app.id.as_str(), app.key.as_str(), app.secret.as_str()),
+        (app.id.as_str(), app.key.as_str(), app.secret.expose()),
         ("a", "ka", "sa")
     );
     assert!(app.enabled && app.enable_client_messages);
@@ -174,7 +174,7 @@ fn env_app_replaces_inline_apps_with_env_path_defaults() {
     assert!(!c.dev_credentials);
     let app = one(&c);
     assert_eq!(
-        (app.id.as_str(), app.key.as_str(), app.secret.as_str()),
+        (app.id.as_str(), app.key.as_str(), app.secret.expose()),
         ("env-app", "env-key", "env-secret")
     );
     assert!(app.enabled);
@@ -407,7 +407,7 @@ fn dev_app_is_permissive_with_global_limits() {
     );
     let app = one(&c);
     assert_eq!(
-        (app.id.as_str(), app.key.as_str(), app.secret.as_str()),
+        (app.id.as_str(), app.key.as_str(), app.secret.expose()),
         ("app-id", "app-key", "app-secret")
     );
     assert!(app.enabled && app.enable_client_messages);

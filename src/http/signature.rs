@@ -183,7 +183,7 @@ async fn check<'r>(
         _ => {}
     }
     let to_sign = auth::api_string_to_sign(req.method().as_str(), req.path(), &params);
-    if !auth::verify(&app.secret, &[&to_sign], signature) {
+    if !auth::verify(app.secret.expose(), &[&to_sign], signature) {
         return Err(ApiError::Unauthorized("Invalid API signature".into()));
     }
     if !app.enabled {

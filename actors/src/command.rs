@@ -12,9 +12,12 @@
 //! `channel_data` and `user_data` reach the signature check and the fan-out
 //! byte for byte as the client sent them.
 
+use crate::error::{PusherError, SubscriptionError};
+use crate::messages::Member;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// One client request, parsed and shape-checked; nothing is authorised yet.
 #[derive(Debug)]
@@ -172,6 +175,63 @@ fn is_object(text: &str) -> bool {
     text.trim_start_matches([' ', '\t', '\n', '\r'])
         .starts_with('{')
 }
+
+/// The presence member a socket declares in `channel_data` (already
+/// verified by the channel signature): an object with a non-empty string or
+/// numeric `user_id` of at most 128 bytes and any `user_info`, relayed as sent.
+pub fn presence_member(channel_data: &str, max_bytes: usize) -> Result<Member, SubscriptionError> {
+    if channel_data.len() > max_bytes {
+        return Err(SubscriptionError::LimitReached(format!(
+            "channel_data is larger than {max_bytes} bytes"
+        )));
+    }
+    #[derive(Deserialize)]
+    struct ChannelData {
+        user_id: Option<serde_json::Value>,
+        user_info: Option<Box<RawValue>>,
+    }
+    let parsed: ChannelData = object(channel_data)
+        .map_err(|e| SubscriptionError::Auth(format!("Invalid channel_data: {e}")))?;
+    let user_id = match parsed.user_id {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => s,
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        _ => {
+            return Err(SubscriptionError::Auth(
+                "channel_data must contain a user_id".into(),
+            ))
+        }
+    };
+    if user_id.len() > MAX_USER_ID_BYTES {
+        return Err(SubscriptionError::LimitReached(format!(
+            "user_id is longer than {MAX_USER_ID_BYTES} characters"
+        )));
+    }
+    Ok(Member {
+        user_id: Arc::from(user_id),
+        user_info: parsed.user_info.map(Arc::from),
+    })
+}
+
+/// The user id in a `pusher:signin`'s `user_data` (already verified by the
+/// sign-in signature): an object with a non-empty string `id`.
+pub fn signin_user_id(user_data: &str) -> Result<String, PusherError> {
+    #[derive(Deserialize)]
+    struct UserData {
+        id: Option<serde_json::Value>,
+    }
+    match object::<UserData>(user_data) {
+        Ok(UserData {
+            id: Some(serde_json::Value::String(id)),
+        }) if !id.is_empty() => Ok(id),
+        Ok(_) => Err(PusherError::SigninFailed(
+            "Missing 'id' field in user_data".into(),
+        )),
+        Err(_) => Err(PusherError::SigninFailed("Invalid user_data JSON".into())),
+    }
+}
+
+/// Longest presence user id accepted.
+pub const MAX_USER_ID_BYTES: usize = 128;
 
 impl Subscribe<'_> {
     fn into_owned(self) -> Subscribe<'static> {

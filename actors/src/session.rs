@@ -18,7 +18,6 @@ use actix::prelude::*;
 use actix_web_actors::ws;
 use bytestring::ByteString;
 use log::{debug, info, warn};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -320,44 +319,13 @@ impl Session {
         )
         .map_err(|e| SubscriptionError::Auth(e.to_string()))?;
         let member = match channel_data {
-            Some(data) => Some(self.parse_member(data)?),
+            Some(data) => Some(command::presence_member(
+                data,
+                self.app.limits.max_presence_member_size_bytes,
+            )?),
             None => None,
         };
         Ok((kind, member))
-    }
-
-    fn parse_member(&self, channel_data: &str) -> Result<Member, SubscriptionError> {
-        let max = self.app.limits.max_presence_member_size_bytes;
-        if channel_data.len() > max {
-            return Err(SubscriptionError::LimitReached(format!(
-                "channel_data is larger than {max} bytes"
-            )));
-        }
-        #[derive(Deserialize)]
-        struct ChannelData {
-            user_id: Option<serde_json::Value>,
-            user_info: Option<Box<RawValue>>,
-        }
-        let parsed: ChannelData = command::object(channel_data)
-            .map_err(|e| SubscriptionError::Auth(format!("Invalid channel_data: {e}")))?;
-        let user_id = match parsed.user_id {
-            Some(serde_json::Value::String(s)) if !s.is_empty() => s,
-            Some(serde_json::Value::Number(n)) => n.to_string(),
-            _ => {
-                return Err(SubscriptionError::Auth(
-                    "channel_data must contain a user_id".into(),
-                ))
-            }
-        };
-        if user_id.len() > 128 {
-            return Err(SubscriptionError::LimitReached(
-                "user_id is longer than 128 characters".into(),
-            ));
-        }
-        Ok(Member {
-            user_id: Arc::from(user_id),
-            user_info: parsed.user_info.map(Arc::from),
-        })
     }
 
     fn on_unsubscribe(&mut self, channel: &str) {
@@ -394,26 +362,9 @@ impl Session {
                 PusherError::SigninFailed(format!("Signin failed: {e}")),
             );
         }
-        #[derive(Deserialize)]
-        struct UserData {
-            id: Option<serde_json::Value>,
-        }
-        let user_id = match command::object::<UserData>(&signin.user_data) {
-            Ok(UserData {
-                id: Some(serde_json::Value::String(id)),
-            }) if !id.is_empty() => id,
-            Ok(_) => {
-                return self.fail(
-                    ctx,
-                    PusherError::SigninFailed("Missing 'id' field in user_data".into()),
-                )
-            }
-            Err(_) => {
-                return self.fail(
-                    ctx,
-                    PusherError::SigninFailed("Invalid user_data JSON".into()),
-                )
-            }
+        let user_id = match command::signin_user_id(&signin.user_data) {
+            Ok(id) => id,
+            Err(e) => return self.fail(ctx, e),
         };
         let user_id: Arc<str> = Arc::from(user_id);
         if let Some(previous) = self.user_id.take() {

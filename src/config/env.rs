@@ -177,6 +177,10 @@ pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
         &mut c.websocket_max_payload_kb,
         env.num("WEBSOCKET_MAX_PAYLOAD_KB")?,
     );
+    set(
+        &mut c.http_max_header_size_kb,
+        env.num("HTTP_MAX_HEADER_SIZE_KB")?,
+    );
     set(&mut c.max_connections, env.num("SOCKUDO_MAX_CONNECTIONS")?);
     set(&mut c.registry_shards, env.num("REGISTRY_SHARDS")?);
     set(

@@ -57,6 +57,9 @@ pub struct Config {
     pub shutdown_grace_period: u64,
     pub user_authentication_timeout: u64,
     pub websocket_max_payload_kb: u32,
+    /// Largest request head (request line + header fields), KiB, 1-64; over
+    /// it: 431 (Switchyard extension, `HTTP_MAX_HEADER_SIZE_KB`).
+    pub http_max_header_size_kb: u32,
     /// Server-wide connection cap; 0 = unlimited.
     pub max_connections: u32,
     /// Channel-registry shards, never 0 (0 in the input = number of CPUs).
@@ -177,6 +180,7 @@ pub(crate) fn build(
         shutdown_grace_period: file.shutdown_grace_period,
         user_authentication_timeout: file.user_authentication_timeout,
         websocket_max_payload_kb: file.websocket_max_payload_kb,
+        http_max_header_size_kb: file.http_max_header_size_kb,
         max_connections: file.max_connections,
         registry_shards: file.registry_shards,
         health_check_timeout_ms: file.health_check_timeout_ms,
@@ -294,6 +298,7 @@ impl fmt::Debug for Config {
                 &self.user_authentication_timeout,
             )
             .field("websocket_max_payload_kb", &self.websocket_max_payload_kb)
+            .field("http_max_header_size_kb", &self.http_max_header_size_kb)
             .field("max_connections", &self.max_connections)
             .field("registry_shards", &self.registry_shards)
             .field("health_check_timeout_ms", &self.health_check_timeout_ms)

@@ -40,6 +40,7 @@ fn defaults_without_file_or_env() {
     assert_eq!(c.shutdown_grace_period, 10);
     assert_eq!(c.user_authentication_timeout, 3600);
     assert_eq!(c.websocket_max_payload_kb, 64);
+    assert_eq!(c.http_max_header_size_kb, 16);
     assert_eq!(c.max_connections, 0);
     assert!(c.registry_shards >= 1);
     assert_eq!(c.websocket, WebsocketConfig::default());
@@ -330,6 +331,30 @@ fn variables_are_substituted_before_parsing() {
     assert!(
         matches!(e, ConfigError::Parse { .. }),
         "an empty substitution can break syntax"
+    );
+}
+
+#[test]
+fn http_max_header_size_comes_from_file_and_env_and_is_bounded() {
+    let file = Some(r#"{"http_max_header_size_kb": 8}"#);
+    assert_eq!(cfg(file, &[]).unwrap().http_max_header_size_kb, 8);
+    let c = cfg(file, &[("HTTP_MAX_HEADER_SIZE_KB", "64")]).unwrap();
+    assert_eq!(c.http_max_header_size_kb, 64);
+    for bad in ["0", "65"] {
+        match cfg(None, &[("HTTP_MAX_HEADER_SIZE_KB", bad)]) {
+            Err(ConfigError::Invalid { key, message }) => {
+                assert!(key.contains("HTTP_MAX_HEADER_SIZE_KB"), "{key}");
+                assert!(message.contains("1-64"), "{message}");
+            }
+            Err(other) => panic!("{bad}: {other}"),
+            Ok(_) => panic!("{bad} accepted"),
+        }
+    }
+    let e = cfg(None, &[("HTTP_MAX_HEADER_SIZE_KB", "big")]).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("environment variable HTTP_MAX_HEADER_SIZE_KB=\"big\""),
+        "{e}"
     );
 }
 

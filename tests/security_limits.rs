@@ -497,6 +497,13 @@ async fn a_64_kib_header_on_the_api_is_431_and_the_server_keeps_serving() {
     let (status, body) = exchange(server.port, &request).await;
     assert_431_json(status, &body);
     ws.expect_silence(ms(200)).await;
+    // logged as a security event, without the header's content
+    server
+        .wait_for_logs("headers_too_large", RECV_TIMEOUT, |logs| {
+            logs.contains("event=headers_too_large") && logs.contains("peer=127.0.0.1")
+        })
+        .await;
+    assert!(!server.logs().contains("ppppp"), "{}", server.logs());
 
     // the next request (new connection) and the open socket are served
     server.api().publish("head", "after", "1").await;

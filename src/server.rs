@@ -3,6 +3,7 @@
 use crate::apps::AppStore;
 use crate::config::Config;
 use crate::http;
+use crate::http::head::HeadLimit;
 use crate::http::limits::{AppLimiters, IpLimit};
 use crate::listen;
 use crate::metrics::Metrics;
@@ -178,12 +179,17 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         state.apps.clone(),
     );
     let cors = config.cors.clone();
+    // Outermost on every listener (TCP, TLS, Unix socket, redirect, metrics):
+    // an oversized head is refused before anything else looks at it.
+    let max_head = config.http_max_header_size_kb as usize * 1024;
+    let head_limit = HeadLimit::new(max_head, state.api_trust_hops, state.ws_trust_hops);
     let public = HttpServer::new(move || {
         ActixApp::new()
             .wrap(actix_web::middleware::Condition::new(
                 metrics_on,
                 middleware.clone(),
             ))
+            .wrap(head_limit)
             .app_data(data.clone())
             .configure(|cfg| http::routes(cfg, &api_limit, &ws_limit, &cors))
     })
@@ -222,6 +228,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
             });
             let redirect = HttpServer::new(move || {
                 ActixApp::new()
+                    .wrap(HeadLimit::new(max_head, 0, 0))
                     .app_data(target.clone())
                     .default_service(web::to(listen::redirect))
             })
@@ -254,6 +261,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         let metrics = web::Data::new(metrics);
         let bound = HttpServer::new(move || {
             ActixApp::new()
+                .wrap(HeadLimit::new(max_head, 0, 0))
                 .app_data(metrics.clone())
                 .route("/metrics", web::get().to(crate::metrics::endpoint))
         })

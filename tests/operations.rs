@@ -156,6 +156,48 @@ fn env_example_is_a_valid_configuration() {
     );
 }
 
+#[test]
+fn env_example_secret_file_form_is_a_valid_configuration() {
+    // The commented `SOCKUDO_DEFAULT_APP_SECRET_FILE` line, enabled with the
+    // plain variable left empty as shipped, loads the secret from the file.
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
+        .expect(".env.example");
+    let dir = std::env::temp_dir().join(format!("sy-env-example-file-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    let secret = dir.join("secrets/app_secret");
+    std::fs::write(&secret, "a-secret-that-is-at-least-thirty-two-bytes-long\n").unwrap();
+    let line = "#SOCKUDO_DEFAULT_APP_SECRET_FILE=/run/secrets/app_secret\n";
+    assert!(example.contains(line), ".env.example shows the _FILE form");
+    let filled = example
+        .replace(
+            "SOCKUDO_DEFAULT_APP_ID=\n",
+            "SOCKUDO_DEFAULT_APP_ID=prod-app-0123abcd\n",
+        )
+        .replace(
+            "SOCKUDO_DEFAULT_APP_KEY=\n",
+            "SOCKUDO_DEFAULT_APP_KEY=k3y\n",
+        )
+        .replace(
+            line,
+            &format!("SOCKUDO_DEFAULT_APP_SECRET_FILE={}\n", secret.display()),
+        );
+    std::fs::write(dir.join(".env"), filled).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--check-config")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(&dir)
+        .output()
+        .expect("run switchyard");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("apps=[prod-app-0123abcd]"), "{text}");
+    assert!(!text.contains("warning"), "a 47-byte secret: {text}");
+    assert!(!text.contains("thirty-two"), "{text}");
+}
+
 #[tokio::test]
 async fn a_taken_metrics_port_does_not_stop_the_server() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

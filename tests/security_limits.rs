@@ -385,3 +385,250 @@ async fn config_file_limits_apply_unless_the_app_sets_its_own() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Request head (request line + header fields): 16 KiB by default, over it 431.
+
+/// The default bound on a request head, bytes.
+const HEAD_LIMIT: usize = 16 * 1024;
+
+/// A request head of exactly `size` bytes as sent: the request line,
+/// `fields`, and an `X-Pad` field that makes up the rest.
+fn head_of(size: usize, method: &str, target: &str, fields: &[(&str, &str)]) -> String {
+    let mut head = format!("{method} {target} HTTP/1.1\r\n");
+    for (k, v) in fields {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let overhead = "X-Pad: \r\n\r\n".len();
+    let pad = size
+        .checked_sub(head.len() + overhead)
+        .expect("size leaves room for the pad");
+    head.push_str(&format!("X-Pad: {}\r\n\r\n", "p".repeat(pad)));
+    assert_eq!(head.len(), size);
+    head
+}
+
+/// Write `request` on a fresh TCP connection and read the answer: the status
+/// and the rest after the head (for 101 the head alone is read; otherwise
+/// until the server closes).
+async fn exchange(port: u16, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    s.write_all(request).await.expect("write request");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 8192];
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let n = match tokio::time::timeout(left, s.read(&mut chunk)).await {
+            Err(_) => panic!(
+                "no complete answer in 10 s: {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
+            Ok(Err(e)) => panic!("read: {e} after {:?}", String::from_utf8_lossy(&buf)),
+            Ok(Ok(n)) => n,
+        };
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.starts_with(b"HTTP/1.1 101") && buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let rest = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_string());
+    (status, rest)
+}
+
+/// The JSON refusal of an oversized head.
+fn assert_431_json(status: u16, body: &str) {
+    assert_eq!(status, 431, "body {body:?}");
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+    assert_eq!(v["code"], "headers_too_large", "{v}");
+    assert_eq!(v["status"], 431, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("16384")),
+        "the message names the limit: {v}"
+    );
+}
+
+/// A signed `POST /apps/{id}/events` head of exactly `size` bytes, and its body.
+fn publish_request(server: &Server, size: usize) -> Vec<u8> {
+    let api = server.api();
+    let body = json!({"name": "e", "channel": "head", "data": "d"}).to_string();
+    let target = api.signed_target(
+        "POST",
+        &api.path("/events"),
+        &[],
+        body.as_bytes(),
+        &Sign::default(),
+    );
+    let len = body.len().to_string();
+    let head = head_of(
+        size,
+        "POST",
+        &target,
+        &[
+            ("Host", "localhost"),
+            ("Content-Type", "application/json"),
+            ("Content-Length", &len),
+            ("Connection", "close"),
+        ],
+    );
+    [head.as_bytes(), body.as_bytes()].concat()
+}
+
+#[tokio::test]
+async fn a_64_kib_header_on_the_api_is_431_and_the_server_keeps_serving() {
+    let server = Server::start_app(&[]).await;
+    let mut ws = server.connect().await;
+    ws.subscribe("head").await;
+
+    let request = publish_request(&server, 64 * 1024 + 200);
+    let (status, body) = exchange(server.port, &request).await;
+    assert_431_json(status, &body);
+    ws.expect_silence(ms(200)).await;
+    // logged as a security event, without the header's content
+    server
+        .wait_for_logs("headers_too_large", RECV_TIMEOUT, |logs| {
+            logs.contains("event=headers_too_large") && logs.contains("peer=127.0.0.1")
+        })
+        .await;
+    assert!(!server.logs().contains("ppppp"), "{}", server.logs());
+
+    // the next request (new connection) and the open socket are served
+    server.api().publish("head", "after", "1").await;
+    ws.expect_channel_event("after", "head").await;
+    ws.assert_alive().await;
+}
+
+#[tokio::test]
+async fn an_api_request_head_of_exactly_the_limit_passes_and_one_more_byte_is_431() {
+    let server = Server::start_app(&[]).await;
+    let (status, body) = exchange(server.port, &publish_request(&server, HEAD_LIMIT)).await;
+    assert_eq!(status, 200, "exactly {HEAD_LIMIT} bytes: {body:?}");
+    assert_eq!(body, "{}");
+    let (status, body) = exchange(server.port, &publish_request(&server, HEAD_LIMIT + 1)).await;
+    assert_431_json(status, &body);
+}
+
+#[tokio::test]
+async fn http_max_header_size_kb_moves_the_bound() {
+    let server = Server::start_app(&[("HTTP_MAX_HEADER_SIZE_KB", "32")]).await;
+    let (status, body) = exchange(server.port, &publish_request(&server, 32 * 1024)).await;
+    assert_eq!(status, 200, "exactly 32 KiB: {body:?}");
+    let (status, body) = exchange(server.port, &publish_request(&server, 32 * 1024 + 1)).await;
+    assert_eq!(status, 431, "{body:?}");
+    assert!(body.contains("32768"), "{body:?}");
+}
+
+/// The fields of a WebSocket upgrade request.
+const UPGRADE: [(&str, &str); 5] = [
+    ("Host", "localhost"),
+    ("Connection", "Upgrade"),
+    ("Upgrade", "websocket"),
+    ("Sec-WebSocket-Version", "13"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+];
+
+#[tokio::test]
+async fn websocket_upgrade_heads_are_bounded_the_same_way() {
+    let server = Server::start_app(&[]).await;
+    let mut other = server.connect().await;
+
+    // one 64 KiB header: refused before the upgrade
+    let big = xs(64 * 1024);
+    let err = Ws::try_open_with(&server.app_ws_url(), &[("X-Big", &big)], None)
+        .await
+        .err()
+        .expect("a 64 KiB header must not be upgraded");
+    assert_eq!(security::upgrade_status(&err), Some(431), "{err}");
+
+    // at the limit: upgraded; one byte more: 431 with the JSON body
+    let path = app_path();
+    let (status, rest) = exchange(
+        server.port,
+        head_of(HEAD_LIMIT, "GET", &path, &UPGRADE).as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 101, "exactly {HEAD_LIMIT} bytes: {rest:?}");
+    let (status, body) = exchange(
+        server.port,
+        head_of(HEAD_LIMIT + 1, "GET", &path, &UPGRADE).as_bytes(),
+    )
+    .await;
+    assert_431_json(status, &body);
+
+    // a huge query string counts too (431, not 414)
+    let long_query = format!("{path}&pad={}", xs(HEAD_LIMIT));
+    let (status, body) = exchange(
+        server.port,
+        head_of(HEAD_LIMIT + 1024, "GET", &long_query, &UPGRADE).as_bytes(),
+    )
+    .await;
+    assert_431_json(status, &body);
+
+    // more than 96 fields: actix-http's own 431 (no body), still no upgrade
+    let mut many = String::new();
+    for i in 0..100 {
+        many.push_str(&format!("X-F{i}: v\r\n"));
+    }
+    let head = format!(
+        "GET {path} HTTP/1.1\r\n{}{many}\r\n",
+        UPGRADE
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect::<String>()
+    );
+    assert!(head.len() < HEAD_LIMIT);
+    let (status, _) = exchange(server.port, head.as_bytes()).await;
+    assert_eq!(status, 431, "100 header fields");
+
+    other.assert_alive().await;
+    server.connect().await.assert_alive().await;
+}
+
+#[tokio::test]
+async fn a_thousand_query_parameters_get_an_answer_not_a_crash() {
+    let server = Server::start_app(&[]).await;
+    let api = server.api();
+    let names: Vec<String> = (0..1000).map(|i| format!("param{i:04}")).collect();
+    let values: Vec<String> = (0..1000).map(|i| format!("value{i:04}")).collect();
+
+    // ~20 KiB of query: over the head limit, 431 with the JSON body
+    let query: Vec<(&str, &str)> = names
+        .iter()
+        .zip(&values)
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let target = api.signed_target("GET", &api.path("/channels"), &query, b"", &Sign::default());
+    assert!(target.len() > HEAD_LIMIT);
+    let (status, body) = exchange(
+        server.port,
+        format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_431_json(status, &body);
+
+    // 1,000 short parameters fit: signed, they are served; unsigned, 401
+    let short: Vec<String> = (0..1000).map(|i| format!("p{i}")).collect();
+    let query: Vec<(&str, &str)> = short.iter().map(|k| (k.as_str(), "v")).collect();
+    api.get("/channels", &query).await.assert_ok();
+    let unsigned = Sign {
+        unsigned: true,
+        ..Sign::default()
+    };
+    api.get_with("/channels", &query, &unsigned)
+        .await
+        .assert_error(401, "auth_failed");
+    server.connect().await.assert_alive().await;
+}

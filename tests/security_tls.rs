@@ -561,3 +561,30 @@ async fn certificate_chain_file_is_served_whole() {
         "leaf-only file should not verify against the root alone"
     );
 }
+
+#[tokio::test]
+async fn oversized_request_heads_are_431_over_tls_and_on_the_redirect_listener() {
+    let (c, server, hp) = redirect_server(&[]).await;
+    let api = server.https_api(&c.root_pem);
+    let big = "x".repeat(64 * 1024);
+    api.request_full(
+        "GET",
+        &api.path("/channels"),
+        &[],
+        b"",
+        &Sign::default(),
+        &[("x-big", &big)],
+    )
+    .await
+    .resp()
+    .assert_error(431, "headers_too_large");
+    api.get("/channels", &[]).await.assert_ok();
+
+    let r = tcp_http(hp, "GET", "/", &[("X-Big", &big)], b"")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 431, "{r:?}");
+    assert!(r.header("location").is_none(), "no redirect: {r:?}");
+    let r = tcp_http(hp, "GET", "/", &[], b"").await.unwrap();
+    assert_eq!(r.status, 301, "{r:?}");
+}

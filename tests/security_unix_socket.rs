@@ -193,3 +193,19 @@ async fn missing_directory_and_regular_file_are_refused() {
         "the file must not be replaced"
     );
 }
+
+#[tokio::test]
+async fn oversized_request_heads_are_431_on_the_socket_too() {
+    let dir = TempDir::new();
+    let sock = dir.join("switchyard.sock");
+    let server = uds_server(&sock, "660").await;
+    let api = server.api();
+    let target = api.signed_target("GET", &api.path("/channels"), &[], b"", &Sign::default());
+    let big = "x".repeat(64 * 1024);
+    let r = unix_http(&sock, "GET", &target, &[("X-Big", &big)], b"")
+        .await
+        .unwrap();
+    r.resp().assert_error(431, "headers_too_large");
+    let r = unix_http(&sock, "GET", &target, &[], b"").await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+}

@@ -30,7 +30,13 @@ Options:
 
 Settings come from built-in defaults, then the config file, then the
 environment (Sockudo's variable names; a .env file in the working
-directory is read without overriding the process environment).";
+directory is read without overriding the process environment).
+
+Secrets can be read from files (Docker / Kubernetes secrets) instead of
+the environment: SOCKUDO_DEFAULT_APP_SECRET_FILE, DATABASE_REDIS_PASSWORD_FILE,
+REDIS_PASSWORD_FILE, REDIS_URL_FILE, DATABASE_MYSQL_PASSWORD_FILE and
+DATABASE_POSTGRES_PASSWORD_FILE name a file whose content (less one trailing
+newline) is the value. Setting both NAME and NAME_FILE is an error.";
 
     /// Parse the arguments *after* the program name, i.e.
     /// `Cli::parse(std::env::args().skip(1))`.
@@ -68,6 +74,13 @@ directory is read without overriding the process environment).";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_names_every_secret_file_variable() {
+        for var in super::super::env::SECRET_VARS {
+            assert!(Cli::USAGE.contains(&format!("{var}_FILE")), "{var}_FILE");
+        }
+    }
 
     fn parse(args: &[&str]) -> Result<Cli, ConfigError> {
         Cli::parse(args.iter().map(|a| a.to_string()))

@@ -4,7 +4,14 @@
 //! does not parse is an error naming the variable, the value and what was
 //! expected. The lookup is injected so tests never touch the process
 //! environment; only `config::load` passes the real one.
+//!
+//! Secrets ([`SECRET_VARS`]) may instead be given as `<NAME>_FILE`, the path
+//! of a file holding the value (the Docker / Kubernetes secrets convention),
+//! so they need not sit in the environment, where `/proc/<pid>/environ`,
+//! `docker inspect` and crash reports show them.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::de::{parse_octal_mode, OCTAL_EXPECTED};
@@ -12,10 +19,26 @@ use super::error::ConfigError;
 use super::validate::validate_origin_pattern;
 use super::Config;
 
+/// The settings that also accept `<NAME>_FILE`. `REDIS_PASSWORD` is not a
+/// Switchyard variable: Sockudo's example config file reads it through
+/// `${REDIS_PASSWORD}`, and substitution goes through [`Env::raw`] too.
+/// `REDIS_URL` may embed a password. The MySQL and Postgres passwords are
+/// read and held for the database app manager.
+pub const SECRET_VARS: [&str; 6] = [
+    "SOCKUDO_DEFAULT_APP_SECRET",
+    "DATABASE_REDIS_PASSWORD",
+    "REDIS_PASSWORD",
+    "REDIS_URL",
+    "DATABASE_MYSQL_PASSWORD",
+    "DATABASE_POSTGRES_PASSWORD",
+];
+
 /// Reads variables through an injected lookup. An empty (or all-blank) value
 /// counts as unset: docker-compose turns `${UNSET}` into `""`.
 pub(crate) struct Env<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// Secrets read from the files their `<NAME>_FILE` names.
+    from_files: HashMap<&'static str, String>,
 }
 
 /// Integer types readable from the environment, with the wording of the
@@ -38,13 +61,56 @@ impl EnvNum for usize {
 }
 
 impl<'a> Env<'a> {
-    pub fn new(lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
-        Env { lookup }
+    /// The environment seen through `lookup`, with every `<NAME>_FILE` of
+    /// [`SECRET_VARS`] read now. The file's content is the value, less one
+    /// trailing newline (`\n` or `\r\n`); an empty file is an empty value
+    /// (unset, like `NAME=`). Errors: `NAME` and `NAME_FILE` both set, or a
+    /// file that cannot be read (the message names the variable and the
+    /// path, never the content).
+    pub fn load(lookup: &'a dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let set = |var: &str| lookup(var).filter(|v| !v.trim().is_empty());
+        let mut from_files = HashMap::new();
+        for var in SECRET_VARS {
+            let file_var = format!("{var}_FILE");
+            let Some(path) = set(&file_var) else {
+                continue;
+            };
+            if set(var).is_some() {
+                return Err(ConfigError::SecretConflict {
+                    var: var.to_string(),
+                    file_var,
+                });
+            }
+            let path = PathBuf::from(path.trim());
+            let mut value =
+                std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
+                    file_var,
+                    path,
+                    source,
+                })?;
+            if value.ends_with('\n') {
+                value.pop();
+                if value.ends_with('\r') {
+                    value.pop();
+                }
+            }
+            from_files.insert(var, value);
+        }
+        Ok(Env { lookup, from_files })
+    }
+
+    /// The value as given: from its file for a secret set by `<NAME>_FILE`,
+    /// else the variable. `${VAR}` substitution in the config file reads this.
+    pub fn raw(&self, var: &str) -> Option<String> {
+        match self.from_files.get(var) {
+            Some(value) => Some(value.clone()),
+            None => (self.lookup)(var),
+        }
     }
 
     /// The value, `None` when unset or blank.
     pub fn string(&self, var: &str) -> Option<String> {
-        (self.lookup)(var).filter(|v| !v.trim().is_empty())
+        self.raw(var).filter(|v| !v.trim().is_empty())
     }
 
     /// The value without surrounding whitespace, for names, hosts and paths
@@ -177,6 +243,10 @@ pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
         &mut c.websocket_max_payload_kb,
         env.num("WEBSOCKET_MAX_PAYLOAD_KB")?,
     );
+    set(
+        &mut c.http_max_header_size_kb,
+        env.num("HTTP_MAX_HEADER_SIZE_KB")?,
+    );
     set(&mut c.max_connections, env.num("SOCKUDO_MAX_CONNECTIONS")?);
     set(&mut c.registry_shards, env.num("REGISTRY_SHARDS")?);
     set(
@@ -229,6 +299,14 @@ pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
     }
     set(&mut r.db, env.num("DATABASE_REDIS_DB")?);
     set(&mut r.key_prefix, env.string("DATABASE_REDIS_KEY_PREFIX"));
+
+    // Held for the database app manager; nothing connects to MySQL/Postgres yet.
+    if let Some(password) = env.string("DATABASE_MYSQL_PASSWORD") {
+        c.mysql.password = Some(password);
+    }
+    if let Some(password) = env.string("DATABASE_POSTGRES_PASSWORD") {
+        c.postgres.password = Some(password);
+    }
 
     let rl = &mut c.rate_limiter;
     set(&mut rl.enabled, env.bool("RATE_LIMITER_ENABLED")?);
@@ -318,7 +396,136 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let lookup = move |k: &str| map.get(k).cloned();
-        f(&Env::new(&lookup))
+        f(&Env::load(&lookup).unwrap())
+    }
+
+    /// A file with `content` in a fresh temp directory; the directory is
+    /// removed by the caller.
+    fn secret_file(test: &str, content: &[u8]) -> (PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-secret-{test}-{}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
+        std::fs::write(&path, content).unwrap();
+        let path_str = path.to_string_lossy().into_owned();
+        (dir, path_str)
+    }
+
+    fn load(vars: &[(&str, &str)]) -> Result<HashMap<String, Option<String>>, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| map.get(k).cloned();
+        let env = Env::load(&lookup)?;
+        Ok(["DATABASE_REDIS_PASSWORD", "REDIS_URL", "PORT"]
+            .into_iter()
+            .map(|v| (v.to_string(), env.raw(v)))
+            .collect())
+    }
+
+    #[test]
+    fn secrets_are_read_from_their_file_less_one_trailing_newline() {
+        for (content, want) in [
+            ("s3cret", "s3cret"),
+            ("s3cret\n", "s3cret"),
+            ("s3cret\r\n", "s3cret"),
+            ("s3cret\n\n", "s3cret\n"),
+            ("s3cret\r", "s3cret\r"),
+            (" s3 cret \n", " s3 cret "),
+            ("line1\nline2\n", "line1\nline2"),
+        ] {
+            let (dir, path) = secret_file("trim", content.as_bytes());
+            let got = load(&[("DATABASE_REDIS_PASSWORD_FILE", &path)]).unwrap();
+            assert_eq!(
+                got["DATABASE_REDIS_PASSWORD"].as_deref(),
+                Some(want),
+                "{content:?}"
+            );
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_empty_file_is_an_empty_value() {
+        for content in ["", "\n", "\r\n"] {
+            let (dir, path) = secret_file("empty", content.as_bytes());
+            let map: HashMap<String, String> =
+                HashMap::from([("REDIS_URL_FILE".to_string(), path.clone())]);
+            let lookup = move |k: &str| map.get(k).cloned();
+            let env = Env::load(&lookup).unwrap();
+            assert_eq!(env.raw("REDIS_URL").as_deref(), Some(""), "{content:?}");
+            assert_eq!(
+                env.string("REDIS_URL"),
+                None,
+                "like REDIS_URL= ({content:?})"
+            );
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_blank_name_or_name_file_counts_as_unset() {
+        let (dir, path) = secret_file("blank", b"from-file\n");
+        // `NAME=` next to `NAME_FILE` (docker-compose's `${UNSET}`): the file wins.
+        let got = load(&[
+            ("DATABASE_REDIS_PASSWORD", " "),
+            ("DATABASE_REDIS_PASSWORD_FILE", &path),
+        ])
+        .unwrap();
+        assert_eq!(got["DATABASE_REDIS_PASSWORD"].as_deref(), Some("from-file"));
+        // `NAME_FILE=` next to `NAME`: the variable.
+        let got = load(&[
+            ("DATABASE_REDIS_PASSWORD", "from-env"),
+            ("DATABASE_REDIS_PASSWORD_FILE", ""),
+        ])
+        .unwrap();
+        assert_eq!(got["DATABASE_REDIS_PASSWORD"].as_deref(), Some("from-env"));
+        // only the listed secrets have a `_FILE`
+        let got = load(&[("PORT_FILE", &path)]).unwrap();
+        assert_eq!(got["PORT"], None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn name_and_name_file_together_are_refused_naming_both() {
+        let (dir, path) = secret_file("both", b"from-file");
+        let err = load(&[("REDIS_URL", "redis://x"), ("REDIS_URL_FILE", &path)]).unwrap_err();
+        assert!(matches!(err, ConfigError::SecretConflict { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("REDIS_URL and REDIS_URL_FILE are both set"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("from-file") && !msg.contains("redis://x"),
+            "{msg}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unreadable_files_are_refused_naming_variable_and_path_never_content() {
+        let (dir, path) = secret_file("unreadable", b"hunter2\xff\n");
+        let missing = dir.join("missing").to_string_lossy().into_owned();
+        let dir_path = dir.to_string_lossy().into_owned();
+        for bad in [&missing, &dir_path, &path] {
+            let err = load(&[("DATABASE_REDIS_PASSWORD_FILE", bad)]).unwrap_err();
+            assert!(matches!(err, ConfigError::SecretFile { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!(
+                    "environment variable DATABASE_REDIS_PASSWORD_FILE={bad}: cannot read the file: "
+                )),
+                "{msg}"
+            );
+            assert!(!msg.contains("hunter2"), "{msg}");
+            assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -38,6 +38,23 @@ pub enum ConfigError {
         expected: String,
     },
 
+    /// A secret given both as `NAME` and as `NAME_FILE`.
+    #[error(
+        "environment variables {var} and {file_var} are both set: set only one (the value, \
+         or the path of a file holding it)"
+    )]
+    SecretConflict { var: String, file_var: String },
+
+    /// `NAME_FILE` names a file that cannot be read. The message names the
+    /// variable and the path, never the content.
+    #[error("environment variable {file_var}={}: cannot read the file: {source}", path.display())]
+    SecretFile {
+        file_var: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A value that parses but is not acceptable (duplicate app id, bad origin
     /// pattern, relative socket path, ...). `key` is a config key or env variable.
     #[error("invalid configuration: {key}: {message}")]

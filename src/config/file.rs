@@ -36,6 +36,8 @@ pub(crate) struct FileConfig {
     pub shutdown_grace_period: u64,
     pub user_authentication_timeout: u64,
     pub websocket_max_payload_kb: u32,
+    /// Switchyard extension: request line + header fields, KiB (431 over it).
+    pub http_max_header_size_kb: u32,
     pub max_connections: u32,
     /// Switchyard extension: shards of the channel registry; 0 = CPUs.
     pub registry_shards: usize,
@@ -71,6 +73,7 @@ impl Default for FileConfig {
             shutdown_grace_period: 10,
             user_authentication_timeout: 3600,
             websocket_max_payload_kb: 64,
+            http_max_header_size_kb: 16,
             max_connections: 0,
             registry_shards: 0,
             health_check_timeout_ms: 2000,

@@ -6,7 +6,7 @@
 //! stops start-up with a message naming the file and key, or the variable.
 //!
 //! - `file`: the config-file shape and `${VAR}` substitution.
-//! - `env`: overrides under Sockudo's variable names.
+//! - `env`: overrides under Sockudo's variable names; `<NAME>_FILE` for secrets.
 //! - `apps`: inline apps, the `SOCKUDO_DEFAULT_APP_*` app, the dev fallback.
 //! - `validate`: cross-field checks and start-up warnings.
 
@@ -31,8 +31,8 @@ pub use drivers::{AdapterDriver, RateLimiterDriver, ServerRole};
 pub use error::ConfigError;
 pub use sections::{
     ChannelLimits, CorsConfig, EventLimits, HttpApiConfig, LoggingConfig, MetricsConfig,
-    PresenceConfig, RateLimit, RateLimiterConfig, RateLimiterRedis, RedisConfig, SslConfig,
-    UnixSocketConfig, WebsocketConfig,
+    PresenceConfig, RateLimit, RateLimiterConfig, RateLimiterRedis, RedisConfig, SqlDatabaseConfig,
+    SslConfig, UnixSocketConfig, WebsocketConfig,
 };
 pub use validate::validate_origin_pattern;
 
@@ -60,6 +60,9 @@ pub struct Config {
     pub shutdown_grace_period: u64,
     pub user_authentication_timeout: u64,
     pub websocket_max_payload_kb: u32,
+    /// Largest request head (request line + header fields), KiB, 1-64; over
+    /// it: 431 (Switchyard extension, `HTTP_MAX_HEADER_SIZE_KB`).
+    pub http_max_header_size_kb: u32,
     /// Server-wide connection cap; 0 = unlimited.
     pub max_connections: u32,
     /// Channel-registry shards, never 0 (0 in the input = number of CPUs).
@@ -84,6 +87,10 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub adapter_driver: AdapterDriver,
     pub redis: RedisConfig,
+    /// `DATABASE_MYSQL_PASSWORD` / `DATABASE_POSTGRES_PASSWORD`, held for the
+    /// database app manager (not used yet).
+    pub mysql: SqlDatabaseConfig,
+    pub postgres: SqlDatabaseConfig,
     /// Node identity; random `switchyard-<16 hex>` unless configured.
     pub instance_id: String,
     /// The file that was loaded, if any.
@@ -151,11 +158,12 @@ pub(crate) fn build(
     source: Option<(&Path, &str)>,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    let env = Env::load(lookup)?;
     let mut warnings = Vec::new();
     let file = match source {
         Some((path, text)) => {
             let mut missing = Vec::new();
-            let text = file::substitute(text, lookup, &mut missing);
+            let text = file::substitute(text, &|var| env.raw(var), &mut missing);
             for var in missing {
                 warnings.push(format!(
                     "config file {}: ${{{var}}} is not set; substituted an empty string",
@@ -166,7 +174,6 @@ pub(crate) fn build(
         }
         None => FileConfig::default(),
     };
-    let env = Env::new(lookup);
     let inline_apps = file.app_manager.array.apps;
     let app_manager_driver = env
         .string("APP_MANAGER_DRIVER")
@@ -183,6 +190,7 @@ pub(crate) fn build(
         shutdown_grace_period: file.shutdown_grace_period,
         user_authentication_timeout: file.user_authentication_timeout,
         websocket_max_payload_kb: file.websocket_max_payload_kb,
+        http_max_header_size_kb: file.http_max_header_size_kb,
         max_connections: file.max_connections,
         registry_shards: file.registry_shards,
         health_check_timeout_ms: file.health_check_timeout_ms,
@@ -202,6 +210,8 @@ pub(crate) fn build(
         logging: file.logging,
         adapter_driver: file.adapter.driver,
         redis: file.database.redis,
+        mysql: SqlDatabaseConfig::default(),
+        postgres: SqlDatabaseConfig::default(),
         instance_id: file.instance.process_id.unwrap_or_default(),
         config_file: source.map(|(path, _)| path.to_path_buf()),
         warnings,
@@ -318,6 +328,7 @@ impl fmt::Debug for Config {
                 &self.user_authentication_timeout,
             )
             .field("websocket_max_payload_kb", &self.websocket_max_payload_kb)
+            .field("http_max_header_size_kb", &self.http_max_header_size_kb)
             .field("max_connections", &self.max_connections)
             .field("registry_shards", &self.registry_shards)
             .field("health_check_timeout_ms", &self.health_check_timeout_ms)
@@ -336,6 +347,8 @@ impl fmt::Debug for Config {
             .field("logging", &self.logging)
             .field("adapter_driver", &self.adapter_driver)
             .field("redis", &self.redis)
+            .field("mysql", &self.mysql)
+            .field("postgres", &self.postgres)
             .field("instance_id", &self.instance_id)
             .field("config_file", &self.config_file)
             .field("warnings", &self.warnings)

@@ -43,6 +43,7 @@ fn defaults_without_file_or_env() {
     assert_eq!(c.shutdown_grace_period, 10);
     assert_eq!(c.user_authentication_timeout, 3600);
     assert_eq!(c.websocket_max_payload_kb, 64);
+    assert_eq!(c.http_max_header_size_kb, 16);
     assert_eq!(c.max_connections, 0);
     assert!(c.registry_shards >= 1);
     assert_eq!(c.websocket, WebsocketConfig::default());
@@ -337,6 +338,30 @@ fn variables_are_substituted_before_parsing() {
 }
 
 #[test]
+fn http_max_header_size_comes_from_file_and_env_and_is_bounded() {
+    let file = Some(r#"{"http_max_header_size_kb": 8}"#);
+    assert_eq!(cfg(file, &[]).unwrap().http_max_header_size_kb, 8);
+    let c = cfg(file, &[("HTTP_MAX_HEADER_SIZE_KB", "64")]).unwrap();
+    assert_eq!(c.http_max_header_size_kb, 64);
+    for bad in ["0", "65"] {
+        match cfg(None, &[("HTTP_MAX_HEADER_SIZE_KB", bad)]) {
+            Err(ConfigError::Invalid { key, message }) => {
+                assert!(key.contains("HTTP_MAX_HEADER_SIZE_KB"), "{key}");
+                assert!(message.contains("1-64"), "{message}");
+            }
+            Err(other) => panic!("{bad}: {other}"),
+            Ok(_) => panic!("{bad} accepted"),
+        }
+    }
+    let e = cfg(None, &[("HTTP_MAX_HEADER_SIZE_KB", "big")]).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("environment variable HTTP_MAX_HEADER_SIZE_KB=\"big\""),
+        "{e}"
+    );
+}
+
+#[test]
 fn buffer_limits_of_zero_mean_unlimited_in_the_file_too() {
     let c = cfg(
         Some(r#"{"websocket": {"max_messages": 0, "max_bytes": 0}}"#),
@@ -446,6 +471,121 @@ fn summary_and_debug_carry_no_secrets() {
         .unwrap()
         .summary()
         .contains("(development credentials)"));
+}
+
+#[test]
+fn secrets_from_files_reach_every_reader() {
+    let dir = temp_dir("secrets");
+    let write = |name: &str, content: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let app = write("app_secret", "app-secret-from-file-0123456789abcdef\n");
+    let redis = write("redis", "redispw-from-file\r\n");
+    let url = write("url", "redis://:urlpw-from-file@r:6379\n");
+    let sub = write("sub", "subpw-from-file\n");
+    let mysql = write("mysql", "mysqlpw-from-file\n");
+    let postgres = write("postgres", "pgpw-from-file");
+    let c = cfg(
+        Some(r#"{"metrics": {"prometheus": {"prefix": "${REDIS_PASSWORD}_"}}}"#),
+        &[
+            ("SOCKUDO_DEFAULT_APP_ID", "file-app"),
+            ("SOCKUDO_DEFAULT_APP_KEY", "file-key"),
+            ("SOCKUDO_DEFAULT_APP_SECRET_FILE", &app),
+            ("DATABASE_REDIS_PASSWORD_FILE", &redis),
+            ("REDIS_URL_FILE", &url),
+            ("REDIS_PASSWORD_FILE", &sub),
+            ("DATABASE_MYSQL_PASSWORD_FILE", &mysql),
+            ("DATABASE_POSTGRES_PASSWORD_FILE", &postgres),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.apps[0].secret, "app-secret-from-file-0123456789abcdef");
+    assert!(!c.dev_credentials);
+    assert_eq!(c.redis.password.as_deref(), Some("redispw-from-file"));
+    assert_eq!(
+        c.redis.url.as_deref(),
+        Some("redis://:urlpw-from-file@r:6379")
+    );
+    assert_eq!(
+        c.metrics.prefix, "subpw-from-file_",
+        "`${{REDIS_PASSWORD}}` in the file"
+    );
+    assert_eq!(c.mysql.password.as_deref(), Some("mysqlpw-from-file"));
+    assert_eq!(c.postgres.password.as_deref(), Some("pgpw-from-file"));
+    let debug = format!("{c:?}");
+    for secret in ["app-secret", "redispw", "urlpw", "mysqlpw", "pgpw"] {
+        assert!(!debug.contains(secret), "{debug}");
+        assert!(!c.summary().contains(secret));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_plain_sql_passwords_are_held_too() {
+    let c = cfg(
+        None,
+        &[
+            ("DATABASE_MYSQL_PASSWORD", "m"),
+            ("DATABASE_POSTGRES_PASSWORD", "p"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        (c.mysql.password.as_deref(), c.postgres.password.as_deref()),
+        (Some("m"), Some("p"))
+    );
+    let c = cfg(None, &[]).unwrap();
+    assert_eq!((c.mysql.password, c.postgres.password), (None, None));
+}
+
+#[test]
+fn an_empty_secret_file_acts_like_an_empty_variable() {
+    let dir = temp_dir("empty-secret");
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let creds = [
+        ("SOCKUDO_DEFAULT_APP_ID", "a"),
+        ("SOCKUDO_DEFAULT_APP_KEY", "k"),
+    ];
+    let path = empty.to_string_lossy().into_owned();
+    let with_file = [
+        &creds[..],
+        &[("SOCKUDO_DEFAULT_APP_SECRET_FILE", path.as_str())],
+    ]
+    .concat();
+    let with_var = [&creds[..], &[("SOCKUDO_DEFAULT_APP_SECRET", "")]].concat();
+    let from_file = cfg(None, &with_file).unwrap_err().to_string();
+    assert_eq!(from_file, cfg(None, &with_var).unwrap_err().to_string());
+    assert!(
+        from_file.contains("SOCKUDO_DEFAULT_APP_SECRET"),
+        "{from_file}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn secret_file_problems_stop_start_up() {
+    let e = cfg(
+        None,
+        &[
+            ("SOCKUDO_DEFAULT_APP_SECRET", "s"),
+            ("SOCKUDO_DEFAULT_APP_SECRET_FILE", "/run/secrets/app_secret"),
+        ],
+    )
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::SecretConflict { .. }), "{e}");
+    let e = cfg(
+        None,
+        &[("DATABASE_POSTGRES_PASSWORD_FILE", "/nonexistent/pg")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("environment variable DATABASE_POSTGRES_PASSWORD_FILE=/nonexistent/pg: "),
+        "{e}"
+    );
 }
 
 /// The example from the configuration reference (CONFIG.md §3.2), verbatim.

@@ -454,6 +454,22 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
+/// A SQL database (MySQL, Postgres) as far as Switchyard reads it today: the
+/// password (`DATABASE_MYSQL_PASSWORD` / `DATABASE_POSTGRES_PASSWORD`, or
+/// their `_FILE`), held for the database app manager. `Debug` redacts it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SqlDatabaseConfig {
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for SqlDatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlDatabaseConfig")
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,6 +518,11 @@ mod tests {
             passphrase: Some("hunter2".into()),
             ..SslConfig::default()
         };
-        assert!(!format!("{redis:?}{ssl:?}").contains("hunter2"));
+        let sql = SqlDatabaseConfig {
+            password: Some("hunter2".into()),
+        };
+        let debug = format!("{redis:?}{ssl:?}{sql:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
     }
 }

@@ -86,6 +86,16 @@ pub(crate) fn globals(c: &Config) -> Result<(), ConfigError> {
     for (value, key) in limits {
         at_least_one(value.into(), key)?;
     }
+    if !(1..=64).contains(&c.http_max_header_size_kb) {
+        return Err(ConfigError::invalid(
+            "http_max_header_size_kb (HTTP_MAX_HEADER_SIZE_KB)",
+            format!(
+                "{} KiB: must be 1-64 (the HTTP parser itself refuses heads over 128 KiB \
+                 without a body, and request targets over 64 KiB with 400)",
+                c.http_max_header_size_kb
+            ),
+        ));
+    }
     if c.rate_limiter.enabled {
         at_least_one(
             c.rate_limiter.api_rate_limit.window_seconds,

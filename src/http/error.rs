@@ -21,6 +21,9 @@ pub enum ApiError {
     NotFound,
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// Request line and header fields over `HTTP_MAX_HEADER_SIZE_KB` (431).
+    #[error("{0}")]
+    HeadersTooLarge(String),
     #[error("{0}")]
     TooManyRequests(String),
     #[error("{0}")]
@@ -36,6 +39,7 @@ impl ApiError {
             ApiError::AppNotFound => "app_not_found",
             ApiError::NotFound => "not_found",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::HeadersTooLarge(_) => "headers_too_large",
             ApiError::TooManyRequests(_) => "limit_exceeded",
             ApiError::Unavailable(_) => "unavailable",
         }
@@ -57,6 +61,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::AppNotFound | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }

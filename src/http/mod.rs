@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cors;
 pub mod error;
+pub mod head;
 pub mod health;
 pub mod limits;
 pub mod signature;

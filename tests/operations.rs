@@ -149,10 +149,37 @@ fn env_example_is_a_valid_configuration() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("apps=[prod-app-0123abcd]"), "{text}");
+    assert!(text.contains("apps=[prod-app-0123abcd(env)]"), "{text}");
     assert!(
         !text.contains("warning"),
         "safe values give no warning: {text}"
+    );
+}
+
+#[test]
+fn env_example_as_shipped_refuses_to_start_and_says_why() {
+    // Production mode with the credentials still blank: no development app,
+    // a refusal naming the variables to set.
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
+        .expect(".env.example");
+    assert!(example.contains("\nENVIRONMENT=production\n"));
+    let dir = std::env::temp_dir().join(format!("sy-env-example-raw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(".env"), example).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--check-config")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(&dir)
+        .output()
+        .expect("run switchyard");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("SOCKUDO_DEFAULT_APP_ID") && !text.contains("configuration OK"),
+        "{text}"
     );
 }
 
@@ -193,7 +220,7 @@ fn env_example_secret_file_form_is_a_valid_configuration() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("apps=[prod-app-0123abcd]"), "{text}");
+    assert!(text.contains("apps=[prod-app-0123abcd(env)]"), "{text}");
     assert!(!text.contains("warning"), "a 47-byte secret: {text}");
     assert!(!text.contains("thirty-two"), "{text}");
 }

@@ -128,7 +128,30 @@ async fn check<'r>(
 ) -> Result<Signed<'r>, ApiError> {
     let app = state.apps.by_id(app_id).ok_or(ApiError::AppNotFound)?;
     let body = read_body(payload, state.http_body_limit).await?;
-    let params = parse_query(req.query_string())?;
+    let params = verify(
+        &app,
+        req.method().as_str(),
+        req.path(),
+        req.query_string(),
+        &body,
+        now_secs(),
+    )?;
+    Ok(Signed { app, body, params })
+}
+
+/// The checks of a signed request once its body is read, in order: the auth
+/// parameters are present, `auth_key` is the app's, `auth_version` is 1.0,
+/// the timestamp is within the window of `now`, `body_md5` matches, the
+/// signature verifies, the app is enabled. Pure, so it is property-tested.
+pub fn verify<'q>(
+    app: &App,
+    method: &str,
+    path: &str,
+    query: &'q str,
+    body: &[u8],
+    now: i64,
+) -> Result<Params<'q>, ApiError> {
+    let params = parse_query(query)?;
     let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| &**v);
 
     let (Some(key), Some(timestamp), Some(signature)) = (
@@ -164,13 +187,14 @@ async fn check<'r>(
     let timestamp: i64 = timestamp
         .parse()
         .map_err(|_| ApiError::Unauthorized("auth_timestamp is not a number".into()))?;
-    if (now_secs() - timestamp).abs() > TIMESTAMP_WINDOW_SECS {
+    // `abs_diff`: a timestamp near i64::MIN must not overflow the subtraction.
+    if now.abs_diff(timestamp) > TIMESTAMP_WINDOW_SECS.unsigned_abs() {
         return Err(ApiError::Unauthorized(
             "Timestamp expired or too far in the future (allowed: 600 s)".into(),
         ));
     }
     match get("body_md5") {
-        Some(md5) if md5 != auth::md5_hex(&body) => {
+        Some(md5) if md5 != auth::md5_hex(body) => {
             return Err(ApiError::Unauthorized(
                 "body_md5 does not match the request body".into(),
             ))
@@ -182,14 +206,14 @@ async fn check<'r>(
         }
         _ => {}
     }
-    let to_sign = auth::api_string_to_sign(req.method().as_str(), req.path(), &params);
+    let to_sign = auth::api_string_to_sign(method, path, &params);
     if !auth::verify(app.secret.expose(), &[&to_sign], signature) {
         return Err(ApiError::Unauthorized("Invalid API signature".into()));
     }
     if !app.enabled {
         return Err(ApiError::Forbidden("Application disabled".into()));
     }
-    Ok(Signed { app, body, params })
+    Ok(params)
 }
 
 #[cfg(test)]

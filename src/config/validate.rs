@@ -248,7 +248,7 @@ pub(crate) fn warnings(c: &Config) -> Vec<String> {
         if !c.dev_credentials && app.secret.len() < 32 {
             out.push(format!(
                 "app {}: secret is shorter than 32 bytes; generate a strong one with \
-                 `openssl rand -base64 64`",
+                 `openssl rand -hex 32`",
                 app.id
             ));
         }

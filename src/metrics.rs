@@ -17,6 +17,9 @@ use std::sync::Arc;
 use switchyard_actors::app::App;
 use switchyard_actors::stats::{self, AuthFailure, ConnectionError, RateLimit, Stats};
 
+/// The `endpoint` label of requests that matched no route.
+pub const UNMATCHED_ENDPOINT: &str = "UNMATCHED";
+
 /// Everything the metrics endpoint needs.
 #[derive(Clone)]
 pub struct Metrics {
@@ -38,8 +41,11 @@ impl Metrics {
     ) -> Result<(Metrics, PrometheusMetrics), String> {
         let registry = Registry::new();
         let namespace = prefix.trim_end_matches('_');
+        // Unmatched paths are counted under one label: labelled by the raw
+        // path, every probe for a random URL would add series for ever.
         let middleware = PrometheusMetricsBuilder::new(namespace)
             .registry(registry.clone())
+            .mask_unmatched_patterns(UNMATCHED_ENDPOINT)
             .build()
             .map_err(|e| format!("could not set up HTTP metrics: {e}"))?;
         #[cfg(target_os = "linux")]

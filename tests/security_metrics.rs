@@ -346,6 +346,37 @@ async fn ws_connect_limit_and_prefix_are_reflected() {
     );
 }
 
+/// Probing random paths must not grow the registry: unmatched requests share
+/// one `endpoint` label instead of one series per path.
+#[tokio::test]
+async fn unmatched_paths_share_one_series() {
+    let (server, mp) = metrics_server(&[]).await;
+    for i in 0..50 {
+        let r = http_get(&format!("{}/probe-{i}/x{i}", server.http_base())).await;
+        assert_eq!(r.status, 404);
+    }
+    wait_metric_at_least(
+        mp,
+        "sockudo_http_requests_total",
+        &[("endpoint", "UNMATCHED"), ("status", "404")],
+        50.0,
+    )
+    .await;
+    let text = scrape(mp).await;
+    assert!(!text.contains("probe-"), "{text}");
+    // Matched routes keep their pattern, never the app id or channel.
+    server.api().channel_info("secret-channel", "").await;
+    wait_metric_at_least(
+        mp,
+        "sockudo_http_requests_total",
+        &[("endpoint", "/apps/{app_id}/channels/{channel_name}")],
+        1.0,
+    )
+    .await;
+    let text = scrape(mp).await;
+    assert!(!text.contains("secret-channel"), "{text}");
+}
+
 #[tokio::test]
 async fn metrics_disabled_opens_no_listener() {
     let mp = pick_port();

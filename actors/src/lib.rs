@@ -20,3 +20,6 @@ pub mod secret;
 pub mod session;
 pub mod socket;
 pub mod stats;
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -501,3 +501,7 @@ impl Handler<TerminateUser> for Shard {
         sockets.len()
     }
 }
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

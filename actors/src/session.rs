@@ -751,3 +751,7 @@ impl Actor for Rejected {
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Rejected {
     fn handle(&mut self, _: Result<ws::Message, ws::ProtocolError>, _: &mut Self::Context) {}
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -1,0 +1,552 @@
+//! The registry's decisions, on real shards with real sessions subscribed
+//! (see [`crate::testing`]): presence membership per user, full presence
+//! channels, the last-event cache, occupancy, subscription counts, what the
+//! HTTP API can read, and signed-in users.
+
+use crate::app::App;
+use crate::messages::{Broadcast, ChannelStats, TerminateUser};
+use crate::protocol::frames;
+use crate::session::SessionSettings;
+use crate::testing::*;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+const ROOM: &str = "presence-room";
+
+fn stats(name: &str, subscription_count: usize, user_count: Option<usize>) -> ChannelStats {
+    ChannelStats {
+        name: Arc::from(name),
+        subscription_count,
+        user_count,
+    }
+}
+
+fn sorted_ids(roster: &serde_json::Value) -> Vec<String> {
+    let mut ids: Vec<String> = roster["ids"]
+        .as_array()
+        .expect("ids is an array")
+        .iter()
+        .map(|id| id.as_str().expect("ids are strings").to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn terminate_user(server: &Server, user_id: &str) -> usize {
+    server
+        .registry
+        .user_shard(&server.app.id, user_id)
+        .send(TerminateUser {
+            app_id: Arc::from(server.app.id.as_str()),
+            user_id: Arc::from(user_id),
+        })
+        .await
+        .expect("shard is running")
+}
+
+// ---- presence ----
+
+#[actix::test]
+async fn presence_members_are_users_not_sockets() {
+    let server = Server::start(test_app());
+    let mut ada = server.connect().await;
+    let mut bob1 = server.connect().await;
+    let mut bob2 = server.connect().await;
+
+    ada.join_presence(ROOM, "1", json!({"name": "Ada"})).await;
+
+    // Bob's first socket: announced to the others.
+    bob1.join_presence(ROOM, "2", json!({"name": "Bob"})).await;
+    let added = ada
+        .expect_channel_event("pusher_internal:member_added", ROOM)
+        .await;
+    assert_eq!(
+        added.data(),
+        json!({"user_id": "2", "user_info": {"name": "Bob"}})
+    );
+
+    // Bob's second socket: already a member, nothing to announce.
+    let roster = bob2.join_presence(ROOM, "2", json!({"name": "Bob"})).await;
+    assert_eq!(roster["count"], 2);
+    ada.expect_silence().await;
+    bob1.expect_silence().await;
+    assert_eq!(server.presence_users(ROOM).await, ["1", "2"]);
+    let info = server.channel_info(ROOM).await;
+    assert_eq!(info.stats, Some(stats(ROOM, 3, Some(2))));
+
+    // One of Bob's sockets leaves: Bob is still there.
+    bob2.unsubscribe(ROOM);
+    bob2.settle().await;
+    ada.expect_silence().await;
+    bob1.expect_silence().await;
+    assert_eq!(server.presence_users(ROOM).await, ["1", "2"]);
+
+    // His last socket goes: now he has left.
+    bob1.vanish().await;
+    let removed = ada
+        .expect_channel_event("pusher_internal:member_removed", ROOM)
+        .await;
+    assert_eq!(removed.data(), json!({"user_id": "2"}));
+    assert_eq!(server.presence_users(ROOM).await, ["1"]);
+    ada.expect_silence().await;
+}
+
+#[actix::test]
+async fn presence_roster_lists_each_user_once_with_their_info() {
+    let server = Server::start(test_app());
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    let mut c = server.connect().await;
+
+    let roster = a.join_presence(ROOM, "1", json!({"name": "Ada"})).await;
+    assert_eq!(
+        roster,
+        json!({"ids": ["1"], "hash": {"1": {"name": "Ada"}}, "count": 1})
+    );
+    b.subscribe_presence_data(ROOM, r#"{"user_id":"2"}"#);
+    let ok = b
+        .expect_channel_event("pusher_internal:subscription_succeeded", ROOM)
+        .await;
+    // The joiner is not told about itself.
+    b.expect_silence().await;
+    let roster = &ok.data()["presence"];
+    assert_eq!(sorted_ids(roster), ["1", "2"]);
+    assert_eq!(roster["hash"], json!({"1": {"name": "Ada"}, "2": null}));
+    assert_eq!(roster["count"], 2);
+    let added = a
+        .expect_channel_event("pusher_internal:member_added", ROOM)
+        .await;
+    assert_eq!(added.data(), json!({"user_id": "2"}));
+
+    // A second socket of user 1 sees both users, user 1 once.
+    let roster = c.join_presence(ROOM, "1", json!({"name": "Ada"})).await;
+    assert_eq!(sorted_ids(&roster), ["1", "2"]);
+    assert_eq!(roster["count"], 2);
+    c.expect_silence().await;
+    a.expect_silence().await;
+    b.expect_silence().await;
+}
+
+#[actix::test]
+async fn a_full_presence_channel_refuses_new_users_and_joins_nothing() {
+    let mut app = test_app();
+    app.limits.max_presence_members_per_channel = 2;
+    let server = Server::start(app);
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    let mut c = server.connect().await;
+    a.join_presence(ROOM, "1", json!({})).await;
+    b.join_presence(ROOM, "2", json!({})).await;
+    a.expect_channel_event("pusher_internal:member_added", ROOM)
+        .await;
+
+    c.subscribe_presence(ROOM, "3", json!({}));
+    let error = c.expect_subscription_error(ROOM, "LimitReached").await;
+    assert!(error.contains("full"), "{error}");
+    c.settle().await;
+    a.expect_silence().await;
+    b.expect_silence().await;
+    assert_eq!(server.presence_users(ROOM).await, ["1", "2"]);
+    assert_eq!(
+        server.channel_info(ROOM).await.stats,
+        Some(stats(ROOM, 2, Some(2)))
+    );
+    server.publish(ROOM, "e", "1").await;
+    a.expect_channel_event("e", ROOM).await;
+    c.expect_silence().await;
+
+    // Another socket of a user already there takes no new place.
+    let mut b2 = server.connect().await;
+    let roster = b2.join_presence(ROOM, "2", json!({})).await;
+    assert_eq!(roster["count"], 2);
+    a.expect_silence().await;
+
+    // Once user 2 has gone, user 3 fits.
+    b.vanish().await;
+    b2.vanish().await;
+    a.expect_channel_event("pusher_internal:member_removed", ROOM)
+        .await;
+    let roster = c.join_presence(ROOM, "3", json!({})).await;
+    assert_eq!(sorted_ids(&roster), ["1", "3"]);
+}
+
+#[actix::test]
+async fn a_presence_channel_without_room_leaves_nothing_behind() {
+    let mut app = test_app();
+    app.limits.max_presence_members_per_channel = 0;
+    let server = Server::start(app);
+    let mut a = server.connect().await;
+    a.subscribe_presence(ROOM, "1", json!({}));
+    a.expect_subscription_error(ROOM, "LimitReached").await;
+    a.settle().await;
+
+    assert!(!server.worth_publishing(ROOM));
+    assert_eq!(server.channel_info(ROOM).await.stats, None);
+    assert!(server.list_channels(None).await.is_empty());
+    assert!(server.presence_users(ROOM).await.is_empty());
+}
+
+// ---- cache channels ----
+
+#[actix::test]
+async fn an_empty_cache_channel_says_cache_miss_after_subscribing() {
+    let server = Server::start(test_app());
+    let mut a = server.connect().await;
+    a.join("cache-prices").await;
+    a.expect_channel_event("pusher:cache_miss", "cache-prices")
+        .await;
+    a.expect_silence().await;
+
+    a.join_signed("private-cache-prices").await;
+    a.expect_channel_event("pusher:cache_miss", "private-cache-prices")
+        .await;
+
+    // Other channels have no cache to miss.
+    a.join("prices").await;
+    a.expect_silence().await;
+}
+
+#[actix::test]
+async fn a_cache_channel_replays_its_last_event_to_each_new_subscriber() {
+    let server = Server::start(test_app());
+    // Publishing to a cache channel is worth it even with nobody there.
+    assert!(server.worth_publishing("cache-prices"));
+    server.publish("cache-prices", "price", "100").await;
+    server.publish("cache-prices", "price", "101").await;
+    let last = r#"{"event":"price","channel":"cache-prices","data":"101"}"#;
+
+    let mut a = server.connect().await;
+    a.join("cache-prices").await;
+    assert_eq!(a.expect_event("price").await.raw, last);
+    a.expect_silence().await;
+
+    let info = server.channel_info("cache-prices").await;
+    let (frame, ttl) = info.cache.expect("an event is cached");
+    assert_eq!(&*frame, last);
+    // Published moments ago with a one-minute TTL.
+    assert!((55..=60).contains(&ttl), "{ttl}");
+
+    // Replaying does not consume it.
+    let mut b = server.connect().await;
+    b.join("cache-prices").await;
+    assert_eq!(b.expect_event("price").await.raw, last);
+
+    // A live event reaches the subscribers and becomes the cached one.
+    server.publish("cache-prices", "price", "102").await;
+    a.expect_channel_event("price", "cache-prices").await;
+    b.expect_channel_event("price", "cache-prices").await;
+    let mut c = server.connect().await;
+    c.join("cache-prices").await;
+    assert_eq!(c.expect_event("price").await.data(), json!(102));
+    c.expect_silence().await;
+
+    // Each channel has its own cache.
+    c.join("cache-other").await;
+    c.expect_channel_event("pusher:cache_miss", "cache-other")
+        .await;
+}
+
+#[actix::test]
+async fn an_expired_cached_event_is_not_replayed() {
+    // A zero TTL: every cached event has expired when read.
+    let server = Server::with(test_app(), SessionSettings::default(), 1, Duration::ZERO);
+    server.publish("cache-prices", "price", "100").await;
+    assert!(server.channel_info("cache-prices").await.cache.is_none());
+    let mut a = server.connect().await;
+    a.join("cache-prices").await;
+    a.expect_channel_event("pusher:cache_miss", "cache-prices")
+        .await;
+    a.expect_silence().await;
+}
+
+#[actix::test]
+async fn client_events_from_non_subscribers_are_neither_delivered_nor_cached() {
+    let server = Server::start(test_app());
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    let outsider = server.connect().await;
+    a.join_signed("private-chat").await;
+    b.join_signed("private-chat").await;
+
+    let client_event = |channel: &str, sender: &TestSocket| Broadcast {
+        app_id: Arc::from(server.app.id.as_str()),
+        channel: Arc::from(channel),
+        frame: frames::client_event(
+            "client-x",
+            channel,
+            &serde_json::value::to_raw_value(&1).unwrap(),
+            None,
+        ),
+        except: Some(sender.id()),
+        require_subscriber: Some(sender.id()),
+    };
+    server
+        .broadcast(client_event("private-chat", &outsider))
+        .await;
+    a.expect_silence().await;
+    b.expect_silence().await;
+
+    // From a subscriber: to everyone else.
+    server.broadcast(client_event("private-chat", &a)).await;
+    b.expect_channel_event("client-x", "private-chat").await;
+    a.expect_silence().await;
+
+    // Nor cached: a cache channel nobody is in stays empty.
+    server
+        .broadcast(client_event("private-cache-chat", &outsider))
+        .await;
+    assert!(server
+        .channel_info("private-cache-chat")
+        .await
+        .cache
+        .is_none());
+    a.join_signed("private-cache-chat").await;
+    a.expect_channel_event("pusher:cache_miss", "private-cache-chat")
+        .await;
+}
+
+// ---- occupancy ----
+
+#[actix::test]
+async fn a_channel_is_worth_publishing_to_while_it_has_subscribers() {
+    let server = Server::start(test_app());
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    assert!(!server.worth_publishing("orders"));
+
+    // Already true when the client sees its subscription confirmed.
+    a.join("orders").await;
+    assert!(server.worth_publishing("orders"));
+    b.join("orders").await;
+
+    a.unsubscribe("orders");
+    a.settle().await;
+    assert!(server.worth_publishing("orders"), "b is still there");
+    b.unsubscribe("orders");
+    b.settle().await;
+    assert!(!server.worth_publishing("orders"));
+
+    // Leaving by disconnecting counts too, with or without a close frame.
+    a.join("orders").await;
+    assert!(server.worth_publishing("orders"));
+    a.close().await;
+    server.sync().await;
+    assert!(!server.worth_publishing("orders"));
+
+    b.join("orders").await;
+    b.vanish().await;
+    server.sync().await;
+    assert!(!server.worth_publishing("orders"));
+    assert!(server.list_channels(None).await.is_empty());
+
+    // Occupancy is per app.
+    let mut c = server.connect().await;
+    c.join("orders").await;
+    assert!(!server.registry.worth_publishing("other-app", "orders"));
+}
+
+#[actix::test]
+async fn a_disconnect_leaves_every_channel_on_every_shard() {
+    let server = Server::with(
+        test_app(),
+        SessionSettings::default(),
+        4,
+        Duration::from_secs(60),
+    );
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    let channels: Vec<String> = (0..12).map(|i| format!("ch-{i}")).collect();
+    for channel in &channels {
+        a.join(channel).await;
+    }
+    a.join_presence(ROOM, "1", json!({})).await;
+    b.join("ch-0").await;
+    b.join_presence(ROOM, "2", json!({})).await;
+    a.expect_channel_event("pusher_internal:member_added", ROOM)
+        .await;
+
+    a.vanish().await;
+    b.expect_channel_event("pusher_internal:member_removed", ROOM)
+        .await;
+    server.sync().await;
+    for channel in &channels {
+        assert_eq!(
+            server.worth_publishing(channel),
+            channel == "ch-0",
+            "{channel}"
+        );
+    }
+    assert_eq!(
+        server.list_channels(None).await,
+        [stats("ch-0", 1, None), stats(ROOM, 1, Some(1))]
+    );
+}
+
+// ---- subscription counts ----
+
+#[actix::test]
+async fn subscription_counts_are_sent_on_change_when_enabled() {
+    let mut app = test_app();
+    app.enable_subscription_count = true;
+    let server = Server::start(app);
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    let count = |n: usize| json!({ "subscription_count": n });
+
+    a.join("orders").await;
+    let e = a
+        .expect_channel_event("pusher_internal:subscription_count", "orders")
+        .await;
+    assert_eq!(e.data(), count(1));
+
+    b.join("orders").await;
+    for socket in [&mut a, &mut b] {
+        let e = socket
+            .expect_channel_event("pusher_internal:subscription_count", "orders")
+            .await;
+        assert_eq!(e.data(), count(2));
+    }
+
+    // Subscribing again changes nothing.
+    a.join("orders").await;
+    a.expect_silence().await;
+    b.expect_silence().await;
+
+    b.unsubscribe("orders");
+    b.settle().await;
+    let e = a
+        .expect_channel_event("pusher_internal:subscription_count", "orders")
+        .await;
+    assert_eq!(e.data(), count(1));
+
+    // The last one leaving has nobody to tell.
+    a.unsubscribe("orders");
+    a.expect_silence().await;
+
+    // Presence channels count members instead.
+    a.join_presence(ROOM, "1", json!({})).await;
+    a.expect_silence().await;
+}
+
+#[actix::test]
+async fn subscription_counts_are_not_sent_when_disabled() {
+    let server = Server::start(test_app());
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    a.join("orders").await;
+    b.join("orders").await;
+    b.unsubscribe("orders");
+    b.expect_silence().await;
+    a.expect_silence().await;
+}
+
+// ---- what the HTTP API reads ----
+
+#[actix::test]
+async fn channel_info_lists_and_presence_users_answer_per_app() {
+    let server = Server::start(test_app());
+    // Another app on the same registry; same key and secret so the harness
+    // signs for it, but a different id, which is what the registry keys on.
+    let other = Arc::new(App::new("other-app", KEY, SECRET));
+
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    let mut c = server.connect().await;
+    let mut x = TestSocket::connect(&other, &server.registry).await;
+    a.join("orders").await;
+    a.join_presence(ROOM, "1", json!({})).await;
+    b.join_presence(ROOM, "1", json!({})).await;
+    c.join_presence(ROOM, "2", json!({})).await;
+    for socket in [&mut a, &mut b] {
+        socket
+            .expect_channel_event("pusher_internal:member_added", ROOM)
+            .await;
+    }
+    x.join("orders").await;
+    x.join("only-other").await;
+    x.join_presence(ROOM, "9", json!({})).await;
+
+    assert_eq!(
+        server.channel_info("orders").await.stats,
+        Some(stats("orders", 1, None))
+    );
+    assert_eq!(
+        server.channel_info(ROOM).await.stats,
+        Some(stats(ROOM, 3, Some(2)))
+    );
+    let nobody = server.channel_info("nobody").await;
+    assert_eq!(nobody.stats, None);
+    assert!(nobody.cache.is_none());
+
+    assert_eq!(
+        server.list_channels(None).await,
+        [stats("orders", 1, None), stats(ROOM, 3, Some(2))]
+    );
+    assert_eq!(
+        server.list_channels(Some("presence-")).await,
+        [stats(ROOM, 3, Some(2))]
+    );
+    assert!(server.list_channels(Some("private-")).await.is_empty());
+
+    assert_eq!(server.presence_users(ROOM).await, ["1", "2"]);
+    assert!(server.presence_users("orders").await.is_empty());
+    assert!(server.presence_users("presence-nobody").await.is_empty());
+
+    // Events stay within their app.
+    server.publish("orders", "e", "1").await;
+    a.expect_channel_event("e", "orders").await;
+    x.expect_silence().await;
+}
+
+#[actix::test]
+async fn a_published_event_can_skip_one_socket() {
+    let server = Server::start(test_app());
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    a.join("orders").await;
+    b.join("orders").await;
+
+    server
+        .publish_except("orders", "e", "1", Some(a.id()))
+        .await;
+    b.expect_channel_event("e", "orders").await;
+    a.expect_silence().await;
+}
+
+// ---- signed-in users ----
+
+#[actix::test]
+async fn terminating_a_user_closes_each_of_its_sockets() {
+    let server = Server::start(test_app());
+    let mut a1 = server.connect().await;
+    let mut a2 = server.connect().await;
+    let mut b = server.connect().await;
+    for (socket, id) in [(&mut a1, "42"), (&mut a2, "42"), (&mut b, "7")] {
+        socket.signin(&json!({ "id": id }).to_string());
+        socket.expect_event("pusher:signin_success").await;
+    }
+
+    assert_eq!(terminate_user(&server, "42").await, 2);
+    for socket in [&mut a1, &mut a2] {
+        socket.expect_error(4009).await;
+        socket.expect_close(4009).await;
+    }
+    b.expect_silence().await;
+    assert_eq!(terminate_user(&server, "42").await, 0);
+    assert_eq!(server.app.connection_count(), 1);
+}
+
+#[actix::test]
+async fn a_user_is_forgotten_when_its_socket_signs_in_as_another_or_goes() {
+    let server = Server::start(test_app());
+    let mut a = server.connect().await;
+    a.signin(r#"{"id":"42"}"#);
+    a.expect_event("pusher:signin_success").await;
+    a.signin(r#"{"id":"43"}"#);
+    a.expect_event("pusher:signin_success").await;
+    assert_eq!(terminate_user(&server, "42").await, 0);
+
+    a.vanish().await;
+    assert_eq!(terminate_user(&server, "43").await, 0);
+}

@@ -225,6 +225,73 @@ fn env_example_secret_file_form_is_a_valid_configuration() {
     assert!(!text.contains("thirty-two"), "{text}");
 }
 
+/// Run the binary in a fresh directory holding `dotenv` as `.env`.
+fn run_with_dotenv(dotenv: &str, args: &[&str]) -> (Option<i32>, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "sy-dotenv-{}-{}",
+        std::process::id(),
+        unix_now_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(".env"), dotenv).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PORT", "0")
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run switchyard");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
+fn unix_now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Issue 15 finding 1: `openssl rand -base64 64` wraps; pasted as printed,
+/// the `.env` loader used to stop at the tail line and every later setting
+/// (here `METRICS_HOST`) silently kept its permissive default, while
+/// `--check-config` said "configuration OK".
+#[test]
+fn a_dotenv_with_a_wrapped_value_stops_start_up_naming_the_line() {
+    let dotenv = "SOCKUDO_DEFAULT_APP_ID=prod-app\nSOCKUDO_DEFAULT_APP_KEY=0123abcd\n\
+        SOCKUDO_DEFAULT_APP_SECRET=7Qm4dJk2Nf1GqZ8s0u3Xb6YcVw9Er5Ta1LpHo2KiUj4Mn7Bv0Cx3Zq8Wy6Ts5Rg\n\
+        k1Pq/Lx8Yz0Wv+Tu3Rs==\nMETRICS_HOST=127.0.0.1\nMETRICS_ENABLED=false\n";
+    for args in [&["--check-config"][..], &[]] {
+        let (code, text) = run_with_dotenv(dotenv, args);
+        assert_eq!(code, Some(2), "{args:?}: {text}");
+        assert!(text.contains(".env line 4"), "{args:?}: {text}");
+        assert!(text.contains("openssl rand -hex 32"), "{args:?}: {text}");
+        assert!(!text.contains("configuration OK"), "{text}");
+    }
+    // The same settings on one line start.
+    let fixed = dotenv.replace("Rg\nk1Pq", "Rgk1Pq");
+    let (code, text) = run_with_dotenv(&fixed, &["--check-config"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("metrics=off"),
+        "later lines are applied: {text}"
+    );
+}
+
 #[tokio::test]
 async fn a_taken_metrics_port_does_not_stop_the_server() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

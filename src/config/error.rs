@@ -30,6 +30,15 @@ pub enum ConfigError {
         message: String,
     },
 
+    /// A `.env` file that cannot be read completely (`line` is 1-based; 0
+    /// when the problem is not tied to a line).
+    #[error("{}{}: {message}", path.display(), if *line > 0 { format!(" line {line}") } else { String::new() })]
+    DotEnv {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+
     /// An environment variable that does not parse as its type.
     #[error("environment variable {var}={value:?}: expected {expected}")]
     Env {

@@ -13,6 +13,7 @@
 mod apps;
 mod cli;
 mod de;
+mod dotenv;
 mod drivers;
 mod env;
 mod error;
@@ -102,17 +103,14 @@ pub struct Config {
 }
 
 /// Load everything: `.env` (CWD only, never overriding the process
-/// environment), the process environment, and the config file. Call it before
+/// environment; a line that does not parse stops start-up), the process
+/// environment, and the config file. Call it before
 /// starting threads: reading `.env` sets process environment variables.
 pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-    let dotenv_warning = match dotenvy::from_path(".env") {
-        Ok(()) => None,
-        Err(e) if e.not_found() => None,
-        Err(e) => Some(format!(".env could not be read completely: {e}")),
-    };
-    let mut config = load_from(cli.config_path.as_deref(), &|var| std::env::var(var).ok())?;
-    config.warnings.extend(dotenv_warning);
-    Ok(config)
+    if let Some(vars) = dotenv::read(Path::new(".env"))? {
+        dotenv::apply(vars);
+    }
+    load_from(cli.config_path.as_deref(), &|var| std::env::var(var).ok())
 }
 
 /// The testable core of [`load`]: no `.env`, environment through `env`.

@@ -79,3 +79,36 @@ async fn config_file_apps_are_served() {
         .await;
     ws.expect_channel_event("e", "from-file").await;
 }
+
+/// Sockudo's shipped `config/config.json`, field for field (sockudo/sockudo
+/// at 7040dc04). A drop-in starts with it: `cors.credentials: true` with
+/// `origin: ["*"]` is a warning (credentials are then never sent), not a
+/// refusal; the nested `policy` app shape is served.
+#[tokio::test]
+async fn sockudo_shipped_config_starts() {
+    let config = include_str!("fixtures/sockudo_config.json");
+    let server = Server::start_with_config(config, &[]).await;
+    let mut ws = server.connect_key("app-key").await;
+    ws.subscribe("shipped").await;
+    server
+        .api_for("app-id", "app-key", "app-secret")
+        .publish("shipped", "e", "1")
+        .await;
+    ws.expect_channel_event("e", "shipped").await;
+    let logs = server.logs();
+    assert!(logs.contains("CORS_CREDENTIALS"), "{logs}");
+    assert!(logs.contains("mode=development"), "{logs}");
+
+    let f = Server::start_expect_failure(
+        &[("METRICS_ENABLED", "false")],
+        Some(config),
+        &["--check-config"],
+    )
+    .await;
+    assert!(f.status.success(), "{}", f.output);
+    assert!(
+        f.output.contains("warning: cors.credentials"),
+        "--check-config reports it: {}",
+        f.output
+    );
+}

@@ -119,8 +119,8 @@ pub struct CorsConfig {
     pub origin: Vec<String>,
     pub methods: Vec<String>,
     pub allowed_headers: Vec<String>,
-    /// `None` (not configured) means: allowed with an explicit origin list,
-    /// not with a wildcard, where browsers refuse credentials anyway.
+    /// `None` (not configured) means allowed with an explicit origin list.
+    /// Never allowed with a wildcard, whatever this says (start-up warns).
     pub credentials: Option<bool>,
 }
 
@@ -132,9 +132,10 @@ impl CorsConfig {
             .any(|o| o.trim() == "*" || o.trim().eq_ignore_ascii_case("any"))
     }
 
-    /// Whether responses allow credentials.
+    /// Whether responses allow credentials: never with a wildcard origin
+    /// (Sockudo's behaviour too, with a warning), by default with a list.
     pub fn allows_credentials(&self) -> bool {
-        self.credentials.unwrap_or(!self.any_origin())
+        !self.any_origin() && self.credentials.unwrap_or(true)
     }
 }
 

@@ -114,15 +114,6 @@ pub(crate) fn globals(c: &Config) -> Result<(), ConfigError> {
             )
         })?;
     }
-    if c.cors.any_origin() && c.cors.credentials == Some(true) {
-        return Err(ConfigError::invalid(
-            "cors.credentials (CORS_CREDENTIALS)",
-            "credentials cannot be allowed for any origin (`*`): browsers refuse it, and \
-             echoing every origin with credentials would let any site call the API as the \
-             user; list your front-end origins in CORS_ORIGINS / cors.origin"
-                .to_string(),
-        ));
-    }
     if c.unix_socket.enabled {
         let key = "unix_socket.path (UNIX_SOCKET_PATH)";
         let path = Path::new(&c.unix_socket.path);
@@ -225,6 +216,15 @@ pub(crate) fn warnings(c: &Config) -> Vec<String> {
                 app.id
             ));
         }
+    }
+    if c.cors.any_origin() && c.cors.credentials == Some(true) {
+        out.push(
+            "cors.credentials (CORS_CREDENTIALS) is true with origin \"*\": credentials are never \
+             allowed for a wildcard origin (browsers refuse them, and echoing every origin with \
+             credentials would let any site call the API as its user), so CORS answers without \
+             them; list your front-end origins in CORS_ORIGINS / cors.origin"
+                .to_string(),
+        );
     }
     if production && c.cors.any_origin() {
         out.push(
@@ -385,22 +385,30 @@ mod tests {
     }
 
     #[test]
-    fn cors_wildcard_with_credentials_refuses_to_start() {
+    fn cors_wildcard_with_credentials_starts_without_credentials() {
         let mut c = defaults();
         assert!(
             !c.cors.allows_credentials(),
             "default * origin: no credentials"
         );
-        assert!(globals(&c).is_ok());
         c.cors.credentials = Some(true);
-        assert_eq!(invalid_key(&c), "cors.credentials (CORS_CREDENTIALS)");
+        assert!(globals(&c).is_ok(), "Sockudo's shipped config must start");
+        assert!(!c.cors.allows_credentials(), "never with a wildcard");
+        assert!(
+            warnings(&c).iter().any(|w| w.contains("CORS_CREDENTIALS")),
+            "{:?}",
+            warnings(&c)
+        );
         c.cors.origin = vec!["https://app.example.com".into()];
-        assert!(globals(&c).is_ok());
+        assert!(c.cors.allows_credentials());
+        assert!(!warnings(&c).iter().any(|w| w.contains("CORS_CREDENTIALS")));
         c.cors.credentials = None;
         assert!(
             c.cors.allows_credentials(),
             "explicit origins: credentials by default"
         );
+        c.cors.credentials = Some(false);
+        assert!(!c.cors.allows_credentials());
     }
 
     #[test]

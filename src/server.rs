@@ -18,17 +18,23 @@ use switchyard_actors::registry::Registry;
 use switchyard_actors::session::SessionSettings;
 use switchyard_actors::stats::RateLimit;
 
-/// Loud start-up warnings about settings unfit for production.
+/// A listener that cannot bind names its address and the setting to change.
+fn bind_error<T>(result: std::io::Result<T>, address: &str, setting: &str) -> std::io::Result<T> {
+    result.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(" (another process listens there; stop it or change {setting})")
+        } else {
+            String::new()
+        };
+        std::io::Error::new(e.kind(), format!("cannot listen on {address}: {e}{hint}"))
+    })
+}
+
+/// Start-up warnings about settings unfit for production, once each (the
+/// development-app warning among them).
 fn warn_about(config: &Config) {
     for warning in &config.warnings {
         warn!("{warning}");
-    }
-    if config.dev_credentials {
-        warn!("==================================================================");
-        warn!("No app configured: using DEVELOPMENT credentials app-id / app-key / app-secret.");
-        warn!("Anyone who knows them can publish and subscribe. Set SOCKUDO_DEFAULT_APP_ID,");
-        warn!("SOCKUDO_DEFAULT_APP_KEY and SOCKUDO_DEFAULT_APP_SECRET (or a config file) for production.");
-        warn!("==================================================================");
     }
 }
 
@@ -201,7 +207,11 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         // The socket replaces the TCP listener: only local proxies reach us.
         let uds = &config.unix_socket;
         listen::prepare_unix_socket(uds).map_err(std::io::Error::other)?;
-        let server = public.bind_uds(&uds.path)?;
+        let server = bind_error(
+            public.bind_uds(&uds.path),
+            &format!("unix:{}", uds.path),
+            "UNIX_SOCKET_PATH",
+        )?;
         listen::set_socket_mode(uds).map_err(std::io::Error::other)?;
         info!(
             "listening on unix:{} (mode {:o}, {} apps, {} registry shards)",
@@ -213,7 +223,11 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         server
     } else if config.ssl.enabled {
         let tls = listen::tls_config(&config.ssl).map_err(std::io::Error::other)?;
-        let server = public.bind_rustls_0_23((config.host.as_str(), config.port), tls)?;
+        let server = bind_error(
+            public.bind_rustls_0_23((config.host.as_str(), config.port), tls),
+            &format!("{}:{}", config.host, config.port),
+            "HOST / PORT",
+        )?;
         info!(
             "listening on https://{}:{} (TLS 1.2/1.3, {} apps, {} registry shards)",
             config.host,
@@ -234,8 +248,12 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
             })
             .workers(1)
             .disable_signals()
-            .shutdown_timeout(grace.as_secs())
-            .bind((config.host.as_str(), config.ssl.http_port))?
+            .shutdown_timeout(grace.as_secs());
+            let redirect = bind_error(
+                redirect.bind((config.host.as_str(), config.ssl.http_port)),
+                &format!("{}:{}", config.host, config.ssl.http_port),
+                "SSL_HTTP_PORT",
+            )?
             .run();
             info!(
                 "redirecting http://{}:{} to https",
@@ -245,7 +263,11 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         }
         server
     } else {
-        let server = public.bind((config.host.as_str(), config.port))?;
+        let server = bind_error(
+            public.bind((config.host.as_str(), config.port)),
+            &format!("{}:{}", config.host, config.port),
+            "HOST / PORT",
+        )?;
         info!(
             "listening on http://{}:{} ({} apps, {} registry shards)",
             config.host,

@@ -112,3 +112,30 @@ async fn sockudo_shipped_config_starts() {
         f.output
     );
 }
+
+/// Issue 15 finding 5: a port already in use is reported with its address
+/// and the setting to change.
+#[tokio::test]
+async fn a_port_in_use_names_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let f = Server::start_expect_failure(&[("PORT", port.as_str())], None, &[]).await;
+    assert!(!f.status.success(), "{}", f.output);
+    assert!(
+        f.output
+            .contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{}",
+        f.output
+    );
+    assert!(f.output.contains("PORT"), "{}", f.output);
+}
+
+/// The development app is announced once, with the mode it runs in.
+#[tokio::test]
+async fn the_development_app_warning_is_given_once() {
+    let server = Server::start(&[]).await;
+    server.connect_key("app-key").await.assert_alive().await;
+    let logs = server.logs();
+    assert_eq!(logs.matches("development app").count(), 1, "{logs}");
+    assert!(logs.contains("mode=development"), "{logs}");
+}

@@ -113,6 +113,7 @@ impl Session {
                 settings.outbox_max_messages,
                 settings.outbox_max_bytes,
                 settings.disconnect_on_buffer_full,
+                app.clone(),
             )),
             app_id: Arc::from(app.id.as_str()),
             app,
@@ -782,27 +783,45 @@ impl Session {
     }
 }
 
+impl Session {
+    /// The outbound queue is full (disconnect policy): `pusher:error` 4100
+    /// and close 4100, once.
+    fn overflowed(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.close_reason.is_some() {
+            return;
+        }
+        self.app
+            .stats
+            .connection_error(ConnectionError::SlowConsumer);
+        warn!(
+            event = "slow_consumer", app_id = self.app.id.as_str(),
+            socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
+            queued = self.outbox.pending(), queued_bytes = self.outbox.pending_bytes();
+            "outbound queue full, closing 4100"
+        );
+        self.fail(ctx, PusherError::OverCapacity);
+    }
+}
+
 impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         self.outbox.release(msg.0.len());
+        // Frames queued before the overflow are not sent: the client is told
+        // to reconnect (and resync) instead.
         if self.outbox.overflowed() {
-            if self.close_reason.is_none() {
-                self.app
-                    .stats
-                    .connection_error(ConnectionError::SlowConsumer);
-                warn!(
-                    event = "slow_consumer", app_id = self.app.id.as_str(),
-                    socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
-                    queued = self.outbox.pending();
-                    "outbound queue full, closing 4100"
-                );
-                self.fail(ctx, PusherError::OverCapacity);
-            }
-            return;
+            return self.overflowed(ctx);
         }
         self.send(ctx, msg.0);
+    }
+}
+
+impl Handler<Overflowed> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Overflowed, ctx: &mut Self::Context) {
+        self.overflowed(ctx);
     }
 }
 

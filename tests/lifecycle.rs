@@ -3,8 +3,8 @@
 //! browsers wait for it. A close the server starts waits (boundedly) for the
 //! client's answer. And however a connection ends — client close, client
 //! gone without a close frame, half-close, 4100, 4201, 4200, a refusal at
-//! the handshake — the server process keeps no socket for it and its
-//! connection gauge returns to 0.
+//! the handshake, a client that stops reading — the server process keeps no
+//! socket for it and its connection gauge returns to 0.
 //!
 //! "Holds a socket" is read from /proc: a descriptor of the server process
 //! that is a TCP socket from the server's port to the client's port.
@@ -641,4 +641,86 @@ async fn over_a_unix_socket_the_connection_is_closed_at_once_too() {
         ws.stream
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// A client that stops reading
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_within_the_bound() {
+    // A session whose client stopped reading with more than actix-http's
+    // write buffer (32 KiB) waiting is no longer polled: it cannot act on
+    // its full queue (4100) or anything else. The hub resets its connection
+    // once it is overdue to close: 3 s (the close bound) and a tick or two
+    // after the overflow.
+    let server = Server::start_app(&[
+        ("WEBSOCKET_MAX_MESSAGES", "1"),
+        ("SOCKUDO_DEFAULT_APP_MAX_EVENT_PAYLOAD_IN_KB", "16384"),
+        ("HTTP_API_REQUEST_LIMIT_IN_MB", "32"),
+        // A hub tick of 500 ms. The client goes silent too, but the hub's
+        // liveness rule would only reset it 8.5 s after it was last heard.
+        ("ACTIVITY_TIMEOUT", "2"),
+        ("PONG_TIMEOUT", "2"),
+    ])
+    .await;
+    let api = api(&server);
+    let pid = server.pid().unwrap();
+    let mut raw = Raw::open_with(&server, &app_ws_path(), Some(4096)).await;
+    raw.expect_event("pusher:connection_established").await;
+    raw.subscribe("firehose").await;
+
+    // 8 MB for a client that reads nothing: more than the kernel buffers
+    // take, so the rest waits in the HTTP layer's write buffer.
+    api.publish("firehose", "big", &"x".repeat(8 << 20)).await;
+    // Wait until the session wrote it (the kernel's send queue filled).
+    let started = Instant::now();
+    while send_queue(pid, server.port, raw.port) < 64 * 1024 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the big frame never left"
+        );
+        tokio::time::sleep(ms(10)).await;
+    }
+    // Now the session is not polled. Two more frames overflow its queue.
+    let overflowed = Instant::now();
+    api.publish("firehose", "small", "1").await;
+    api.publish("firehose", "small", "2").await;
+
+    let took = wait_released(&server, raw.port, Duration::from_secs(15)).await;
+    let total = overflowed.elapsed();
+    assert!(
+        total < Duration::from_secs(6),
+        "the connection was released {total:?} after the overflow ({took:?} of waiting); \
+         without the hub only the kernel's TCP_USER_TIMEOUT (30 s) would end it"
+    );
+    let (end, _) = raw.until_end().await;
+    assert_eq!(
+        end,
+        End::Reset,
+        "a connection that cannot be flushed is reset"
+    );
+    assert!(
+        server.logs().contains("connection_reset"),
+        "{}",
+        server.logs()
+    );
+    assert_nothing_left(&server).await;
+}
+
+/// Bytes in the kernel send queue of the server's socket to `client_port`.
+fn send_queue(pid: u32, port: u16, client_port: u16) -> u64 {
+    let inodes = socket_inodes(pid);
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 9
+            && port_of(f[1]) == port
+            && port_of(f[2]) == client_port
+            && inodes.contains(f[9])
+        {
+            let (tx, _rx) = f[4].split_once(':').unwrap();
+            return u64::from_str_radix(tx, 16).unwrap();
+        }
+    }
+    0
 }

@@ -673,6 +673,8 @@ impl Actor for Session {
             ctx.address(),
             self.vitals.clone(),
             self.app.clone(),
+            self.outbox.clone(),
+            self.ending.conn(),
         );
         self.hub = Some(hub);
     }

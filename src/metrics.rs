@@ -94,7 +94,7 @@ impl Metrics {
             );
         }
         type Field = fn(&Stats) -> &AtomicU64;
-        let counters: [(&str, &str, Field); 10] = [
+        let counters: [(&str, &str, Field); 11] = [
             ("new_connections_total", "Sockets opened", |s| {
                 &s.new_connections
             }),
@@ -109,6 +109,11 @@ impl Metrics {
             ("ws_messages_sent_total", "WebSocket messages sent", |s| {
                 &s.ws_messages_sent
             }),
+            (
+                "ws_messages_dropped_total",
+                "WebSocket messages dropped because the socket's outbound queue was full",
+                |s| &s.ws_messages_dropped,
+            ),
             (
                 "socket_received_bytes",
                 "WebSocket payload bytes received",

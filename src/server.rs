@@ -13,6 +13,7 @@ use actix_web::{web, App as ActixApp, HttpServer};
 use log::{info, warn};
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_actors::closing::{Conn, Transport};
 use switchyard_actors::hub::{Hubs, Timing};
 use switchyard_actors::registry::Registry;
 use switchyard_actors::session::SessionSettings;
@@ -58,20 +59,40 @@ fn session_settings(config: &Config) -> SessionSettings {
 /// otherwise hold its socket (and the frames) until TCP gives up, ~15 minutes.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Per-connection socket options, applied as each TCP connection is accepted.
-fn tune_socket(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+/// How long the HTTP layer lingers after a response that leaves the request
+/// unread (an HTTP API error before the body was read; a WebSocket over TLS
+/// after its closing handshake): it reads and discards what the client still
+/// sends, so the client gets the response rather than a reset. actix-web's
+/// default, stated here because closes over TLS take up to this long (see
+/// `switchyard_actors::closing`); plain WebSockets do not wait for it.
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Per-connection set-up as each connection is accepted: socket options for
+/// TCP, and the socket recorded ([`Conn`]) so a WebSocket session can close
+/// its connection as soon as its closing handshake is done (see
+/// `switchyard_actors::closing`).
+fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
     use actix_tls::accept::rustls_0_23::TlsStream;
-    use actix_web::rt::net::TcpStream;
-    let tcp = conn.downcast_ref::<TcpStream>().or_else(|| {
-        conn.downcast_ref::<TlsStream<TcpStream>>()
-            .map(|s| s.get_ref().0)
-    });
-    if let Some(tcp) = tcp {
+    use actix_web::rt::net::{TcpStream, UnixStream};
+    let tcp = match conn.downcast_ref::<TcpStream>() {
+        Some(tcp) => Some((tcp, Transport::Plain)),
+        None => conn
+            .downcast_ref::<TlsStream<TcpStream>>()
+            .map(|s| (s.get_ref().0, Transport::Tls)),
+    };
+    if let Some((tcp, transport)) = tcp {
         let sock = socket2::SockRef::from(tcp);
         if let Err(e) = sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT)) {
             log::debug!("could not set TCP_USER_TIMEOUT: {e}");
         }
         let _ = tcp.set_nodelay(true);
+        if let Some(conn) = Conn::of(tcp, transport) {
+            ext.insert(conn);
+        }
+    } else if let Some(unix) = conn.downcast_ref::<UnixStream>() {
+        if let Some(conn) = Conn::of(unix, Transport::Plain) {
+            ext.insert(conn);
+        }
     }
 }
 
@@ -199,7 +220,8 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
             .app_data(data.clone())
             .configure(|cfg| http::routes(cfg, &api_limit, &ws_limit, &cors))
     })
-    .on_connect(tune_socket)
+    .on_connect(on_connect)
+    .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
     .disable_signals()
     .shutdown_timeout(grace.as_secs());
     let mut servers = Vec::new();
@@ -207,11 +229,15 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         // The socket replaces the TCP listener: only local proxies reach us.
         let uds = &config.unix_socket;
         listen::prepare_unix_socket(uds).map_err(std::io::Error::other)?;
-        let server = bind_error(
-            public.bind_uds(&uds.path),
+        // Bound here and handed over with `listen_uds`: actix-web's
+        // `bind_uds` skips the `on_connect` hook, which records the socket
+        // a WebSocket session closes itself.
+        let listener = bind_error(
+            std::os::unix::net::UnixListener::bind(&uds.path),
             &format!("unix:{}", uds.path),
             "UNIX_SOCKET_PATH",
         )?;
+        let server = public.listen_uds(listener)?;
         listen::set_socket_mode(uds).map_err(std::io::Error::other)?;
         info!(
             "listening on unix:{} (mode {:o}, {} apps, {} registry shards)",

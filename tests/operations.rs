@@ -94,12 +94,42 @@ fn check_config_validates_and_exits() {
         "{text}"
     );
 
+    // A wildcard CORS origin with credentials starts, as in Sockudo, warned.
     let (code, text) = run(
         &["--check-config"],
         &[("CORS_CREDENTIALS", "true"), ("CORS_ORIGINS", "*")],
     );
-    assert_ne!(code, 0);
-    assert!(text.contains("CORS_CREDENTIALS"), "{text}");
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("warning: cors.credentials (CORS_CREDENTIALS)"),
+        "{text}"
+    );
+
+    // A file app without "enabled" (Sockudo's flat shape: false) is reported.
+    let dir = std::env::temp_dir().join(format!("sy-check-disabled-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.json");
+    std::fs::write(
+        &path,
+        r#"{"app_manager": {"array": {"apps": [{"id": "quiet", "key": "k", "secret": "s"}]}}}"#,
+    )
+    .unwrap();
+    let (code, text) = run(&["--check-config", "--config", path.to_str().unwrap()], &[]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("warning: app quiet (file:apps[0]) is disabled"),
+        "{text}"
+    );
+    assert!(
+        text.contains("apps=[quiet(file:apps[0],disabled)]"),
+        "{text}"
+    );
+
+    // No app in production mode: the development app is refused, exit 2.
+    let (code, text) = run(&["--check-config"], &[("ENVIRONMENT", "production")]);
+    assert_eq!(code, 2, "{text}");
+    assert!(!text.contains("configuration OK"), "{text}");
 
     // Problems found after parsing are all listed, not just the first.
     let (code, text) = run(

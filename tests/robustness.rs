@@ -1,8 +1,10 @@
 //! Bad input never kills a socket (4300, stays open); oversized frames close
-//! only the offender (1009); floods and slow consumers are isolated (4100).
+//! only the offender (1009); floods and slow consumers are isolated (4100);
+//! the outbound byte limit holds at its edge under both buffer-full policies.
 
 mod common;
 
+use common::security::{metric, pick_port, scrape};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -264,4 +266,121 @@ async fn slow_consumer_is_closed_4100_and_others_are_unaffected() {
         "slow consumer got every event; it was never cut off"
     );
     slow.expect_close(4100).await;
+}
+
+/// `WEBSOCKET_MAX_BYTES` in the edge tests: the serialised frame, not `data`.
+const MAX_BYTES: usize = 4096;
+
+/// Subscribe `ws` to `channel` and return how many `x`s of `data` make the
+/// frame the server sends for an API event `name` on it exactly `frame_len`
+/// bytes long, measured from a probe event (the frame is
+/// `{"event":…,"channel":…,"data":"…"}`, with `data` relayed byte for byte).
+async fn data_len_for_frame(
+    ws: &mut Ws,
+    api: &Api,
+    channel: &str,
+    name: &str,
+    frame_len: usize,
+) -> usize {
+    ws.subscribe(channel).await;
+    api.publish(channel, name, "p").await;
+    let probe = ws.expect_channel_event(name, channel).await;
+    let envelope = probe.raw.len() - 1;
+    frame_len - envelope
+}
+
+#[tokio::test]
+async fn a_frame_of_exactly_max_bytes_is_delivered_one_byte_more_closes_4100() {
+    let max = MAX_BYTES.to_string();
+    let server = Server::start_app(&[
+        ("WEBSOCKET_MAX_BYTES", max.as_str()),
+        ("WEBSOCKET_DISCONNECT_ON_BUFFER_FULL", "true"),
+    ])
+    .await;
+    let api = server.api();
+    let mut ws = server.connect().await;
+    let n = data_len_for_frame(&mut ws, &api, "edge", "big", MAX_BYTES).await;
+
+    // Idle socket, a frame of exactly the limit: delivered.
+    api.publish("edge", "big", &"x".repeat(n)).await;
+    let f = ws.expect_channel_event("big", "edge").await;
+    assert_eq!(
+        f.raw.len(),
+        MAX_BYTES,
+        "the frame is exactly WEBSOCKET_MAX_BYTES"
+    );
+    ws.assert_alive().await;
+
+    // Idle socket, one byte over: nothing else is queued, so no later frame
+    // would ever wake the session; it must still close with 4100.
+    api.publish("edge", "big", &"x".repeat(n + 1)).await;
+    let err = ws.expect_error(4100).await;
+    assert!(
+        err.raw.len() < 200,
+        "the big frame itself is not sent: {}",
+        err.raw
+    );
+    ws.expect_close(4100).await;
+    api.wait_channel_info("edge", "subscription_count", |v| {
+        v["occupied"] == false || v["subscription_count"] == 0
+    })
+    .await;
+    let logs = server.logs();
+    assert!(logs.contains("slow_consumer"), "{logs}");
+}
+
+#[tokio::test]
+async fn drop_policy_drops_a_frame_one_byte_over_max_bytes_and_keeps_the_socket() {
+    let max = MAX_BYTES.to_string();
+    let mp = pick_port();
+    let mps = mp.to_string();
+    let server = Server::start_app(&[
+        ("WEBSOCKET_MAX_BYTES", max.as_str()),
+        ("WEBSOCKET_DISCONNECT_ON_BUFFER_FULL", "false"),
+        ("METRICS_ENABLED", "true"),
+        ("METRICS_HOST", "127.0.0.1"),
+        ("METRICS_PORT", mps.as_str()),
+    ])
+    .await;
+    let api = server.api();
+    let mut ws = server.connect().await;
+    let n = data_len_for_frame(&mut ws, &api, "edge", "big", MAX_BYTES).await;
+    let dropped = |text: &str| {
+        metric(
+            text,
+            "sockudo_ws_messages_dropped_total",
+            &[("app_id", APP_ID)],
+        )
+        .expect("ws_messages_dropped_total is exported")
+    };
+    assert_eq!(dropped(&scrape(mp).await), 0.0);
+
+    api.publish("edge", "big", &"x".repeat(n)).await;
+    let f = ws.expect_channel_event("big", "edge").await;
+    assert_eq!(
+        f.raw.len(),
+        MAX_BYTES,
+        "the frame is exactly WEBSOCKET_MAX_BYTES"
+    );
+
+    // One byte over: dropped, not closed. The next, smaller event is the
+    // next frame the socket sees (same channel, same order).
+    api.publish("edge", "big", &"x".repeat(n + 1)).await;
+    api.publish("edge", "after", "1").await;
+    let f = ws.expect_channel_event("after", "edge").await;
+    assert_eq!(f.data_str(), "1");
+    ws.assert_alive().await;
+    assert_eq!(
+        dropped(&scrape(mp).await),
+        1.0,
+        "the dropped frame is counted"
+    );
+
+    // The limit is not sticky: a frame of exactly the limit still arrives.
+    api.publish("edge", "big", &"x".repeat(n)).await;
+    let f = ws.expect_channel_event("big", "edge").await;
+    assert_eq!(f.raw.len(), MAX_BYTES);
+    let logs = server.logs();
+    assert!(logs.contains("frames_dropped"), "{logs}");
+    assert!(!logs.contains("slow_consumer"), "{logs}");
 }

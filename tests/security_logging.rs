@@ -444,7 +444,7 @@ async fn weak_credentials_are_warned_about_at_startup() {
         strong.logs()
     );
     assert!(
-        !strong.logs().contains("DEVELOPMENT credentials"),
+        !strong.logs().contains("development app"),
         "{}",
         strong.logs()
     );
@@ -452,7 +452,7 @@ async fn weak_credentials_are_warned_about_at_startup() {
     let dev = Server::start(&[]).await;
     dev.wait_for_logs("dev credentials warning", ms(2000), |l| {
         l.lines()
-            .any(|line| line.contains("WARN") && line.contains("DEVELOPMENT credentials"))
+            .any(|line| line.contains("WARN") && line.contains("serving the development app"))
     })
     .await;
 }

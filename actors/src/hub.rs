@@ -11,12 +11,21 @@
 //! app's shared counters. One command channel per worker carries shutdown
 //! into the thread, so a 4200 reaches every socket without a watch per
 //! session.
+//!
+//! The hub is also the one thing that still runs for a session that is no
+//! longer polled. actix-http polls a WebSocket (and so its actor) only while
+//! less than 32 KiB wait to be written; a client that stops reading can
+//! leave more than that, and then its session acts on nothing — not its
+//! 4201 deadline, not its full queue (4100), not its own close. On its tick
+//! the hub resets the connection of a session that is overdue to have closed
+//! (see [`wedged`]), which lets the HTTP layer drop it.
 
 use crate::app::App;
+use crate::closing::{Conn, CLOSE_ABORT_TIMEOUT};
 use crate::error::PusherError;
 use crate::messages::{Disconnect, Heartbeat};
 use crate::session::Session;
-use crate::socket::SocketId;
+use crate::socket::{Outbox, SocketId};
 use crate::stats;
 use actix::Addr;
 use std::cell::{Cell, RefCell};
@@ -134,6 +143,7 @@ impl Hubs {
             closing: Cell::new(false),
             inbox: tx.clone(),
             timing: self.0.timing,
+            tick: self.0.timing.tick(),
         });
         {
             let mut inboxes = self.0.inboxes.lock().unwrap_or_else(|e| e.into_inner());
@@ -175,12 +185,48 @@ pub(crate) struct Hub {
     closing: Cell<bool>,
     inbox: mpsc::UnboundedSender<Command>,
     timing: Timing,
+    tick: Duration,
 }
 
 struct Member {
     addr: Addr<Session>,
     vitals: Rc<Vitals>,
     app: Arc<App>,
+    /// To tell a session that can no longer act ([`wedged`]) and end it.
+    outbox: Arc<Outbox>,
+    conn: Conn,
+    /// When the hub first saw the session's outbox overflowed.
+    overflowed_since: Cell<Option<Instant>>,
+}
+
+/// Whether a session is overdue to have closed yet is still here: it is no
+/// longer polled (its client stopped reading with more than actix-http's
+/// write buffer waiting), so only resetting its connection ends it.
+///
+/// - Its outbox overflowed (it owes a 4100) more than the close bound
+///   ([`CLOSE_ABORT_TIMEOUT`]) plus a tick ago.
+/// - Its client has been silent past the 4201 deadline (activity and pong
+///   timeouts, each acted on up to a tick late) plus the close bound and a
+///   tick.
+///
+/// A session that is polled has closed and left the hub well before either.
+fn wedged(
+    now: Instant,
+    outbox: &Outbox,
+    vitals: &Vitals,
+    overflowed_since: &Cell<Option<Instant>>,
+    timing: &Timing,
+    tick: Duration,
+) -> bool {
+    if outbox.overflowed() {
+        let since = *overflowed_since.get().get_or_insert(now);
+        overflowed_since.set(Some(since));
+        if now.saturating_duration_since(since) >= CLOSE_ABORT_TIMEOUT + tick {
+            return true;
+        }
+    }
+    let liveness = timing.activity_timeout + timing.pong_timeout + 2 * tick;
+    now.saturating_duration_since(vitals.last_seen()) >= liveness + CLOSE_ABORT_TIMEOUT + tick
 }
 
 impl Hub {
@@ -191,13 +237,23 @@ impl Hub {
         addr: Addr<Session>,
         vitals: Rc<Vitals>,
         app: Arc<App>,
+        outbox: Arc<Outbox>,
+        conn: Conn,
     ) {
         if self.closing.get() {
             addr.do_send(Disconnect(PusherError::ReconnectImmediately));
         }
-        self.sessions
-            .borrow_mut()
-            .insert(id, Member { addr, vitals, app });
+        self.sessions.borrow_mut().insert(
+            id,
+            Member {
+                addr,
+                vitals,
+                app,
+                outbox,
+                conn,
+                overflowed_since: Cell::new(None),
+            },
+        );
     }
 
     /// A session leaves when it stops.
@@ -215,10 +271,28 @@ impl Hub {
     }
 
     fn tick(&self, now: Instant) {
-        for member in self.sessions.borrow().values() {
-            member.vitals.flush_traffic(&member.app);
-            if member.vitals.due(now, &self.timing).is_some() {
-                member.addr.do_send(Heartbeat);
+        for (id, m) in self.sessions.borrow().iter() {
+            m.vitals.flush_traffic(&m.app);
+            let stuck = wedged(
+                now,
+                &m.outbox,
+                &m.vitals,
+                &m.overflowed_since,
+                &self.timing,
+                self.tick,
+            );
+            if stuck {
+                // The reset makes the HTTP layer drop the connection, which
+                // stops the session (and it leaves the hub) on a later turn.
+                if m.conn.abort() {
+                    log::warn!(
+                        event = "connection_reset", app_id = m.app.id.as_str(),
+                        socket_id:% = id, reason = "overdue to close; its client does not read";
+                        "resetting a connection whose session can no longer act"
+                    );
+                }
+            } else if m.vitals.due(now, &self.timing).is_some() {
+                m.addr.do_send(Heartbeat);
             }
         }
     }
@@ -419,5 +493,43 @@ mod tests {
             v.due(t0 + Duration::from_secs(200), &timing()),
             Some(Deadline::Ping)
         );
+    }
+
+    #[test]
+    fn a_session_is_wedged_only_once_overdue_to_close() {
+        let t = timing();
+        let tick = t.tick();
+        let t0 = Instant::now();
+        let v = Vitals::new(t0);
+        let app = Arc::new(App::new("id", "key", "secret"));
+        let since = Cell::new(None);
+
+        // A healthy session: silent, but not yet past its 4201 deadline and
+        // the close bound.
+        let outbox = Outbox::new(Some(1), None, true, app.clone());
+        let due = t.activity_timeout + t.pong_timeout + 3 * tick + CLOSE_ABORT_TIMEOUT;
+        let s = Duration::from_secs(1);
+        assert!(!wedged(t0 + due - s, &outbox, &v, &since, &t, tick));
+        assert!(wedged(t0 + due, &outbox, &v, &since, &t, tick));
+        v.heard(t0 + due);
+        assert!(!wedged(t0 + due, &outbox, &v, &since, &t, tick));
+
+        // Overflowed (it owes a 4100): the bound runs from when the hub
+        // first sees it.
+        let t1 = t0 + due;
+        assert_eq!(
+            outbox.reserve(2),
+            crate::socket::Admission::Queued,
+            "the first frame fits"
+        );
+        assert!(matches!(
+            outbox.reserve(2),
+            crate::socket::Admission::Overflowed { first: true }
+        ));
+        assert!(!wedged(t1, &outbox, &v, &since, &t, tick));
+        assert_eq!(since.get(), Some(t1));
+        let grace = CLOSE_ABORT_TIMEOUT + tick;
+        assert!(!wedged(t1 + grace - s, &outbox, &v, &since, &t, tick));
+        assert!(wedged(t1 + grace, &outbox, &v, &since, &t, tick));
     }
 }

@@ -3,12 +3,14 @@
 //! - [`session::Session`]: one actor per WebSocket.
 //! - [`registry::Registry`]: channel registry shards (subscriptions, presence, cache, users).
 //! - [`hub::Hubs`]: one hub per worker thread for its sessions' heartbeats and shutdown.
+//! - [`closing`]: how a WebSocket ends: the closing handshake, then its connection.
 //! - [`messages`]: the typed messages between them.
 //! - [`command`]: client frames parsed into typed commands (the only door for inbound frames).
 //! - [`protocol`], [`auth`], [`error`]: frames, signatures and error codes, as plain functions and types.
 
 pub mod app;
 pub mod auth;
+pub mod closing;
 pub mod command;
 pub mod error;
 pub mod hub;

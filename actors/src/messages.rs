@@ -14,6 +14,14 @@ use std::sync::Arc;
 #[rtype(result = "()")]
 pub struct Deliver(pub ByteString);
 
+/// From whoever found the socket's outbound queue full (disconnect policy),
+/// sent once when the outbox flips to overflowed. The queue may be empty (one
+/// frame larger than `WEBSOCKET_MAX_BYTES`), so no later [`Deliver`] can be
+/// relied on to wake the session: this message closes it with 4100.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Overflowed;
+
 /// From the worker's hub: a liveness or sign-in deadline has passed.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -6,6 +6,7 @@
 
 use crate::app::{App, ConnectionSlot};
 use crate::auth;
+use crate::closing::{self, Conn, Ending, Ends};
 use crate::command::{self, Command};
 use crate::error::{PusherError, SubscriptionError};
 use crate::hub::{Deadline, Hub, Hubs, Timing, Vitals};
@@ -93,7 +94,10 @@ pub struct Session {
     client_events: RateWindow,
     /// A fragmented message being reassembled.
     partial: Option<Vec<u8>>,
+    /// Why the socket closed, for the log; set when the close begins.
     close_reason: Option<String>,
+    /// The closing handshake and the connection under the socket.
+    ending: Ending,
 }
 
 impl Session {
@@ -103,6 +107,7 @@ impl Session {
         settings: Arc<SessionSettings>,
         registry: Registry,
         peer: String,
+        conn: Conn,
     ) -> Session {
         let id = SocketId::next();
         let now = Instant::now();
@@ -113,6 +118,7 @@ impl Session {
                 settings.outbox_max_messages,
                 settings.outbox_max_bytes,
                 settings.disconnect_on_buffer_full,
+                app.clone(),
             )),
             app_id: Arc::from(app.id.as_str()),
             app,
@@ -132,6 +138,7 @@ impl Session {
             },
             partial: None,
             close_reason: None,
+            ending: Ending::new(conn),
         }
     }
 
@@ -143,8 +150,12 @@ impl Session {
         self.handle.clone().expect("set in started()")
     }
 
-    /// Write a frame to the socket, counting it.
+    /// Write a frame to the socket, counting it. Nothing is written once
+    /// the closing handshake has begun (RFC 6455 §5.5.1).
     fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: ByteString) {
+        if !self.ending.is_open() {
+            return;
+        }
         self.vitals.sent(frame.len());
         ctx.text(frame);
     }
@@ -157,22 +168,54 @@ impl Session {
         }
     }
 
+    /// Close from the server's side: the close frame now, the connection
+    /// once the client answers or [`crate::closing::CLOSE_REPLY_TIMEOUT`]
+    /// passes. The socket leaves its channels at once: nothing more is sent
+    /// to it, and others need not wait for the handshake to see it gone.
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: String) {
-        if self.close_reason.is_some() {
+        if !self.ending.is_open() {
             return;
         }
-        ctx.close(Some(ws::CloseReason {
-            code: ws::CloseCode::Other(code),
-            description: Some(reason.clone()),
-        }));
         self.close_reason = Some(format!("{code} {reason}"));
-        ctx.stop();
+        self.ending.close(ctx, code, reason);
+        self.leave_registry();
+    }
+
+    /// Leave every channel and the signed-in user (one message per shard
+    /// touched, not one per channel). Idempotent: what was left is forgotten.
+    fn leave_registry(&mut self) {
+        let mut by_shard: HashMap<usize, Vec<Arc<str>>> = HashMap::new();
+        for (channel, _) in self.subscriptions.drain() {
+            by_shard
+                .entry(self.registry.channel_shard_index(&self.app.id, &channel))
+                .or_default()
+                .push(channel);
+        }
+        for (index, channels) in by_shard {
+            self.registry.shards()[index].do_send(SocketGone {
+                app_id: self.app_id.clone(),
+                socket: self.id,
+                channels,
+            });
+        }
+        if let Some(user_id) = self.user_id.take() {
+            self.registry
+                .user_shard(&self.app.id, &user_id)
+                .do_send(UserGone {
+                    app_id: self.app_id.clone(),
+                    user_id,
+                    socket: self.id,
+                });
+        }
     }
 
     /// Run when the hub sees a deadline pass (see [`Vitals::due`]): close a
     /// socket that did not sign in in time on an app that requires it, close
     /// one that ignored a ping (4201), or ping a silent one.
     fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if !self.ending.is_open() {
+            return;
+        }
         let now = Instant::now();
         let timing = *self.settings.hubs.timing();
         while let Some(deadline) = self.vitals.due(now, &timing) {
@@ -529,6 +572,8 @@ impl Actor for Session {
             ctx.address(),
             self.vitals.clone(),
             self.app.clone(),
+            self.outbox.clone(),
+            self.ending.conn(),
         );
         self.hub = Some(hub);
     }
@@ -539,31 +584,7 @@ impl Actor for Session {
         }
         self.vitals.flush_traffic(&self.app);
         stats::add(&self.app.stats.disconnections, 1);
-        let app_id = self.app_id.clone();
-        // One message per shard touched, not one per channel.
-        let mut by_shard: HashMap<usize, Vec<Arc<str>>> = HashMap::new();
-        for channel in self.subscriptions.keys() {
-            by_shard
-                .entry(self.registry.channel_shard_index(&self.app.id, channel))
-                .or_default()
-                .push(channel.clone());
-        }
-        for (index, channels) in by_shard {
-            self.registry.shards()[index].do_send(SocketGone {
-                app_id: app_id.clone(),
-                socket: self.id,
-                channels,
-            });
-        }
-        if let Some(user_id) = self.user_id.take() {
-            self.registry
-                .user_shard(&self.app.id, &user_id)
-                .do_send(UserGone {
-                    app_id: app_id.clone(),
-                    user_id,
-                    socket: self.id,
-                });
-        }
+        self.leave_registry();
         info!(
             app_id = self.app.id.as_str(), socket_id = self.id_text.as_str(),
             peer = self.peer.as_str(), duration_ms = self.opened.elapsed().as_millis() as u64,
@@ -576,21 +597,23 @@ impl Actor for Session {
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         self.vitals.heard(Instant::now());
+        if !self.ending.is_open() {
+            return closing::while_closing(self, msg, ctx);
+        }
         let msg = match msg {
             Ok(m) => m,
             Err(ws::ProtocolError::Overflow) => return self.reject_oversized(ctx),
-            // actix-web-actors reports a text frame that is not UTF-8 as an
-            // I/O error of kind Other; its message is the only way to tell it
-            // from a lost connection. RFC 6455 §8.1: fail with 1007.
-            Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => {
+            // RFC 6455 §8.1: invalid UTF-8 fails the connection with 1007.
+            Err(ws::ProtocolError::Io(e)) if closing::is_invalid_utf8(&e) => {
                 debug!("socket {}: invalid UTF-8 in text frame", self.id_text);
                 return self.close(ctx, 1007, "Invalid UTF-8 in text frame".into());
             }
             Err(ws::ProtocolError::Io(e)) => {
                 // The peer went away without a close frame: nothing to send.
-                self.close_reason = Some(format!("connection lost: {e}"));
-                ctx.stop();
-                return;
+                if self.close_reason.is_none() {
+                    self.close_reason = Some(format!("connection lost: {e}"));
+                }
+                return self.ending.on_lost(ctx);
             }
             Err(e) => {
                 debug!("socket {} protocol error: {e}", self.id_text);
@@ -610,19 +633,26 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             ),
             ws::Message::Continuation(item) => self.on_continuation(item, ctx),
             ws::Message::Close(reason) => {
-                self.close_reason = Some(match &reason {
-                    Some(r) => format!("client closed {}", u16::from(r.code)),
-                    None => "client closed".into(),
-                });
-                ctx.close(reason);
-                ctx.stop();
+                if self.close_reason.is_none() {
+                    self.close_reason = Some(match &reason {
+                        Some(r) => format!("client closed {}", u16::from(r.code)),
+                        None => "client closed".into(),
+                    });
+                }
+                self.ending.on_client_close(ctx, reason);
             }
             ws::Message::Nop => {}
         }
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
-        ctx.stop();
+        self.ending.on_lost(ctx);
+    }
+}
+
+impl Ends for Session {
+    fn ending(&mut self) -> &mut Ending {
+        &mut self.ending
     }
 }
 
@@ -681,27 +711,45 @@ impl Session {
     }
 }
 
+impl Session {
+    /// The outbound queue is full (disconnect policy): `pusher:error` 4100
+    /// and close 4100, once.
+    fn overflowed(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if !self.ending.is_open() {
+            return;
+        }
+        self.app
+            .stats
+            .connection_error(ConnectionError::SlowConsumer);
+        warn!(
+            event = "slow_consumer", app_id = self.app.id.as_str(),
+            socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
+            queued = self.outbox.pending(), queued_bytes = self.outbox.pending_bytes();
+            "outbound queue full, closing 4100"
+        );
+        self.fail(ctx, PusherError::OverCapacity);
+    }
+}
+
 impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         self.outbox.release(msg.0.len());
+        // Frames queued before the overflow are not sent: the client is told
+        // to reconnect (and resync) instead.
         if self.outbox.overflowed() {
-            if self.close_reason.is_none() {
-                self.app
-                    .stats
-                    .connection_error(ConnectionError::SlowConsumer);
-                warn!(
-                    event = "slow_consumer", app_id = self.app.id.as_str(),
-                    socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
-                    queued = self.outbox.pending();
-                    "outbound queue full, closing 4100"
-                );
-                self.fail(ctx, PusherError::OverCapacity);
-            }
-            return;
+            return self.overflowed(ctx);
         }
         self.send(ctx, msg.0);
+    }
+}
+
+impl Handler<Overflowed> for Session {
+    type Result = ();
+
+    fn handle(&mut self, _: Overflowed, ctx: &mut Self::Context) {
+        self.overflowed(ctx);
     }
 }
 
@@ -730,9 +778,20 @@ impl Handler<SubscriptionRefused> for Session {
 }
 
 /// A socket refused at connect time (unknown app, bad protocol, origin, quota):
-/// it receives the `pusher:error` and is closed with the same code.
+/// it receives the `pusher:error` and is closed with the same code, like any
+/// close the server starts (the client's answer is awaited, briefly).
 pub struct Rejected {
-    pub error: PusherError,
+    error: PusherError,
+    ending: Ending,
+}
+
+impl Rejected {
+    pub fn new(error: PusherError, conn: Conn) -> Rejected {
+        Rejected {
+            error,
+            ending: Ending::new(conn),
+        }
+    }
 }
 
 impl Actor for Rejected {
@@ -740,16 +799,25 @@ impl Actor for Rejected {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.text(self.error.frame());
-        ctx.close(Some(ws::CloseReason {
-            code: ws::CloseCode::Other(self.error.code()),
-            description: Some(self.error.to_string()),
-        }));
-        ctx.stop();
+        let (code, reason) = (self.error.code(), self.error.to_string());
+        self.ending.close(ctx, code, reason);
+    }
+}
+
+impl Ends for Rejected {
+    fn ending(&mut self) -> &mut Ending {
+        &mut self.ending
     }
 }
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Rejected {
-    fn handle(&mut self, _: Result<ws::Message, ws::ProtocolError>, _: &mut Self::Context) {}
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        closing::while_closing(self, msg, ctx);
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        self.ending.on_lost(ctx);
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
 //! Socket identity and the bounded outbound queue through which registries reach a session.
 
-use crate::messages::Deliver;
+use crate::app::App;
+use crate::messages::{Deliver, Overflowed};
 use crate::session::Session;
+use crate::stats;
 use actix::Addr;
 use bytestring::ByteString;
+use log::warn;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -53,8 +56,26 @@ impl FromStr for SocketId {
 
 /// How much a session may have queued but not yet written. A session whose
 /// peer does not read stops being polled, so its mailbox would grow without
-/// bound; senders check this first and, past the limit, stop delivering and
-/// flag the session, which then closes with 4100.
+/// bound; senders check this first and, past the limit, stop delivering.
+///
+/// The limits count what is queued: frames (`WEBSOCKET_MAX_MESSAGES`) and
+/// the bytes of the serialised frames (`WEBSOCKET_MAX_BYTES`), i.e. the whole
+/// `{"event":…,"channel":…,"data":…}` text, not just the event's `data`. A
+/// frame fits while `queued bytes + its length <= max_bytes`, so on an idle
+/// socket a frame of exactly `max_bytes` is delivered and one byte more is not.
+///
+/// What a frame that does not fit means depends on the policy:
+///
+/// - disconnect (default, `WEBSOCKET_DISCONNECT_ON_BUFFER_FULL=true`): the
+///   outbox overflows for good and the session is told at once
+///   ([`Overflowed`]); it closes with `pusher:error` 4100 and close code 4100.
+///   That includes a single frame larger than the whole byte limit sent to an
+///   idle socket: the client could never receive it, and this policy promises
+///   that a client misses no frame without being told to reconnect.
+/// - drop (`false`): that frame alone is dropped and counted (per socket and in
+///   the app's `ws_messages_dropped` counter); the socket stays open and later
+///   frames that fit are delivered. A frame larger than the whole byte limit
+///   is therefore never delivered to anyone under this policy.
 #[derive(Debug)]
 pub struct Outbox {
     pending_messages: AtomicUsize,
@@ -66,6 +87,21 @@ pub struct Outbox {
     /// (Sockudo's `websocket.disconnect_on_buffer_full`).
     disconnect_when_full: bool,
     dropped: AtomicU64,
+    /// The app whose `ws_messages_dropped` counter drops are added to.
+    app: Arc<App>,
+}
+
+/// What became of a frame offered to an [`Outbox`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Room was reserved: send the frame, release the room once written.
+    Queued,
+    /// Disconnect policy: the queue is full, the socket must close with 4100.
+    /// `first` is true for exactly one caller, the one that must tell the
+    /// session (nothing else may ever wake it: the queue can be empty).
+    Overflowed { first: bool },
+    /// Drop policy: this frame was dropped; `first` marks the socket's first drop.
+    Dropped { first: bool },
 }
 
 impl Outbox {
@@ -74,6 +110,7 @@ impl Outbox {
         max_messages: Option<usize>,
         max_bytes: Option<usize>,
         disconnect_when_full: bool,
+        app: Arc<App>,
     ) -> Self {
         Outbox {
             disconnect_when_full,
@@ -83,28 +120,33 @@ impl Outbox {
             overflowed: AtomicBool::new(false),
             max_messages: max_messages.unwrap_or(usize::MAX),
             max_bytes: max_bytes.unwrap_or(usize::MAX),
+            app,
         }
     }
 
-    /// Reserve room for one frame; `false` when the queue is full (and the
-    /// outbox is then marked overflowed for good).
-    fn reserve(&self, len: usize) -> bool {
+    /// Reserve room for one frame of `len` bytes (see [`Admission`]). Once
+    /// overflowed, the outbox refuses everything.
+    pub fn reserve(&self, len: usize) -> Admission {
         if self.overflowed.load(Ordering::Relaxed) {
-            return false;
+            return Admission::Overflowed { first: false };
         }
         let messages = self.pending_messages.fetch_add(1, Ordering::AcqRel);
         let bytes = self.pending_bytes.fetch_add(len, Ordering::AcqRel);
-        if messages >= self.max_messages || bytes.saturating_add(len) > self.max_bytes {
-            self.pending_messages.fetch_sub(1, Ordering::AcqRel);
-            self.pending_bytes.fetch_sub(len, Ordering::AcqRel);
-            if self.disconnect_when_full {
-                self.overflowed.store(true, Ordering::Release);
-            } else {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            return false;
+        if messages < self.max_messages && bytes.saturating_add(len) <= self.max_bytes {
+            return Admission::Queued;
         }
-        true
+        self.pending_messages.fetch_sub(1, Ordering::AcqRel);
+        self.pending_bytes.fetch_sub(len, Ordering::AcqRel);
+        if self.disconnect_when_full {
+            // `swap`: of all the senders that find the queue full, exactly one
+            // sees the flag flip and notifies the session.
+            let first = !self.overflowed.swap(true, Ordering::AcqRel);
+            Admission::Overflowed { first }
+        } else {
+            stats::add(&self.app.stats.ws_messages_dropped, 1);
+            let first = self.dropped.fetch_add(1, Ordering::Relaxed) == 0;
+            Admission::Dropped { first }
+        }
     }
 
     /// Called by the session as it writes a delivered frame.
@@ -124,6 +166,10 @@ impl Outbox {
 
     pub fn pending(&self) -> usize {
         self.pending_messages.load(Ordering::Relaxed)
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -146,14 +192,35 @@ impl fmt::Debug for SessionHandle {
 
 impl SessionHandle {
     /// Queue a frame for the session. The frame's bytes are shared, not copied.
-    /// Returns `false` if the session's queue is full and the frame was dropped
-    /// (the session closes itself with 4100 when it next runs).
+    /// Returns `false` if the frame was not queued: the socket's queue is full
+    /// (the session is told once and closes with 4100) or, under the drop
+    /// policy, the frame was dropped.
     pub fn deliver(&self, frame: &ByteString) -> bool {
-        if !self.outbox.reserve(frame.len()) {
-            return false;
+        match self.outbox.reserve(frame.len()) {
+            Admission::Queued => {
+                self.addr.do_send(Deliver(frame.clone()));
+                true
+            }
+            Admission::Overflowed { first } => {
+                if first {
+                    self.addr.do_send(Overflowed);
+                }
+                false
+            }
+            Admission::Dropped { first } => {
+                if first {
+                    let outbox = &self.outbox;
+                    warn!(
+                        event = "frames_dropped", app_id = outbox.app.id.as_str(),
+                        socket_id:% = self.id, bytes = frame.len(),
+                        queued = outbox.pending(), queued_bytes = outbox.pending_bytes();
+                        "outbound queue full, dropping frames for this socket \
+                         (WEBSOCKET_DISCONNECT_ON_BUFFER_FULL=false)"
+                    );
+                }
+                false
+            }
         }
-        self.addr.do_send(Deliver(frame.clone()));
-        true
     }
 }
 
@@ -174,29 +241,86 @@ mod tests {
         assert!("1.2.3".parse::<SocketId>().is_err());
     }
 
+    fn app() -> Arc<App> {
+        Arc::new(App::new("id", "key", "secret"))
+    }
+
     #[test]
     fn outbox_overflows_at_its_limit_and_stays_overflowed() {
-        let o = Outbox::new(Some(2), None, true);
-        assert!(o.reserve(10));
-        assert!(o.reserve(10));
-        assert!(!o.reserve(10), "third frame is over the limit");
+        let o = Outbox::new(Some(2), None, true, app());
+        assert_eq!(o.reserve(10), Admission::Queued);
+        assert_eq!(o.reserve(10), Admission::Queued);
+        assert_eq!(
+            o.reserve(10),
+            Admission::Overflowed { first: true },
+            "third frame is over the limit"
+        );
         assert!(o.overflowed());
         o.release(10);
-        assert!(!o.reserve(10), "an overflowed outbox stays closed");
+        assert_eq!(
+            o.reserve(10),
+            Admission::Overflowed { first: false },
+            "an overflowed outbox stays closed, and the session is told only once"
+        );
 
-        let o = Outbox::new(None, Some(100), true);
-        assert!(o.reserve(100));
-        assert!(!o.reserve(1));
+        let o = Outbox::new(None, Some(100), true, app());
+        assert_eq!(o.reserve(100), Admission::Queued);
+        assert_eq!(o.reserve(1), Admission::Overflowed { first: true });
+    }
+
+    #[test]
+    fn byte_limit_edge_on_an_idle_socket_disconnect_policy() {
+        // Exactly the limit fits an empty queue.
+        let o = Outbox::new(None, Some(100), true, app());
+        assert_eq!(o.reserve(100), Admission::Queued);
+        assert_eq!(o.pending_bytes(), 100);
+        o.release(100);
+        assert_eq!((o.pending(), o.pending_bytes()), (0, 0));
+
+        // One byte more, with nothing queued: overflow, reported once, and
+        // nothing is left reserved.
+        let o = Outbox::new(None, Some(100), true, app());
+        assert_eq!(o.reserve(101), Admission::Overflowed { first: true });
+        assert!(o.overflowed());
+        assert_eq!((o.pending(), o.pending_bytes()), (0, 0));
+        assert_eq!(o.reserve(1), Admission::Overflowed { first: false });
+        assert_eq!(
+            o.dropped(),
+            0,
+            "the disconnect policy drops nothing silently"
+        );
+    }
+
+    #[test]
+    fn byte_limit_edge_on_an_idle_socket_drop_policy() {
+        let app = app();
+        let o = Outbox::new(None, Some(100), false, app.clone());
+        assert_eq!(o.reserve(101), Admission::Dropped { first: true });
+        assert!(!o.overflowed());
+        assert_eq!((o.pending(), o.pending_bytes()), (0, 0));
+        assert_eq!(
+            o.reserve(100),
+            Admission::Queued,
+            "a frame that fits still goes"
+        );
+        o.release(100);
+        assert_eq!(o.reserve(1000), Admission::Dropped { first: false });
+        assert_eq!(o.dropped(), 2);
+        assert_eq!(stats::get(&app.stats.ws_messages_dropped), 2);
     }
 
     #[test]
     fn drop_policy_drops_frames_but_keeps_the_socket() {
-        let o = Outbox::new(Some(1), None, false);
-        assert!(o.reserve(1));
-        assert!(!o.reserve(1));
+        let o = Outbox::new(Some(1), None, false, app());
+        assert_eq!(o.reserve(1), Admission::Queued);
+        assert_eq!(o.reserve(1), Admission::Dropped { first: true });
         assert!(!o.overflowed());
         assert_eq!(o.dropped(), 1);
         o.release(1);
-        assert!(o.reserve(1), "room again once the session caught up");
+        assert_eq!(
+            o.reserve(1),
+            Admission::Queued,
+            "room again once the session caught up"
+        );
     }
 }

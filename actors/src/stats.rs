@@ -108,6 +108,9 @@ pub struct Stats {
     pub ws_bytes_received: AtomicU64,
     pub ws_messages_sent: AtomicU64,
     pub ws_bytes_sent: AtomicU64,
+    /// Frames not delivered because the socket's outbound queue was full
+    /// (`WEBSOCKET_DISCONNECT_ON_BUFFER_FULL=false`).
+    pub ws_messages_dropped: AtomicU64,
     pub subscriptions: AtomicU64,
     pub unsubscriptions: AtomicU64,
     pub client_events: AtomicU64,

@@ -320,7 +320,15 @@ impl TestSocket {
         settings: Arc<SessionSettings>,
         registry: &Registry,
     ) -> TestSocket {
-        let session = Session::new(app, slots, settings, registry.clone(), "test-peer".into());
+        // No socket under the in-process stream: closing is a no-op there.
+        let session = Session::new(
+            app,
+            slots,
+            settings,
+            registry.clone(),
+            "test-peer".into(),
+            crate::closing::Conn::default(),
+        );
         let (input, inbound) = mpsc::unbounded_channel();
         let (addr, out) = WebsocketContext::create_with_addr(session, Inbound(inbound));
         let (out_tx, output) = mpsc::unbounded_channel();

@@ -51,8 +51,12 @@ pub async fn not_found(
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if upgrade {
         let error = switchyard_actors::error::PusherError::PathNotFound;
+        let conn = req
+            .conn_data::<switchyard_actors::closing::Conn>()
+            .copied()
+            .unwrap_or_default();
         return actix_web_actors::ws::start(
-            switchyard_actors::session::Rejected { error },
+            switchyard_actors::session::Rejected::new(error, conn),
             &req,
             stream,
         );

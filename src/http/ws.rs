@@ -10,6 +10,7 @@ use actix_web_actors::ws;
 use log::warn;
 use std::sync::Arc;
 use switchyard_actors::app::{App, ConnectionSlot};
+use switchyard_actors::closing::Conn;
 use switchyard_actors::error::PusherError;
 use switchyard_actors::protocol::{truncate, MAX_PROTOCOL, MIN_PROTOCOL};
 use switchyard_actors::session::{Rejected, Session};
@@ -67,6 +68,9 @@ pub async fn connect(
 ) -> Result<HttpResponse, actix_web::Error> {
     let peer = state.client_addr(&req, state.ws_trust_hops);
     let max_frame = state.session.max_message_bytes;
+    // The socket under this request, recorded at accept: the session closes
+    // it itself once the closing handshake is done.
+    let conn = req.conn_data::<Conn>().copied().unwrap_or_default();
     match admit(&state, &key, &req) {
         Ok((app, slots)) => {
             let session = Session::new(
@@ -75,6 +79,7 @@ pub async fn connect(
                 state.session.clone(),
                 state.registry.clone(),
                 peer,
+                conn,
             );
             ws::WsResponseBuilder::new(session, &req, stream)
                 .frame_size(max_frame)
@@ -100,7 +105,7 @@ pub async fn connect(
                 code = error.code(), reason:% = error;
                 "connection refused"
             );
-            ws::WsResponseBuilder::new(Rejected { error }, &req, stream)
+            ws::WsResponseBuilder::new(Rejected::new(error, conn), &req, stream)
                 .frame_size(max_frame)
                 .start()
         }

@@ -21,7 +21,9 @@ pub fn routes(
     cors: &crate::config::CorsConfig,
 ) {
     cfg.service(
-        web::resource("/app/{key}")
+        // `{key:.+}`: a key made by `openssl rand -base64` may contain `/`,
+        // and pusher-js puts the key in the path unencoded.
+        web::resource("/app/{key:.+}")
             .wrap(ws_limit.middleware())
             .route(web::get().to(ws::connect)),
     )

@@ -59,6 +59,15 @@ pub fn parse_query(query: &str) -> Result<Params<'_>, ApiError> {
         .collect()
 }
 
+/// The query's pairs exactly as sent, without decoding.
+fn raw_pairs(query: &str) -> Vec<(&str, &str)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .collect()
+}
+
 impl Signed<'_> {
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
@@ -164,7 +173,12 @@ pub fn verify<'q>(
                 .into(),
         ));
     };
-    if key != app.key {
+    // The Node `pusher` SDK sends the query it signed without escaping it,
+    // so a key with `+` (base64) arrives decoded as a space: compare the
+    // value as sent too.
+    let raw = raw_pairs(query);
+    let raw_get = |name: &str| raw.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    if key != app.key && raw_get("auth_key") != Some(app.key.as_str()) {
         return Err(ApiError::Unauthorized(
             "auth_key does not belong to this app".into(),
         ));
@@ -206,8 +220,17 @@ pub fn verify<'q>(
         }
         _ => {}
     }
+    // PROTOCOL.md §4.5 signs the values unescaped. SDKs that escape the
+    // query they send signed the decoded values; SDKs that send what they
+    // signed as is (the Node SDK) signed the raw text. Either must verify;
+    // both are HMACs under the app's secret over this exact request.
+    let secret = app.secret.expose();
     let to_sign = auth::api_string_to_sign(method, path, &params);
-    if !auth::verify(app.secret.expose(), &[&to_sign], signature) {
+    let verified = auth::verify(secret, &[&to_sign], signature) || {
+        let raw_to_sign = auth::api_string_to_sign(method, path, &raw);
+        raw_to_sign != to_sign && auth::verify(secret, &[&raw_to_sign], signature)
+    };
+    if !verified {
         return Err(ApiError::Unauthorized("Invalid API signature".into()));
     }
     if !app.enabled {
@@ -240,5 +263,28 @@ mod tests {
         );
         assert!(parse_query("a=%ff").is_err(), "invalid UTF-8 is refused");
         assert!(parse_query("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_query_sent_as_signed_verifies_even_with_plus_signs() {
+        // The Node SDK signs `auth_key=k+ey&...` and sends exactly that.
+        let app = App::new("id", "k+ey/=", "s3cret");
+        let raw = "auth_key=k+ey/=&auth_timestamp=1700000000&auth_version=1.0&info=a+b";
+        let to_sign = format!("GET\n/apps/id/channels\n{raw}");
+        let sig = auth::sign("s3cret", &[&to_sign]);
+        let query = format!("{raw}&auth_signature={sig}");
+        let params = verify(&app, "GET", "/apps/id/channels", &query, b"", 1_700_000_000).unwrap();
+        assert!(params.iter().any(|(k, v)| k == "info" && v == "a b"));
+        // ... and escaped the way other SDKs send it, signed decoded.
+        let decoded = "auth_key=k+ey/=&auth_timestamp=1700000000&auth_version=1.0&info=a b";
+        let sig = auth::sign("s3cret", &[&format!("GET\n/apps/id/channels\n{decoded}")]);
+        let query = format!(
+            "auth_key=k%2Bey%2F%3D&auth_timestamp=1700000000&auth_version=1.0&info=a%20b&auth_signature={sig}"
+        );
+        assert!(verify(&app, "GET", "/apps/id/channels", &query, b"", 1_700_000_000).is_ok());
+        // Neither form with another secret.
+        let bad = auth::sign("other", &[&to_sign]);
+        let query = format!("{raw}&auth_signature={bad}");
+        assert!(verify(&app, "GET", "/apps/id/channels", &query, b"", 1_700_000_000).is_err());
     }
 }

@@ -259,18 +259,24 @@ async function startServer(extraEnv = {}) {
   }
   const { proc, port, cwd, exitPromise } = launched;
   const clients = new Set();
+  // The app the server serves: the harness app unless the test set its own.
+  const app = Object.freeze({
+    id: extraEnv.SOCKUDO_DEFAULT_APP_ID || APP.id,
+    key: extraEnv.SOCKUDO_DEFAULT_APP_KEY || APP.key,
+    secret: extraEnv.SOCKUDO_DEFAULT_APP_SECRET || APP.secret,
+  });
 
   const handle = {
     port,
-    app: APP,
+    app,
     output: launched.output,
 
     /** pusher (server SDK) pointed at this server. */
     sdk(opts = {}) {
       return new PusherServer({
-        appId: APP.id,
-        key: APP.key,
-        secret: APP.secret,
+        appId: app.id,
+        key: app.key,
+        secret: app.secret,
         host: '127.0.0.1',
         port: String(port),
         useTLS: false,
@@ -289,7 +295,7 @@ async function startServer(extraEnv = {}) {
      */
     client(opts = {}) {
       const backend = opts.backend || handle.sdk();
-      const client = new PusherClient(APP.key, {
+      const client = new PusherClient(app.key, {
         cluster: 'mt1',
         wsHost: '127.0.0.1',
         wsPort: port,

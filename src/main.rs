@@ -15,6 +15,10 @@ fn main() -> ExitCode {
         println!("{}", Cli::USAGE);
         return ExitCode::SUCCESS;
     }
+    if cli.help_env {
+        print!("{}", config::vars::help());
+        return ExitCode::SUCCESS;
+    }
     if cli.version {
         println!("switchyard {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;

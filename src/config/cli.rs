@@ -13,6 +13,8 @@ pub struct Cli {
     /// `--check-config`: load and validate, print the summary, exit.
     pub check_config: bool,
     pub help: bool,
+    /// `--help-env`: every environment variable, from the loader's table.
+    pub help_env: bool,
     pub version: bool,
 }
 
@@ -26,6 +28,7 @@ Options:
                        else config/config.json, if present.
       --check-config   Validate the configuration and exit.
   -h, --help           Print this help.
+      --help-env       List every environment variable with its default.
   -V, --version        Print the version.
 
 Settings come from built-in defaults, then the config file, then the
@@ -54,6 +57,7 @@ newline) is the value. Setting both NAME and NAME_FILE is an error.";
                 }
                 "--check-config" => cli.check_config = true,
                 "-h" | "--help" => cli.help = true,
+                "--help-env" => cli.help_env = true,
                 "-V" | "--version" => cli.version = true,
                 _ => {
                     let path = arg

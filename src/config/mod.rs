@@ -20,6 +20,7 @@ mod error;
 mod file;
 mod sections;
 mod validate;
+pub mod vars;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

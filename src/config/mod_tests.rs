@@ -622,3 +622,95 @@ fn the_reference_example_loads_unchanged() {
     assert_eq!(c.metrics.host, "127.0.0.1");
     assert!(!c.logging.colors_enabled);
 }
+
+/// Every variable the loader asks for is in the `--help-env` table: build
+/// under environments that take each branch (no app, an env app, a file app,
+/// every secret from a file) and record the names looked up.
+#[test]
+fn every_variable_the_loader_reads_is_in_the_help_table() {
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+    let dir = temp_dir("vars");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "from-a-file-0123456789abcdef0123456789\n").unwrap();
+    let secret = secret.to_str().unwrap().to_string();
+    let seen = RefCell::new(BTreeSet::new());
+    let environments: Vec<Vec<(&str, &str)>> = vec![
+        vec![],
+        vec![
+            ("SOCKUDO_DEFAULT_APP_ID", "a"),
+            ("SOCKUDO_DEFAULT_APP_KEY", "k"),
+            ("SOCKUDO_DEFAULT_APP_SECRET", "s"),
+        ],
+        vec![
+            ("SOCKUDO_DEFAULT_APP_ID", "a"),
+            ("SOCKUDO_DEFAULT_APP_KEY", "k"),
+            ("SOCKUDO_DEFAULT_APP_SECRET_FILE", &secret),
+            ("DATABASE_REDIS_PASSWORD_FILE", &secret),
+            ("REDIS_URL_FILE", &secret),
+            ("REDIS_PASSWORD_FILE", &secret),
+            ("DATABASE_MYSQL_PASSWORD_FILE", &secret),
+            ("DATABASE_POSTGRES_PASSWORD_FILE", &secret),
+            ("SSL_ENABLED", "false"),
+            ("DEBUG", "true"),
+        ],
+    ];
+    let file = r#"{"app_manager": {"array": {"apps": [{"id": "f", "key": "fk", "secret": "fs", "enabled": true}]}}}"#;
+    for vars in &environments {
+        let map: std::collections::HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = |k: &str| {
+            seen.borrow_mut().insert(k.to_string());
+            map.get(k).cloned()
+        };
+        for source in [None, Some((Path::new("config.json"), file))] {
+            build(source, &lookup).unwrap_or_else(|e| panic!("{vars:?}: {e}"));
+        }
+        let _ = config_path(None, &lookup, &dir);
+    }
+    let table: BTreeSet<&str> = super::vars::names().collect();
+    let seen = seen.into_inner();
+    let missing: Vec<&String> = seen
+        .iter()
+        .filter(|n| !table.contains(n.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "read but not in vars.rs: {missing:?}");
+    assert!(
+        seen.len() > 80,
+        "the recording saw the loader: {}",
+        seen.len()
+    );
+    // And nothing in the table that the loader never reads (RUST_LOG is
+    // env_logger's; the _FILE lookups above cover the secrets).
+    let unread: Vec<&&str> = table
+        .iter()
+        .filter(|n| !seen.contains(**n) && **n != "RUST_LOG")
+        .collect();
+    assert!(unread.is_empty(), "in vars.rs but never read: {unread:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `.env.example` shows every variable (set or commented), and the README
+/// carries the `--help-env` text verbatim.
+#[test]
+fn env_example_and_readme_list_every_variable() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join(".env.example")).unwrap();
+    let missing: Vec<&str> = super::vars::names()
+        .filter(|name| {
+            !example.lines().any(|l| {
+                l.trim_start_matches(['#', ' '])
+                    .starts_with(&format!("{name}="))
+            })
+        })
+        .collect();
+    assert!(missing.is_empty(), ".env.example lacks {missing:?}");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("```text\n{}```", super::vars::help())),
+        "README.md must contain the output of `switchyard --help-env` in a ```text block; \
+         regenerate it with `cargo run -- --help-env`"
+    );
+}

@@ -501,7 +501,10 @@ fn secrets_from_files_reach_every_reader() {
         ],
     )
     .unwrap();
-    assert_eq!(c.apps[0].secret.expose(), "app-secret-from-file-0123456789abcdef");
+    assert_eq!(
+        c.apps[0].secret.expose(),
+        "app-secret-from-file-0123456789abcdef"
+    );
     assert!(!c.dev_credentials);
     assert_eq!(c.redis.password.as_deref(), Some("redispw-from-file"));
     assert_eq!(

@@ -4,6 +4,7 @@
 //! - [`registry::Registry`]: channel registry shards (subscriptions, presence, cache, users).
 //! - [`hub::Hubs`]: one hub per worker thread for its sessions' heartbeats and shutdown.
 //! - [`messages`]: the typed messages between them.
+//! - [`frame_limit`]: the payload limit, checked on each inbound frame's header.
 //! - [`command`]: client frames parsed into typed commands (the only door for inbound frames).
 //! - [`protocol`], [`auth`], [`error`]: frames, signatures and error codes, as plain functions and types.
 
@@ -11,6 +12,7 @@ pub mod app;
 pub mod auth;
 pub mod command;
 pub mod error;
+pub mod frame_limit;
 pub mod hub;
 pub mod messages;
 pub mod presence;

@@ -8,6 +8,7 @@ use crate::app::{App, ConnectionSlot};
 use crate::auth;
 use crate::command::{self, Command};
 use crate::error::{PusherError, SubscriptionError};
+use crate::frame_limit;
 use crate::hub::{Deadline, Hub, Hubs, Timing, Vitals};
 use crate::messages::*;
 use crate::protocol::{self, frames, truncate, ChannelKind};
@@ -579,6 +580,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
         let msg = match msg {
             Ok(m) => m,
             Err(ws::ProtocolError::Overflow) => return self.reject_oversized(ctx),
+            // FrameLimit refused a frame on its header (see frame_limit.rs).
+            Err(ws::ProtocolError::Io(e)) if frame_limit::is_frame_too_big(&e) => {
+                return self.reject_oversized(ctx)
+            }
             // actix-web-actors reports a text frame that is not UTF-8 as an
             // I/O error of kind Other; its message is the only way to tell it
             // from a lost connection. RFC 6455 §8.1: fail with 1007.

@@ -11,6 +11,7 @@ use log::warn;
 use std::sync::Arc;
 use switchyard_actors::app::{App, ConnectionSlot};
 use switchyard_actors::error::PusherError;
+use switchyard_actors::frame_limit::FrameLimit;
 use switchyard_actors::protocol::{truncate, MAX_PROTOCOL, MIN_PROTOCOL};
 use switchyard_actors::session::{Rejected, Session};
 
@@ -76,7 +77,9 @@ pub async fn connect(
                 state.registry.clone(),
                 peer,
             );
-            ws::WsResponseBuilder::new(session, &req, stream)
+            // The codec checks `frame_size` only once a frame is buffered
+            // whole; FrameLimit refuses it on its header.
+            ws::WsResponseBuilder::new(session, &req, FrameLimit::new(stream, max_frame))
                 .frame_size(max_frame)
                 .start()
         }

@@ -66,6 +66,14 @@ struct Subscription {
     kind: ChannelKind,
 }
 
+/// A fragmented message so far: its bytes and whether it began as text.
+/// Once whole it is what a single frame of its kind would have been, so the
+/// same rules apply: text must be UTF-8 (else 1007), binary is refused (4300).
+struct Partial {
+    bytes: Vec<u8>,
+    text: bool,
+}
+
 /// Fixed-window counter for the per-socket client-event limit.
 struct RateWindow {
     started: Instant,
@@ -93,7 +101,7 @@ pub struct Session {
     hub: Option<Rc<Hub>>,
     client_events: RateWindow,
     /// A fragmented message being reassembled.
-    partial: Option<Vec<u8>>,
+    partial: Option<Partial>,
     close_reason: Option<String>,
 }
 
@@ -485,15 +493,28 @@ impl Session {
         true
     }
 
-    /// Inbound bytes of a complete message, checked against the size limit.
-    fn on_message_bytes(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => self.handle_text(text, ctx),
-            Err(_) => self.fail(
-                ctx,
-                PusherError::InvalidMessage("Frames must be UTF-8 text".into()),
-            ),
+    /// A reassembled message, handled as the single frame it stands for.
+    fn on_reassembled(&mut self, message: Partial, ctx: &mut ws::WebsocketContext<Self>) {
+        if !message.text {
+            return self.refuse_binary(ctx);
         }
+        match std::str::from_utf8(&message.bytes) {
+            Ok(text) => self.handle_text(text, ctx),
+            Err(_) => self.fail_utf8(ctx),
+        }
+    }
+
+    fn refuse_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.fail(
+            ctx,
+            PusherError::InvalidMessage("Binary frames are not supported".into()),
+        )
+    }
+
+    /// RFC 6455 §8.1: a text message that is not UTF-8 fails the connection.
+    fn fail_utf8(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        debug!("socket {}: invalid UTF-8 in text message", self.id_text);
+        self.close(ctx, 1007, "Invalid UTF-8 in text frame".into());
     }
 }
 
@@ -588,8 +609,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             // I/O error of kind Other; its message is the only way to tell it
             // from a lost connection. RFC 6455 §8.1: fail with 1007.
             Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => {
-                debug!("socket {}: invalid UTF-8 in text frame", self.id_text);
-                return self.close(ctx, 1007, "Invalid UTF-8 in text frame".into());
+                return self.fail_utf8(ctx);
             }
             Err(ws::ProtocolError::Io(e)) => {
                 // The peer went away without a close frame: nothing to send.
@@ -609,10 +629,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             }
             ws::Message::Ping(payload) => ctx.pong(&payload),
             ws::Message::Pong(_) => {}
-            ws::Message::Binary(_) => self.fail(
-                ctx,
-                PusherError::InvalidMessage("Binary frames are not supported".into()),
-            ),
+            ws::Message::Binary(_) => self.refuse_binary(ctx),
             ws::Message::Continuation(item) => self.on_continuation(item, ctx),
             ws::Message::Close(reason) => {
                 self.close_reason = Some(match &reason {
@@ -656,31 +673,35 @@ impl Session {
     ) {
         let limit = self.settings.max_message_bytes;
         let too_big = |len: usize| len > limit;
+        let first_is_text = matches!(item, actix_http::ws::Item::FirstText(_));
         match item {
             actix_http::ws::Item::FirstText(b) | actix_http::ws::Item::FirstBinary(b) => {
                 if too_big(b.len()) {
                     return self.reject_oversized(ctx);
                 }
-                self.partial = Some(b.to_vec());
+                self.partial = Some(Partial {
+                    bytes: b.to_vec(),
+                    text: first_is_text,
+                });
             }
             actix_http::ws::Item::Continue(b) => {
-                let Some(buf) = self.partial.as_mut() else {
+                let Some(partial) = self.partial.as_mut() else {
                     return self.close(ctx, 1002, "Unexpected continuation frame".into());
                 };
-                buf.extend_from_slice(&b);
-                if too_big(buf.len()) {
+                partial.bytes.extend_from_slice(&b);
+                if too_big(partial.bytes.len()) {
                     self.reject_oversized(ctx);
                 }
             }
             actix_http::ws::Item::Last(b) => {
-                let Some(mut buf) = self.partial.take() else {
+                let Some(mut partial) = self.partial.take() else {
                     return self.close(ctx, 1002, "Unexpected continuation frame".into());
                 };
-                buf.extend_from_slice(&b);
-                if too_big(buf.len()) {
+                partial.bytes.extend_from_slice(&b);
+                if too_big(partial.bytes.len()) {
                     return self.reject_oversized(ctx);
                 }
-                self.on_message_bytes(&buf, ctx);
+                self.on_reassembled(partial, ctx);
             }
         }
     }

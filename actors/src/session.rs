@@ -611,6 +611,13 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => {
                 return self.fail_utf8(ctx);
             }
+            // The codec reports a frame with reserved bits set as an I/O error
+            // of kind InvalidData; errors of the transport reach us as Other.
+            // It is a protocol error like the rest: 1002 (RFC 6455 §7.1.7).
+            Err(ws::ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                debug!("socket {} protocol error: {e}", self.id_text);
+                return self.close(ctx, 1002, "WebSocket protocol error".into());
+            }
             Err(ws::ProtocolError::Io(e)) => {
                 // The peer went away without a close frame: nothing to send.
                 self.close_reason = Some(format!("connection lost: {e}"));

@@ -5,6 +5,7 @@
 //! - [`hub::Hubs`]: one hub per worker thread for its sessions' heartbeats and shutdown.
 //! - [`closing`]: how a WebSocket ends: the closing handshake, then its connection.
 //! - [`messages`]: the typed messages between them.
+//! - [`frame_limit`]: the payload limit, checked on each inbound frame's header.
 //! - [`command`]: client frames parsed into typed commands (the only door for inbound frames).
 //! - [`protocol`], [`auth`], [`error`]: frames, signatures and error codes, as plain functions and types.
 
@@ -13,6 +14,7 @@ pub mod auth;
 pub mod closing;
 pub mod command;
 pub mod error;
+pub mod frame_limit;
 pub mod hub;
 pub mod messages;
 pub mod presence;

@@ -9,6 +9,7 @@ use crate::auth;
 use crate::closing::{self, Conn, Ending, Ends};
 use crate::command::{self, Command};
 use crate::error::{PusherError, SubscriptionError};
+use crate::frame_limit;
 use crate::hub::{Deadline, Hub, Hubs, Timing, Vitals};
 use crate::messages::*;
 use crate::protocol::{self, frames, truncate, ChannelKind};
@@ -66,6 +67,14 @@ struct Subscription {
     kind: ChannelKind,
 }
 
+/// A fragmented message so far: its bytes and whether it began as text.
+/// Once whole it is what a single frame of its kind would have been, so the
+/// same rules apply: text must be UTF-8 (else 1007), binary is refused (4300).
+struct Partial {
+    bytes: Vec<u8>,
+    text: bool,
+}
+
 /// Fixed-window counter for the per-socket client-event limit.
 struct RateWindow {
     started: Instant,
@@ -93,7 +102,7 @@ pub struct Session {
     hub: Option<Rc<Hub>>,
     client_events: RateWindow,
     /// A fragmented message being reassembled.
-    partial: Option<Vec<u8>>,
+    partial: Option<Partial>,
     /// Why the socket closed, for the log; set when the close begins.
     close_reason: Option<String>,
     /// The closing handshake and the connection under the socket.
@@ -527,15 +536,28 @@ impl Session {
         true
     }
 
-    /// Inbound bytes of a complete message, checked against the size limit.
-    fn on_message_bytes(&mut self, bytes: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => self.handle_text(text, ctx),
-            Err(_) => self.fail(
-                ctx,
-                PusherError::InvalidMessage("Frames must be UTF-8 text".into()),
-            ),
+    /// A reassembled message, handled as the single frame it stands for.
+    fn on_reassembled(&mut self, message: Partial, ctx: &mut ws::WebsocketContext<Self>) {
+        if !message.text {
+            return self.refuse_binary(ctx);
         }
+        match std::str::from_utf8(&message.bytes) {
+            Ok(text) => self.handle_text(text, ctx),
+            Err(_) => self.fail_utf8(ctx),
+        }
+    }
+
+    fn refuse_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.fail(
+            ctx,
+            PusherError::InvalidMessage("Binary frames are not supported".into()),
+        )
+    }
+
+    /// RFC 6455 §8.1: a text message that is not UTF-8 fails the connection.
+    fn fail_utf8(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        debug!("socket {}: invalid UTF-8 in text message", self.id_text);
+        self.close(ctx, 1007, "Invalid UTF-8 in text frame".into());
     }
 }
 
@@ -603,10 +625,24 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
         let msg = match msg {
             Ok(m) => m,
             Err(ws::ProtocolError::Overflow) => return self.reject_oversized(ctx),
+            // FrameLimit refused a frame on its header (see frame_limit.rs).
+            // The rest of that frame is still on the wire, so the client's
+            // answer to the 1009 cannot be parsed: the close ends on
+            // CLOSE_REPLY_TIMEOUT. Ending it at once would close the socket
+            // with unread data, which the kernel answers with a reset.
+            Err(ws::ProtocolError::Io(e)) if frame_limit::is_frame_too_big(&e) => {
+                return self.reject_oversized(ctx)
+            }
             // RFC 6455 §8.1: invalid UTF-8 fails the connection with 1007.
             Err(ws::ProtocolError::Io(e)) if closing::is_invalid_utf8(&e) => {
-                debug!("socket {}: invalid UTF-8 in text frame", self.id_text);
-                return self.close(ctx, 1007, "Invalid UTF-8 in text frame".into());
+                return self.fail_utf8(ctx);
+            }
+            // The codec reports a frame with reserved bits set as an I/O error
+            // of kind InvalidData; errors of the transport reach us as Other.
+            // It is a protocol error like the rest: 1002 (RFC 6455 §7.1.7).
+            Err(ws::ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                debug!("socket {} protocol error: {e}", self.id_text);
+                return self.close(ctx, 1002, "WebSocket protocol error".into());
             }
             Err(ws::ProtocolError::Io(e)) => {
                 // The peer went away without a close frame: nothing to send.
@@ -627,10 +663,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             }
             ws::Message::Ping(payload) => ctx.pong(&payload),
             ws::Message::Pong(_) => {}
-            ws::Message::Binary(_) => self.fail(
-                ctx,
-                PusherError::InvalidMessage("Binary frames are not supported".into()),
-            ),
+            ws::Message::Binary(_) => self.refuse_binary(ctx),
             ws::Message::Continuation(item) => self.on_continuation(item, ctx),
             ws::Message::Close(reason) => {
                 if self.close_reason.is_none() {
@@ -681,31 +714,35 @@ impl Session {
     ) {
         let limit = self.settings.max_message_bytes;
         let too_big = |len: usize| len > limit;
+        let first_is_text = matches!(item, actix_http::ws::Item::FirstText(_));
         match item {
             actix_http::ws::Item::FirstText(b) | actix_http::ws::Item::FirstBinary(b) => {
                 if too_big(b.len()) {
                     return self.reject_oversized(ctx);
                 }
-                self.partial = Some(b.to_vec());
+                self.partial = Some(Partial {
+                    bytes: b.to_vec(),
+                    text: first_is_text,
+                });
             }
             actix_http::ws::Item::Continue(b) => {
-                let Some(buf) = self.partial.as_mut() else {
+                let Some(partial) = self.partial.as_mut() else {
                     return self.close(ctx, 1002, "Unexpected continuation frame".into());
                 };
-                buf.extend_from_slice(&b);
-                if too_big(buf.len()) {
+                partial.bytes.extend_from_slice(&b);
+                if too_big(partial.bytes.len()) {
                     self.reject_oversized(ctx);
                 }
             }
             actix_http::ws::Item::Last(b) => {
-                let Some(mut buf) = self.partial.take() else {
+                let Some(mut partial) = self.partial.take() else {
                     return self.close(ctx, 1002, "Unexpected continuation frame".into());
                 };
-                buf.extend_from_slice(&b);
-                if too_big(buf.len()) {
+                partial.bytes.extend_from_slice(&b);
+                if too_big(partial.bytes.len()) {
                     return self.reject_oversized(ctx);
                 }
-                self.on_message_bytes(&buf, ctx);
+                self.on_reassembled(partial, ctx);
             }
         }
     }

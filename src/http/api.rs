@@ -9,9 +9,10 @@ use crate::state::ServerState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytestring::ByteString;
 use futures_util::future::join_all;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 use switchyard_actors::app::App;
 use switchyard_actors::messages::{
@@ -427,28 +428,64 @@ pub async fn channel(
         ));
     }
     let reply = channel_info(&state, &signed.app, &channel).await?;
-    let mut body = Map::new();
-    body.insert("occupied".into(), json!(reply.stats.is_some()));
+    let mut attrs = Map::new();
+    attrs.insert("occupied".into(), json!(reply.stats.is_some()));
     if let Some(stats) = &reply.stats {
-        body.extend(stats_attrs(stats, info));
+        attrs.extend(stats_attrs(stats, info));
     } else {
         if info.user_count {
-            body.insert("user_count".into(), json!(0));
+            attrs.insert("user_count".into(), json!(0));
         }
         if info.subscription_count {
-            body.insert("subscription_count".into(), json!(0));
+            attrs.insert("subscription_count".into(), json!(0));
         }
     }
-    if info.cache && kind.is_cache() {
-        if let Some((frame, ttl)) = &reply.cache {
-            let cached: Value = serde_json::from_str(frame).unwrap_or(Value::Null);
-            body.insert(
-                "cache".into(),
-                json!({ "event": cached["event"], "data": cached["data"], "ttl": ttl }),
-            );
+    let cache = match &reply.cache {
+        Some((frame, ttl)) if info.cache && kind.is_cache() => Some(CacheAttr::of(frame, *ttl)),
+        _ => None,
+    };
+    Ok(HttpResponse::Ok().json(ChannelBody { attrs, cache }))
+}
+
+/// The body of `GET /channels/{name}`.
+#[derive(Serialize)]
+struct ChannelBody<'a> {
+    #[serde(flatten)]
+    attrs: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache: Option<CacheAttr<'a>>,
+}
+
+/// A cache channel's last event, read back from its frame. `data` stays raw
+/// text: a client event's data is any JSON, nested as deep as the client
+/// chose, and a `Value` (serde_json's recursion limit, 128) would turn
+/// deeper data into `null`.
+#[derive(Serialize)]
+struct CacheAttr<'a> {
+    event: Option<Cow<'a, str>>,
+    data: Option<&'a RawValue>,
+    ttl: u64,
+}
+
+impl<'a> CacheAttr<'a> {
+    fn of(frame: &'a str, ttl: u64) -> Self {
+        #[derive(Deserialize)]
+        struct Cached<'a> {
+            #[serde(borrow)]
+            event: Option<Cow<'a, str>>,
+            #[serde(borrow)]
+            data: Option<&'a RawValue>,
+        }
+        let cached = serde_json::from_str::<Cached>(frame).unwrap_or(Cached {
+            event: None,
+            data: None,
+        });
+        CacheAttr {
+            event: cached.event,
+            data: cached.data,
+            ttl,
         }
     }
-    Ok(HttpResponse::Ok().json(Value::Object(body)))
 }
 
 /// `GET /apps/{app_id}/channels/{channel_name}/users`

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use switchyard_actors::app::{App, ConnectionSlot};
 use switchyard_actors::closing::Conn;
 use switchyard_actors::error::PusherError;
+use switchyard_actors::frame_limit::FrameLimit;
 use switchyard_actors::protocol::{truncate, MAX_PROTOCOL, MIN_PROTOCOL};
 use switchyard_actors::session::{Rejected, Session};
 
@@ -81,7 +82,9 @@ pub async fn connect(
                 peer,
                 conn,
             );
-            ws::WsResponseBuilder::new(session, &req, stream)
+            // The codec checks `frame_size` only once a frame is buffered
+            // whole; FrameLimit refuses it on its header.
+            ws::WsResponseBuilder::new(session, &req, FrameLimit::new(stream, max_frame))
                 .frame_size(max_frame)
                 .start()
         }

@@ -1064,6 +1064,88 @@ pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+// ---------------------------------------------------------------------------
+// The server process from outside, and bytes no client library sends
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`...); `None`
+/// once the process is gone.
+pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Resident set size of a process in KiB (`VmRSS`); panics if it is gone.
+pub fn rss_kb(pid: u32) -> u64 {
+    proc_status_kb(pid, "VmRSS").unwrap_or_else(|| panic!("process {pid} is gone"))
+}
+
+/// Whether the process exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // `pid (comm) S ...`: the state follows the last ')'.
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().next().map(|s| s != "Z" && s != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// The head of a WebSocket upgrade request for `path_and_query`.
+pub fn upgrade_request(path_and_query: &str) -> String {
+    format!(
+        "GET {path_and_query} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+}
+
+/// The header of a client frame (RFC 6455 §5.2) declaring a payload of
+/// `len` bytes, masked with the all-zero key so that the payload bytes that
+/// follow are written as they are. With `fin`, `opcode` and `len` free, it
+/// makes frames a WebSocket library will not: a length the payload never
+/// reaches, a fragment that is never finished.
+pub fn client_frame_header(fin: bool, opcode: u8, len: u64) -> Vec<u8> {
+    let mut h = vec![(if fin { 0x80 } else { 0 }) | (opcode & 0x0f)];
+    match len {
+        0..=125 => h.push(0x80 | len as u8),
+        126..=0xffff => {
+            h.push(0x80 | 126);
+            h.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            h.push(0x80 | 127);
+            h.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    h.extend_from_slice(&[0, 0, 0, 0]);
+    h
+}
+
+/// A whole client frame: [`client_frame_header`] and the payload.
+pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = client_frame_header(fin, opcode, payload.len() as u64);
+    f.extend_from_slice(payload);
+    f
+}
+
+impl Ws {
+    /// Write bytes straight to the socket, past the WebSocket framing (see
+    /// [`client_frame`]); `Err` when the server has already gone.
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let tcp = self.stream.get_mut();
+        tcp.write_all(bytes).await?;
+        tcp.flush().await
+    }
+}
+
 // ===========================================================================
 // Helpers of the security tests (tests/security_*.rs): servers behind TLS or
 // on a Unix socket, raw HTTP, request headers and client addresses, JSON

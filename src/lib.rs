@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod config;
+pub mod healthcheck;
 pub mod http;
 pub mod listen;
 pub mod logging;

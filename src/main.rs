@@ -25,11 +25,28 @@ fn main() -> ExitCode {
     }
     let config = match config::load(&cli) {
         Ok(c) => c,
+        // A health check exits 0 or 1 only (Docker reserves 2).
+        Err(e) if cli.health => {
+            eprintln!("switchyard: health check failed: configuration error: {e}");
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
             eprintln!("switchyard: configuration error: {e}");
             return ExitCode::from(2);
         }
     };
+    if cli.health {
+        return match switchyard::healthcheck::run(&config) {
+            Ok(answer) => {
+                println!("{answer}");
+                ExitCode::SUCCESS
+            }
+            Err(reason) => {
+                eprintln!("switchyard: health check failed: {reason}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.check_config {
         let problems = switchyard::server::preflight(&config);
         if problems.is_empty() {

@@ -12,6 +12,9 @@ pub struct Cli {
     pub config_path: Option<PathBuf>,
     /// `--check-config`: load and validate, print the summary, exit.
     pub check_config: bool,
+    /// `--health`: probe the running server's `GET /up`, exit 0 or 1
+    /// (`crate::healthcheck`; the Docker `HEALTHCHECK`).
+    pub health: bool,
     pub help: bool,
     /// `--help-env`: every environment variable, from the loader's table.
     pub help_env: bool,
@@ -27,6 +30,9 @@ Options:
                        Default: $CONFIG_FILE, else config/config.toml,
                        else config/config.json, if present.
       --check-config   Validate the configuration and exit.
+      --health         Probe the running server's GET /up on the configured
+                       listener (TCP, TLS or Unix socket); exit 0 on 200,
+                       else 1 (for container health checks).
   -h, --help           Print this help.
       --help-env       List every environment variable with its default.
   -V, --version        Print the version.
@@ -56,6 +62,7 @@ newline) is the value. Setting both NAME and NAME_FILE is an error.";
                     cli.config_path = Some(PathBuf::from(path));
                 }
                 "--check-config" => cli.check_config = true,
+                "--health" => cli.health = true,
                 "-h" | "--help" => cli.help = true,
                 "--help-env" => cli.help_env = true,
                 "-V" | "--version" => cli.version = true,
@@ -110,6 +117,7 @@ mod tests {
         assert!(cli.check_config && cli.help && cli.version);
         assert!(parse(&["-V"]).unwrap().version);
         assert!(parse(&["--help"]).unwrap().help);
+        assert!(parse(&["--health"]).unwrap().health);
     }
 
     #[test]

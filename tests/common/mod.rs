@@ -82,9 +82,9 @@ fn read_file(path: &Path) -> String {
     s
 }
 
-/// Build the command: clean environment (only PATH/HOME inherited), the
-/// harness defaults, then the test's env; runs in `dir`.
-fn command(dir: &Path, port: u16, env: &[(&str, &str)], args: &[String]) -> Command {
+/// The command without its output files: clean environment (only PATH/HOME
+/// inherited), the harness defaults, then the test's env; runs in `dir`.
+fn bare_command(dir: &Path, port: u16, env: &[(&str, &str)], args: &[String]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
     cmd.env_clear();
     for var in ["PATH", "HOME"] {
@@ -102,12 +102,34 @@ fn command(dir: &Path, port: u16, env: &[(&str, &str)], args: &[String]) -> Comm
         cmd.env(k, v);
     }
     cmd.args(args).current_dir(dir);
+    cmd
+}
+
+/// [`bare_command`] with stdout and stderr going to `stdout.log` and
+/// `stderr.log` in `dir`.
+fn command(dir: &Path, port: u16, env: &[(&str, &str)], args: &[String]) -> Command {
+    let mut cmd = bare_command(dir, port, env, args);
     let stdout = File::create(dir.join("stdout.log")).expect("stdout log");
     let stderr = File::create(dir.join("stderr.log")).expect("stderr log");
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr));
     cmd
+}
+
+/// Run the binary to completion in `dir` with the harness defaults
+/// (`PORT` = `port`), `env` and `args`; output captured.
+pub fn run_once(
+    dir: &Path,
+    port: u16,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    bare_command(dir, port, env, &args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run switchyard")
 }
 
 fn logs_of(dir: &Path) -> String {
@@ -255,6 +277,14 @@ impl Server {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Run the binary once more, to completion, as this server was started:
+    /// same working directory, harness defaults (`PORT` = this server's),
+    /// then `env` (pass the env the server got), then `args`. For one-shot
+    /// modes such as `--health`; output captured, not logged.
+    pub fn run_alongside(&self, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+        run_once(&self.dir, self.port, env, args)
     }
 
     /// Send a signal (e.g. "TERM", "INT") to the server process.

@@ -1,0 +1,427 @@
+//! The Dockerfile, checked without a Docker engine (hadolint lints it in
+//! `make lint`; this checks what a linter cannot):
+//!
+//! - the HEALTHCHECK command is a real mode of the binary the image ships:
+//!   run against a server started with the image's own `ENV` (wildcard
+//!   `HOST` included), it exits 0, within the HEALTHCHECK's `--timeout`;
+//! - the dependency-caching stage copies the manifest of every member of
+//!   `[workspace] members` (and nothing else before it builds), gives every
+//!   target of every member a stub source, and deletes the stub artefacts of
+//!   the workspace crates, so adding a member or a target cannot silently
+//!   break the image build or ship a stub;
+//! - the real sources of every crate the server is built from are copied
+//!   after that stage.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+fn repo_file(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// One Dockerfile instruction: keyword (upper case) and its arguments, with
+/// continuation lines joined and comment lines dropped.
+#[derive(Debug, Clone)]
+struct Instruction {
+    keyword: String,
+    args: String,
+}
+
+fn instructions(text: &str) -> Vec<Instruction> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                let (keyword, args) = current
+                    .split_once(char::is_whitespace)
+                    .unwrap_or((&current, ""));
+                out.push(Instruction {
+                    keyword: keyword.to_ascii_uppercase(),
+                    args: args.trim().to_string(),
+                });
+                current.clear();
+            }
+        }
+    }
+    assert!(current.is_empty(), "dangling continuation line");
+    out
+}
+
+fn dockerfile() -> Vec<Instruction> {
+    instructions(&repo_file("Dockerfile"))
+}
+
+/// The instructions of each stage, in order.
+fn stages(all: &[Instruction]) -> Vec<Vec<Instruction>> {
+    let mut stages: Vec<Vec<Instruction>> = Vec::new();
+    for i in all {
+        if i.keyword == "FROM" {
+            stages.push(Vec::new());
+        }
+        stages.last_mut().expect("FROM first").push(i.clone());
+    }
+    stages
+}
+
+/// `KEY=value` pairs of an `ENV` line (unquoted values only).
+fn env_pairs(args: &str) -> Vec<(String, String)> {
+    args.split_whitespace()
+        .map(|pair| {
+            assert!(
+                !pair.contains('"') && !pair.contains('\''),
+                "quoted ENV: {pair}"
+            );
+            let (k, v) = pair.split_once('=').expect("ENV KEY=value");
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// The JSON (exec-form) argument vector at the end of `args`.
+fn exec_form(args: &str) -> Vec<String> {
+    let start = args.find('[').expect("exec form");
+    serde_json::from_str(&args[start..]).expect("JSON array")
+}
+
+/// `--name=value` options of HEALTHCHECK.
+fn option<'a>(args: &'a str, name: &str) -> Option<&'a str> {
+    args.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("--{name}=")))
+}
+
+/// `3s`, `500ms`, `1m` as Docker reads durations (the forms used here).
+fn docker_duration(s: &str) -> Duration {
+    if let Some(ms) = s.strip_suffix("ms") {
+        return Duration::from_millis(ms.parse().unwrap());
+    }
+    if let Some(secs) = s.strip_suffix('s') {
+        return Duration::from_secs(secs.parse().unwrap());
+    }
+    if let Some(mins) = s.strip_suffix('m') {
+        return Duration::from_secs(60 * mins.parse::<u64>().unwrap());
+    }
+    panic!("unsupported duration {s:?}");
+}
+
+#[tokio::test]
+async fn healthcheck_runs_a_real_flag_of_the_shipped_binary() {
+    let all = dockerfile();
+    let stages = stages(&all);
+    let runtime = stages.last().unwrap();
+    let find = |keyword: &str| {
+        runtime
+            .iter()
+            .find(|i| i.keyword == keyword)
+            .unwrap_or_else(|| panic!("no {keyword} in the runtime stage"))
+    };
+
+    let health = find("HEALTHCHECK");
+    let cmd_at = health
+        .args
+        .find(" CMD ")
+        .expect("HEALTHCHECK ... CMD [...]");
+    let argv = exec_form(&health.args[cmd_at..]);
+    let entrypoint = exec_form(&find("ENTRYPOINT").args);
+    let copied = find("COPY");
+    assert!(
+        copied.args.starts_with("--from=build ") && copied.args.ends_with(&format!(" {}", argv[0])),
+        "the HEALTHCHECK runs the binary copied from the build stage: {copied:?} vs {argv:?}"
+    );
+    assert_eq!(
+        argv[0], entrypoint[0],
+        "HEALTHCHECK and ENTRYPOINT run one binary"
+    );
+    assert_eq!(&argv[1..], ["--health"], "{argv:?}");
+
+    // The probe's own deadline ends before Docker's.
+    let env = env_pairs(&find("ENV").args);
+    assert!(
+        !env.iter().any(|(k, _)| k == "HEALTH_CHECK_TIMEOUT_MS"),
+        "the image keeps the default probe timeout"
+    );
+    let docker_timeout = docker_duration(option(&health.args, "timeout").expect("--timeout"));
+    assert!(
+        docker_timeout > switchyard::healthcheck::DEFAULT_TIMEOUT,
+        "HEALTHCHECK --timeout {docker_timeout:?} must exceed the probe's {:?}",
+        switchyard::healthcheck::DEFAULT_TIMEOUT
+    );
+    assert!(
+        env.iter().any(|(k, v)| k == "HOST" && v == "0.0.0.0"),
+        "{env:?}"
+    );
+
+    // The image's ENV (HOST=0.0.0.0 …) plus an app; PORT is the harness's
+    // free port, metrics stay off (the harness default) so 9601 is not needed.
+    let mut run_env: Vec<(&str, &str)> = app_env();
+    run_env.extend(
+        env.iter()
+            .filter(|(k, _)| k != "PORT")
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    let server = Server::start(&run_env).await;
+    let args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    let out = server.run_alongside(&run_env, &args);
+    assert!(started.elapsed() < docker_timeout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And unhealthy (1) once the server is gone.
+    drop(server);
+    let dir = common::security::TempDir::new();
+    let out = run_once(&dir.path, common::security::pick_port(), &run_env, &args);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// `*` matches any run of characters.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, tail)) => {
+            text.starts_with(head)
+                && (head.len()..=text.len())
+                    .any(|i| text.is_char_boundary(i) && glob_match(tail, &text[i..]))
+        }
+    }
+}
+
+/// Shell words of a RUN line, with redirections and `&&` as their own words.
+fn words(run: &str) -> Vec<String> {
+    run.replace('>', " > ")
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c| c == '\'' || c == '"' || c == ';')
+                .to_string()
+        })
+        .collect()
+}
+
+/// A member's path (`.` = the root) joined to `rest`.
+fn member_path(member: &str, rest: &str) -> String {
+    if member == "." {
+        rest.to_string()
+    } else {
+        format!("{member}/{rest}")
+    }
+}
+
+struct Member {
+    dir: String,
+    package: String,
+    /// Source files of its targets (lib and bins), relative to the root.
+    target_sources: Vec<String>,
+    lib: bool,
+}
+
+fn workspace_members() -> (Vec<Member>, toml::Value) {
+    let root: toml::Value = toml::from_str(&repo_file("Cargo.toml")).unwrap();
+    let members = root["workspace"]["members"].as_array().expect("members");
+    let members = members
+        .iter()
+        .map(|m| {
+            let dir = m.as_str().unwrap().to_string();
+            let manifest: toml::Value =
+                toml::from_str(&repo_file(&member_path(&dir, "Cargo.toml"))).unwrap();
+            let package = manifest["package"]["name"].as_str().unwrap().to_string();
+            let exists = |p: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join(p).is_file();
+            let mut target_sources = Vec::new();
+            let lib_path = manifest
+                .get("lib")
+                .and_then(|l| l.get("path"))
+                .and_then(|p| p.as_str())
+                .map(|p| member_path(&dir, p))
+                .unwrap_or_else(|| member_path(&dir, "src/lib.rs"));
+            let lib = exists(&lib_path);
+            if lib {
+                target_sources.push(lib_path);
+            }
+            let bins: Vec<String> = manifest
+                .get("bin")
+                .and_then(|b| b.as_array())
+                .map(|bins| {
+                    bins.iter()
+                        .filter_map(|b| b.get("path").and_then(|p| p.as_str()))
+                        .map(|p| member_path(&dir, p))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if bins.is_empty() {
+                let main = member_path(&dir, "src/main.rs");
+                if exists(&main) {
+                    target_sources.push(main);
+                }
+            } else {
+                target_sources.extend(bins);
+            }
+            assert!(!target_sources.is_empty(), "member {dir} has no lib or bin");
+            Member {
+                dir,
+                package,
+                target_sources,
+                lib,
+            }
+        })
+        .collect();
+    (members, root)
+}
+
+#[test]
+fn dependency_stage_matches_the_workspace() {
+    let all = dockerfile();
+    let build = &stages(&all)[0];
+    let (members, root) = workspace_members();
+    assert!(
+        members.len() >= 3,
+        "members: {:?}",
+        members.iter().map(|m| &m.dir).collect::<Vec<_>>()
+    );
+
+    // Everything before the first RUN: manifests and Cargo.lock only.
+    let first_run = build
+        .iter()
+        .position(|i| i.keyword == "RUN")
+        .expect("a RUN in the build stage");
+    let mut copied_early = Vec::new();
+    for i in &build[..first_run] {
+        if i.keyword == "COPY" {
+            let mut parts: Vec<&str> = i.args.split_whitespace().collect();
+            let dest = parts.pop().unwrap();
+            for src in parts {
+                assert!(
+                    src.ends_with("Cargo.toml") || src == "Cargo.lock",
+                    "only manifests before the dependency build, not {src:?} (to {dest})"
+                );
+                copied_early.push(src.to_string());
+            }
+        }
+    }
+    assert!(
+        copied_early.iter().any(|s| s == "Cargo.lock"),
+        "{copied_early:?}"
+    );
+    for m in &members {
+        let manifest = member_path(&m.dir, "Cargo.toml");
+        assert!(
+            copied_early.contains(&manifest),
+            "workspace member {:?}: its manifest {manifest} is not copied before the \
+             dependency build ({copied_early:?}); cargo cannot load the workspace without it",
+            m.dir
+        );
+    }
+    if let Some(excluded) = root["workspace"].get("exclude").and_then(|e| e.as_array()) {
+        for e in excluded {
+            let manifest = member_path(e.as_str().unwrap(), "Cargo.toml");
+            assert!(!copied_early.contains(&manifest), "{manifest} is excluded");
+        }
+    }
+
+    // The stub build: a source for every target, the workspace crates'
+    // artefacts deleted afterwards.
+    let stub = &build[first_run].args;
+    let stub_words = words(stub);
+    assert!(stub.contains("cargo build --release --locked"), "{stub}");
+    for m in &members {
+        for source in &m.target_sources {
+            assert!(
+                stub_words.iter().any(|w| w == source),
+                "member {:?}: no stub for {source} in the dependency RUN",
+                m.dir
+            );
+        }
+    }
+    let rm_at = stub_words
+        .iter()
+        .position(|w| w == "rm")
+        .expect("the stub RUN deletes the stub artefacts");
+    let globs: Vec<&String> = stub_words[rm_at + 1..]
+        .iter()
+        .take_while(|w| *w != "&&")
+        .filter(|w| !w.starts_with('-'))
+        .collect();
+    let hash = "0123456789abcdef";
+    for m in &members {
+        let mut artefacts = vec![format!("target/release/.fingerprint/{}-{hash}", m.package)];
+        if m.lib {
+            let crate_name = m.package.replace('-', "_");
+            artefacts.push(format!("target/release/deps/lib{crate_name}-{hash}.rlib"));
+        }
+        for artefact in artefacts {
+            assert!(
+                globs.iter().any(|g| glob_match(g, &artefact)),
+                "member {:?}: {artefact} survives the stub build ({globs:?})",
+                m.dir
+            );
+        }
+    }
+
+    // After it: the real sources of the server and of every crate it depends
+    // on by path, then the build of the shipped binary.
+    let rest = &build[first_run + 1..];
+    let copied_late: Vec<String> = rest
+        .iter()
+        .filter(|i| i.keyword == "COPY")
+        .map(|i| {
+            i.args
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect();
+    let mut server_crates = vec![".".to_string()];
+    if let Some(deps) = root.get("dependencies").and_then(|d| d.as_table()) {
+        for dep in deps.values() {
+            if let Some(path) = dep.get("path").and_then(|p| p.as_str()) {
+                server_crates.push(path.to_string());
+            }
+        }
+    }
+    for dir in &server_crates {
+        let src = member_path(dir, "src");
+        assert!(
+            copied_late.contains(&src),
+            "{src} is not copied after the dependency stage ({copied_late:?})"
+        );
+    }
+    let last_run = rest.iter().rev().find(|i| i.keyword == "RUN").unwrap();
+    assert!(
+        last_run
+            .args
+            .contains("cargo build --release --locked --bin switchyard"),
+        "{last_run:?}"
+    );
+}
+
+#[test]
+fn glob_matching() {
+    assert!(glob_match("a-*", "a-b"));
+    assert!(glob_match("*x*", "axb"));
+    assert!(!glob_match("a-*", "b-a"));
+    assert!(glob_match(
+        "target/release/deps/*switchyard*",
+        "target/release/deps/libswitchyard_actors-1.rlib"
+    ));
+    assert!(!glob_match(
+        "target/release/switchyard*",
+        "target/release/deps/switchyard-1"
+    ));
+}

@@ -1,6 +1,8 @@
 //! Command-line flags. Sockudo has only `--config`, `--help` and `--version`;
-//! `--check-config` is Switchyard's (validate and exit, for deploy pipelines).
-//! Hand-rolled because four flags do not justify an argument-parser crate.
+//! `--check-config`, `--health` and `--help-env` are Switchyard's. Hand-rolled:
+//! six flags without values do not justify an argument-parser crate, and the
+//! environment variables — the real interface — are listed by `--help-env`
+//! from the loader's own table (`vars.rs`).
 
 use std::path::PathBuf;
 

@@ -146,13 +146,9 @@ fn check_config_validates_and_exits() {
     assert!(text.contains("RATE_LIMITER_DRIVER=redis"), "{text}");
 }
 
-#[test]
-fn env_example_is_a_valid_configuration() {
-    // .env.example must stay loadable: with credentials filled in it passes
-    // --check-config with no warning about them.
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
-        .expect(".env.example");
-    let filled = example
+/// `.env.example` with its blank app id and key filled in.
+fn with_id_and_key(example: &str) -> String {
+    example
         .replace(
             "SOCKUDO_DEFAULT_APP_ID=\n",
             "SOCKUDO_DEFAULT_APP_ID=prod-app-0123abcd\n",
@@ -161,24 +157,20 @@ fn env_example_is_a_valid_configuration() {
             "SOCKUDO_DEFAULT_APP_KEY=\n",
             "SOCKUDO_DEFAULT_APP_KEY=k3y\n",
         )
-        .replace(
-            "SOCKUDO_DEFAULT_APP_SECRET=\n",
-            "SOCKUDO_DEFAULT_APP_SECRET=a-secret-that-is-at-least-thirty-two-bytes-long\n",
-        );
-    let dir = std::env::temp_dir().join(format!("sy-env-example-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(".env"), filled).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("--check-config")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .current_dir(&dir)
-        .output()
-        .expect("run switchyard");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    std::fs::remove_dir_all(&dir).ok();
-    assert_eq!(out.status.code(), Some(0), "{text}");
+}
+
+#[test]
+fn env_example_is_a_valid_configuration() {
+    // .env.example must stay loadable: with credentials filled in it passes
+    // --check-config with no warning about them.
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
+        .expect(".env.example");
+    let filled = with_id_and_key(&example).replace(
+        "SOCKUDO_DEFAULT_APP_SECRET=\n",
+        "SOCKUDO_DEFAULT_APP_SECRET=a-secret-that-is-at-least-thirty-two-bytes-long\n",
+    );
+    let (code, text) = run_with_dotenv(&filled, &["--check-config"]);
+    assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("apps=[prod-app-0123abcd(env)]"), "{text}");
     assert!(
         !text.contains("warning"),
@@ -193,20 +185,8 @@ fn env_example_as_shipped_refuses_to_start_and_says_why() {
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
         .expect(".env.example");
     assert!(example.contains("\nENVIRONMENT=production\n"));
-    let dir = std::env::temp_dir().join(format!("sy-env-example-raw-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(".env"), example).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("--check-config")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .current_dir(&dir)
-        .output()
-        .expect("run switchyard");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    std::fs::remove_dir_all(&dir).ok();
-    assert_eq!(out.status.code(), Some(2), "{text}");
+    let (code, text) = run_with_dotenv(&example, &["--check-config"]);
+    assert_eq!(code, Some(2), "{text}");
     assert!(
         text.contains("SOCKUDO_DEFAULT_APP_ID") && !text.contains("configuration OK"),
         "{text}"
@@ -225,31 +205,13 @@ fn env_example_secret_file_form_is_a_valid_configuration() {
     std::fs::write(&secret, "a-secret-that-is-at-least-thirty-two-bytes-long\n").unwrap();
     let line = "#SOCKUDO_DEFAULT_APP_SECRET_FILE=/run/secrets/app_secret\n";
     assert!(example.contains(line), ".env.example shows the _FILE form");
-    let filled = example
-        .replace(
-            "SOCKUDO_DEFAULT_APP_ID=\n",
-            "SOCKUDO_DEFAULT_APP_ID=prod-app-0123abcd\n",
-        )
-        .replace(
-            "SOCKUDO_DEFAULT_APP_KEY=\n",
-            "SOCKUDO_DEFAULT_APP_KEY=k3y\n",
-        )
-        .replace(
-            line,
-            &format!("SOCKUDO_DEFAULT_APP_SECRET_FILE={}\n", secret.display()),
-        );
-    std::fs::write(dir.join(".env"), filled).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("--check-config")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .current_dir(&dir)
-        .output()
-        .expect("run switchyard");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let filled = with_id_and_key(&example).replace(
+        line,
+        &format!("SOCKUDO_DEFAULT_APP_SECRET_FILE={}\n", secret.display()),
+    );
+    let (code, text) = run_with_dotenv(&filled, &["--check-config"]);
     std::fs::remove_dir_all(&dir).ok();
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("apps=[prod-app-0123abcd(env)]"), "{text}");
     assert!(!text.contains("warning"), "a 47-byte secret: {text}");
     assert!(!text.contains("thirty-two"), "{text}");

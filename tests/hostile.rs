@@ -1379,43 +1379,9 @@ fn app_path() -> String {
     format!("/app/{APP_KEY}?protocol=7&client=rust&version=1.0")
 }
 
-/// Write `request` on a fresh TCP connection; the status and what follows
-/// the head (for 101 the head alone, otherwise until the server closes).
+/// See [`exchange_raw`].
 async fn exchange(port: u16, request: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    s.write_all(request).await.expect("write the request");
-    let deadline = Instant::now() + RECV_TIMEOUT;
-    let mut buf = Vec::new();
-    loop {
-        let mut chunk = [0u8; 8192];
-        let left = deadline.saturating_duration_since(Instant::now());
-        let n = match tokio::time::timeout(left, s.read(&mut chunk)).await {
-            Err(_) => panic!(
-                "no complete answer in {RECV_TIMEOUT:?}: {:?}",
-                String::from_utf8_lossy(&buf)
-            ),
-            Ok(Err(e)) => panic!("read: {e} after {:?}", String::from_utf8_lossy(&buf)),
-            Ok(Ok(n)) => n,
-        };
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.starts_with(b"HTTP/1.1 101") && buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let rest = text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, body)| body.to_string());
-    (status, rest)
+    exchange_raw(port, request).await
 }
 
 fn assert_431_json(status: u16, body: &str, what: &str) {

@@ -211,7 +211,7 @@ mod tests {
             std::io::ErrorKind::InvalidData,
             FRAME_TOO_BIG,
         ));
-        let seen = std::io::Error::new(std::io::ErrorKind::Other, format!("{e}"));
+        let seen = std::io::Error::other(format!("{e}"));
         assert!(is_frame_too_big(&seen));
         assert!(!is_frame_too_big(&std::io::Error::other(
             "connection reset"

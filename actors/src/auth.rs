@@ -178,6 +178,36 @@ mod tests {
     }
 
     #[test]
+    fn auth_tokens_are_key_colon_hex_split_at_the_first_colon() {
+        let sig = sign(SECRET, &["1234.5678", ":", "private-orders"]);
+        let check = |auth: &str| {
+            verify_channel_auth(KEY, SECRET, "1234.5678", "private-orders", None, auth)
+        };
+        assert_eq!(check(&format!("{KEY}:{sig}")), Ok(()));
+        for (auth, want) in [
+            (String::new(), AuthError::Malformed),
+            (sig.clone(), AuthError::Malformed),
+            (format!(":{sig}"), AuthError::WrongKey),
+            (format!("{KEY} :{sig}"), AuthError::WrongKey),
+            (format!("APP-KEY:{sig}"), AuthError::WrongKey),
+            (format!("{KEY}:"), AuthError::InvalidSignature),
+            (format!("{KEY}:{sig}:"), AuthError::InvalidSignature),
+            (format!("{KEY}::{sig}"), AuthError::InvalidSignature),
+            (format!("{KEY}:{sig} "), AuthError::InvalidSignature),
+            (format!("{KEY}:{}", &sig[..62]), AuthError::InvalidSignature),
+            (format!("{KEY}:{sig}00"), AuthError::InvalidSignature),
+            (
+                format!("{KEY}:{}", "0".repeat(64)),
+                AuthError::InvalidSignature,
+            ),
+        ] {
+            assert_eq!(check(&auth), Err(want), "{auth:?}");
+        }
+        assert!(!verify(SECRET, &["x"], "not hex"));
+        assert!(!verify(SECRET, &["x"], ""));
+    }
+
+    #[test]
     fn presence_channel_example() {
         let data = r#"{"user_id":"42","user_info":{"name":"Ada"}}"#;
         let auth = "app-key:7eae5778a7edfe839d7a03f042293004e8cc0798fcf98a63b02be7f19f8bef86";

@@ -396,6 +396,160 @@ mod tests {
         );
     }
 
+    fn member(text: &str, max: usize) -> Result<(String, Option<String>), SubscriptionError> {
+        presence_member(text, max).map(|m| {
+            (
+                m.user_id.to_string(),
+                m.user_info.map(|i| i.get().to_string()),
+            )
+        })
+    }
+
+    #[test]
+    fn presence_user_id_is_at_most_128_bytes() {
+        let at = format!(r#"{{"user_id":"{}"}}"#, "u".repeat(MAX_USER_ID_BYTES));
+        assert_eq!(member(&at, 1024).unwrap().0.len(), 128);
+        let over = format!(r#"{{"user_id":"{}"}}"#, "u".repeat(MAX_USER_ID_BYTES + 1));
+        assert_eq!(
+            member(&over, 1024),
+            Err(SubscriptionError::LimitReached(
+                "user_id is longer than 128 characters".into()
+            ))
+        );
+        // Bytes, not characters: 64 two-byte characters fit, one more does not.
+        let at = format!(r#"{{"user_id":"{}"}}"#, "é".repeat(64));
+        assert!(member(&at, 1024).is_ok());
+        let over = format!(r#"{{"user_id":"{}x"}}"#, "é".repeat(64));
+        assert!(matches!(
+            member(&over, 1024),
+            Err(SubscriptionError::LimitReached(_))
+        ));
+    }
+
+    #[test]
+    fn channel_data_is_at_most_the_member_size_limit() {
+        let text = r#"{"user_id":"1","user_info":{"n":"Ada"}}"#;
+        assert!(member(text, text.len()).is_ok(), "exactly the limit");
+        assert_eq!(
+            member(text, text.len() - 1),
+            Err(SubscriptionError::LimitReached(format!(
+                "channel_data is larger than {} bytes",
+                text.len() - 1
+            )))
+        );
+        // The size is checked before the JSON: an oversized non-object is a
+        // limit error, not an auth error.
+        assert!(matches!(
+            member("[1,2,3]", 3),
+            Err(SubscriptionError::LimitReached(_))
+        ));
+    }
+
+    #[test]
+    fn presence_user_id_is_a_non_empty_string_or_a_number() {
+        assert_eq!(member(r#"{"user_id":"42"}"#, 100).unwrap().0, "42");
+        assert_eq!(
+            member(r#"{"user_id":42}"#, 100).unwrap().0,
+            "42",
+            "numbers are normalised to strings"
+        );
+        assert_eq!(member(r#"{"user_id":-7}"#, 100).unwrap().0, "-7");
+        assert_eq!(member(r#"{"user_id":1.5}"#, 100).unwrap().0, "1.5");
+        for bad in [
+            r#"{"user_id":""}"#,
+            r#"{"user_id":null}"#,
+            r#"{"user_id":true}"#,
+            r#"{"user_id":["1"]}"#,
+            r#"{"user_id":{"id":"1"}}"#,
+            r#"{"user_info":{}}"#,
+            r#"{"id":"1"}"#,
+        ] {
+            assert_eq!(
+                member(bad, 100),
+                Err(SubscriptionError::Auth(
+                    "channel_data must contain a user_id".into()
+                )),
+                "{bad}"
+            );
+        }
+        for bad in ["", "x", r#"["1"]"#, r#""{\"user_id\":\"1\"}""#, "1", "{"] {
+            match member(bad, 100) {
+                Err(SubscriptionError::Auth(m)) => {
+                    assert!(m.starts_with("Invalid channel_data: "), "{bad}: {m}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn presence_user_info_is_relayed_as_sent() {
+        assert_eq!(
+            member(
+                r#"{"user_id":"1","user_info": {"name" : "Ada", "n":[1, 2]} }"#,
+                100
+            )
+            .unwrap(),
+            ("1".into(), Some(r#"{"name" : "Ada", "n":[1, 2]}"#.into()))
+        );
+        assert_eq!(member(r#"{"user_id":"1"}"#, 100).unwrap().1, None);
+        assert_eq!(
+            member(r#"{"user_id":"1","user_info":"text"}"#, 100)
+                .unwrap()
+                .1,
+            Some(r#""text""#.into()),
+            "any JSON value"
+        );
+        assert_eq!(
+            member(r#"{"user_id":"1","extra":true}"#, 100).unwrap().0,
+            "1",
+            "other fields are ignored"
+        );
+    }
+
+    #[test]
+    fn signin_user_data_needs_a_non_empty_string_id() {
+        assert_eq!(signin_user_id(r#"{"id":"42"}"#), Ok("42".into()));
+        assert_eq!(
+            signin_user_id(r#"{"id":"42","user_info":{"name":"Ada"},"watchlist":["7"]}"#),
+            Ok("42".into())
+        );
+        let missing = PusherError::SigninFailed("Missing 'id' field in user_data".into());
+        for bad in [
+            r#"{}"#,
+            r#"{"id":""}"#,
+            r#"{"id":42}"#,
+            r#"{"id":null}"#,
+            r#"{"user_id":"42"}"#,
+        ] {
+            assert_eq!(signin_user_id(bad), Err(missing.clone()), "{bad}");
+        }
+        let invalid = PusherError::SigninFailed("Invalid user_data JSON".into());
+        for bad in [
+            "",
+            "42",
+            r#"["42"]"#,
+            r#""{\"id\":\"42\"}""#,
+            "{",
+            r#"{"id":"1"} x"#,
+        ] {
+            assert_eq!(signin_user_id(bad), Err(invalid.clone()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_events_are_named_in_at_most_64_bytes() {
+        let name = format!("pusher:{}", "é".repeat(100));
+        let text = format!(r#"{{"event":"{name}"}}"#);
+        match parse(&text) {
+            Err(FrameError::UnsupportedEvent(shown)) => {
+                assert!(shown.len() <= 64 && name.starts_with(&shown), "{shown}");
+                assert!(shown.len() > 60, "cut only as far as a character boundary");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn object_refuses_other_json_types() {
         #[derive(Deserialize, Debug)]

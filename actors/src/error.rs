@@ -151,4 +151,108 @@ mod tests {
             r#"{"event":"pusher:error","data":{"code":4009,"message":"Origin not allowed"}}"#
         );
     }
+
+    /// Every variant's code, whether it closes, and its message. The match
+    /// has no wildcard arm: a new variant does not compile until it is here.
+    #[test]
+    fn every_pusher_error_has_its_code_and_close_behaviour() {
+        use PusherError::*;
+        let table = [
+            (AppNotFound, 4001, true, "Application does not exist"),
+            (AppDisabled, 4003, true, "Application disabled"),
+            (
+                OverQuota,
+                4004,
+                true,
+                "Application is over connection quota",
+            ),
+            (PathNotFound, 4005, true, "Path not found"),
+            (
+                UnsupportedProtocol("4".into()),
+                4007,
+                true,
+                "Unsupported protocol version: 4",
+            ),
+            (NoProtocol, 4008, true, "No protocol version supplied"),
+            (OriginNotAllowed, 4009, true, "Origin not allowed"),
+            (Unauthorized("t".into()), 4009, true, "t"),
+            (SigninFailed("s".into()), 4009, false, "s"),
+            (OverCapacity, 4100, true, "Over capacity"),
+            (
+                ReconnectImmediately,
+                4200,
+                true,
+                "Server shutting down, reconnect immediately",
+            ),
+            (PongTimeout, 4201, true, "Pong reply not received"),
+            (InvalidMessage("m".into()), 4300, false, "m"),
+            (ClientEventRejected("r".into()), 4301, false, "r"),
+            (
+                ClientEventRateLimit,
+                4301,
+                false,
+                "Client event rejected due to rate limit",
+            ),
+            (
+                ClientEventRateLimitTerminate,
+                4301,
+                true,
+                "Connection closed due to client event rate limit",
+            ),
+        ];
+        for (e, code, closes, message) in &table {
+            match e {
+                AppNotFound
+                | AppDisabled
+                | OverQuota
+                | PathNotFound
+                | UnsupportedProtocol(_)
+                | NoProtocol
+                | OriginNotAllowed
+                | Unauthorized(_)
+                | SigninFailed(_)
+                | OverCapacity
+                | ReconnectImmediately
+                | PongTimeout
+                | InvalidMessage(_)
+                | ClientEventRejected(_)
+                | ClientEventRateLimit
+                | ClientEventRateLimitTerminate => {}
+            }
+            assert_eq!(e.code(), *code, "{e:?}");
+            assert_eq!(e.closes(), *closes, "{e:?}");
+            assert_eq!(e.to_string(), *message, "{e:?}");
+            let frame: serde_json::Value = serde_json::from_str(&e.frame()).unwrap();
+            assert_eq!(
+                frame,
+                serde_json::json!({"event": "pusher:error", "data": {"code": code, "message": message}}),
+                "{e:?}"
+            );
+        }
+        assert_eq!(table.len(), 16);
+    }
+
+    #[test]
+    fn subscription_errors_are_channel_scoped_frames() {
+        for (e, kind, status) in [
+            (
+                SubscriptionError::InvalidChannel("bad".into()),
+                "InvalidChannel",
+                400,
+            ),
+            (SubscriptionError::Auth("bad".into()), "AuthError", 401),
+            (
+                SubscriptionError::LimitReached("bad".into()),
+                "LimitReached",
+                403,
+            ),
+        ] {
+            assert_eq!(
+                &*e.frame("presence-r"),
+                format!(
+                    r#"{{"event":"pusher:subscription_error","channel":"presence-r","data":{{"type":"{kind}","error":"bad","status":{status}}}}}"#
+                )
+            );
+        }
+    }
 }

@@ -405,6 +405,144 @@ mod tests {
     }
 
     #[test]
+    fn truncate_keeps_at_most_max_bytes_and_cuts_on_a_char_boundary() {
+        assert_eq!(truncate("", 0), "");
+        assert_eq!(truncate("abc", 0), "");
+        assert_eq!(truncate("abc", 3), "abc", "exactly max: untouched");
+        assert_eq!(truncate("abcd", 3), "abc", "one over: cut");
+        assert_eq!(truncate("abc", 100), "abc");
+        // "é" is bytes 1..3 of "héllo": a cut inside it backs off to its start.
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("héllo", 3), "hé");
+        assert_eq!(truncate("€", 2), "", "a 3-byte character longer than max");
+        assert_eq!(truncate("a€", 3), "a");
+        assert_eq!(truncate("a€", 4), "a€");
+        // Whatever the cut, the result is the longest prefix that fits.
+        let s = "日本語ab🎉";
+        for max in 0..=s.len() + 1 {
+            let t = truncate(s, max);
+            assert!(t.len() <= max, "{max}: {t:?}");
+            assert!(s.starts_with(t));
+            if t.len() < s.len() {
+                let next = s[t.len()..].chars().next().unwrap().len_utf8();
+                assert!(t.len() + next > max, "{max}: {t:?} could be longer");
+            }
+        }
+    }
+
+    #[test]
+    fn channel_name_length_counts_bytes_and_the_server_to_user_prefix() {
+        // The whole name counts, prefix included.
+        let user = format!("{SERVER_TO_USER_PREFIX}{}", "1".repeat(4));
+        assert!(validate_channel_name(&user, user.len()).is_ok());
+        assert_eq!(
+            validate_channel_name(&user, user.len() - 1),
+            Err(ChannelNameError::TooLong {
+                max: user.len() - 1
+            })
+        );
+        // `#` is only allowed as that prefix.
+        for bad in [
+            "#server-to-user-4#2",
+            "a#b",
+            "#server-to-user",
+            "x#server-to-user-1",
+        ] {
+            assert_eq!(
+                validate_channel_name(bad, 200),
+                Err(ChannelNameError::InvalidCharacters),
+                "{bad}"
+            );
+        }
+        // Every allowed character, and a few that are not.
+        let all: String = ('a'..='z')
+            .chain('A'..='Z')
+            .chain('0'..='9')
+            .chain("_-=@,.;".chars())
+            .collect();
+        assert!(validate_channel_name(&all, 200).is_ok());
+        for c in [' ', '/', ':', '#', '%', '+', '!', '*', '\0', 'é', '０'] {
+            let name = format!("ab{c}cd");
+            assert_eq!(
+                validate_channel_name(&name, 200),
+                Err(ChannelNameError::InvalidCharacters),
+                "{name:?}"
+            );
+        }
+        assert_eq!(
+            validate_channel_name("", 0),
+            Err(ChannelNameError::Empty),
+            "empty is reported before length"
+        );
+    }
+
+    #[test]
+    fn every_frame_has_its_exact_shape() {
+        let cases: [(ByteString, &str); 13] = [
+            (frames::ping(), r#"{"event":"pusher:ping","data":{}}"#),
+            (frames::pong(), r#"{"event":"pusher:pong","data":{}}"#),
+            (
+                frames::error(Some(4301), "Client event rejected due to rate limit"),
+                r#"{"event":"pusher:error","data":{"code":4301,"message":"Client event rejected due to rate limit"}}"#,
+            ),
+            (
+                frames::error(None, "x"),
+                r#"{"event":"pusher:error","data":{"code":null,"message":"x"}}"#,
+            ),
+            (
+                frames::subscription_error("private-o", "AuthError", "Invalid signature", 401),
+                r#"{"event":"pusher:subscription_error","channel":"private-o","data":{"type":"AuthError","error":"Invalid signature","status":401}}"#,
+            ),
+            (
+                frames::subscription_succeeded("orders"),
+                r#"{"event":"pusher_internal:subscription_succeeded","channel":"orders","data":"{}"}"#,
+            ),
+            (
+                frames::presence_subscription_succeeded(
+                    "presence-r",
+                    r#"{"presence":{"ids":["1"],"hash":{"1":null},"count":1}}"#,
+                ),
+                r#"{"event":"pusher_internal:subscription_succeeded","channel":"presence-r","data":"{\"presence\":{\"ids\":[\"1\"],\"hash\":{\"1\":null},\"count\":1}}"}"#,
+            ),
+            (
+                frames::member_added(
+                    "presence-r",
+                    "42",
+                    Some(&RawValue::from_string(r#"{"name": "Ada"}"#.into()).unwrap()),
+                ),
+                r#"{"event":"pusher_internal:member_added","channel":"presence-r","data":"{\"user_id\":\"42\",\"user_info\":{\"name\": \"Ada\"}}"}"#,
+            ),
+            (
+                frames::member_added("presence-r", "42", None),
+                r#"{"event":"pusher_internal:member_added","channel":"presence-r","data":"{\"user_id\":\"42\"}"}"#,
+            ),
+            (
+                frames::member_removed("presence-r", "42"),
+                r#"{"event":"pusher_internal:member_removed","channel":"presence-r","data":"{\"user_id\":\"42\"}"}"#,
+            ),
+            (
+                frames::subscription_count("orders", 3),
+                r#"{"event":"pusher_internal:subscription_count","channel":"orders","data":"{\"subscription_count\":3}"}"#,
+            ),
+            (
+                frames::cache_miss("cache-p"),
+                r#"{"event":"pusher:cache_miss","channel":"cache-p","data":"{}"}"#,
+            ),
+            (
+                frames::signin_success(r#"{"id":"42"}"#),
+                r#"{"event":"pusher:signin_success","data":{"user_data":"{\"id\":\"42\"}"}}"#,
+            ),
+        ];
+        for (frame, want) in cases {
+            assert_eq!(&*frame, want);
+        }
+        assert_eq!(
+            &*frames::watchlist_event("online", &["7", "8"]),
+            r#"{"event":"pusher_internal:watchlist_events","data":{"events":[{"name":"online","user_ids":["7","8"]}]}}"#
+        );
+    }
+
+    #[test]
     fn frames_are_pusher_shaped() {
         let f = frames::connection_established("1.2", 120);
         let v: serde_json::Value = serde_json::from_str(&f).unwrap();

@@ -241,6 +241,69 @@ mod tests {
         assert!("1.2.3".parse::<SocketId>().is_err());
     }
 
+    #[test]
+    fn socket_ids_parse_only_two_runs_of_ascii_digits() {
+        assert_eq!(
+            "123.456".parse(),
+            Ok(SocketId {
+                node: 123,
+                seq: 456
+            })
+        );
+        assert_eq!("0.0".parse(), Ok(SocketId { node: 0, seq: 0 }));
+        assert_eq!(
+            "4294967295.18446744073709551615".parse(),
+            Ok(SocketId {
+                node: u32::MAX,
+                seq: u64::MAX
+            }),
+            "the largest values fit"
+        );
+        for bad in [
+            "",
+            ".",
+            "1",
+            ".1",
+            "1.",
+            "1..2",
+            "1.2.",
+            " 1.2",
+            "1.2 ",
+            "1 .2",
+            "+1.2",
+            "1.+2",
+            "-1.2",
+            "1.-2",
+            "1,2",
+            "1:2",
+            "0x1.2",
+            "1e3.2",
+            "١.٢",
+            "１.２",
+            "4294967296.1",
+            "1.18446744073709551616",
+        ] {
+            assert_eq!(bad.parse::<SocketId>(), Err(()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn socket_ids_display_as_node_dot_seq() {
+        let id = SocketId {
+            node: 7,
+            seq: 1_000_000,
+        };
+        assert_eq!(id.to_string(), "7.1000000");
+        let next = SocketId::next();
+        assert!(next.node < 1_000_000_000, "node is at most nine digits");
+        let text = next.to_string();
+        let (a, b) = text.split_once('.').unwrap();
+        assert!(
+            a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit()),
+            "{text}"
+        );
+    }
+
     fn app() -> Arc<App> {
         Arc::new(App::new("id", "key", "secret"))
     }

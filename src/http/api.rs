@@ -35,7 +35,7 @@ fn mailbox_error(e: actix::MailboxError) -> ApiError {
 }
 
 /// Which attributes an `info` parameter asks for.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct InfoFlags {
     user_count: bool,
     subscription_count: bool,
@@ -73,6 +73,7 @@ struct EventBody {
 }
 
 /// An event that passed validation.
+#[derive(Debug)]
 struct Event {
     name: String,
     /// A JSON string token, relayed into the frame as it is.
@@ -260,15 +261,26 @@ async fn info_attributes(
     info: InfoFlags,
 ) -> Result<Map<String, Value>, ApiError> {
     let reply = channel_info(state, app, channel).await?;
+    Ok(publish_attrs(channel, reply.stats, info))
+}
+
+/// A publish response's attributes for one channel: `user_count` only on
+/// presence channels (silently left out elsewhere), 0 for a channel nobody
+/// is subscribed to; `cache` is not reported here.
+fn publish_attrs(
+    channel: &str,
+    stats: Option<ChannelStats>,
+    info: InfoFlags,
+) -> Map<String, Value> {
     let mut attrs = Map::new();
-    let stats = reply.stats.unwrap_or_default();
+    let stats = stats.unwrap_or_default();
     if info.user_count && ChannelKind::of(channel).is_presence() {
         attrs.insert("user_count".into(), json!(stats.user_count.unwrap_or(0)));
     }
     if info.subscription_count {
         attrs.insert("subscription_count".into(), json!(stats.subscription_count));
     }
-    Ok(attrs)
+    attrs
 }
 
 /// `POST /apps/{app_id}/events`
@@ -300,13 +312,37 @@ pub async fn trigger_batch(
     path: web::Path<String>,
     state: web::Data<ServerState>,
 ) -> Result<HttpResponse, ApiError> {
+    let signed = authenticate(&req, payload, &state, &path).await?;
+    let app = &signed.app;
+    let events = validate_batch(app, &signed.body)?;
+    check_backend_budget(&state, app, events.len())?;
+    for event in &events {
+        publish(&state, app, event).await?;
+    }
+    if !events.iter().any(|e| e.info.any()) {
+        return Ok(empty_ok());
+    }
+    let mut results = Vec::with_capacity(events.len());
+    for event in &events {
+        let attrs = if event.info.any() {
+            info_attributes(&state, app, &event.channels[0], event.info).await?
+        } else {
+            Map::new()
+        };
+        results.push(Value::Object(attrs));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "batch": results })))
+}
+
+/// The body of `/batch_events`: a `batch` list of at most
+/// `max_event_batch_size` events, each naming a single channel and valid on
+/// its own; the first bad item's error names its index.
+fn validate_batch(app: &App, body: &[u8]) -> Result<Vec<Event>, ApiError> {
     #[derive(Deserialize)]
     struct Batch {
         batch: Option<Vec<EventBody>>,
     }
-    let signed = authenticate(&req, payload, &state, &path).await?;
-    let app = &signed.app;
-    let batch = parse_json::<Batch>(&signed.body)?
+    let batch = parse_json::<Batch>(body)?
         .batch
         .ok_or_else(|| ApiError::BadRequest("Body must contain a 'batch' list".into()))?;
     let max = app.limits.max_event_batch_size;
@@ -328,23 +364,7 @@ pub async fn trigger_batch(
                 .map_err(|e| prefix_error(e, &format!("Batch event {i}: ")))?,
         );
     }
-    check_backend_budget(&state, app, events.len())?;
-    for event in &events {
-        publish(&state, app, event).await?;
-    }
-    if !events.iter().any(|e| e.info.any()) {
-        return Ok(empty_ok());
-    }
-    let mut results = Vec::with_capacity(events.len());
-    for event in &events {
-        let attrs = if event.info.any() {
-            info_attributes(&state, app, &event.channels[0], event.info).await?
-        } else {
-            Map::new()
-        };
-        results.push(Value::Object(attrs));
-    }
-    Ok(HttpResponse::Ok().json(json!({ "batch": results })))
+    Ok(events)
 }
 
 fn prefix_error(e: ApiError, prefix: &str) -> ApiError {
@@ -364,13 +384,7 @@ pub async fn channels(
 ) -> Result<HttpResponse, ApiError> {
     let signed = authenticate(&req, payload, &state, &path).await?;
     check_read_budget(&state, &signed.app)?;
-    let prefix = signed.param("filter_by_prefix").map(str::to_string);
-    let info = InfoFlags::parse(signed.param("info"));
-    if info.user_count && !prefix.as_deref().unwrap_or("").starts_with("presence-") {
-        return Err(ApiError::BadRequest(
-            "info=user_count is only allowed with filter_by_prefix=presence-".into(),
-        ));
-    }
+    let (prefix, info) = list_query(signed.param("filter_by_prefix"), signed.param("info"))?;
     let app_id: Arc<str> = Arc::from(signed.app.id.as_str());
     let replies = join_all(state.registry.shards().iter().map(|shard| {
         shard.send(ListChannels {
@@ -389,6 +403,23 @@ pub async fn channels(
         }
     }
     Ok(HttpResponse::Ok().json(json!({ "channels": channels })))
+}
+
+/// `filter_by_prefix` and `info` of `GET /channels`: `info=user_count` only
+/// with a prefix that starts with `presence-` (every listed channel is then a
+/// presence channel).
+fn list_query(
+    prefix: Option<&str>,
+    info: Option<&str>,
+) -> Result<(Option<String>, InfoFlags), ApiError> {
+    let prefix = prefix.map(str::to_string);
+    let info = InfoFlags::parse(info);
+    if info.user_count && !prefix.as_deref().unwrap_or("").starts_with("presence-") {
+        return Err(ApiError::BadRequest(
+            "info=user_count is only allowed with filter_by_prefix=presence-".into(),
+        ));
+    }
+    Ok((prefix, info))
 }
 
 fn stats_attrs(stats: &ChannelStats, info: InfoFlags) -> Map<String, Value> {
@@ -419,15 +450,31 @@ pub async fn channel(
     let (app_id, channel) = path.into_inner();
     let signed: Signed = authenticate(&req, payload, &state, &app_id).await?;
     check_read_budget(&state, &signed.app)?;
-    check_channel_param(&signed.app, &channel)?;
-    let info = InfoFlags::parse(signed.param("info"));
-    let kind = ChannelKind::of(&channel);
-    if info.user_count && !kind.is_presence() {
+    let info = channel_query(&signed.app, &channel, signed.param("info"))?;
+    let reply = channel_info(&state, &signed.app, &channel).await?;
+    Ok(HttpResponse::Ok().json(channel_body(&channel, &reply, info)))
+}
+
+/// The channel name and `info` of `GET /channels/{name}`: a valid name, and
+/// `info=user_count` only for a presence channel.
+fn channel_query(app: &App, channel: &str, info: Option<&str>) -> Result<InfoFlags, ApiError> {
+    check_channel_param(app, channel)?;
+    let info = InfoFlags::parse(info);
+    if info.user_count && !ChannelKind::of(channel).is_presence() {
         return Err(ApiError::BadRequest(
             "info=user_count is only available for presence channels".into(),
         ));
     }
-    let reply = channel_info(&state, &signed.app, &channel).await?;
+    Ok(info)
+}
+
+/// `{"occupied":…}` plus the counts `info` asked for (0 when unoccupied) and,
+/// on a cache channel with `info=cache`, its cached event.
+fn channel_body<'a>(
+    channel: &str,
+    reply: &'a ChannelInfoReply,
+    info: InfoFlags,
+) -> ChannelBody<'a> {
     let mut attrs = Map::new();
     attrs.insert("occupied".into(), json!(reply.stats.is_some()));
     if let Some(stats) = &reply.stats {
@@ -441,10 +488,12 @@ pub async fn channel(
         }
     }
     let cache = match &reply.cache {
-        Some((frame, ttl)) if info.cache && kind.is_cache() => Some(CacheAttr::of(frame, *ttl)),
+        Some((frame, ttl)) if info.cache && ChannelKind::of(channel).is_cache() => {
+            Some(CacheAttr::of(frame, *ttl))
+        }
         _ => None,
     };
-    Ok(HttpResponse::Ok().json(ChannelBody { attrs, cache }))
+    ChannelBody { attrs, cache }
 }
 
 /// The body of `GET /channels/{name}`.
@@ -498,12 +547,7 @@ pub async fn channel_users(
     let (app_id, channel) = path.into_inner();
     let signed = authenticate(&req, payload, &state, &app_id).await?;
     check_read_budget(&state, &signed.app)?;
-    check_channel_param(&signed.app, &channel)?;
-    if !ChannelKind::of(&channel).is_presence() {
-        return Err(ApiError::BadRequest(
-            "Users can only be listed for presence channels".into(),
-        ));
-    }
+    users_query(&signed.app, &channel)?;
     let ids = state
         .registry
         .channel_shard(&signed.app.id, &channel)
@@ -515,6 +559,17 @@ pub async fn channel_users(
         .map_err(mailbox_error)?;
     let users: Vec<Value> = ids.iter().map(|id| json!({ "id": &**id })).collect();
     Ok(HttpResponse::Ok().json(json!({ "users": users })))
+}
+
+/// The channel of `GET /channels/{name}/users`: a valid presence channel name.
+fn users_query(app: &App, channel: &str) -> Result<(), ApiError> {
+    check_channel_param(app, channel)?;
+    if !ChannelKind::of(channel).is_presence() {
+        return Err(ApiError::BadRequest(
+            "Users can only be listed for presence channels".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// `POST /apps/{app_id}/users/{user_id}/terminate_connections`
@@ -541,3 +596,7 @@ pub async fn terminate_user(
     );
     Ok(empty_ok())
 }
+
+#[cfg(test)]
+#[path = "api_tests.rs"]
+mod tests;

@@ -81,3 +81,105 @@ impl ResponseError for ApiError {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+    use serde_json::{json, Value};
+
+    /// One of each variant. The match has no wildcard arm, so a new variant
+    /// does not compile until it is added here (and to the table below).
+    fn every_variant() -> Vec<ApiError> {
+        let all = vec![
+            ApiError::BadRequest("Event must have a 'name'".into()),
+            ApiError::Unauthorized("Invalid API signature".into()),
+            ApiError::Forbidden("App is disabled".into()),
+            ApiError::AppNotFound,
+            ApiError::NotFound,
+            ApiError::PayloadTooLarge("Event data is larger than 100 KB".into()),
+            ApiError::HeadersTooLarge("Request headers are larger than 8 KB".into()),
+            ApiError::TooManyRequests("Backend event rate limit exceeded".into()),
+            ApiError::Unavailable("Channel registry unavailable".into()),
+        ];
+        for e in &all {
+            match e {
+                ApiError::BadRequest(_)
+                | ApiError::Unauthorized(_)
+                | ApiError::Forbidden(_)
+                | ApiError::AppNotFound
+                | ApiError::NotFound
+                | ApiError::PayloadTooLarge(_)
+                | ApiError::HeadersTooLarge(_)
+                | ApiError::TooManyRequests(_)
+                | ApiError::Unavailable(_) => {}
+            }
+        }
+        all
+    }
+
+    /// (status, code, message) expected of each variant, in the same order.
+    const TABLE: [(u16, &str, &str); 9] = [
+        (400, "invalid_input", "Event must have a 'name'"),
+        (401, "auth_failed", "Invalid API signature"),
+        (403, "forbidden", "App is disabled"),
+        (404, "app_not_found", "App not found"),
+        (404, "not_found", "Not found"),
+        (413, "payload_too_large", "Event data is larger than 100 KB"),
+        (
+            431,
+            "headers_too_large",
+            "Request headers are larger than 8 KB",
+        ),
+        (429, "limit_exceeded", "Backend event rate limit exceeded"),
+        (503, "unavailable", "Channel registry unavailable"),
+    ];
+
+    #[actix_web::test]
+    async fn every_variant_has_its_status_code_and_json_body() {
+        for (e, (status, code, message)) in every_variant().into_iter().zip(TABLE) {
+            assert_eq!(e.status_code().as_u16(), status, "{e:?}");
+            assert_eq!(e.code(), code, "{e:?}");
+            let resp = e.error_response();
+            assert_eq!(resp.status().as_u16(), status, "{e:?}");
+            assert_eq!(
+                resp.headers().get("content-type").unwrap(),
+                "application/json",
+                "{e:?}"
+            );
+            let body = to_bytes(resp.into_body()).await.unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            // Exactly these three fields, Sockudo's shape.
+            assert_eq!(
+                body,
+                json!({"error": message, "code": code, "status": status}),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_only_on_429() {
+        for e in every_variant() {
+            let resp = e.error_response();
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap());
+            if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+                assert_eq!(retry, Some("1"), "{e:?}");
+            } else {
+                assert_eq!(retry, None, "{e:?}");
+            }
+        }
+    }
+
+    #[actix_web::test]
+    async fn messages_are_escaped_into_the_json_string() {
+        let message = "Invalid channel 'a\"b\\c\n': \u{7f} caf\u{e9}";
+        let resp = ApiError::BadRequest(message.into()).error_response();
+        let body: Value = serde_json::from_slice(&to_bytes(resp.into_body()).await.unwrap())
+            .expect("still valid JSON");
+        assert_eq!(body["error"], message);
+    }
+}

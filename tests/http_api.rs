@@ -511,6 +511,29 @@ async fn publish_validation_errors_are_400_invalid_input() {
 // ---------------------------------------------------------------------------
 // Errors: 401
 
+/// serde's derive accepts an array for a struct, so a signed body like
+/// `["name","data","channel"]` was published. Only objects are events.
+#[tokio::test]
+async fn array_shaped_bodies_are_400_and_publish_nothing() {
+    let server = Server::start_app(&[]).await;
+    let api = server.api();
+    let mut ws = server.connect().await;
+    ws.subscribe("arr").await;
+    for (path, body) in [
+        ("/events", r#"["e","\"x\"","arr",null,null,null]"#),
+        ("/events", r#"["e","\"x\"",null,["arr"]]"#),
+        ("/batch_events", r#"{"batch":[["e","\"x\"","arr"]]}"#),
+        ("/batch_events", r#"[[["e","\"x\"","arr"]]]"#),
+    ] {
+        api.post(path, body)
+            .await
+            .assert_error(400, "invalid_input");
+    }
+    ws.expect_silence(SILENCE).await;
+    api.publish("arr", "ok", "1").await;
+    ws.expect_channel_event("ok", "arr").await;
+}
+
 fn truncate(s: &str, n: usize) -> &str {
     &s[..s.len().min(n)]
 }

@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 use std::borrow::Cow;
 use std::sync::Arc;
 use switchyard_actors::app::App;
+use switchyard_actors::command;
 use switchyard_actors::messages::{
     Broadcast, ChannelInfo, ChannelInfoReply, ChannelStats, ListChannels, PresenceUsers,
     TerminateUser,
@@ -202,9 +203,13 @@ fn check_read_budget(state: &ServerState, app: &App) -> Result<(), ApiError> {
     )))
 }
 
+/// A JSON object of the documented shape. serde's derive would also accept
+/// an array for a struct (fields by position), so the object rule of
+/// `command::object` applies here as it does to client frames.
 fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::BadRequest("Invalid JSON body: not UTF-8".into()))?;
+    command::object(text).map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
 }
 
 async fn publish(state: &ServerState, app: &App, event: &Event) -> Result<(), ApiError> {
@@ -339,8 +344,9 @@ pub async fn trigger_batch(
 /// its own; the first bad item's error names its index.
 fn validate_batch(app: &App, body: &[u8]) -> Result<Vec<Event>, ApiError> {
     #[derive(Deserialize)]
-    struct Batch {
-        batch: Option<Vec<EventBody>>,
+    struct Batch<'a> {
+        #[serde(borrow)]
+        batch: Option<Vec<&'a RawValue>>,
     }
     let batch = parse_json::<Batch>(body)?
         .batch
@@ -354,6 +360,8 @@ fn validate_batch(app: &App, body: &[u8]) -> Result<Vec<Event>, ApiError> {
     }
     let mut events = Vec::with_capacity(batch.len());
     for (i, item) in batch.into_iter().enumerate() {
+        let item: EventBody = command::object(item.get())
+            .map_err(|e| ApiError::BadRequest(format!("Batch event {i}: {e}")))?;
         if item.channels.as_ref().is_some_and(|c| c.len() > 1) {
             return Err(ApiError::BadRequest(format!(
                 "Batch event {i} must name a single 'channel'"

@@ -324,6 +324,10 @@ fn body_must_be_json_with_fields_of_the_right_types() {
         "not json",
         "{",
         r#"{"name":"e","data":"d","channel":7}"#,
+        // Array-shaped bodies once filled the struct by position.
+        r#"["e","d","chan",null,null,null]"#,
+        r#"["e","d",null,["chan"]]"#,
+        r#"{"name":"e","data":"d","channel":"a","channel":"b"}"#,
     ] {
         let m = bad_request(
             parse_json::<EventBody>(body.as_bytes()).and_then(|b| validate_event(&app, b)),
@@ -495,6 +499,14 @@ fn batch_needs_a_batch_list() {
     for body in [json!({"batch": {}}), json!({"batch": "x"}), json!([])] {
         assert!(bad_request(batch(&app, &body)).starts_with("Invalid JSON body: "));
     }
+    // Each item must be an object too.
+    for item in [json!(["e", "d", "chan"]), json!("e"), json!(7)] {
+        let m = bad_request(batch(&app, &json!({"batch": [item.clone()]})));
+        assert!(m.starts_with("Batch event 0: "), "{item}: {m}");
+    }
+    assert!(
+        bad_request(batch(&app, &json!([[["e", "d", "chan"]]]))).starts_with("Invalid JSON body: ")
+    );
     assert!(
         batch(&app, &json!({"batch": []})).unwrap().is_empty(),
         "an empty batch publishes nothing"

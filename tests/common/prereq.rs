@@ -8,7 +8,6 @@
 //! straight to the terminal (the test harness does not capture it), so a
 //! green run never hides a test that did not run.
 
-use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -61,43 +60,88 @@ pub fn require_tool(name: &str, install: &str) -> Option<PathBuf> {
     }
 }
 
-/// How many times [`within`] tries before it gives up on the machine.
-const ATTEMPTS: usize = 5;
+/// How many inconclusive attempts a [`Window`] allows before it gives up.
+const ATTEMPTS: u32 = 5;
 
 /// A timing-dependent check — "the request after the budget is refused" —
 /// proves something only if its steps ran inside the limiter's window: a
-/// request that arrives after a refill is rightly accepted. `attempt` runs
-/// the steps and returns what it saw; `settled(&seen)` says whether that
-/// outcome stands however long it took (typically: the refusal came).
-/// An attempt that took `window` or longer (measured from before its first
-/// request to after its last answer, so the server's own interval was no
-/// longer) and is not settled is inconclusive: wait `reset` for the
-/// limiter to refill and try again. The first conclusive outcome is
-/// returned for the caller to assert on; never returns an inconclusive one.
-pub async fn within<T, F, Fut>(
-    what: &str,
+/// request that arrives after a refill is rightly accepted. So the steps run
+/// as attempts:
+///
+/// ```ignore
+/// let mut w = prereq::Window::new("2 reads then a 3rd", ms(500), ms(1100));
+/// let third = loop {
+///     w.start().await;
+///     /* the steps */
+///     if w.conclusive(third.status == 429) { break third; }
+/// };
+/// assert_eq!(third.status, 429); // now a real failure if it is not
+/// ```
+///
+/// An attempt is conclusive when it took less than `window` (measured from
+/// before its first request to after its last answer, so the server's own
+/// interval was no longer) or when it is `settled` anyway (the refusal did
+/// come). An inconclusive one is retried after `reset` (the limiter refills
+/// meanwhile); after 5 inconclusive attempts the test fails, naming the
+/// machine as too loaded. Only a conclusive outcome reaches the assertions.
+pub struct Window {
+    what: String,
     window: Duration,
     reset: Duration,
-    mut attempt: F,
-    settled: impl Fn(&T) -> bool,
-) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = T>,
-{
-    let mut took = Vec::new();
-    for _ in 0..ATTEMPTS {
-        let start = Instant::now();
-        let seen = attempt().await;
-        let elapsed = start.elapsed();
-        if elapsed < window || settled(&seen) {
-            return seen;
+    started: Option<Instant>,
+    took: Vec<Duration>,
+}
+
+impl Window {
+    pub fn new(what: &str, window: Duration, reset: Duration) -> Window {
+        Window {
+            what: what.to_string(),
+            window,
+            reset,
+            started: None,
+            took: Vec::new(),
         }
-        took.push(elapsed);
-        tokio::time::sleep(reset).await;
     }
-    panic!(
-        "{what}: the steps never fit in {window:?} ({ATTEMPTS} attempts took {took:?}); \
-         the machine is too loaded for this check to mean anything"
-    );
+
+    /// Start an attempt (after `reset` when one came before).
+    pub async fn start(&mut self) {
+        if !self.took.is_empty() {
+            tokio::time::sleep(self.reset).await;
+        }
+        self.started = Some(Instant::now());
+    }
+
+    /// Inconclusive attempts so far.
+    pub fn retries(&self) -> u32 {
+        self.took.len() as u32
+    }
+
+    /// Whether the attempt just run counts (see [`Window`]); `false` means
+    /// run it again.
+    pub fn conclusive(&mut self, settled: bool) -> bool {
+        let elapsed = self
+            .started
+            .take()
+            .expect("Window::start before Window::conclusive")
+            .elapsed();
+        if settled || elapsed < self.window {
+            return true;
+        }
+        self.took.push(elapsed);
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}: attempt took {elapsed:?}, not under {:?}: inconclusive, retrying",
+            self.what,
+            self.window
+        );
+        assert!(
+            self.retries() < ATTEMPTS,
+            "{}: the steps never fit in {:?} ({ATTEMPTS} attempts took {:?}); \
+             the machine is too loaded for this check to mean anything",
+            self.what,
+            self.window,
+            self.took
+        );
+        false
+    }
 }

@@ -1,14 +1,21 @@
 //! Logging (security guide "Logging & Monitoring"): LOG_OUTPUT_FORMAT=json
 //! gives one JSON object per line with timestamp/level/message/target;
 //! security events are WARN lines with event, app_id, peer or socket_id and
-//! reason; the app secret never appears; LOG_INCLUDE_TARGET=false and
-//! LOG_COLORS_ENABLED=false; start-up warnings about weak credentials.
+//! reason; the app secret never appears; LOG_INCLUDE_TARGET=false;
+//! LOG_COLORS_ENABLED on a real pseudo-terminal (colours with true, none with
+//! false); start-up warnings about weak credentials.
 
 mod common;
 
+use common::prereq;
 use common::security::*;
 use common::*;
 use serde_json::{json, Value};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Distinctive, long enough not to trigger the short-secret warning.
@@ -247,9 +254,22 @@ async fn client_event_rate_limit_is_a_warn_event() {
     let server = json_server(&[("SOCKUDO_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND", "1")]).await;
     let mut ws = server.connect().await;
     subscribe_private(&mut ws, "private-rl").await;
-    ws.client_event("private-rl", "client-a", json!({})).await;
-    ws.client_event("private-rl", "client-a", json!({})).await;
-    ws.expect_error(4301).await;
+    // 1 per second: the 2nd is refused only inside the first one's second
+    let mut w = prereq::Window::new("2 client events in one second", ms(1000), ms(1100));
+    let second = loop {
+        w.start().await;
+        ws.client_event("private-rl", "client-a", json!({})).await;
+        ws.client_event("private-rl", "client-a", json!({})).await;
+        // in order: a 4301 before the pong, or the pong alone
+        ws.send_json(json!({"event": "pusher:ping", "data": {}}))
+            .await;
+        let f = ws.recv().await;
+        if w.conclusive(f.event() == "pusher:error") {
+            break f;
+        }
+    };
+    assert_eq!(second.event(), "pusher:error", "{}", second.raw);
+    assert_eq!(second.json["data"]["code"], 4301, "{}", second.raw);
     security_event(
         &server,
         "rate_limited",
@@ -392,33 +412,155 @@ async fn include_target_false_drops_the_target() {
     );
 }
 
+/// The binary with stdout and stderr on a pseudo-terminal, as in an
+/// operator's shell; everything it writes there is collected.
+struct OnTerminal {
+    port: u16,
+    child: std::process::Child,
+    output: Arc<Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    _dir: TempDir,
+}
+
+impl OnTerminal {
+    fn start(env: &[(&str, &str)]) -> OnTerminal {
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two new descriptors; the null name,
+        // termios and window size pointers are allowed.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors are fresh and owned only here.
+        let (master, slave) = unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let dir = TempDir::new();
+        let port = pick_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        cmd.env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("METRICS_ENABLED", "false")
+            .env("RATE_LIMITER_ENABLED", "false")
+            .env("RUST_LOG", "info")
+            .env("TERM", "xterm-256color");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .current_dir(&dir.path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(slave.try_clone().expect("dup pty")))
+            .stderr(Stdio::from(slave))
+            .spawn()
+            .expect("spawn switchyard on a pty");
+        // `cmd` still holds the slave ends; drop them, or the master never
+        // sees the end of the output.
+        drop(cmd);
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let sink = output.clone();
+        let reader = std::thread::spawn(move || {
+            let mut master = master;
+            let mut buf = [0u8; 4096];
+            // EIO once every slave end is closed (the child exited).
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        OnTerminal {
+            port,
+            child,
+            output,
+            reader: Some(reader),
+            _dir: dir,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    async fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !pred(&self.text()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what} on the terminal:\n{:?}",
+                self.text()
+            );
+            tokio::time::sleep(ms(25)).await;
+        }
+    }
+
+    /// Kill the process; all it wrote to the terminal.
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        self.text()
+    }
+}
+
+impl Drop for OnTerminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Colour is a terminal matter: on a terminal (where env_logger's automatic
+/// choice would colour), LOG_COLORS_ENABLED decides. If the setting were
+/// ignored one of the two runs would fail.
 #[tokio::test]
-async fn colors_disabled_means_no_escape_bytes() {
-    let mut env = app_env();
-    env.extend_from_slice(&[
-        ("LOG_OUTPUT_FORMAT", "text"),
-        ("LOG_COLORS_ENABLED", "false"),
-    ]);
-    let server = Server::start_ready(&env, None, Ready::Http).await;
-    // WARN and INFO lines
-    server
-        .api()
-        .get_with(
-            "/channels",
-            &[],
-            &Sign {
-                corrupt_signature: true,
-                ..Sign::default()
-            },
-        )
+async fn colors_follow_log_colors_enabled_on_a_terminal() {
+    for (enabled, coloured) in [("true", true), ("false", false)] {
+        let mut env = app_env();
+        env.extend_from_slice(&[
+            ("LOG_OUTPUT_FORMAT", "text"),
+            ("LOG_COLORS_ENABLED", enabled),
+        ]);
+        let term = OnTerminal::start(&env);
+        term.wait_for("the listening line", |t| t.contains("listening on"))
+            .await;
+        let server = format!("http://127.0.0.1:{}", term.port);
+        let api = Api::with_client(server, APP_ID, APP_KEY, APP_SECRET, http_client(None));
+        // a WARN line
+        let bad = Sign {
+            corrupt_signature: true,
+            ..Sign::default()
+        };
+        let r = api
+            .request_full("GET", &api.path("/channels"), &[], b"", &bad, &[])
+            .await;
+        assert_eq!(r.status, 401, "{r:?}");
+        term.wait_for("the api_auth_failed line", |t| {
+            t.contains("api_auth_failed")
+        })
         .await;
-    server.connect().await.assert_alive().await;
-    server
-        .wait_for_logs("warn line", ms(2000), |l| l.contains("api_auth_failed"))
-        .await;
-    let logs = server.logs();
-    assert!(logs.contains("WARN") && logs.contains("INFO"), "{logs}");
-    assert!(!logs.contains('\u{1b}'), "ANSI escape in logs:\n{logs:?}");
+        let out = term.stop();
+        assert!(
+            out.contains("WARN") && out.contains("INFO"),
+            "LOG_COLORS_ENABLED={enabled}: WARN and INFO lines expected:\n{out:?}"
+        );
+        assert_eq!(
+            out.contains('\u{1b}'),
+            coloured,
+            "LOG_COLORS_ENABLED={enabled} on a terminal: ANSI escapes expected: {coloured}\n{out:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -2,13 +2,15 @@
 //! accepted and refused with real `Origin` headers; a refusal is the exact
 //! 4009 frame then close 4009 and never `connection_established`; a missing
 //! Origin is refused when a list is set; `*` is accepted with a start-up
-//! warning; refusals are logged.
+//! warning; refusals are logged; no refusal of any kind (origin, key,
+//! disabled app, protocol, quota) holds one of the app's connection slots.
 
 mod common;
 
 use common::security::*;
 use common::*;
 use serde_json::json;
+use std::time::{Duration, Instant};
 
 const SECRET: &str = "origin-test-secret-0123456789abcdef";
 
@@ -156,8 +158,9 @@ async fn env_origin_list_from_the_guide_is_enforced_and_refusals_are_logged() {
         ],
     )
     .await;
-    // a refused socket never occupied a slot: an allowed one still works and
-    // the refusal is a warn line with event/code/origin
+    // the server still serves the allowed origin (that refusals hold no
+    // quota slot is refusals_of_every_kind_never_hold_a_quota_slot's job),
+    // and the refusal is a warn line with event/code/origin
     assert!(try_origin(&server, key, Some("https://app.example.com")).await);
     server
         .wait_for_logs("connection_refused warn line", ms(3000), |l| {
@@ -234,4 +237,103 @@ async fn origin_is_checked_after_the_app_key_and_before_the_quota() {
     second.expect_close(4004).await;
     assert!(!try_origin(&server, APP_KEY, Some("https://evil.example")).await);
     first.assert_alive().await;
+}
+
+const GOOD_ORIGIN: &str = "https://good.example";
+
+/// `quota`: 2 connections, one allowed origin; `off`: disabled.
+fn quota_config() -> String {
+    json!({"app_manager": {"driver": "memory", "array": {"apps": [
+        {"id": "quota", "key": "quota-key", "secret": SECRET, "enabled": true,
+         "max_connections": 2, "allowed_origins": [GOOD_ORIGIN]},
+        {"id": "off", "key": "off-key", "secret": SECRET, "enabled": false},
+    ]}}})
+    .to_string()
+}
+
+/// Live connections of `app_id` as the server counts them (`GET /usage`).
+async fn live(server: &Server, app_id: &str) -> u64 {
+    let r = http_get(&format!("{}/usage", server.http_base())).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json()["apps"][app_id]
+        .as_u64()
+        .unwrap_or_else(|| panic!("/usage without apps.{app_id}: {}", r.text))
+}
+
+/// Wait until the server counts `want` live connections for `app_id`.
+async fn wait_live(server: &Server, app_id: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = live(server, app_id).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{app_id}: {got} live connections after 10 s, expected {want}"
+        );
+        tokio::time::sleep(ms(20)).await;
+    }
+}
+
+/// Open `key` with `query` and `origin`; the socket stays open (its close
+/// frame unread) so a slot it held, if any, would still be held.
+async fn open(server: &Server, key: &str, query: &str, origin: &str) -> Ws {
+    let url = server.ws_url(&format!("/app/{key}{query}"));
+    Ws::try_open_with(&url, &[("Origin", origin)], None)
+        .await
+        .unwrap_or_else(|e| panic!("upgrade refused for {key}{query}: {e}"))
+}
+
+#[tokio::test]
+async fn refusals_of_every_kind_never_hold_a_quota_slot() {
+    let server = Server::start_with_config(&quota_config(), &[]).await;
+    let ok = "?protocol=7&client=js&version=8.4.0";
+    let kinds: [(&str, &str, &str, u16); 5] = [
+        ("quota-key", ok, "https://evil.example", 4009),
+        ("no-such-key", ok, GOOD_ORIGIN, 4001),
+        ("off-key", ok, GOOD_ORIGIN, 4003),
+        ("quota-key", "?protocol=99&client=js", GOOD_ORIGIN, 4007),
+        ("quota-key", "?client=js&version=8.4.0", GOOD_ORIGIN, 4008),
+    ];
+    // Many refusals of each kind, 5 times the quota, kept open meanwhile.
+    let mut refused: Vec<(Ws, u16)> = Vec::new();
+    for _ in 0..10 {
+        for (key, query, origin, code) in kinds {
+            let mut ws = open(&server, key, query, origin).await;
+            ws.expect_error(code.into()).await;
+            refused.push((ws, code));
+        }
+    }
+    assert_eq!(live(&server, "quota").await, 0, "refusals hold no slot");
+
+    // The full quota is still there ...
+    let mut a = open(&server, "quota-key", ok, GOOD_ORIGIN).await;
+    a.read_established().await;
+    let mut b = open(&server, "quota-key", ok, GOOD_ORIGIN).await;
+    b.read_established().await;
+    // ... and no more: over-quota refusals, which hold no slot either.
+    for _ in 0..10 {
+        let mut ws = open(&server, "quota-key", ok, GOOD_ORIGIN).await;
+        ws.expect_error(4004).await;
+        refused.push((ws, 4004));
+    }
+    assert_eq!(live(&server, "quota").await, 2);
+
+    // Closing one gives its slot back (once the server has seen the
+    // socket go: wait on its own count, not a sleep), and exactly one.
+    a.close().await;
+    wait_live(&server, "quota", 1).await;
+    let mut c = open(&server, "quota-key", ok, GOOD_ORIGIN).await;
+    c.read_established().await;
+    let mut d = open(&server, "quota-key", ok, GOOD_ORIGIN).await;
+    d.expect_error(4004).await;
+    d.expect_close(4004).await;
+    b.assert_alive().await;
+    c.assert_alive().await;
+
+    // every refused socket was a real refusal: its close carries its code
+    for (mut ws, code) in refused {
+        ws.expect_close(code).await;
+    }
 }

@@ -7,8 +7,9 @@
 //!
 //! nginx connects to the upstream from 127.0.0.2 (`proxy_bind`) and the test
 //! clients connect to nginx from 127.0.0.3 / 127.0.0.4, so "nginx's address"
-//! and "the client's address" are distinguishable. Without nginx (and no way
-//! to install it) the tests print SKIPPED and return.
+//! and "the client's address" are distinguishable. Without nginx the tests
+//! fail under CI=true with the install command, and locally print SKIPPED
+//! (tests/common/prereq.rs).
 
 mod common;
 

@@ -2,10 +2,16 @@
 //! the HTTP API and on WebSocket upgrades (429 at max+1, JSON body,
 //! Retry-After, x-ratelimit headers, buckets per client address with trusted
 //! proxy hops), the per-app limits (backend events, read requests, client
-//! events 4301) at their edges, the unsupported Redis driver, and the switch.
+//! events 4301) at their edges with Retry-After and their WARN lines, the
+//! unsupported Redis driver, and the switch.
+//!
+//! Checks that need requests to land inside a limiter's window retry when
+//! the machine was too slow for the window (prereq::Window); refills are
+//! waited for by the server's Retry-After or by sleeping past the window.
 
 mod common;
 
+use common::prereq;
 use common::security::*;
 use common::*;
 use serde_json::{json, Value};
@@ -44,11 +50,116 @@ fn assert_429_body(r: &RawResp) -> Value {
     v
 }
 
+/// A signed POST (`suffix` under `/apps/{id}`), headers kept.
+async fn call(api: &Api, suffix: &str, body: &Value) -> RawResp {
+    let body = body.to_string();
+    api.request_full(
+        "POST",
+        &api.path(suffix),
+        &[],
+        body.as_bytes(),
+        &Sign::default(),
+        &[],
+    )
+    .await
+}
+
+/// A signed GET (`suffix` under `/apps/{id}`), headers kept.
+async fn read(api: &Api, suffix: &str) -> RawResp {
+    api.request_full("GET", &api.path(suffix), &[], b"", &Sign::default(), &[])
+        .await
+}
+
+/// A per-app refusal (backend events, reads): the API's JSON error with
+/// `limit_exceeded` and a `Retry-After` of one second (the budgets are per
+/// second).
+fn assert_app_429(r: &RawResp) {
+    r.resp().assert_error(429, "limit_exceeded");
+    assert_eq!(
+        retry_after(r),
+        1,
+        "Retry-After of a per-second budget: {r:?}"
+    );
+}
+
+/// The WARN line of a per-app limit: event=rate_limited, limiter, app_id.
+async fn logged_rate_limit(server: &Server, limiter: &str) {
+    server
+        .wait_for_logs(
+            &format!("rate_limited {limiter} warn line"),
+            ms(3000),
+            |l| {
+                l.lines().any(|line| {
+                    line.contains(" WARN ")
+                        && text_field(line, "event") == Some("rate_limited")
+                        && text_field(line, "limiter") == Some(limiter)
+                        && text_field(line, "app_id") == Some(APP_ID)
+                })
+            },
+        )
+        .await;
+}
+
+/// With a per-app budget of 2 per second: `spend` (exactly the budget),
+/// then `one_more`, inside one refill (500 ms); retried after a full refill
+/// when the machine was too slow for that (tests/common/prereq.rs). Each
+/// attempt's events carry their own data tag; returns the conclusive
+/// attempt's tag and both answers.
+async fn budget_then_one_more(
+    api: &Api,
+    what: &str,
+    spend: (&str, fn(&str) -> Value),
+    one_more: (&str, fn(&str) -> Value),
+) -> (String, RawResp, RawResp) {
+    let mut w = prereq::Window::new(what, ms(500), ms(1100));
+    loop {
+        w.start().await;
+        let tag = format!("attempt-{}", w.retries());
+        let spent = call(api, spend.0, &spend.1(&tag)).await;
+        let over = call(api, one_more.0, &one_more.1(&tag)).await;
+        if w.conclusive(over.status == 429) {
+            return (tag, spent, over);
+        }
+    }
+}
+
+/// The `event` frames carrying data `tag`, on `channels` in this order;
+/// frames of earlier, inconclusive attempts (other tags) are skipped.
+async fn expect_tagged(ws: &mut Ws, event: &str, tag: &str, channels: &[&str]) {
+    let mut left = channels.iter();
+    let mut want = left.next();
+    while let Some(channel) = want {
+        let f = ws.recv().await;
+        assert_eq!(f.event(), event, "{}", f.raw);
+        if f.data_str() != tag {
+            continue;
+        }
+        assert_eq!(f.channel(), Some(*channel), "{}", f.raw);
+        want = left.next();
+    }
+}
+
+/// No frame carrying data `tag` within `d` (frames of other tags pass).
+async fn expect_none_tagged(ws: &mut Ws, tag: &str, d: Duration) {
+    let deadline = std::time::Instant::now() + d;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match tokio::time::timeout(left, ws.recv()).await {
+            Err(_) => return,
+            Ok(f) => assert_ne!(f.data_str(), tag, "refused event delivered: {}", f.raw),
+        }
+    }
+}
+
 fn retry_after(r: &RawResp) -> u64 {
+    let shown = || format!("{} {:?} {}", r.status, r.headers, r.text());
     r.header("retry-after")
-        .unwrap_or_else(|| panic!("Retry-After missing: {r:?}"))
+        .unwrap_or_else(|| panic!("Retry-After missing: {}", shown()))
         .parse()
-        .unwrap_or_else(|_| panic!("Retry-After not whole seconds: {r:?}"))
+        .unwrap_or_else(|_| panic!("Retry-After not whole seconds: {}", shown()))
 }
 
 #[tokio::test]
@@ -127,20 +238,46 @@ async fn api_limit_refuses_max_plus_one_with_json_and_retry_after() {
 
 #[tokio::test]
 async fn api_limit_refills_after_retry_after() {
-    // 2 per second: a token every 500 ms
+    // 2 per 4 s: a burst of 2, then a token every 2 s
     let server = limited(&[
         ("RATE_LIMITER_API_MAX_REQUESTS", "2"),
-        ("RATE_LIMITER_API_WINDOW_SECONDS", "1"),
+        ("RATE_LIMITER_API_WINDOW_SECONDS", "4"),
     ])
     .await;
-    let api = server.api();
-    assert_eq!(api.get_channels_with(&[]).await.status, 200);
-    assert_eq!(api.get_channels_with(&[]).await.status, 200);
-    let refused = api.get_channels_with(&[]).await;
+    let mut w = prereq::Window::new(
+        "2 API requests then a 3rd inside one refill",
+        Duration::from_secs(2),
+        Duration::ZERO,
+    );
+    let (api, burst, refused) = loop {
+        w.start().await;
+        // each attempt from a client address of its own: a full bucket
+        let from = ip(&format!("127.0.1.{}", w.retries() + 1));
+        let api = Api::with_client(
+            server.http_base(),
+            APP_ID,
+            APP_KEY,
+            APP_SECRET,
+            http_client(Some(from)),
+        );
+        let burst = [
+            api.get_channels_with(&[]).await.status,
+            api.get_channels_with(&[]).await.status,
+        ];
+        let refused = api.get_channels_with(&[]).await;
+        if w.conclusive(refused.status == 429) {
+            break (api, burst, refused);
+        }
+    };
+    assert_eq!(burst, [200, 200], "the burst of 2 passes");
     assert_429_body(&refused);
     let wait = retry_after(&refused);
-    assert_eq!(wait, 1, "rounded up to whole seconds, at least 1");
-    tokio::time::sleep(Duration::from_secs(wait) + ms(50)).await;
+    assert!(
+        (1..=2).contains(&wait),
+        "a token every 2 s, rounded up to whole seconds: Retry-After {wait}"
+    );
+    // the server's own clock says when: no slack added
+    tokio::time::sleep(Duration::from_secs(wait)).await;
     let again = api.get_channels_with(&[]).await;
     assert_eq!(again.status, 200, "after Retry-After: {again:?}");
 }
@@ -343,41 +480,68 @@ async fn backend_event_budget_counts_channels_and_batch_items() {
     for c in ["b-1", "b-2", "b-3"] {
         ws.subscribe(c).await;
     }
-    // more than the burst never passes: one event to 3 channels is 3 events
-    let r = api
-        .publish_body(json!({"name": "e", "channels": ["b-1", "b-2", "b-3"], "data": "x"}))
-        .await;
-    r.assert_error(429, "limit_exceeded");
+    // more than the burst never passes, whenever it comes: one event to 3
+    // channels is 3 events
+    let r = call(
+        &api,
+        "/events",
+        &json!({"name": "e", "channels": ["b-1", "b-2", "b-3"], "data": "x"}),
+    )
+    .await;
+    assert_app_429(&r);
     ws.expect_silence(ms(200)).await;
-    // exactly the budget: 2 channels
-    api.publish_body(json!({"name": "e", "channels": ["b-1", "b-2"], "data": "ok"}))
-        .await
-        .assert_ok();
-    ws.expect_channel_event("e", "b-1").await;
-    ws.expect_channel_event("e", "b-2").await;
-    // budget spent (refill is one per 500 ms)
-    api.publish_body(json!({"name": "e", "channel": "b-3", "data": "over"}))
-        .await
-        .assert_error(429, "limit_exceeded");
-    ws.expect_silence(ms(100)).await;
+    // exactly the budget (2 channels) passes; one more event inside the
+    // same refill (one per 500 ms) does not
+    let (tag, spent, over) = budget_then_one_more(
+        &api,
+        "2 events to 2 channels, then 1 more",
+        (
+            "/events",
+            |tag| json!({"name": "e", "channels": ["b-1", "b-2"], "data": tag}),
+        ),
+        (
+            "/events",
+            |tag| json!({"name": "e", "channel": "b-3", "data": tag}),
+        ),
+    )
+    .await;
+    assert_eq!(spent.status, 200, "exactly the budget: {spent:?}");
+    assert_app_429(&over);
+    expect_tagged(&mut ws, "e", &tag, &["b-1", "b-2"]).await;
+    expect_none_tagged(&mut ws, &tag, ms(100)).await;
+    logged_rate_limit(&server, "backend_event").await;
 
+    // a full bucket again: nothing spent for over a second, however slow
     tokio::time::sleep(ms(1100)).await;
-    let batch = |n: usize| {
+    let batch = |n: usize, tag: &str| {
         let items: Vec<Value> = (0..n)
-            .map(|i| json!({"name": "be", "channel": format!("b-{}", i + 1), "data": "d"}))
+            .map(|i| json!({"name": "be", "channel": format!("b-{}", i + 1), "data": tag}))
             .collect();
-        json!({ "batch": items }).to_string()
+        json!({ "batch": items })
     };
-    api.post("/batch_events", &batch(3))
-        .await
-        .assert_error(429, "limit_exceeded");
-    api.post("/batch_events", &batch(2)).await.assert_ok();
-    ws.expect_channel_event("be", "b-1").await;
-    ws.expect_channel_event("be", "b-2").await;
-    api.post("/batch_events", &batch(1))
-        .await
-        .assert_error(429, "limit_exceeded");
-    ws.expect_silence(ms(100)).await;
+    assert_app_429(&call(&api, "/batch_events", &batch(3, "x")).await);
+    let (tag, spent, over) = budget_then_one_more(
+        &api,
+        "a batch of 2, then a batch of 1",
+        ("/batch_events", |tag| {
+            json!({"batch": [
+                {"name": "be", "channel": "b-1", "data": tag},
+                {"name": "be", "channel": "b-2", "data": tag},
+            ]})
+        }),
+        (
+            "/batch_events",
+            |tag| json!({"batch": [{"name": "be", "channel": "b-3", "data": tag}]}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        spent.status, 200,
+        "a batch of exactly the budget: {spent:?}"
+    );
+    assert_app_429(&over);
+    expect_tagged(&mut ws, "be", &tag, &["b-1", "b-2"]).await;
+    expect_none_tagged(&mut ws, &tag, ms(100)).await;
     // reads have their own budget
     assert_eq!(api.get("/channels", &[]).await.status, 200);
 }
@@ -387,18 +551,31 @@ async fn read_request_budget_refuses_the_next_read() {
     let server =
         Server::start_app(&[("SOCKUDO_DEFAULT_APP_MAX_READ_REQUESTS_PER_SECOND", "2")]).await;
     let api = server.api();
-    assert_eq!(api.get("/channels", &[]).await.status, 200);
-    assert_eq!(api.get("/channels/some-channel", &[]).await.status, 200);
-    api.get("/channels/presence-x/users", &[])
-        .await
-        .assert_error(429, "limit_exceeded");
-    api.get("/channels", &[])
-        .await
-        .assert_error(429, "limit_exceeded");
+    let mut w = prereq::Window::new("2 reads, then 2 more inside one refill", ms(500), ms(1100));
+    let (budget, over) = loop {
+        w.start().await;
+        let budget = [
+            read(&api, "/channels").await.status,
+            read(&api, "/channels/some-channel").await.status,
+        ];
+        let over = [
+            read(&api, "/channels/presence-x/users").await,
+            read(&api, "/channels").await,
+        ];
+        if w.conclusive(over.iter().all(|r| r.status == 429)) {
+            break (budget, over);
+        }
+    };
+    assert_eq!(budget, [200, 200], "exactly the budget passes");
+    for r in &over {
+        assert_app_429(r);
+    }
+    logged_rate_limit(&server, "read_request").await;
     // publishing is not a read
     api.publish("some-channel", "e", "d").await;
-    tokio::time::sleep(ms(1100)).await;
-    assert_eq!(api.get("/channels", &[]).await.status, 200, "refilled");
+    // the server's own word on when to come back
+    tokio::time::sleep(Duration::from_secs(retry_after(&over[1]))).await;
+    assert_eq!(read(&api, "/channels").await.status, 200, "refilled");
 }
 
 #[tokio::test]
@@ -413,20 +590,43 @@ async fn client_event_limit_is_4301_at_max_plus_one_per_socket() {
     let mut tx2 = server.connect().await;
     tx2.subscribe_private(ch).await;
 
-    for i in 0..3 {
-        tx.client_event(ch, "client-n", json!({ "i": i })).await;
-    }
-    for i in 0..3 {
-        let f = rx.expect_channel_event("client-n", ch).await;
-        assert_eq!(f.data_json()["i"], i, "{}", f.raw);
-    }
-    tx.client_event(ch, "client-n", json!({"i": 3})).await;
-    let e = tx.expect_error(4301).await;
-    assert_eq!(
-        e.json["data"]["message"], "Client event rejected due to rate limit",
-        "{}",
-        e.raw
+    // The window is one second from the first event: the 4th must come
+    // inside it to be refused.
+    let mut w = prereq::Window::new(
+        "3 client events then a 4th inside one window",
+        Duration::from_secs(1),
+        ms(1100),
     );
+    let fourth = loop {
+        w.start().await;
+        for i in 0..3 {
+            tx.client_event(ch, "client-n", json!({ "i": i })).await;
+        }
+        for i in 0..3 {
+            let f = rx.expect_channel_event("client-n", ch).await;
+            assert_eq!(f.data_json()["i"], i, "{}", f.raw);
+        }
+        tx.client_event(ch, "client-n", json!({"i": 3})).await;
+        // its fate, in order: a 4301 before the pong, or the pong alone
+        tx.send_json(json!({"event": "pusher:ping", "data": {}}))
+            .await;
+        let f = tx.recv().await;
+        let refused = f.event() == "pusher:error";
+        if !refused {
+            rx.expect_channel_event("client-n", ch).await;
+        }
+        if w.conclusive(refused) {
+            break f;
+        }
+    };
+    assert_eq!(fourth.event(), "pusher:error", "4th event: {}", fourth.raw);
+    assert_eq!(fourth.json["data"]["code"], 4301, "{}", fourth.raw);
+    assert_eq!(
+        fourth.json["data"]["message"], "Client event rejected due to rate limit",
+        "{}",
+        fourth.raw
+    );
+    tx.expect_event("pusher:pong").await;
     rx.expect_silence(ms(200)).await;
     tx.assert_alive().await;
     // the budget is per socket
@@ -434,7 +634,7 @@ async fn client_event_limit_is_4301_at_max_plus_one_per_socket() {
     let f = rx.expect_channel_event("client-n", ch).await;
     assert_eq!(f.data_json()["from"], 2);
     tx.expect_channel_event("client-n", ch).await;
-    // the window passes
+    // the window passes (more than a second, however slow the machine)
     tokio::time::sleep(ms(1100)).await;
     tx.client_event(ch, "client-n", json!({"i": 4})).await;
     let f = rx.expect_channel_event("client-n", ch).await;
@@ -494,10 +694,22 @@ async fn disabled_limiter_or_none_driver_lifts_the_ip_limits_only() {
             let mut ws = server.connect().await;
             ws.assert_alive().await;
         }
-        // the per-app budget still applies
-        api.publish("c", "e", "d").await;
-        api.publish_body(json!({"name": "e", "channel": "c", "data": "d"}))
-            .await
-            .assert_error(429, "limit_exceeded");
+        // the per-app budget still applies: 1 per second
+        let body = json!({"name": "e", "channel": "c", "data": "d"});
+        let mut w = prereq::Window::new(
+            "2 publishes in one second",
+            Duration::from_secs(1),
+            ms(1100),
+        );
+        let (first, second) = loop {
+            w.start().await;
+            let first = call(&api, "/events", &body).await;
+            let second = call(&api, "/events", &body).await;
+            if w.conclusive(second.status == 429) {
+                break (first, second);
+            }
+        };
+        assert_eq!(first.status, 200, "{env:?}: {first:?}");
+        assert_app_429(&second);
     }
 }

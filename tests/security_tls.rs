@@ -1,14 +1,21 @@
 //! TLS (docs/security guide "SSL/TLS Configuration"): certificates generated
 //! here with rcgen, a real `wss://` client and HTTPS API calls over rustls
 //! trusting only the test CA; TLS 1.2 and 1.3 served, a TLS 1.1 ClientHello
-//! refused; the HTTP→HTTPS redirect listener; certificate errors at start-up;
-//! a chain file (leaf + intermediate) served whole.
+//! refused (also by `openssl s_client`); the HTTP→HTTPS redirect listener,
+//! including a real HTTPS port 443 that the redirect omits; certificate
+//! errors at start-up; a chain file (leaf + intermediate) served whole.
+//! Without openssl, or without the privilege to bind port 443, the tests
+//! that need them fail under CI=true and print SKIPPED locally
+//! (tests/common/prereq.rs).
 
 mod common;
 
+use common::prereq;
 use common::security::*;
 use common::*;
 use serde_json::json;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -183,9 +190,14 @@ fn client_hello(version: [u8; 2]) -> Vec<u8> {
     record
 }
 
-/// Send a ClientHello, return the first bytes the server answers (empty = closed).
+/// Send a ClientHello to 127.0.0.1:`port`, return the first bytes the
+/// server answers (empty = closed).
 async fn hello_reply(port: u16, hello: &[u8]) -> Vec<u8> {
-    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    hello_reply_at(SocketAddr::from(([127, 0, 0, 1], port)), hello).await
+}
+
+async fn hello_reply_at(addr: SocketAddr, hello: &[u8]) -> Vec<u8> {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(hello).await.unwrap();
     let mut buf = vec![0u8; 16];
     let mut got = 0;
@@ -233,9 +245,9 @@ async fn tls11_and_tls10_client_hellos_are_refused_with_an_alert() {
     }
 }
 
-/// `openssl s_client` forced to one protocol version; `None` without openssl.
-fn s_client(port: u16, flag: &str) -> Option<String> {
-    let out = std::process::Command::new("openssl")
+/// `openssl s_client` (at `openssl`) forced to one protocol version.
+fn s_client(openssl: &Path, port: u16, flag: &str) -> String {
+    let out = std::process::Command::new(openssl)
         .args([
             "s_client",
             "-connect",
@@ -246,34 +258,33 @@ fn s_client(port: u16, flag: &str) -> Option<String> {
         ])
         .stdin(std::process::Stdio::null())
         .output()
-        .ok()?;
-    Some(format!(
+        .unwrap_or_else(|e| panic!("running {}: {e}", openssl.display()));
+    format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    ))
+    )
 }
 
 #[tokio::test]
 async fn openssl_tls11_client_is_refused() {
+    let Some(openssl) = prereq::require_tool("openssl", "apt-get install -y openssl") else {
+        return;
+    };
     let c = certs();
     let server = tls_server(&c, &[]).await;
     let port = server.port;
-    let Some(tls12) = tokio::task::spawn_blocking(move || s_client(port, "-tls1_2"))
+    let bin = openssl.clone();
+    let tls12 = tokio::task::spawn_blocking(move || s_client(&bin, port, "-tls1_2"))
         .await
-        .unwrap()
-    else {
-        eprintln!("SKIPPED: no openssl binary");
-        return;
-    };
+        .unwrap();
     // control: the same client negotiates TLS 1.2
     assert!(
         tls12.contains("Protocol  : TLSv1.2") && !tls12.contains("Cipher is (NONE)"),
         "openssl -tls1_2 should connect:\n{tls12}"
     );
-    let tls11 = tokio::task::spawn_blocking(move || s_client(port, "-tls1_1"))
+    let tls11 = tokio::task::spawn_blocking(move || s_client(&openssl, port, "-tls1_1"))
         .await
-        .unwrap()
         .unwrap();
     assert!(
         tls11.contains("Cipher is (NONE)") && tls11.contains("alert"),
@@ -393,21 +404,49 @@ async fn redirect_listener_uses_domain_when_set() {
     }
 }
 
+/// A loopback address of this test process's own (127.44.x.y from the pid),
+/// so parallel test runs on one machine do not race for port 443.
+fn own_loopback(salt: u8) -> IpAddr {
+    let pid = std::process::id();
+    IpAddr::from([
+        127,
+        44u8.wrapping_add(salt),
+        (pid >> 8) as u8,
+        (pid as u8).max(1),
+    ])
+}
+
 #[tokio::test]
 async fn redirect_to_port_443_has_no_port_in_location() {
-    // Needs 127.0.0.1:443 (root); skipped when it is not free.
-    match std::net::TcpListener::bind("127.0.0.1:443") {
-        Ok(l) => drop(l),
-        Err(e) => {
-            eprintln!("SKIPPED: cannot bind 127.0.0.1:443: {e}");
-            return;
+    // The HTTPS listener really is on 443 (the port the redirect omits), on
+    // a loopback address of this process's own. Binding it needs root or
+    // CAP_NET_BIND_SERVICE: without either, a missing prerequisite.
+    let mut host = None;
+    for salt in 0..8 {
+        let ip = own_loopback(salt);
+        match std::net::TcpListener::bind((ip, 443)) {
+            Ok(l) => {
+                drop(l);
+                host = Some(ip);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => {
+                let fix = "run the tests as root, or allow it: \
+                           sysctl -w net.ipv4.ip_unprivileged_port_start=443";
+                prereq::missing::<()>(&format!("cannot bind {ip}:443 ({e})"), fix);
+                return;
+            }
         }
     }
+    let host = host.expect("port 443 in use on 8 loopback addresses");
     let c = certs();
     let hp = pick_port();
     let hps = hp.to_string();
+    let host_s = host.to_string();
     let mut env = app_env();
     env.extend_from_slice(&[
+        ("HOST", host_s.as_str()),
         ("PORT", "443"),
         ("SSL_ENABLED", "true"),
         ("SSL_CERT_PATH", c.cert.as_str()),
@@ -415,16 +454,25 @@ async fn redirect_to_port_443_has_no_port_in_location() {
         ("SSL_REDIRECT_HTTP", "true"),
         ("SSL_HTTP_PORT", hps.as_str()),
     ]);
-    let _server = Server::start_ready(&env, None, Ready::TcpPort(hp)).await;
-    let r = tcp_http(hp, "GET", "/x?y=1", &[("Host", "example.org:80")], b"")
-        .await
-        .unwrap();
-    assert_eq!(r.status, 301);
+    let redirect = SocketAddr::new(host, hp);
+    let _server = Server::start_ready(&env, None, Ready::TcpAddr(redirect)).await;
+    // control: TLS is served on host:443
+    let hello = hello_reply_at(SocketAddr::new(host, 443), &client_hello([0x03, 0x03])).await;
+    assert!(
+        hello.len() >= 6 && hello[0] == 0x16 && hello[5] == 0x02,
+        "{host}:443 should answer a ClientHello with a ServerHello, got {hello:02x?}"
+    );
+    let get = |method: &'static str, target: &'static str, host: &'static str| async move {
+        let tcp = TcpStream::connect(redirect).await.unwrap();
+        raw_http(tcp, method, target, &[("Host", host)], b"")
+            .await
+            .unwrap()
+    };
+    let r = get("GET", "/x?y=1", "example.org:80").await;
+    assert_eq!(r.status, 301, "{r:?}");
     assert_eq!(r.header("location"), Some("https://example.org/x?y=1"));
-    let post = tcp_http(hp, "POST", "/", &[("Host", "example.org")], b"")
-        .await
-        .unwrap();
-    assert_eq!(post.status, 308);
+    let post = get("POST", "/", "example.org").await;
+    assert_eq!(post.status, 308, "{post:?}");
     assert_eq!(post.header("location"), Some("https://example.org/"));
 }
 

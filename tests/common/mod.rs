@@ -23,6 +23,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod prereq;
+
 // ---------------------------------------------------------------------------
 // The app every `Server::start_app` server serves (through the env app).
 
@@ -1227,7 +1229,7 @@ pub mod security {
     use super::*;
     use std::collections::HashSet;
     use std::net::{IpAddr, SocketAddr};
-    use std::sync::{Arc, OnceLock};
+    use std::sync::Arc;
 
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
@@ -1296,6 +1298,9 @@ pub mod security {
         /// A TCP connection to this other port (e.g. the redirect listener)
         /// is accepted.
         TcpPort(u16),
+        /// A TCP connection to this address is accepted (a server on another
+        /// `HOST` than 127.0.0.1).
+        TcpAddr(SocketAddr),
     }
 
     impl Server {
@@ -1374,6 +1379,7 @@ pub mod security {
                         .is_ok_and(|r| r.status().as_u16() == 200),
                     Ready::TcpOpen => TcpStream::connect(("127.0.0.1", self.port)).await.is_ok(),
                     Ready::TcpPort(port) => TcpStream::connect(("127.0.0.1", *port)).await.is_ok(),
+                    Ready::TcpAddr(addr) => TcpStream::connect(addr).await.is_ok(),
                     Ready::Unix(path) => unix_http(path, "GET", "/up", &[], b"")
                         .await
                         .is_ok_and(|r| r.status == 200),
@@ -2152,77 +2158,14 @@ pub mod security {
         child: Option<Child>,
     }
 
-    fn running_as_root() -> bool {
-        std::fs::read_to_string("/proc/self/status")
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-            .unwrap_or(false)
-    }
-
-    fn find_nginx() -> Option<PathBuf> {
-        let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect())
-            .unwrap_or_default();
-        dirs.extend(["/usr/sbin", "/usr/local/sbin", "/usr/local/nginx/sbin"].map(PathBuf::from));
-        dirs.into_iter()
-            .map(|d| d.join("nginx"))
-            .find(|p| p.is_file())
-    }
-
-    fn apt_get(args: &[&str]) -> bool {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    /// The nginx binary; when missing and running as root, one attempt per
-    /// test binary to `apt-get install nginx` (SWITCHYARD_TEST_NO_APT=1 to
-    /// forbid). `Err` = why nginx tests are skipped.
-    pub fn nginx_binary() -> Result<PathBuf, String> {
-        static NGINX: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-        NGINX
-            .get_or_init(|| {
-                if let Some(p) = find_nginx() {
-                    return Ok(p);
-                }
-                if std::env::var_os("SWITCHYARD_TEST_NO_APT").is_some() {
-                    return Err("nginx not installed and SWITCHYARD_TEST_NO_APT is set".into());
-                }
-                if !running_as_root() {
-                    return Err("nginx not installed and not root (cannot apt-get install)".into());
-                }
-                let install = ["install", "-y", "-q", "--no-install-recommends", "nginx"];
-                if !apt_get(&install) {
-                    let _ = apt_get(&["update", "-q"]);
-                    if !apt_get(&install) {
-                        return Err("nginx not installed and `apt-get install nginx` failed".into());
-                    }
-                }
-                find_nginx().ok_or_else(|| "nginx installed but binary not found".into())
-            })
-            .clone()
-    }
-
     impl Nginx {
         /// Start nginx proxying to `upstream`. `proxy_bind` makes nginx connect
         /// to the upstream from that local address (e.g. 127.0.0.2), so the
-        /// server can tell nginx's address from the client's. `None` (after
-        /// printing why) when nginx is unavailable: the caller skips.
+        /// server can tell nginx's address from the client's. Without nginx:
+        /// a failure under CI, else `None` (SKIPPED printed) and the caller
+        /// returns ([`super::prereq::require_tool`]).
         pub async fn start(upstream: Upstream, proxy_bind: Option<&str>) -> Option<Nginx> {
-            let bin = match nginx_binary() {
-                Ok(b) => b,
-                Err(why) => {
-                    eprintln!("SKIPPED: {why}");
-                    return None;
-                }
-            };
+            let bin = super::prereq::require_tool("nginx", "apt-get install -y nginx")?;
             let target = match &upstream {
                 Upstream::Tcp(p) => format!("127.0.0.1:{p}"),
                 Upstream::Unix(path) => format!("unix:{}", path.display()),

@@ -27,7 +27,7 @@ after(async () => {
   await Promise.all(servers.map((s) => s.stop()));
 });
 
-describe('connection behaviour', { timeout: 30000 }, () => {
+describe('connection behaviour', { timeout: 60000 }, () => {
   it('heartbeat: the server pings an idle pusher-js, pusher-js answers, and the socket survives PONG_TIMEOUT', async () => {
     const s = await server({ ACTIVITY_TIMEOUT: '1', PONG_TIMEOUT: '2' });
     const client = await s.connectedClient();
@@ -35,11 +35,13 @@ describe('connection behaviour', { timeout: 30000 }, () => {
     // pusher-js takes min(server activity_timeout, its own) as its idle interval.
     assert.equal(client.connection.activityTimeout, 1000);
     const ch = await subscribe(client, unique('hb-'));
+    // Pings on this socket only: a 4201 would make pusher-js reconnect.
     const serverPings = [];
     client.connection.bind('message', (m) => {
-      if (m.event === 'pusher:ping') serverPings.push(m);
+      if (m.event === 'pusher:ping' && client.connection.socket_id === socketId) serverPings.push(m);
     });
     const states = record(client.connection, 'state_change');
+    const errors = record(client.connection, 'error');
     // pusher-js restarts its own 1 s idle timer on every frame it receives,
     // so with an event every 200 ms it never pings. It sends nothing, so the
     // server sees it idle and pings it. After a ping the server waits for an
@@ -55,7 +57,10 @@ describe('connection behaviour', { timeout: 30000 }, () => {
       }
     })();
     try {
-      await waitUntil(() => serverPings.length >= 2, 'two pusher:ping from the server', 15000);
+      await waitUntil(() => {
+        assert.deepEqual(errors, [], 'no 4201 (or any error) while waiting');
+        return serverPings.length >= 2;
+      }, 'two pusher:ping from the server on the same socket', 15000);
     } finally {
       pumping = false;
       await pump;
@@ -78,8 +83,12 @@ describe('connection behaviour', { timeout: 30000 }, () => {
     });
     const states = record(client.connection, 'state_change');
     // The server never sends pusher:pong unasked: each is the answer to a
-    // pusher:ping, and pusher-js pings again only after that answer.
-    await waitUntil(() => pongs.length >= 2, 'two pusher:pong from the server', 15000);
+    // pusher:ping, and pusher-js pings again only after that answer (without
+    // one it drops the socket after its pongTimeout and reconnects).
+    await waitUntil(() => {
+      assert.deepEqual(states, [], 'pusher-js kept its socket while waiting');
+      return pongs.length >= 2;
+    }, 'two pusher:pong from the server', 15000);
     assert.equal(client.connection.state, 'connected');
     assert.equal(client.connection.socket_id, socketId, 'socket must not have been replaced');
     assert.deepEqual(states, []);

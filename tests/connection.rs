@@ -340,18 +340,55 @@ async fn answering_server_pings_keeps_the_socket_open() {
     ws.assert_alive().await;
 }
 
+/// The idle-reset tests: a 2 s activity timeout (hub tick 500 ms) and a
+/// frame every 250 ms leave a 1.75 s margin before the server would ping, so
+/// a loaded machine cannot make the client look idle.
+const IDLE_ENV: [(&str, &str); 2] = [("ACTIVITY_TIMEOUT", "2"), ("PONG_TIMEOUT", "2")];
+const IDLE_ACTIVITY: Duration = Duration::from_secs(2);
+const KEEPALIVE_EVERY: Duration = Duration::from_millis(250);
+/// Two and a half activity timeouts of traffic.
+const KEEPALIVE_FOR: Duration = Duration::from_secs(5);
+
+/// Send `frame()` every 250 ms for 5 s: nothing may come back (no
+/// `pusher:ping`, no close; control frames are skipped). Then the positive
+/// control: once the frames stop, the server pings — not before the activity
+/// timeout has run from the last frame, and within it plus the hub's tick
+/// and slack.
+async fn idle_clock_follows_the_frames(ws: &mut Ws, frame: impl Fn() -> Message) {
+    let until = Instant::now() + KEEPALIVE_FOR;
+    while Instant::now() < until {
+        ws.send_message(frame()).await;
+        ws.expect_silence(KEEPALIVE_EVERY).await;
+    }
+    ws.send_message(frame()).await;
+    let last = Instant::now();
+    let ping = ws
+        .expect_event_within("pusher:ping", IDLE_ACTIVITY + Duration::from_secs(3))
+        .await;
+    let after = last.elapsed();
+    assert!(
+        after >= IDLE_ACTIVITY - ms(100),
+        "pinged {after:?} after the last frame, before the {IDLE_ACTIVITY:?} activity timeout"
+    );
+    assert!(ping.json.get("channel").is_none(), "{}", ping.raw);
+    ws.send_json(json!({"event": "pusher:pong", "data": {}}))
+        .await;
+    ws.assert_alive().await;
+}
+
 #[tokio::test]
 async fn any_inbound_frame_resets_idleness() {
-    let server = Server::start_app(&[("ACTIVITY_TIMEOUT", "1"), ("PONG_TIMEOUT", "1")]).await;
+    let server = Server::start_app(&IDLE_ENV).await;
     let mut ws = server.connect().await;
     ws.subscribe("keepalive").await;
-    // send a (harmless) frame every 300 ms for 2.7 s: the server must never
-    // ping, because the client is never idle for 1 s
-    for _ in 0..9 {
-        ws.unsubscribe("never-subscribed").await; // no reply by spec
-        ws.expect_silence(ms(300)).await;
-    }
-    ws.assert_alive().await;
+    // An unsubscribe from a channel it is not in: no reply by spec.
+    let frame = || {
+        Message::Text(
+            json!({"event": "pusher:unsubscribe", "data": {"channel": "never-subscribed"}})
+                .to_string(),
+        )
+    };
+    idle_clock_follows_the_frames(&mut ws, frame).await;
 }
 
 #[tokio::test]
@@ -368,13 +405,10 @@ async fn native_websocket_ping_is_answered_with_pong() {
 
 #[tokio::test]
 async fn native_websocket_pings_count_as_activity() {
-    let server = Server::start_app(&[("ACTIVITY_TIMEOUT", "1"), ("PONG_TIMEOUT", "1")]).await;
+    let server = Server::start_app(&IDLE_ENV).await;
     let mut ws = server.connect().await;
-    for _ in 0..9 {
-        ws.send_message(Message::Ping(b"k".to_vec())).await;
-        ws.expect_silence(ms(300)).await; // pongs are skipped; no pusher:ping, no close
-    }
-    ws.assert_alive().await;
+    // Each is answered with a pong control frame, which the reads skip.
+    idle_clock_follows_the_frames(&mut ws, || Message::Ping(b"k".to_vec())).await;
 }
 
 #[tokio::test]

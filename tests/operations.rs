@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::security::{http_client, send};
 use common::*;
 use std::process::Command;
 
@@ -20,6 +21,33 @@ async fn health_endpoints_answer_as_sockudo_does() {
     assert_eq!((unknown.status, unknown.text.as_str()), (404, "NOT_FOUND"));
     let live = http_get(&format!("{base}/live")).await;
     assert_eq!((live.status, live.text.as_str()), (200, "OK"));
+}
+
+/// README "Operations": `GET /` and `GET /up` answer 200 with header
+/// `X-Health-Check: OK`; `GET /up/{app_id}` is 200 `OK`, 404 `NOT_FOUND`
+/// for an unknown app, 503 `APP_DISABLED` for a disabled one — each with
+/// the same text in the header and the body.
+#[tokio::test]
+async fn health_answers_carry_x_health_check() {
+    const CONFIG: &str = r#"{"app_manager": {"driver": "memory", "array": {"apps": [
+        {"id": "on-app", "key": "on-key", "secret": "on-secret", "enabled": true},
+        {"id": "off-app", "key": "off-key", "secret": "off-secret", "enabled": false}
+    ]}}}"#;
+    let server = Server::start_with_config(CONFIG, &[]).await;
+    let client = http_client(None);
+    let base = server.http_base();
+    for (path, status, text) in [
+        ("/", 200, "OK"),
+        ("/up", 200, "OK"),
+        ("/up/on-app", 200, "OK"),
+        ("/up/no-such-app", 404, "NOT_FOUND"),
+        ("/up/off-app", 503, "APP_DISABLED"),
+    ] {
+        let r = send(&client, "GET", &format!("{base}{path}"), &[], b"").await;
+        assert_eq!(r.status, status, "GET {path}: {r:?}");
+        assert_eq!(r.header("x-health-check"), Some(text), "GET {path}: {r:?}");
+        assert_eq!(r.text(), text, "GET {path}");
+    }
 }
 
 #[tokio::test]

@@ -8,7 +8,11 @@ use common::security::{metric, pick_port, scrape};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -150,51 +154,119 @@ async fn a_flooding_socket_does_not_disturb_another() {
     calm.subscribe("calm").await;
     let flooder = server.connect().await;
     let (mut tx, mut rx) = flooder.into_stream().split();
-    // drain the flooder's replies so its own queue never fills
-    let drain = tokio::spawn(async move {
-        let mut n = 0usize;
-        while let Some(Ok(m)) = rx.next().await {
-            if m.is_text() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let replies = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    // The flood: pings and junk, alternately, until told to stop; then a
+    // normal close. Nothing limits inbound frames: each is answered.
+    let flood = {
+        let (sent, stop) = (sent.clone(), stop.clone());
+        tokio::spawn(async move {
+            let ping = json!({"event": "pusher:ping", "data": {}}).to_string();
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let text = if n.is_multiple_of(2) {
+                    ping.clone()
+                } else {
+                    "{not json".into()
+                };
+                tx.send(Message::Text(text))
+                    .await
+                    .unwrap_or_else(|e| panic!("the flooder could not send frame {n}: {e}"));
                 n += 1;
+                sent.store(n, Ordering::Relaxed);
             }
-        }
-        n
-    });
-    let flood = tokio::spawn(async move {
-        let ping = json!({"event": "pusher:ping", "data": {}}).to_string();
-        let junk = "{not json";
-        for i in 0..4000 {
-            let text = if i % 2 == 0 {
-                ping.clone()
-            } else {
-                junk.to_string()
+            let normal = CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
             };
-            if tx.send(Message::Text(text)).await.is_err() {
-                break;
+            tx.send(Message::Close(Some(normal))).await.expect("close");
+            n
+        })
+    };
+    // Its replies, in order: a pong for each ping, a 4300 for each junk
+    // frame; then the answer to its close.
+    let drain = {
+        let replies = replies.clone();
+        tokio::spawn(async move {
+            let mut close = None;
+            while let Some(m) = rx.next().await {
+                match m.expect("the flooder's connection failed") {
+                    Message::Text(t) => {
+                        let n = replies.load(Ordering::Relaxed);
+                        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                        if n.is_multiple_of(2) {
+                            assert_eq!(v["event"], "pusher:pong", "reply {n}: {t}");
+                        } else {
+                            assert_eq!(v["event"], "pusher:error", "reply {n}: {t}");
+                            assert_eq!(v["data"]["code"], 4300, "reply {n}: {t}");
+                        }
+                        replies.store(n + 1, Ordering::Relaxed);
+                    }
+                    Message::Close(frame) => close = Some(frame.map(|f| u16::from(f.code))),
+                    Message::Ping(_) | Message::Pong(_) => {}
+                    other => panic!("the flooder got {other:?}"),
+                }
             }
-        }
-        let _ = tx.close().await;
-    });
+            close
+        })
+    };
+    // The flood is under way: the server is answering it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while replies.load(Ordering::Relaxed) < 200 {
+        assert!(Instant::now() < deadline, "the flood never got going");
+        tokio::time::sleep(ms(10)).await;
+    }
 
-    // while the flood is going, the calm socket gets every event promptly
+    // While the flood is going, the calm socket gets every event promptly.
+    let (sent_before, replies_before) = (
+        sent.load(Ordering::Relaxed),
+        replies.load(Ordering::Relaxed),
+    );
     let started = Instant::now();
     for i in 0..30 {
         api.publish("calm", "tick", &i.to_string()).await;
         let f = calm.expect_channel_event("tick", "calm").await;
         assert_eq!(f.data_str(), i.to_string());
     }
+    let took = started.elapsed();
+    let (sent_after, replies_after) = (
+        sent.load(Ordering::Relaxed),
+        replies.load(Ordering::Relaxed),
+    );
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "events to the calm socket were slowed down: {:?}",
-        started.elapsed()
+        !flood.is_finished(),
+        "the flood ended before the publishes did"
+    );
+    assert!(
+        sent_after > sent_before && replies_after > replies_before,
+        "the flood overlapped the publishes: sent {sent_before} → {sent_after}, \
+         answered {replies_before} → {replies_after}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "events to the calm socket were slowed down: {took:?}"
     );
     calm.assert_alive().await;
-    flood.await.unwrap();
-    let replies = tokio::time::timeout(Duration::from_secs(10), drain)
+
+    // The flooder's fate: never closed nor limited by the server. Every
+    // frame was answered, and the only close is the answer to its own.
+    stop.store(true, Ordering::Relaxed);
+    let sent = flood.await.unwrap();
+    let close = tokio::time::timeout(Duration::from_secs(10), drain)
         .await
-        .expect("flooder's connection should end after close")
+        .expect("the flooder's connection ends after its close")
         .unwrap();
-    assert!(replies > 0, "the flooder got no replies at all");
+    assert_eq!(
+        replies.load(Ordering::Relaxed),
+        sent,
+        "one reply per frame of the flood"
+    );
+    assert_eq!(
+        close,
+        Some(Some(1000)),
+        "the server echoes the flooder's own close (1000)"
+    );
 }
 
 #[tokio::test]
@@ -380,6 +452,82 @@ async fn drop_policy_drops_a_frame_one_byte_over_max_bytes_and_keeps_the_socket(
     api.publish("edge", "big", &"x".repeat(n)).await;
     let f = ws.expect_channel_event("big", "edge").await;
     assert_eq!(f.raw.len(), MAX_BYTES);
+    let logs = server.logs();
+    assert!(logs.contains("frames_dropped"), "{logs}");
+    assert!(!logs.contains("slow_consumer"), "{logs}");
+}
+
+/// `WEBSOCKET_DISCONNECT_ON_BUFFER_FULL=false` with a frame limit: a client
+/// that stops reading misses the frames that do not fit its queue, and keeps
+/// its socket; what was queued, and later frames, arrive once it reads.
+#[tokio::test]
+async fn drop_policy_slow_consumer_misses_frames_and_keeps_its_socket() {
+    const EVENTS: usize = 100;
+    const MAX_MESSAGES: usize = 10;
+    let mp = pick_port();
+    let mps = mp.to_string();
+    let max = MAX_MESSAGES.to_string();
+    let server = Server::start_app(&[
+        ("WEBSOCKET_MAX_MESSAGES", max.as_str()),
+        ("WEBSOCKET_DISCONNECT_ON_BUFFER_FULL", "false"),
+        ("SOCKUDO_DEFAULT_APP_MAX_EVENT_PAYLOAD_IN_KB", "200"),
+        ("METRICS_ENABLED", "true"),
+        ("METRICS_HOST", "127.0.0.1"),
+        ("METRICS_PORT", mps.as_str()),
+    ])
+    .await;
+    let api = server.api();
+    let dropped = |text: &str| {
+        metric(
+            text,
+            "sockudo_ws_messages_dropped_total",
+            &[("app_id", APP_ID)],
+        )
+        .expect("ws_messages_dropped_total is exported") as usize
+    };
+    let mut slow = server.connect().await;
+    slow.subscribe("firehose").await;
+
+    // `slow` reads nothing while 100 events of 150 KB (15 MB, more than the
+    // kernel buffers take) are published to it, numbered in their data.
+    let pad = "d".repeat(150 * 1024);
+    for batch in 0..EVENTS / 10 {
+        let items: Vec<_> = (0..10)
+            .map(|i| {
+                let data = format!("{:03}:{pad}", batch * 10 + i);
+                json!({"channel": "firehose", "name": "big", "data": data})
+            })
+            .collect();
+        let r = api
+            .post("/batch_events", &json!({ "batch": items }).to_string())
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.text);
+    }
+    // A publish answers once each frame was queued for the socket or
+    // dropped, so the count is final.
+    let lost = dropped(&scrape(mp).await);
+    assert!(lost > 0, "the queue never filled: nothing was dropped");
+    let kept = EVENTS - lost;
+    assert!(
+        kept >= MAX_MESSAGES,
+        "a full queue's worth of frames is kept, got {kept}"
+    );
+
+    // Now it reads: exactly the frames that were kept, in order, no 4100.
+    let mut last = None;
+    for _ in 0..kept {
+        let f = slow.recv_timeout(Duration::from_secs(20)).await;
+        assert_eq!(f.event(), "big", "{}", &f.raw[..f.raw.len().min(200)]);
+        let n: usize = f.data_str()[..3].parse().unwrap();
+        assert!(last < Some(n), "frame {n} after frame {last:?}");
+        last = Some(n);
+    }
+    // The socket is still open and later frames arrive.
+    api.publish("firehose", "later", "1").await;
+    let f = slow.expect_channel_event("later", "firehose").await;
+    assert_eq!(f.data_str(), "1");
+    slow.assert_alive().await;
+    assert_eq!(dropped(&scrape(mp).await), lost, "nothing more was dropped");
     let logs = server.logs();
     assert!(logs.contains("frames_dropped"), "{logs}");
     assert!(!logs.contains("slow_consumer"), "{logs}");

@@ -713,3 +713,52 @@ async fn disabled_limiter_or_none_driver_lifts_the_ip_limits_only() {
         assert_app_429(&second);
     }
 }
+
+/// `terminate_on_limit` (a config-file app setting): the event over
+/// `max_client_events_per_second` is refused with 4301 and the socket is
+/// closed with 4301; it leaves its channels, other sockets are untouched.
+#[tokio::test]
+async fn terminate_on_limit_closes_the_socket_with_4301() {
+    const CONFIG: &str = r#"{"app_manager": {"driver": "memory", "array": {"apps": [
+        {"id": "strict-app", "key": "strict-key", "secret": "strict-secret", "enabled": true,
+         "enable_client_messages": true, "max_client_events_per_second": 2,
+         "decay_seconds": 60, "terminate_on_limit": true}
+    ]}}}"#;
+    let server = Server::start_with_config(CONFIG, &[]).await;
+    let api = server.api_for("strict-app", "strict-key", "strict-secret");
+    let ch = "private-strict";
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        let mut ws = server.connect_key("strict-key").await;
+        let auth = channel_auth("strict-key", "strict-secret", &ws.socket_id, ch);
+        ws.send_subscribe(json!({"channel": ch, "auth": auth}))
+            .await;
+        ws.expect_channel_event("pusher_internal:subscription_succeeded", ch)
+            .await;
+        sockets.push(ws);
+    }
+    let (mut tx, mut rx) = (sockets.remove(0), sockets.remove(0));
+
+    // Within the limit (a 60 s window, so a slow machine stays in it).
+    for i in 0..2 {
+        tx.client_event(ch, "client-n", json!({ "i": i })).await;
+        let f = rx.expect_channel_event("client-n", ch).await;
+        assert_eq!(f.json["data"]["i"], i, "{}", f.raw);
+    }
+    // One over: refused, and the socket is closed with the same code.
+    tx.client_event(ch, "client-n", json!({"i": 2})).await;
+    let e = tx.expect_error(4301).await;
+    assert_eq!(
+        e.json["data"]["message"], "Connection closed due to client event rate limit",
+        "{}",
+        e.raw
+    );
+    tx.expect_close(4301).await;
+
+    // It left the channel; the other socket got nothing of the refused event.
+    api.wait_channel_info(ch, "subscription_count", |v| v["subscription_count"] == 1)
+        .await;
+    api.publish(ch, "after", "1").await;
+    rx.expect_channel_event("after", ch).await;
+    rx.assert_alive().await;
+}

@@ -237,7 +237,8 @@ impl Session {
                             .connection_error(ConnectionError::Unauthorized);
                         warn!(
                             event = "signin_timeout", app_id = self.app.id.as_str(),
-                            socket_id = self.id_text.as_str(), peer = self.peer.as_str();
+                            socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
+                            reason = "no pusher:signin within USER_AUTHENTICATION_TIMEOUT";
                             "socket not signed in within the timeout"
                         );
                         return self.fail(
@@ -761,7 +762,8 @@ impl Session {
         warn!(
             event = "slow_consumer", app_id = self.app.id.as_str(),
             socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
-            queued = self.outbox.pending(), queued_bytes = self.outbox.pending_bytes();
+            queued = self.outbox.pending(), queued_bytes = self.outbox.pending_bytes(),
+            reason = "outbound queue over WEBSOCKET_MAX_MESSAGES / WEBSOCKET_MAX_BYTES";
             "outbound queue full, closing 4100"
         );
         self.fail(ctx, PusherError::OverCapacity);

@@ -213,7 +213,8 @@ impl SessionHandle {
                     warn!(
                         event = "frames_dropped", app_id = outbox.app.id.as_str(),
                         socket_id:% = self.id, bytes = frame.len(),
-                        queued = outbox.pending(), queued_bytes = outbox.pending_bytes();
+                        queued = outbox.pending(), queued_bytes = outbox.pending_bytes(),
+                        reason = "outbound queue over WEBSOCKET_MAX_MESSAGES / WEBSOCKET_MAX_BYTES";
                         "outbound queue full, dropping frames for this socket \
                          (WEBSOCKET_DISCONNECT_ON_BUFFER_FULL=false)"
                     );

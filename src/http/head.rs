@@ -122,7 +122,7 @@ where
             .map_or_else(|| "unix".to_string(), |ip| ip.to_string());
         warn!(
             event = "headers_too_large", peer = peer.as_str(), method = req.method().as_str(),
-            size = size, limit = max;
+            size = size, limit = max, reason = "request head over HTTP_MAX_HEADER_SIZE_KB";
             "request refused: request line and headers are larger than the limit"
         );
         let error = ApiError::HeadersTooLarge(format!(

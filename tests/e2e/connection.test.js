@@ -27,32 +27,71 @@ after(async () => {
   await Promise.all(servers.map((s) => s.stop()));
 });
 
-describe('connection behaviour', { timeout: 30000 }, () => {
-  it('heartbeat: pusher-js answers server pings and the socket survives ACTIVITY_TIMEOUT + PONG_TIMEOUT', async () => {
-    const s = await server({ ACTIVITY_TIMEOUT: '1', PONG_TIMEOUT: '1' });
-    // pongTimeout 500 ms: pusher-js drops the socket if the server does not
-    // answer its pusher:ping promptly.
-    const client = await s.connectedClient({ pusherOptions: { pongTimeout: 500 } });
+describe('connection behaviour', { timeout: 60000 }, () => {
+  it('heartbeat: the server pings an idle pusher-js, pusher-js answers, and the socket survives PONG_TIMEOUT', async () => {
+    const s = await server({ ACTIVITY_TIMEOUT: '1', PONG_TIMEOUT: '2' });
+    const client = await s.connectedClient();
     const socketId = client.connection.socket_id;
     // pusher-js takes min(server activity_timeout, its own) as its idle interval.
     assert.equal(client.connection.activityTimeout, 1000);
-    // Whichever side's 1 s idle timer fires first pings: the server's
-    // pusher:ping (pusher-js answers pusher:pong) or pusher-js's pusher:ping
-    // (the server answers pusher:pong). Either way the socket must survive.
-    const pings = record(client.connection, 'message');
+    const ch = await subscribe(client, unique('hb-'));
+    // Pings on this socket only: a 4201 would make pusher-js reconnect.
+    const serverPings = [];
+    client.connection.bind('message', (m) => {
+      if (m.event === 'pusher:ping' && client.connection.socket_id === socketId) serverPings.push(m);
+    });
     const states = record(client.connection, 'state_change');
-    await sleep(3500);
-    assert.ok(
-      pings.some((m) => m.data.event === 'pusher:ping' || m.data.event === 'pusher:pong'),
-      'expected heartbeat traffic',
-    );
+    const errors = record(client.connection, 'error');
+    // pusher-js restarts its own 1 s idle timer on every frame it receives,
+    // so with an event every 200 ms it never pings. It sends nothing, so the
+    // server sees it idle and pings it. After a ping the server waits for an
+    // answer (PONG_TIMEOUT) and pings again only once it got one (otherwise
+    // it closes with 4201): a second ping on the same socket proves
+    // pusher-js answered the first.
+    const sdk = s.sdk();
+    let pumping = true;
+    const pump = (async () => {
+      while (pumping) {
+        await sdk.trigger(ch.name, 'tick', {});
+        await sleep(200);
+      }
+    })();
+    try {
+      await waitUntil(() => {
+        assert.deepEqual(errors, [], 'no 4201 (or any error) while waiting');
+        return serverPings.length >= 2;
+      }, 'two pusher:ping from the server on the same socket', 15000);
+    } finally {
+      pumping = false;
+      await pump;
+    }
     assert.equal(client.connection.state, 'connected');
     assert.equal(client.connection.socket_id, socketId, 'socket must not have been replaced');
     assert.deepEqual(states, []);
-    const ch = await subscribe(client, unique('hb-'));
-    const got = waitEvent(ch, 'alive');
-    await s.sdk().trigger(ch.name, 'alive', {});
-    await got;
+    s.disconnectClients();
+  });
+
+  it('heartbeat: the server answers pusher-js pings (pusher:pong), so pusher-js keeps its socket', async () => {
+    // The server would ping only after 120 s; pusher-js pings after 1 s idle.
+    const s = await server({});
+    const client = await s.connectedClient({ pusherOptions: { activityTimeout: 1000 } });
+    const socketId = client.connection.socket_id;
+    assert.equal(client.connection.activityTimeout, 1000);
+    const pongs = [];
+    client.connection.bind('message', (m) => {
+      if (m.event === 'pusher:pong') pongs.push(m);
+    });
+    const states = record(client.connection, 'state_change');
+    // The server never sends pusher:pong unasked: each is the answer to a
+    // pusher:ping, and pusher-js pings again only after that answer (without
+    // one it drops the socket after its pongTimeout and reconnects).
+    await waitUntil(() => {
+      assert.deepEqual(states, [], 'pusher-js kept its socket while waiting');
+      return pongs.length >= 2;
+    }, 'two pusher:pong from the server', 15000);
+    assert.equal(client.connection.state, 'connected');
+    assert.equal(client.connection.socket_id, socketId, 'socket must not have been replaced');
+    assert.deepEqual(states, []);
     s.disconnectClients();
   });
 
@@ -90,7 +129,11 @@ describe('connection behaviour', { timeout: 30000 }, () => {
     const err = waitEvent(a.connection, 'error');
     chA.trigger('client-x', { a: 1 });
     assert.equal(errorCode((await err).data), 4301);
-    await sleep(150);
+    // Barrier: an event published after the refusal reaches b after anything
+    // the refused one could have become (one channel, delivered in order).
+    const marker = waitEvent(chB, 'marker');
+    await s.sdk().trigger(name, 'marker', {});
+    await marker;
     assert.deepEqual(delivered, []);
     assert.equal(a.connection.state, 'connected');
     s.disconnectClients();
@@ -108,7 +151,12 @@ describe('connection behaviour', { timeout: 30000 }, () => {
     const { data } = await waitEvent(lazy.connection, 'error', 'sign-in timeout', 4000);
     assert.equal(errorCode(data), 4009, JSON.stringify(data));
     await waitState(lazy, 'disconnected');
-    await sleep(500);
+    // good connected before lazy, so its deadline has passed too: a round
+    // trip now proves it is still served.
+    const ch = await subscribe(good, unique('signed-'));
+    const got = waitEvent(ch, 'still-here');
+    await s.sdk().trigger(ch.name, 'still-here', {});
+    await got;
     assert.equal(good.connection.state, 'connected');
     assert.equal(good.user.user_data && good.user.user_data.id, id);
     s.disconnectClients();

@@ -5,7 +5,7 @@
 
 const { describe, it, before, after, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
-const { startServer, subscribe, unique, waitEvent, waitUntil, record, sleep, json, requestError } = require('./lib/harness');
+const { startServer, subscribe, unique, waitEvent, waitUntil, record, json, requestError } = require('./lib/harness');
 
 function roster(channel) {
   const out = {};
@@ -13,6 +13,19 @@ function roster(channel) {
     out[m.id] = m.info;
   });
   return out;
+}
+
+async function subscriptionCount(sdk, name) {
+  const info = await json(sdk.get({ path: `/channels/${name}`, params: { info: 'subscription_count' } }));
+  return info.subscription_count;
+}
+
+/** Publish a marker on `channel` and wait until it arrives there. */
+async function roundTrip(sdk, channel) {
+  const event = unique('marker-');
+  const got = waitEvent(channel, event);
+  await sdk.trigger(channel.name, event, {});
+  await got;
 }
 
 async function userIds(sdk, name) {
@@ -84,11 +97,19 @@ describe('presence channels', { timeout: 30000 }, () => {
     assert.equal(info.user_count, 2);
 
     tab1.disconnect();
-    await sleep(300);
+    // Barrier 1: the server has processed the disconnect (its socket left
+    // the channel: watcher + tab2 remain).
+    await waitUntil(
+      async () => (await subscriptionCount(sdk, name)) === 2,
+      'the server to drop tab1 from the channel',
+    );
+    // Barrier 2: an event published now reaches the watcher after anything
+    // the disconnect produced (one channel, delivered in order).
+    await roundTrip(sdk, chW);
     assert.equal(removed.length, 0, 'u7 still has a socket in the channel');
     tab2.disconnect();
     await waitUntil(() => removed.length === 1, 'member_removed after last socket');
-    await sleep(100);
+    await roundTrip(sdk, chW);
     assert.equal(added.length, 1, 'exactly one member_added for u7');
     assert.equal(removed.length, 1);
     assert.equal(removed[0].data.id, 'u7');
@@ -115,7 +136,9 @@ describe('presence channels', { timeout: 30000 }, () => {
     const { data, metadata } = await got;
     assert.deepEqual(data, { text: 'hello' });
     assert.equal(metadata && metadata.user_id, 'alice');
-    await sleep(150);
+    // b has it, so the server has broadcast it; an event published now
+    // reaches a after any echo would have.
+    await roundTrip(sdk, chA);
     assert.deepEqual(echoed, []);
   });
 

@@ -346,6 +346,22 @@ async function startServer(extraEnv = {}) {
       clients.clear();
     },
 
+    /** Send the server process a signal (e.g. 'SIGTERM'). */
+    signal(name) {
+      proc.kill(name);
+    },
+
+    /** Resolve with {code, signal} once the process has exited; reject after `ms`. */
+    waitExit(ms = DEFAULT_TIMEOUT) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`switchyard still running after ${ms} ms`)), ms);
+        exitPromise.then((exited) => {
+          clearTimeout(timer);
+          resolve(exited);
+        });
+      });
+    },
+
     async stop() {
       handle.disconnectClients();
       if (!launched.exited()) {

@@ -128,16 +128,16 @@ describe('channels with pusher-js and the pusher SDK', { timeout: 30000 }, () =>
       },
     });
     await waitUntil(() => prices.length >= 1, 'cached event');
-    await sleep(200);
+    // Live events keep flowing after the cached one. The live v3 is also the
+    // barrier: one channel's events arrive in order, so anything else replayed
+    // on subscribe (v1, a second copy, a cache_miss) is in before it.
+    await sdk.trigger(name, 'price', { v: 3 });
+    await waitUntil(() => prices.some((p) => p.data.v === 3), 'live event after cache');
     assert.deepEqual(
       prices.map((p) => p.data),
-      [{ v: 2 }],
+      [{ v: 2 }, { v: 3 }],
     );
     assert.equal(misses.length, 0);
-    // Live events keep flowing after the cached one.
-    await sdk.trigger(name, 'price', { v: 3 });
-    await waitUntil(() => prices.length === 2, 'live event after cache');
-    assert.deepEqual(prices[1].data, { v: 3 });
     assert.equal(channel.subscribed, true);
   });
 
@@ -177,7 +177,11 @@ describe('channels with pusher-js and the pusher SDK', { timeout: 30000 }, () =>
     let misses;
     await subscribe(client, name, { beforeSubscribe: (ch) => (misses = record(ch, 'pusher:cache_miss')) });
     await waitUntil(() => misses.length === 1, 'pusher:cache_miss');
-    await sleep(100);
+    // Barrier: a live event on the same channel arrives after any second
+    // cache_miss would have.
+    const marker = waitEvent(client.channel(name), 'marker');
+    await sdk.trigger(name, 'marker', {});
+    await marker;
     assert.equal(misses.length, 1);
   });
 
@@ -192,11 +196,11 @@ describe('channels with pusher-js and the pusher SDK', { timeout: 30000 }, () =>
     assert.equal(chA.trigger('client-typing', { who: 'a', text: 'hi' }), true);
     const { data } = await got;
     assert.deepEqual(data, { who: 'a', text: 'hi' });
-    // Round-trip something after it so the (absent) echo would have arrived.
+    // Barrier: b answers on the same channel only after it got a's event, so
+    // an echo of a's event to a would reach a before b's reply does.
     const back = waitEvent(chA, 'client-reply');
     chB.trigger('client-reply', { who: 'b' });
     assert.deepEqual((await back).data, { who: 'b' });
-    await sleep(100);
     assert.deepEqual(echoed, [], 'sender must not receive its own client event');
   });
 
@@ -212,7 +216,11 @@ describe('channels with pusher-js and the pusher SDK', { timeout: 30000 }, () =>
     const { data } = await err;
     assert.equal(data.type, 'PusherError');
     assert.equal(errorCode(data), 4301, JSON.stringify(data));
-    await sleep(150);
+    // Barrier: an event published after the refusal reaches b after anything
+    // the refused one could have become (one channel, delivered in order).
+    const marker = waitEvent(chB, 'marker');
+    await sdk.trigger(name, 'marker', {});
+    await marker;
     assert.deepEqual(delivered, []);
     assert.equal(a.connection.state, 'connected');
   });
@@ -267,8 +275,13 @@ describe('channels with pusher-js and the pusher SDK', { timeout: 30000 }, () =>
       const { data } = await waitEvent(bad.connection, 'error', 'unknown key');
       assert.equal(errorCode(data), 4001, JSON.stringify(data));
       await waitUntil(() => bad.connection.state === 'disconnected', 'refused connection to settle');
-      await sleep(500);
+      // Time is the subject here ("does not reconnect"): watch longer than
+      // pusher-js's longest automatic retry delay (the 1 s 41xx back-off)
+      // for a new attempt, which would show as a state change.
+      const settled = states.slice();
+      await sleep(1500);
       assert.equal(bad.connection.state, 'disconnected');
+      assert.deepEqual(states, settled, 'no state change (no new attempt) after the refusal');
       assert.ok(!states.includes('connected'), `states: ${states}`);
     } finally {
       bad.disconnect();

@@ -15,6 +15,7 @@ const {
   record,
   sleep,
   errorCode,
+  json,
 } = require('./lib/harness');
 
 const servers = [];
@@ -116,6 +117,69 @@ describe('connection behaviour', { timeout: 60000 }, () => {
         c.disconnect();
       }
     }, 'a slot to free up');
+  });
+
+  it('slow consumer 4100: pusher-js reports it, reconnects only after its 1 s back-off, and resubscribes', async () => {
+    // pusher-js 8.x maps close codes in Protocol.getCloseAction
+    // (node_modules/pusher-js/src/core/connection/protocol/protocol.ts):
+    // 4000 tls_only, 4001-4099 'refused' (disconnect, no reconnect),
+    // 4100-4199 'backoff', 4200-4299 'retry'. ConnectionManager's error
+    // callbacks (src/core/connection/connection_manager.ts,
+    // buildErrorCallbacks) turn 'backoff' into retryIn(1000), which emits
+    // 'connecting_in' (1 s) and calls connect() - the move to 'connecting' -
+    // when that 1000 ms timer fires; 'retry' is retryIn(0). Contrast:
+    // shutdown.test.js "4200: pusher-js reconnects at once…" (< 800 ms).
+    //
+    // README "Slow consumers": one frame larger than the whole
+    // WEBSOCKET_MAX_BYTES closes the socket with pusher:error + close 4100.
+    const s = await server({ WEBSOCKET_MAX_BYTES: '2048' });
+    const sdk = s.sdk();
+    const client = await s.connectedClient();
+    const first = client.connection.socket_id;
+    const name = unique('slow-');
+    const ch = await subscribe(client, name);
+    const states = [];
+    client.connection.bind('state_change', ({ current }) => states.push({ current, at: Date.now() }));
+    const connectingIn = record(client.connection, 'connecting_in');
+    const errors = [];
+    client.connection.bind('error', (e) => errors.push({ code: errorCode(e), at: Date.now() }));
+    const big = record(ch, 'big');
+
+    await sdk.trigger(name, 'big', { blob: 'x'.repeat(4096) });
+    await waitUntil(() => errors.length > 0, 'the 4100 error');
+    const closedAt = errors[0].at;
+    assert.equal(errors[0].code, 4100, JSON.stringify(errors));
+
+    await waitUntil(
+      () => client.connection.state === 'connected' && client.connection.socket_id !== first,
+      'pusher-js to reconnect after the back-off',
+      10000,
+    );
+    // It stayed 'connected' (no socket) through the back-off, then went
+    // straight to connecting and connected: never unavailable/disconnected.
+    assert.deepEqual(
+      states.map((x) => x.current),
+      ['connecting', 'connected'],
+    );
+    // The timer starts at the close, which comes after the pusher:error
+    // frame we timed: so the wait is at least ~1000 ms minus timer jitter.
+    const waited = states[0].at - closedAt;
+    assert.ok(waited >= 900, `pusher-js began reconnecting ${waited} ms after the 4100 (back-off is 1000 ms)`);
+    // connecting_in reports the delay in seconds: the 41xx back-off, 1 s.
+    assert.ok(connectingIn.length > 0 && connectingIn.every((c) => c.data === 1), JSON.stringify(connectingIn));
+    // Only the 4100 (frame and close) was reported; the oversized event never arrived.
+    assert.ok(errors.every((e) => e.code === 4100), JSON.stringify(errors));
+    assert.deepEqual(big, []);
+
+    // The new socket resubscribed the channel and gets events that fit.
+    await waitUntil(async () => {
+      const info = await json(sdk.get({ path: `/channels/${name}`, params: { info: 'subscription_count' } }));
+      return info.subscription_count === 1;
+    }, 'the channel to be resubscribed');
+    const small = waitEvent(ch, 'small');
+    await sdk.trigger(name, 'small', { ok: true });
+    assert.deepEqual((await small).data, { ok: true });
+    s.disconnectClients();
   });
 
   it('client events disabled for the app: pusher:error 4301, nothing delivered', async () => {

@@ -6,7 +6,7 @@
 
 const { describe, it, before, after, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
-const { startServer, unique, waitUntil, sleep } = require('./lib/harness');
+const { startServer, unique, waitUntil } = require('./lib/harness');
 
 /** Resolve when Echo reports the channel subscribed; reject on .error(). */
 function subscribed(echoChannel, ms = 5000) {
@@ -139,13 +139,20 @@ describe('Laravel Echo with pusher-js', { timeout: 30000 }, () => {
     const e2 = echo();
     const heard1 = [];
     const heard2 = [];
-    const c1 = e1.private(name).listenForWhisper('typing', (d) => heard1.push(d));
+    const acks = [];
+    const c1 = e1
+      .private(name)
+      .listenForWhisper('typing', (d) => heard1.push(d))
+      .listenForWhisper('ack', (d) => acks.push(d));
     const c2 = e2.private(name).listenForWhisper('typing', (d) => heard2.push(d));
     await Promise.all([subscribed(c1), subscribed(c2)]);
     c1.whisper('typing', { name: 'Ada', typing: true });
     await waitUntil(() => heard2.length === 1, 'whisper delivered');
     assert.deepEqual(heard2[0], { name: 'Ada', typing: true });
-    await sleep(150);
+    // Barrier: e2 whispers back on the same channel only after it heard e1,
+    // so an echo of e1's whisper to e1 would arrive before this ack.
+    c2.whisper('ack', {});
+    await waitUntil(() => acks.length === 1, 'ack whisper back to the whisperer');
     assert.deepEqual(heard1, []);
   });
 

@@ -45,7 +45,13 @@ describe('user authentication', { timeout: 30000 }, () => {
     await sdk.sendToUser(id, 'notice', { text: 'hello user' });
     assert.deepEqual((await got1).data, { text: 'hello user' });
     assert.deepEqual((await got2).data, { text: 'hello user' });
-    await sleep(150);
+    // Barrier: a later sendToUser to the stranger. The server delivers HTTP
+    // publishes in publish order across channels (tests/http_api.rs::
+    // events_arrive_in_publish_order_across_channels), so a stray 'notice'
+    // would reach the stranger before this marker.
+    const marker = waitEvent(stranger.user, 'marker', 'stranger marker');
+    await sdk.sendToUser(strangerId, 'marker', {});
+    await marker;
     assert.deepEqual(strangerGot, []);
   });
 
@@ -64,16 +70,21 @@ describe('user authentication', { timeout: 30000 }, () => {
   it('forged signin is refused with pusher:error 4009 and the socket stays open', async () => {
     const id = unique('forged-');
     const client = await server.connectedClient({ user: { id }, backend: server.sdk({ secret: 'wrong' }) });
+    const socketId = client.connection.socket_id;
+    const states = record(client.connection, 'state_change');
     const err = waitEvent(client.connection, 'error', 'forged signin');
     client.signin();
     const { data } = await err;
     assert.equal(errorCode(data), 4009, JSON.stringify(data));
-    await sleep(300);
-    assert.equal(client.connection.state, 'connected');
-    assert.equal(client.user.user_data, null);
-    // Still usable.
+    // Still usable, on the same socket: the subscription round trip comes
+    // after the refusal, so a close that followed it would already have
+    // reached pusher-js (and changed its state or socket id).
     const ch = client.subscribe(unique('after-forged-signin-'));
     await waitEvent(ch, 'pusher:subscription_succeeded');
+    assert.equal(client.connection.state, 'connected');
+    assert.equal(client.connection.socket_id, socketId);
+    assert.deepEqual(states, []);
+    assert.equal(client.user.user_data, null);
   });
 
   it('terminateUserConnections disconnects all of that user\'s sockets (4009, no reconnect) and no one else', async () => {
@@ -92,6 +103,9 @@ describe('user authentication', { timeout: 30000 }, () => {
     await waitState(a, 'disconnected');
     await waitState(b, 'disconnected');
     // 4000-4099 is "refused" for pusher-js: it must not come back on its own.
+    // Time is the subject here: watch longer than pusher-js's longest
+    // automatic retry delay (the 1 s 41xx back-off) for a reconnect; the
+    // sendToUser below is the positive marker that delivery works.
     await sleep(1500);
     assert.equal(a.connection.state, 'disconnected');
     assert.equal(b.connection.state, 'disconnected');

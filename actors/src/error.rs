@@ -3,6 +3,17 @@
 use crate::protocol::frames;
 use bytestring::ByteString;
 
+/// WebSocket close codes of RFC 6455 §7.4.1 the server sends itself (the
+/// Pusher codes, 4000–4399, come from [`PusherError::code`]).
+pub mod close_code {
+    /// A frame the protocol does not allow (reserved bits, a stray continuation).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A message over `WEBSOCKET_MAX_PAYLOAD_KB`.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+}
+
 /// A connection-level or message-level error, sent as `pusher:error`.
 /// Codes 4000–4299 also close the socket with the same code; 4300+ leave it open.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,7 +8,7 @@ use crate::app::{App, ConnectionSlot};
 use crate::auth;
 use crate::closing::{self, Conn, Ending, Ends};
 use crate::command::{self, Command};
-use crate::error::{PusherError, SubscriptionError};
+use crate::error::{close_code, PusherError, SubscriptionError};
 use crate::frame_limit;
 use crate::hub::{Deadline, Hub, Hubs, Timing, Vitals};
 use crate::messages::*;
@@ -558,7 +558,11 @@ impl Session {
     /// RFC 6455 §8.1: a text message that is not UTF-8 fails the connection.
     fn fail_utf8(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         debug!("socket {}: invalid UTF-8 in text message", self.id_text);
-        self.close(ctx, 1007, "Invalid UTF-8 in text frame".into());
+        self.close(
+            ctx,
+            close_code::INVALID_PAYLOAD,
+            "Invalid UTF-8 in text frame".into(),
+        );
     }
 }
 
@@ -643,7 +647,11 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             // It is a protocol error like the rest: 1002 (RFC 6455 §7.1.7).
             Err(ws::ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
                 debug!("socket {} protocol error: {e}", self.id_text);
-                return self.close(ctx, 1002, "WebSocket protocol error".into());
+                return self.close(
+                    ctx,
+                    close_code::PROTOCOL_ERROR,
+                    "WebSocket protocol error".into(),
+                );
             }
             Err(ws::ProtocolError::Io(e)) => {
                 // The peer went away without a close frame: nothing to send.
@@ -654,7 +662,11 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
             }
             Err(e) => {
                 debug!("socket {} protocol error: {e}", self.id_text);
-                return self.close(ctx, 1002, "WebSocket protocol error".into());
+                return self.close(
+                    ctx,
+                    close_code::PROTOCOL_ERROR,
+                    "WebSocket protocol error".into(),
+                );
             }
         };
         match msg {
@@ -705,7 +717,7 @@ impl Session {
             reason = "message over WEBSOCKET_MAX_PAYLOAD_KB";
             "oversized WebSocket message, closing 1009"
         );
-        self.close(ctx, 1009, "Message too big".into());
+        self.close(ctx, close_code::MESSAGE_TOO_BIG, "Message too big".into());
     }
 
     fn on_continuation(
@@ -728,7 +740,11 @@ impl Session {
             }
             actix_http::ws::Item::Continue(b) => {
                 let Some(partial) = self.partial.as_mut() else {
-                    return self.close(ctx, 1002, "Unexpected continuation frame".into());
+                    return self.close(
+                        ctx,
+                        close_code::PROTOCOL_ERROR,
+                        "Unexpected continuation frame".into(),
+                    );
                 };
                 partial.bytes.extend_from_slice(&b);
                 if too_big(partial.bytes.len()) {
@@ -737,7 +753,11 @@ impl Session {
             }
             actix_http::ws::Item::Last(b) => {
                 let Some(mut partial) = self.partial.take() else {
-                    return self.close(ctx, 1002, "Unexpected continuation frame".into());
+                    return self.close(
+                        ctx,
+                        close_code::PROTOCOL_ERROR,
+                        "Unexpected continuation frame".into(),
+                    );
                 };
                 partial.bytes.extend_from_slice(&b);
                 if too_big(partial.bytes.len()) {

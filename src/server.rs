@@ -81,11 +81,7 @@ fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
             .map(|s| (s.get_ref().0, Transport::Tls)),
     };
     if let Some((tcp, transport)) = tcp {
-        let sock = socket2::SockRef::from(tcp);
-        if let Err(e) = sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT)) {
-            log::debug!("could not set TCP_USER_TIMEOUT: {e}");
-        }
-        let _ = tcp.set_nodelay(true);
+        tune_tcp(tcp);
         if let Some(conn) = Conn::of(tcp, transport) {
             ext.insert(conn);
         }
@@ -94,6 +90,17 @@ fn on_connect(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
             ext.insert(conn);
         }
     }
+}
+
+/// Socket options of every accepted TCP connection: `TCP_USER_TIMEOUT`
+/// (a peer that vanished with data in flight is cut after 30 s) and
+/// `TCP_NODELAY`. Failures are logged at debug and otherwise ignored.
+fn tune_tcp<S: std::os::fd::AsFd>(tcp: &S) {
+    let sock = socket2::SockRef::from(tcp);
+    if let Err(e) = sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT)) {
+        log::debug!("could not set TCP_USER_TIMEOUT: {e}");
+    }
+    let _ = sock.set_nodelay(true);
 }
 
 /// Every problem that would stop start-up once the configuration has
@@ -365,5 +372,33 @@ async fn wait_for_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `on_connect` does to an accepted connection, read back from the
+    /// kernel on a real accepted socket.
+    #[test]
+    fn accepted_tcp_connections_get_a_30_s_user_timeout_and_nodelay() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let sock = socket2::SockRef::from(&accepted);
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            None,
+            "kernel default first"
+        );
+        assert!(!sock.nodelay().unwrap());
+
+        tune_tcp(&accepted);
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(30))
+        );
+        assert!(sock.nodelay().unwrap());
     }
 }

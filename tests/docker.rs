@@ -425,3 +425,271 @@ fn glob_matching() {
         "target/release/deps/switchyard-1"
     ));
 }
+
+/// The one instruction `keyword` of `stage`; panics on none or several.
+fn only<'a>(stage: &'a [Instruction], keyword: &str) -> &'a str {
+    let found: Vec<&Instruction> = stage.iter().filter(|i| i.keyword == keyword).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one {keyword} in the runtime stage: {found:?}"
+    );
+    &found[0].args
+}
+
+/// README, Docker: the runtime image is non-root (uid 10001), exposes 6001
+/// and 9601, listens for metrics on all interfaces and logs JSON by default,
+/// stops on SIGTERM, and health-checks every 10 s with a 3 s timeout.
+#[test]
+fn the_runtime_image_is_non_root_and_has_the_documented_attributes() {
+    let all = dockerfile();
+    let stages = stages(&all);
+    let runtime = stages.last().unwrap();
+
+    assert_eq!(only(runtime, "USER"), "10001:10001");
+    let run = runtime
+        .iter()
+        .filter(|i| i.keyword == "RUN")
+        .map(|i| i.args.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(run.contains("useradd --system --uid 10001"), "{run}");
+
+    let mut exposed: Vec<&str> = only(runtime, "EXPOSE").split_whitespace().collect();
+    exposed.sort();
+    assert_eq!(exposed, ["6001", "9601"]);
+
+    let env: Vec<(String, String)> = runtime
+        .iter()
+        .filter(|i| i.keyword == "ENV")
+        .flat_map(|i| env_pairs(&i.args))
+        .collect();
+    let value = |k: &str| {
+        env.iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("{k} not set by ENV: {env:?}"))
+    };
+    assert_eq!(value("METRICS_HOST"), "0.0.0.0");
+    assert_eq!(value("LOG_OUTPUT_FORMAT"), "json");
+    assert_eq!(value("PORT"), "6001");
+    assert_eq!(value("METRICS_PORT"), "9601");
+
+    assert_eq!(only(runtime, "STOPSIGNAL"), "SIGTERM");
+    let health = only(runtime, "HEALTHCHECK");
+    let duration = |name: &str| {
+        docker_duration(option(health, name).unwrap_or_else(|| panic!("--{name} in {health}")))
+    };
+    assert_eq!(duration("interval"), Duration::from_secs(10));
+    assert_eq!(duration("timeout"), Duration::from_secs(3));
+}
+
+// ---------------------------------------------------------------------------
+// docker-compose.yml, read with a parser for the YAML subset it uses (block
+// maps and lists, `[a, b]` lists, quoted scalars, `&anchor` and `<<: *anchor`
+// merges), so that the checks follow the merge as Compose does; a construct
+// outside the subset fails the parse instead of passing unread.
+
+#[derive(Debug, Clone, PartialEq)]
+enum Yaml {
+    Str(String),
+    List(Vec<Yaml>),
+    Map(Vec<(String, Yaml)>),
+}
+
+impl Yaml {
+    fn get(&self, key: &str) -> &Yaml {
+        match self {
+            Yaml::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .unwrap_or_else(|| panic!("no `{key}` in {self:?}")),
+            _ => panic!("`{key}` looked up in a non-map {self:?}"),
+        }
+    }
+
+    fn str(&self) -> &str {
+        match self {
+            Yaml::Str(s) => s,
+            _ => panic!("not a scalar: {self:?}"),
+        }
+    }
+
+    fn list(&self) -> Vec<&str> {
+        match self {
+            Yaml::List(items) => items.iter().map(Yaml::str).collect(),
+            _ => panic!("not a list: {self:?}"),
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        match self {
+            Yaml::Map(entries) => entries.iter().map(|(k, _)| k.as_str()).collect(),
+            _ => panic!("not a map: {self:?}"),
+        }
+    }
+}
+
+fn yaml_scalar(s: &str) -> Yaml {
+    let s = s.trim();
+    if let Some(inner) = s.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        return Yaml::List(
+            inner
+                .split(',')
+                .filter(|i| !i.trim().is_empty())
+                .map(yaml_scalar)
+                .collect(),
+        );
+    }
+    assert!(
+        !s.starts_with(['{', '*', '&', '|', '>']),
+        "outside the YAML subset: {s:?}"
+    );
+    let unquoted = s
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .or_else(|| s.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
+        .unwrap_or(s);
+    Yaml::Str(unquoted.to_string())
+}
+
+struct YamlParser {
+    /// (indent, content) of each line that is not blank or a comment.
+    lines: Vec<(usize, String)>,
+    at: usize,
+    anchors: std::collections::HashMap<String, Yaml>,
+}
+
+impl YamlParser {
+    fn parse(text: &str) -> Yaml {
+        let lines = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .map(|l| {
+                assert!(!l.contains('\t'), "tab in YAML: {l:?}");
+                (l.len() - l.trim_start().len(), l.trim().to_string())
+            })
+            .collect();
+        let mut p = YamlParser {
+            lines,
+            at: 0,
+            anchors: Default::default(),
+        };
+        let doc = p.block(0);
+        assert_eq!(p.at, p.lines.len(), "unparsed line {:?}", p.lines.get(p.at));
+        doc
+    }
+
+    fn block(&mut self, indent: usize) -> Yaml {
+        if self.lines[self.at].1.starts_with("- ") {
+            let mut items = Vec::new();
+            while let Some((i, line)) = self.lines.get(self.at) {
+                if *i != indent || !line.starts_with("- ") {
+                    break;
+                }
+                items.push(yaml_scalar(&line[2..]));
+                self.at += 1;
+            }
+            return Yaml::List(items);
+        }
+        let mut entries: Vec<(String, Yaml)> = Vec::new();
+        while let Some((i, line)) = self.lines.get(self.at).cloned() {
+            if i < indent {
+                break;
+            }
+            assert_eq!(i, indent, "unexpected indentation at {line:?}");
+            let (key, rest) = match line.split_once(": ") {
+                Some((k, v)) => (k.trim().to_string(), v.trim().to_string()),
+                None => (
+                    line.strip_suffix(':')
+                        .unwrap_or_else(|| panic!("not `key: value`: {line:?}"))
+                        .to_string(),
+                    String::new(),
+                ),
+            };
+            self.at += 1;
+            let value = if key == "<<" {
+                let name = rest.strip_prefix('*').expect("`<<: *anchor`");
+                let merged = self.anchors.get(name).expect("anchor defined").clone();
+                let Yaml::Map(merged) = merged else {
+                    panic!("merge of a non-map")
+                };
+                for (k, v) in merged {
+                    if !entries.iter().any(|(e, _)| *e == k) {
+                        entries.push((k, v));
+                    }
+                }
+                continue;
+            } else if rest.is_empty() || rest.starts_with('&') {
+                let child_indent = self.lines.get(self.at).map_or(0, |(i, _)| *i);
+                assert!(child_indent > indent, "empty value of `{key}`");
+                let child = self.block(child_indent);
+                if let Some(anchor) = rest.strip_prefix('&') {
+                    self.anchors.insert(anchor.to_string(), child.clone());
+                }
+                child
+            } else {
+                yaml_scalar(&rest)
+            };
+            // A key given after a merge overrides the merged one.
+            entries.retain(|(k, _)| *k != key);
+            entries.push((key, value));
+        }
+        Yaml::Map(entries)
+    }
+}
+
+#[test]
+fn yaml_subset_parser_follows_anchors_and_merges() {
+    let doc = YamlParser::parse(
+        "x-base: &base\n  a: 1\n  b: [p, q]\ns:\n  one:\n    <<: *base\n    a: \"2\"\n    l:\n      - \"127.0.0.1:1:1\"\n",
+    );
+    let one = doc.get("s").get("one");
+    assert_eq!(one.get("a").str(), "2");
+    assert_eq!(one.get("b").list(), ["p", "q"]);
+    assert_eq!(one.get("l").list(), ["127.0.0.1:1:1"]);
+}
+
+/// README, Docker/Compose: two nodes, both built from this directory as
+/// `switchyard:local` with `pull_policy: build`; the app secret a compose
+/// secret mounted at /run/secrets/app_secret and named by
+/// `SOCKUDO_DEFAULT_APP_SECRET_FILE`; metrics on all interfaces inside the
+/// container but published on the host's loopback only.
+#[test]
+fn compose_runs_two_locally_built_nodes_with_the_secret_file_and_loopback_metrics() {
+    let doc = YamlParser::parse(&repo_file("docker-compose.yml"));
+    let services = doc.get("services");
+    assert_eq!(services.keys(), ["switchyard-1", "switchyard-2"]);
+    let mut published_ws = Vec::new();
+    for name in services.keys() {
+        let node = services.get(name);
+        assert_eq!(node.get("build").str(), ".", "{name}");
+        assert_eq!(node.get("image").str(), "switchyard:local", "{name}");
+        assert_eq!(node.get("pull_policy").str(), "build", "{name}");
+        assert_eq!(node.get("secrets").list(), ["app_secret"], "{name}");
+        let env = node.get("environment");
+        assert_eq!(
+            env.get("SOCKUDO_DEFAULT_APP_SECRET_FILE").str(),
+            "/run/secrets/app_secret",
+            "{name}"
+        );
+        assert_eq!(env.get("METRICS_HOST").str(), "0.0.0.0", "{name}");
+        let ports = node.get("ports").list();
+        let metrics: Vec<&&str> = ports.iter().filter(|p| p.ends_with(":9601")).collect();
+        assert_eq!(metrics.len(), 1, "{name}: {ports:?}");
+        assert!(
+            metrics[0].starts_with("127.0.0.1:"),
+            "{name}: metrics published beyond loopback: {ports:?}"
+        );
+        let ws: Vec<&&str> = ports.iter().filter(|p| p.ends_with(":6001")).collect();
+        assert_eq!(ws.len(), 1, "{name}: {ports:?}");
+        published_ws.push(ws[0].to_string());
+    }
+    assert_ne!(published_ws[0], published_ws[1], "host ports differ");
+    assert_eq!(
+        doc.get("secrets").get("app_secret").get("file").str(),
+        "./secrets/app_secret"
+    );
+}

@@ -64,6 +64,17 @@ async fn usage_reports_memory_and_live_connections() {
         total
     );
     assert!(before["process"]["rss"].as_u64().unwrap() > 0);
+    // `percent` = used / total × 100, a number in (0, 100].
+    let used = memory["used"].as_u64().unwrap();
+    let percent = memory["percent"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("memory.percent is not a number: {memory}"));
+    assert!(percent > 0.0 && percent <= 100.0, "{memory}");
+    let expected = used as f64 * 100.0 / total as f64;
+    assert!(
+        (percent - expected).abs() < 1e-6,
+        "percent {percent} is not used/total ({expected}): {memory}"
+    );
 
     let _a = server.connect().await;
     let _b = server.connect().await;

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
+use std::time::Instant;
 
 const CH: &str = "presence-room";
 
@@ -312,5 +313,77 @@ async fn api_events_on_presence_channels_carry_no_user_id() {
         f.json.get("user_id").is_none(),
         "API events carry no user_id: {}",
         f.raw
+    );
+}
+
+/// README, Closing: "The socket leaves its channels when the close starts,
+/// so presence `member_removed` and counts are not delayed" by the up-to-1 s
+/// wait for the client's close frame. The leaving socket is closed by the
+/// server (`terminate_connections`, 4009) and never answers the close
+/// frame: the observer must see `member_removed` long before the server
+/// gives up waiting and closes the TCP connection.
+#[tokio::test]
+async fn member_removed_is_sent_when_the_close_starts_not_when_it_ends() {
+    use tokio::io::AsyncReadExt;
+    use tokio_tungstenite::MaybeTlsStream;
+    let server = Server::start_app(&[]).await;
+    let channel = "presence-closing";
+    let mut observer = server.connect().await;
+    observer
+        .subscribe_presence(channel, "observer", json!({}))
+        .await;
+    let mut leaving = server.connect().await;
+    leaving.signin(r#"{"id":"leaving"}"#).await;
+    leaving
+        .subscribe_presence(channel, "leaving", json!({}))
+        .await;
+    let added = observer
+        .expect_channel_event("pusher_internal:member_added", channel)
+        .await;
+    assert_eq!(added.data_json()["user_id"], "leaving");
+
+    let r = server
+        .api()
+        .post("/users/leaving/terminate_connections", "{}")
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.text);
+    leaving.expect_error(4009).await;
+    // Reading the close frame queues the client library's answer, which it
+    // sends only on its next read or write; neither happens from here on.
+    leaving.expect_close(4009).await;
+    let close_received = Instant::now();
+
+    let removed = observer
+        .expect_channel_event("pusher_internal:member_removed", channel)
+        .await;
+    let removed_after = close_received.elapsed();
+    assert_eq!(removed.data_json()["user_id"], "leaving");
+    assert!(
+        removed_after < ms(500),
+        "member_removed came {removed_after:?} after the close frame; the close-reply wait is 1 s"
+    );
+    let info = server.api().channel_info(channel, "user_count").await;
+    assert_eq!(info["user_count"], 1, "{info}");
+
+    // The premise: the close was still waiting for the client's answer,
+    // which never came; the server ends the TCP connection after its 1 s.
+    let mut stream = leaving.into_stream();
+    let MaybeTlsStream::Plain(tcp) = stream.get_mut() else {
+        panic!("plain TCP expected")
+    };
+    let mut buf = [0u8; 1024];
+    let ended = tokio::time::timeout(RECV_TIMEOUT, async {
+        while let Ok(n) = tcp.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the server never closed the connection");
+    let closed_after = close_received.elapsed();
+    assert!(
+        closed_after > ms(800),
+        "the connection ended {closed_after:?} after the close frame: the client answered?"
     );
 }

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 /// `"x"` × n.
 fn xs(n: usize) -> String {
@@ -595,4 +596,111 @@ async fn a_thousand_query_parameters_get_an_answer_not_a_crash() {
         .await
         .assert_error(401, "auth_failed");
     server.connect().await.assert_alive().await;
+}
+
+// ---------------------------------------------------------------------------
+// The HTTP parser's own limits (actix-http), below Switchyard's own 431: heads
+// that never finish, or whose request line cannot be parsed, never reach it.
+
+/// Read what the server answers on `s` until it closes the connection (a
+/// reset after the answer counts as a close: the server drops unread input).
+async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let read_all = async {
+        loop {
+            let mut chunk = [0u8; 8192];
+            match s.read(&mut chunk).await {
+                Ok(0) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if !buf.is_empty() => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+                    break;
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_all)
+        .await
+        .expect("an answer and a close within 10 s");
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn status_of(answer: &str) -> u16 {
+    answer
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
+
+/// README: "a head over 128 KiB (431)". A head that never finishes is
+/// buffered up to 128 KiB without an answer; past it the parser answers 431
+/// at once (its own, bodiless: Switchyard's JSON 431 needs a parsed head)
+/// and closes the connection. The server keeps serving.
+#[tokio::test]
+async fn an_unfinished_head_over_128_kib_is_431_and_the_connection_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start_app(&[]).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let start = "GET /up HTTP/1.1\r\nHost: localhost\r\nX-Pad: ";
+    let under = 127 * 1024 - start.len();
+    s.write_all(format!("{start}{}", "p".repeat(under)).as_bytes())
+        .await
+        .unwrap();
+    // 127 KiB of an unfinished head: the parser is still waiting.
+    let mut one = [0u8; 1];
+    let early = tokio::time::timeout(ms(300), s.read(&mut one)).await;
+    assert!(early.is_err(), "answered 127 KiB of head: {early:?}");
+
+    s.write_all("p".repeat(2 * 1024).as_bytes()).await.unwrap();
+    let answer = read_answer(&mut s).await;
+    assert_eq!(status_of(&answer), 431, "{answer:?}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer:?}"
+    );
+    assert_eq!(
+        http_get(&format!("{}/up", server.http_base())).await.status,
+        200
+    );
+}
+
+/// README: "a request target over 65,534 bytes (400)". A target of exactly
+/// 65,534 bytes is parsed and reaches Switchyard (whose 16 KiB head limit
+/// answers the JSON 431); one byte more is the parser's bare 400.
+#[tokio::test]
+async fn a_request_target_over_65534_bytes_is_400_from_the_parser() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start_app(&[]).await;
+    let request = |target_len: usize| {
+        let target = format!("/{}", "a".repeat(target_len - 1));
+        assert_eq!(target.len(), target_len);
+        format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    };
+    let port = server.port;
+    let ask = |req: String| async move {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        read_answer(&mut s).await
+    };
+
+    let at = ask(request(65_534)).await;
+    let (_, body) = at.split_once("\r\n\r\n").expect("a whole head");
+    assert_431_json(status_of(&at), body);
+
+    let over = ask(request(65_535)).await;
+    assert_eq!(status_of(&over), 400, "{over:?}");
+    assert!(
+        !over.contains("headers_too_large"),
+        "the parser's own 400, not Switchyard's 431: {over:?}"
+    );
+    assert_eq!(
+        http_get(&format!("{}/up", server.http_base())).await.status,
+        200
+    );
 }

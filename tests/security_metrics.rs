@@ -434,3 +434,27 @@ async fn metrics_disabled_opens_no_listener() {
     want.sort();
     assert_eq!(ports, want, "public and metrics listeners only");
 }
+
+/// README: the 431 for a request head over `HTTP_MAX_HEADER_SIZE_KB` holds
+/// on "the redirect and metrics listeners" too: the same JSON body, the
+/// connection closed, `headers_too_large` logged.
+#[tokio::test]
+async fn an_oversized_head_on_the_metrics_listener_is_the_json_431() {
+    let (server, mp) = metrics_server(&[]).await;
+    assert!(scrape(mp).await.contains("# TYPE"), "the listener serves");
+    let head = format!(
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(17 * 1024)
+    );
+    let (status, body) = exchange_raw(mp, head.as_bytes()).await;
+    assert_eq!(status, 431, "{body:?}");
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+    assert_eq!(v["code"], "headers_too_large", "{v}");
+    assert_eq!(v["status"], 431, "{v}");
+    server
+        .wait_for_logs("headers_too_large logged", ms(5000), |l| {
+            l.contains("headers_too_large")
+        })
+        .await;
+}

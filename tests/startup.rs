@@ -139,3 +139,37 @@ async fn the_development_app_warning_is_given_once() {
     assert_eq!(logs.matches("development app").count(), 1, "{logs}");
     assert!(logs.contains("mode=development"), "{logs}");
 }
+
+/// README: `ADAPTER_DRIVER` "anything but `local` runs as a single node with
+/// a loud warning": the WARN line names the driver and says events do not
+/// cross nodes, and the node serves as usual (a publish reaches its
+/// subscriber).
+#[tokio::test]
+async fn a_non_local_adapter_driver_runs_single_node_with_a_warning() {
+    let server = Server::start_app(&[("ADAPTER_DRIVER", "redis")]).await;
+    server
+        .wait_for_logs("the adapter warning", ms(5000), |l| {
+            l.lines().any(|line| {
+                line.contains("WARN")
+                    && line.contains("ADAPTER_DRIVER=redis is not available in this version")
+                    && line.contains("running as a single node")
+                    && line.contains("will NOT reach clients of another")
+            })
+        })
+        .await;
+    let mut ws = server.connect().await;
+    ws.subscribe("news").await;
+    server.api().publish("news", "update", "hello").await;
+    let f = ws.expect_channel_event("update", "news").await;
+    assert_eq!(f.data_str(), "hello");
+}
+
+/// The local adapter (the default) gives no such warning.
+#[tokio::test]
+async fn the_local_adapter_driver_gives_no_adapter_warning() {
+    let server = Server::start_app(&[("ADAPTER_DRIVER", "local")]).await;
+    let _ws = server.connect().await;
+    let logs = server.logs();
+    assert!(logs.contains("adapter=local"), "{logs}");
+    assert!(!logs.contains("ADAPTER_DRIVER="), "{logs}");
+}

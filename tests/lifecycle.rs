@@ -11,13 +11,13 @@
 
 mod common;
 
+use common::raw::{held_socket, held_sockets, End, RawWs};
 use common::security::{app_ws_path, unix_ws, Ready, TempDir, TestCa};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -35,46 +35,14 @@ const UNANSWERED: Duration = Duration::from_millis(2500);
 // ---------------------------------------------------------------------------
 // What the server process holds, from /proc
 
-/// Inodes of the sockets the process has open.
-fn socket_inodes(pid: u32) -> HashSet<String> {
-    let mut inodes = HashSet::new();
-    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("read /proc/<pid>/fd");
-    for entry in dir.flatten() {
-        if let Ok(target) = std::fs::read_link(entry.path()) {
-            let target = target.to_string_lossy().into_owned();
-            if let Some(inode) = target
-                .strip_prefix("socket:[")
-                .and_then(|r| r.strip_suffix(']'))
-            {
-                inodes.insert(inode.to_string());
-            }
-        }
-    }
-    inodes
-}
-
-fn port_of(hex_addr: &str) -> u16 {
-    let (_, port) = hex_addr.rsplit_once(':').expect("addr:port");
-    u16::from_str_radix(port, 16).expect("hex port")
-}
-
 /// Client ports of the TCP connections the server process holds on its port
 /// (any state but LISTEN).
 fn held_connections(server: &Server) -> Vec<u16> {
     let pid = server.pid().expect("server running");
-    let inodes = socket_inodes(pid);
-    let mut ports = Vec::new();
-    for table in ["tcp", "tcp6"] {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() > 9 && f[3] != "0A" && port_of(f[1]) == server.port && inodes.contains(f[9])
-            {
-                ports.push(port_of(f[2]));
-            }
-        }
-    }
-    ports
+    held_sockets(pid, server.port)
+        .into_iter()
+        .map(|s| s.client_port)
+        .collect()
 }
 
 /// Wait until the server holds no socket for the connection from
@@ -168,186 +136,6 @@ async fn tws_until_eof<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStre
 }
 
 // ---------------------------------------------------------------------------
-// A raw WebSocket client: does only what a test tells it to
-
-struct Raw {
-    tcp: TcpStream,
-    buf: Vec<u8>,
-    port: u16,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum End {
-    /// FIN: a clean end of stream.
-    Eof,
-    /// RST.
-    Reset,
-}
-
-impl Raw {
-    async fn open(server: &Server, path: &str) -> Raw {
-        Raw::open_with(server, path, None).await
-    }
-
-    /// Connect (with a small receive buffer, if given) and upgrade.
-    async fn open_with(server: &Server, path: &str, rcvbuf: Option<u32>) -> Raw {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        if let Some(size) = rcvbuf {
-            socket.set_recv_buffer_size(size).unwrap();
-        }
-        let addr = format!("127.0.0.1:{}", server.port).parse().unwrap();
-        let mut tcp = socket.connect(addr).await.expect("connect");
-        let port = tcp.local_addr().unwrap().port();
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\n\r\n"
-        );
-        tcp.write_all(req.as_bytes()).await.unwrap();
-        let mut raw = Raw {
-            tcp,
-            buf: Vec::new(),
-            port,
-        };
-        let head = loop {
-            if let Some(end) = raw.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&raw.buf[..end]).into_owned();
-                raw.buf.drain(..end + 4);
-                break head;
-            }
-            assert_ne!(raw.fill().await, Some(End::Eof), "EOF during the handshake");
-        };
-        assert!(head.starts_with("HTTP/1.1 101"), "not upgraded: {head}");
-        raw
-    }
-
-    /// Read more into the buffer; `Some(end)` when the stream ended.
-    async fn fill(&mut self) -> Option<End> {
-        let mut chunk = [0u8; 16 * 1024];
-        match tokio::time::timeout(Duration::from_secs(10), self.tcp.read(&mut chunk)).await {
-            Err(_) => panic!("nothing read within 10 s"),
-            Ok(Ok(0)) => Some(End::Eof),
-            Ok(Ok(n)) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                None
-            }
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(End::Reset),
-            Ok(Err(e)) => panic!("read error: {e}"),
-        }
-    }
-
-    /// The next frame (opcode, payload); server frames are not masked.
-    async fn frame(&mut self) -> (u8, Vec<u8>) {
-        loop {
-            if let Some((op, payload, used)) = parse_frame(&self.buf) {
-                self.buf.drain(..used);
-                return (op, payload);
-            }
-            if let Some(end) = self.fill().await {
-                panic!("stream ended ({end:?}) while waiting for a frame");
-            }
-        }
-    }
-
-    /// The next text frame, as JSON.
-    async fn text(&mut self) -> Value {
-        loop {
-            let (op, payload) = self.frame().await;
-            match op {
-                1 => return serde_json::from_slice(&payload).expect("JSON text frame"),
-                9 | 10 => continue,
-                _ => panic!("expected a text frame, got opcode {op}"),
-            }
-        }
-    }
-
-    async fn expect_event(&mut self, event: &str) -> Value {
-        let v = self.text().await;
-        assert_eq!(v["event"], event, "{v}");
-        v
-    }
-
-    /// Read frames up to the close frame (not answering it); its code.
-    async fn close_code(&mut self) -> u16 {
-        loop {
-            let (op, payload) = self.frame().await;
-            if op == 8 {
-                assert!(payload.len() >= 2, "close frame without a code");
-                return u16::from_be_bytes([payload[0], payload[1]]);
-            }
-        }
-    }
-
-    /// Read (and discard) until the connection ends; how and how long it took.
-    async fn until_end(&mut self) -> (End, Duration) {
-        let started = Instant::now();
-        self.buf.clear();
-        loop {
-            if let Some(end) = self.fill().await {
-                return (end, started.elapsed());
-            }
-            self.buf.clear();
-        }
-    }
-
-    /// Send a masked frame.
-    async fn send(&mut self, opcode: u8, payload: &[u8]) {
-        let mut frame = vec![0x80 | opcode];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= u16::MAX as usize => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.tcp.write_all(&frame).await.expect("send frame");
-    }
-
-    async fn send_json(&mut self, v: Value) {
-        self.send(1, v.to_string().as_bytes()).await
-    }
-
-    async fn subscribe(&mut self, channel: &str) {
-        self.send_json(json!({"event": "pusher:subscribe", "data": {"channel": channel}}))
-            .await;
-        let v = self
-            .expect_event("pusher_internal:subscription_succeeded")
-            .await;
-        assert_eq!(v["channel"], channel);
-    }
-}
-
-/// One complete unmasked frame at the start of `buf`: opcode, payload and
-/// the bytes it took.
-fn parse_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
-    if buf.len() < 2 {
-        return None;
-    }
-    let op = buf[0] & 0x0f;
-    assert_eq!(buf[1] & 0x80, 0, "server frames are not masked");
-    let (len, head) = match buf[1] & 0x7f {
-        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => (
-            u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
-            10,
-        ),
-        126 | 127 => return None,
-        n => (n as usize, 2),
-    };
-    if buf.len() < head + len {
-        return None;
-    }
-    Some((op, buf[head..head + len].to_vec(), head + len))
-}
-
-// ---------------------------------------------------------------------------
 // The client closes
 
 #[tokio::test]
@@ -377,7 +165,7 @@ async fn a_client_gone_without_a_close_frame_or_half_closed_is_released() {
     let server = Server::start_app(&[]).await;
 
     // TCP closed without a close frame.
-    let mut raw = Raw::open(&server, &app_ws_path()).await;
+    let mut raw = RawWs::open(&server, &app_ws_path()).await;
     raw.expect_event("pusher:connection_established").await;
     raw.subscribe("gone").await;
     let port = raw.port;
@@ -386,7 +174,7 @@ async fn a_client_gone_without_a_close_frame_or_half_closed_is_released() {
 
     // Half-closed: the client shuts its sending side (FIN) but keeps
     // reading; the server must end the connection, not wait for more.
-    let mut raw = Raw::open(&server, &app_ws_path()).await;
+    let mut raw = RawWs::open(&server, &app_ws_path()).await;
     raw.expect_event("pusher:connection_established").await;
     raw.subscribe("gone").await;
     raw.tcp.shutdown().await.unwrap();
@@ -470,13 +258,13 @@ async fn a_server_close_nobody_answers_ends_tcp_after_the_reply_wait() {
     let api = api(&server);
 
     // 4100 to a client that reads but never answers the close frame.
-    let mut raw = Raw::open(&server, &app_ws_path()).await;
+    let mut raw = RawWs::open(&server, &app_ws_path()).await;
     raw.expect_event("pusher:connection_established").await;
     raw.subscribe("big").await;
     api.publish("big", "huge", &"x".repeat(4096)).await;
     let err = raw.expect_event("pusher:error").await;
     assert_eq!(err["data"]["code"], 4100, "{err}");
-    assert_eq!(raw.close_code().await, 4100);
+    assert_eq!(raw.expect_close().await, 4100);
     let (end, took) = raw.until_end().await;
     assert_eq!(end, End::Eof, "a clean close, not a reset");
     assert!(
@@ -490,10 +278,10 @@ async fn a_server_close_nobody_answers_ends_tcp_after_the_reply_wait() {
     wait_released(&server, raw.port, PROMPT).await;
 
     // 4001 (refused at the handshake) to a client that never answers.
-    let mut raw = Raw::open(&server, "/app/no-such-key?protocol=7").await;
+    let mut raw = RawWs::open(&server, "/app/no-such-key?protocol=7").await;
     let err = raw.expect_event("pusher:error").await;
     assert_eq!(err["data"]["code"], 4001, "{err}");
-    assert_eq!(raw.close_code().await, 4001);
+    assert_eq!(raw.expect_close().await, 4001);
     let (end, took) = raw.until_end().await;
     assert_eq!(end, End::Eof);
     assert!(
@@ -509,13 +297,13 @@ async fn a_server_close_nobody_answers_ends_tcp_after_the_reply_wait() {
 async fn a_pong_timeout_4201_releases_the_socket() {
     let server = Server::start_app(&[("ACTIVITY_TIMEOUT", "1"), ("PONG_TIMEOUT", "1")]).await;
     // A client that answers nothing, neither pusher:ping nor the close.
-    let mut raw = Raw::open(&server, &app_ws_path()).await;
+    let mut raw = RawWs::open(&server, &app_ws_path()).await;
     raw.expect_event("pusher:connection_established").await;
     raw.subscribe("quiet").await;
     raw.expect_event("pusher:ping").await;
     let err = raw.expect_event("pusher:error").await;
     assert_eq!(err["data"]["code"], 4201, "{err}");
-    assert_eq!(raw.close_code().await, 4201);
+    assert_eq!(raw.expect_close().await, 4201);
     let (end, took) = raw.until_end().await;
     assert_eq!(end, End::Eof);
     assert!(took < UNANSWERED, "4201: TCP closed after {took:?}");
@@ -542,7 +330,7 @@ async fn a_pong_timeout_4201_releases_the_socket() {
 async fn shutdown_4200_closes_every_socket_promptly() {
     let mut server = Server::start_app(&[("SHUTDOWN_GRACE_PERIOD", "10")]).await;
     let mut answering = server.connect().await.into_stream();
-    let mut silent = Raw::open(&server, &app_ws_path()).await;
+    let mut silent = RawWs::open(&server, &app_ws_path()).await;
     silent.expect_event("pusher:connection_established").await;
 
     let started = Instant::now();
@@ -556,7 +344,7 @@ async fn shutdown_4200_closes_every_socket_promptly() {
 
     let err = silent.expect_event("pusher:error").await;
     assert_eq!(err["data"]["code"], 4200, "{err}");
-    assert_eq!(silent.close_code().await, 4200);
+    assert_eq!(silent.expect_close().await, 4200);
     let (end, took) = silent.until_end().await;
     assert_eq!(end, End::Eof);
     assert!(
@@ -670,7 +458,7 @@ async fn a_client_that_stops_reading_is_cut_within_the_bound() {
     .await;
     let api = api(&server);
     let pid = server.pid().unwrap();
-    let mut raw = Raw::open_with(&server, &app_ws_path(), Some(4096)).await;
+    let mut raw = RawWs::open_with(&server, &app_ws_path(), Some(4096)).await;
     raw.expect_event("pusher:connection_established").await;
     raw.subscribe("firehose").await;
 
@@ -679,7 +467,7 @@ async fn a_client_that_stops_reading_is_cut_within_the_bound() {
     api.publish("firehose", "big", &"x".repeat(8 << 20)).await;
     // Wait until the session wrote it (the kernel's send queue filled).
     let started = Instant::now();
-    while send_queue(pid, server.port, raw.port) < 64 * 1024 {
+    while held_socket(pid, server.port, raw.port).map_or(0, |s| s.send_queue) < 64 * 1024 {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "the big frame never left"
@@ -710,22 +498,4 @@ async fn a_client_that_stops_reading_is_cut_within_the_bound() {
         server.logs()
     );
     assert_nothing_left(&server).await;
-}
-
-/// Bytes in the kernel send queue of the server's socket to `client_port`.
-fn send_queue(pid: u32, port: u16, client_port: u16) -> u64 {
-    let inodes = socket_inodes(pid);
-    let text = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() > 9
-            && port_of(f[1]) == port
-            && port_of(f[2]) == client_port
-            && inodes.contains(f[9])
-        {
-            let (tx, _rx) = f[4].split_once(':').unwrap();
-            return u64::from_str_radix(tx, 16).unwrap();
-        }
-    }
-    0
 }

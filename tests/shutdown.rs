@@ -5,13 +5,18 @@
 
 mod common;
 
+use common::raw::{held_socket, End, RawWs};
 use common::security::WsError;
 use common::*;
-use serde_json::{json, Value};
-use std::collections::HashSet;
+use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// The harness app's WebSocket path.
+fn app_path() -> String {
+    format!("/app/{APP_KEY}?protocol=7")
+}
 
 /// What a deadline of the shutdown may overrun by on a loaded machine.
 const SLACK: Duration = Duration::from_millis(2500);
@@ -64,148 +69,12 @@ async fn sigint_does_the_same() {
     shutdown_on("INT").await;
 }
 
-/// A WebSocket client on a bare TCP stream: it upgrades and reads, and does
-/// nothing else — it never answers a close frame and never closes.
-struct Lingering {
-    tcp: TcpStream,
-    buf: Vec<u8>,
-}
-
-/// How the server ended a connection.
-#[derive(Debug, PartialEq, Eq)]
-enum End {
-    /// FIN.
-    Eof,
-    /// RST.
-    Reset,
-}
-
-impl Lingering {
-    async fn open(server: &Server) -> Lingering {
-        Lingering::open_with(server, None).await
-    }
-
-    /// Connect (with this receive buffer, if given) and upgrade.
-    async fn open_with(server: &Server, rcvbuf: Option<u32>) -> Lingering {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        if let Some(size) = rcvbuf {
-            socket.set_recv_buffer_size(size).unwrap();
-        }
-        let addr = format!("127.0.0.1:{}", server.port).parse().unwrap();
-        let mut tcp = socket.connect(addr).await.expect("connect");
-        tcp.write_all(upgrade_request(&format!("/app/{APP_KEY}?protocol=7")).as_bytes())
-            .await
-            .unwrap();
-        let mut raw = Lingering {
-            tcp,
-            buf: Vec::new(),
-        };
-        let head = loop {
-            if let Some(end) = raw.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&raw.buf[..end]).into_owned();
-                raw.buf.drain(..end + 4);
-                break head;
-            }
-            if let Some(end) = raw.fill().await {
-                panic!("connection ended ({end:?}) during the upgrade");
-            }
-        };
-        assert!(head.starts_with("HTTP/1.1 101"), "not upgraded: {head}");
-        raw
-    }
-
-    fn port(&self) -> u16 {
-        self.tcp.local_addr().unwrap().port()
-    }
-
-    /// Send a text frame (masked, as a client must).
-    async fn send_json(&mut self, v: Value) {
-        let payload = v.to_string().into_bytes();
-        assert!(payload.len() < 126, "short frames only");
-        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-        let mut frame = vec![0x81, 0x80 | payload.len() as u8];
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.tcp.write_all(&frame).await.expect("send frame");
-    }
-
-    /// Read more; `Some(end)` once the stream has ended.
-    async fn fill(&mut self) -> Option<End> {
-        let mut chunk = [0u8; 4096];
-        match tokio::time::timeout(Duration::from_secs(10), self.tcp.read(&mut chunk)).await {
-            Err(_) => panic!("nothing read within 10 s"),
-            Ok(Ok(0)) => Some(End::Eof),
-            Ok(Ok(n)) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                None
-            }
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(End::Reset),
-            Ok(Err(e)) => panic!("read error: {e}"),
-        }
-    }
-
-    /// The next frame: opcode and payload (server frames are not masked).
-    async fn frame(&mut self) -> (u8, Vec<u8>) {
-        loop {
-            if self.buf.len() >= 2 {
-                let (len, head) = match self.buf[1] & 0x7f {
-                    126 if self.buf.len() >= 4 => {
-                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
-                    }
-                    126 | 127 => (usize::MAX, 0),
-                    n => (n as usize, 2),
-                };
-                if len != usize::MAX && self.buf.len() >= head + len {
-                    let op = self.buf[0] & 0x0f;
-                    let payload = self.buf[head..head + len].to_vec();
-                    self.buf.drain(..head + len);
-                    return (op, payload);
-                }
-            }
-            if let Some(end) = self.fill().await {
-                panic!("connection ended ({end:?}) while waiting for a frame");
-            }
-        }
-    }
-
-    /// The next frame, which must be a text frame holding `event`.
-    async fn expect_event(&mut self, event: &str) -> Value {
-        let (op, payload) = self.frame().await;
-        assert_eq!(op, 1, "expected a text frame, got opcode {op}");
-        let v: Value = serde_json::from_slice(&payload).expect("JSON text frame");
-        assert_eq!(v["event"], event, "{v}");
-        v
-    }
-
-    /// The next frame, which must be a close frame; its code.
-    async fn expect_close(&mut self) -> u16 {
-        let (op, payload) = self.frame().await;
-        assert_eq!(op, 8, "expected a close frame, got opcode {op}");
-        assert!(payload.len() >= 2, "close frame without a code");
-        u16::from_be_bytes([payload[0], payload[1]])
-    }
-
-    /// Read until the connection ends, failing on any further frame.
-    async fn until_end(&mut self) -> End {
-        loop {
-            if let Some(end) = self.fill().await {
-                assert!(
-                    self.buf.is_empty(),
-                    "bytes after the close frame: {:?}",
-                    self.buf
-                );
-                return end;
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_client_that_never_closes_is_cut_at_the_grace_period() {
     const GRACE: Duration = Duration::from_secs(1);
     let mut server = Server::start_app(&[("SHUTDOWN_GRACE_PERIOD", "1")]).await;
     // Upgraded and served: it has its socket id.
-    let mut lingering = Lingering::open(&server).await;
+    let mut lingering = RawWs::open(&server, &app_path()).await;
     let established = lingering
         .expect_event("pusher:connection_established")
         .await;
@@ -218,7 +87,7 @@ async fn a_client_that_never_closes_is_cut_at_the_grace_period() {
     assert_eq!(err["data"]["code"], 4200, "{err}");
     assert_eq!(lingering.expect_close().await, 4200);
     // Cut all the same, within the grace period.
-    assert_eq!(lingering.until_end().await, End::Eof);
+    assert_eq!(lingering.until_clean_end().await, End::Eof);
     let cut_after = started.elapsed();
     assert!(
         cut_after < GRACE + SLACK,
@@ -236,46 +105,6 @@ async fn a_client_that_never_closes_is_cut_at_the_grace_period() {
     );
 }
 
-/// Socket inodes of the process.
-fn socket_inodes(pid: u32) -> HashSet<String> {
-    let mut inodes = HashSet::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/<pid>/fd")
-        .flatten()
-    {
-        if let Ok(target) = std::fs::read_link(entry.path()) {
-            let target = target.to_string_lossy().into_owned();
-            if let Some(inode) = target
-                .strip_prefix("socket:[")
-                .and_then(|r| r.strip_suffix(']'))
-            {
-                inodes.insert(inode.to_string());
-            }
-        }
-    }
-    inodes
-}
-
-/// The kernel queues of the server process's socket on `port` for the
-/// connection from `client_port`, from /proc: bytes written but not yet
-/// acknowledged by the client, and bytes received but not yet read by the
-/// server. `None` while the process holds no such socket (not yet accepted).
-fn server_queues(pid: u32, port: u16, client_port: u16) -> Option<(u64, u64)> {
-    let inodes = socket_inodes(pid);
-    let port_of = |addr: &str| u16::from_str_radix(addr.rsplit_once(':').unwrap().1, 16).unwrap();
-    let hex = |h: &str| u64::from_str_radix(h, 16).unwrap();
-    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let ours = f.len() > 9
-            && port_of(f[1]) == port
-            && port_of(f[2]) == client_port
-            && inodes.contains(f[9]);
-        let (tx, rx) = f.get(4)?.split_once(':')?;
-        ours.then(|| (hex(tx), hex(rx)))
-    })
-}
-
 #[tokio::test]
 async fn a_client_that_does_not_read_is_cut_at_the_grace_period() {
     // A client that stopped reading with more than actix-http's write buffer
@@ -290,7 +119,7 @@ async fn a_client_that_does_not_read_is_cut_at_the_grace_period() {
     ])
     .await;
     let pid = server.pid().unwrap();
-    let mut stuck = Lingering::open_with(&server, Some(4096)).await;
+    let mut stuck = RawWs::open_with(&server, &app_path(), Some(4096)).await;
     stuck.expect_event("pusher:connection_established").await;
     stuck
         .send_json(json!({"event": "pusher:subscribe", "data": {"channel": "firehose"}}))
@@ -304,7 +133,7 @@ async fn a_client_that_does_not_read_is_cut_at_the_grace_period() {
         .publish("firehose", "big", &"x".repeat(8 << 20))
         .await;
     let deadline = Instant::now() + RECV_TIMEOUT;
-    while server_queues(pid, server.port, stuck.port()).map_or(0, |(tx, _)| tx) < 64 * 1024 {
+    while held_socket(pid, server.port, stuck.port).map_or(0, |s| s.send_queue) < 64 * 1024 {
         assert!(Instant::now() < deadline, "the big frame never left");
         tokio::time::sleep(ms(10)).await;
     }
@@ -322,13 +151,8 @@ async fn a_client_that_does_not_read_is_cut_at_the_grace_period() {
         "bounded by the {GRACE:?} grace period (plus slack): {took:?}"
     );
     // Its connection is gone: what the kernel still held for it, then the end.
-    loop {
-        stuck.buf.clear();
-        if let Some(end) = stuck.fill().await {
-            assert!(matches!(end, End::Eof | End::Reset));
-            break;
-        }
-    }
+    let (end, _) = stuck.until_end().await;
+    assert!(matches!(end, End::Eof | End::Reset));
 }
 
 #[tokio::test]
@@ -367,7 +191,7 @@ async fn a_request_in_flight_is_drained_while_new_connections_are_refused() {
     slow.write_all(first).await.unwrap();
     // In flight: the server has accepted the connection and read all of it.
     let deadline = Instant::now() + RECV_TIMEOUT;
-    while server_queues(pid, port, slow_port).map(|(_, unread)| unread) != Some(0) {
+    while held_socket(pid, port, slow_port).map(|s| s.recv_queue) != Some(0) {
         assert!(
             Instant::now() < deadline,
             "the server did not read the request head"

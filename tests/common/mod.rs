@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod prereq;
+pub mod raw;
 
 // ---------------------------------------------------------------------------
 // The app every `Server::start_app` server serves (through the env app).

@@ -1384,13 +1384,6 @@ async fn exchange(port: u16, request: &[u8]) -> (u16, String) {
     exchange_raw(port, request).await
 }
 
-fn assert_431_json(status: u16, body: &str, what: &str) {
-    assert_eq!(status, 431, "{what}: body {body:?}");
-    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {body:?}"));
-    assert_eq!(v["code"], "headers_too_large", "{what}: {v}");
-    assert_eq!(v["status"], 431, "{what}: {v}");
-}
-
 /// `head` with `fields` added before its closing blank line.
 fn with_fields(head: &str, fields: &[(String, String)]) -> String {
     let extra: String = fields

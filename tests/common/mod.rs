@@ -1172,6 +1172,15 @@ pub fn process_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// A 431 with Switchyard's JSON body (`headers_too_large`); the body as JSON.
+pub fn assert_431_json(status: u16, body: &str, what: &str) -> Value {
+    assert_eq!(status, 431, "{what}: body {body:?}");
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {body:?}"));
+    assert_eq!(v["code"], "headers_too_large", "{what}: {v}");
+    assert_eq!(v["status"], 431, "{what}: {v}");
+    v
+}
+
 /// The head of a WebSocket upgrade request for `path_and_query`.
 pub fn upgrade_request(path_and_query: &str) -> String {
     format!(

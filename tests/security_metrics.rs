@@ -447,11 +447,7 @@ async fn an_oversized_head_on_the_metrics_listener_is_the_json_431() {
         "p".repeat(17 * 1024)
     );
     let (status, body) = exchange_raw(mp, head.as_bytes()).await;
-    assert_eq!(status, 431, "{body:?}");
-    let v: serde_json::Value =
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
-    assert_eq!(v["code"], "headers_too_large", "{v}");
-    assert_eq!(v["status"], 431, "{v}");
+    assert_431_json(status, &body, "metrics listener");
     server
         .wait_for_logs("headers_too_large logged", ms(5000), |l| {
             l.contains("headers_too_large")

@@ -143,7 +143,6 @@ impl Hubs {
             closing: Cell::new(false),
             inbox: tx.clone(),
             timing: self.0.timing,
-            tick: self.0.timing.tick(),
         });
         {
             let mut inboxes = self.0.inboxes.lock().unwrap_or_else(|e| e.into_inner());
@@ -185,7 +184,6 @@ pub(crate) struct Hub {
     closing: Cell<bool>,
     inbox: mpsc::UnboundedSender<Command>,
     timing: Timing,
-    tick: Duration,
 }
 
 struct Member {
@@ -219,7 +217,7 @@ fn wedged(
     tick: Duration,
 ) -> bool {
     if outbox.overflowed() {
-        let since = *overflowed_since.get().get_or_insert(now);
+        let since = overflowed_since.get().unwrap_or(now);
         overflowed_since.set(Some(since));
         if now.saturating_duration_since(since) >= CLOSE_ABORT_TIMEOUT + tick {
             return true;
@@ -271,6 +269,7 @@ impl Hub {
     }
 
     fn tick(&self, now: Instant) {
+        let tick = self.timing.tick();
         for (id, m) in self.sessions.borrow().iter() {
             m.vitals.flush_traffic(&m.app);
             let stuck = wedged(
@@ -279,7 +278,7 @@ impl Hub {
                 &m.vitals,
                 &m.overflowed_since,
                 &self.timing,
-                self.tick,
+                tick,
             );
             if stuck {
                 // The reset makes the HTTP layer drop the connection, which

@@ -728,6 +728,7 @@ impl Session {
         let limit = self.settings.max_message_bytes;
         let too_big = |len: usize| len > limit;
         let first_is_text = matches!(item, actix_http::ws::Item::FirstText(_));
+        let is_last = matches!(item, actix_http::ws::Item::Last(_));
         match item {
             actix_http::ws::Item::FirstText(b) | actix_http::ws::Item::FirstBinary(b) => {
                 if too_big(b.len()) {
@@ -738,21 +739,8 @@ impl Session {
                     text: first_is_text,
                 });
             }
-            actix_http::ws::Item::Continue(b) => {
+            actix_http::ws::Item::Continue(b) | actix_http::ws::Item::Last(b) => {
                 let Some(partial) = self.partial.as_mut() else {
-                    return self.close(
-                        ctx,
-                        close_code::PROTOCOL_ERROR,
-                        "Unexpected continuation frame".into(),
-                    );
-                };
-                partial.bytes.extend_from_slice(&b);
-                if too_big(partial.bytes.len()) {
-                    self.reject_oversized(ctx);
-                }
-            }
-            actix_http::ws::Item::Last(b) => {
-                let Some(mut partial) = self.partial.take() else {
                     return self.close(
                         ctx,
                         close_code::PROTOCOL_ERROR,
@@ -763,7 +751,10 @@ impl Session {
                 if too_big(partial.bytes.len()) {
                     return self.reject_oversized(ctx);
                 }
-                self.on_reassembled(partial, ctx);
+                if is_last {
+                    let partial = self.partial.take().expect("checked above");
+                    self.on_reassembled(partial, ctx);
+                }
             }
         }
     }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -441,22 +441,9 @@ impl OnTerminal {
         let (master, slave) = unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
         let dir = TempDir::new();
         let port = pick_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.env_clear();
-        if let Some(path) = std::env::var_os("PATH") {
-            cmd.env("PATH", path);
-        }
-        cmd.env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("METRICS_ENABLED", "false")
-            .env("RATE_LIMITER_ENABLED", "false")
-            .env("RUST_LOG", "info")
-            .env("TERM", "xterm-256color");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        let mut cmd = bare_command(&dir.path, port, env, &[]);
         let child = cmd
-            .current_dir(&dir.path)
+            .env("TERM", "xterm-256color")
             .stdin(Stdio::null())
             .stdout(Stdio::from(slave.try_clone().expect("dup pty")))
             .stderr(Stdio::from(slave))

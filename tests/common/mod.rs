@@ -87,7 +87,7 @@ fn read_file(path: &Path) -> String {
 
 /// The command without its output files: clean environment (only PATH/HOME
 /// inherited), the harness defaults, then the test's env; runs in `dir`.
-fn bare_command(dir: &Path, port: u16, env: &[(&str, &str)], args: &[String]) -> Command {
+pub fn bare_command(dir: &Path, port: u16, env: &[(&str, &str)], args: &[String]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
     cmd.env_clear();
     for var in ["PATH", "HOME"] {

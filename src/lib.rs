@@ -8,6 +8,5 @@ pub mod http;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
-pub mod origin;
 pub mod server;
 pub mod state;

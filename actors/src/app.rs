@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::origin::OriginPattern;
 use crate::secret::Secret;
 use crate::stats::Stats;
 
@@ -74,7 +75,7 @@ pub struct App {
     /// non-presence channels when their count changes.
     pub enable_subscription_count: bool,
     /// Empty = any origin.
-    pub allowed_origins: Vec<String>,
+    pub allowed_origins: Vec<OriginPattern>,
     pub limits: AppLimits,
     /// Live sockets of this app on this node, capped at `limits.max_connections`.
     connections: Arc<Capacity>,

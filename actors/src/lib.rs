@@ -17,6 +17,7 @@ pub mod error;
 pub mod frame_limit;
 pub mod hub;
 pub mod messages;
+pub mod origin;
 pub mod presence;
 pub mod protocol;
 pub mod registry;

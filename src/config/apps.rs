@@ -22,7 +22,6 @@ use switchyard_actors::app::{App, AppLimits};
 use super::env::Env;
 use super::error::ConfigError;
 use super::file::FileApp;
-use super::validate::validate_origin_pattern;
 use super::Config;
 
 const ID: &str = "SOCKUDO_DEFAULT_APP_ID";
@@ -228,12 +227,7 @@ fn build(spec: FileApp, base: &AppLimits) -> App {
     app.enable_user_authentication = spec.enable_user_authentication.unwrap_or(false);
     app.enable_watchlist_events = spec.enable_watchlist_events.unwrap_or(false);
     app.enable_subscription_count = spec.enable_subscription_count.unwrap_or(false);
-    app.allowed_origins = spec
-        .allowed_origins
-        .unwrap_or_default()
-        .into_iter()
-        .map(|o| o.trim().to_string())
-        .collect();
+    app.allowed_origins = spec.allowed_origins.unwrap_or_default();
     let or = |v: Option<u32>, fallback: usize| v.map_or(fallback, |v| v as usize);
     app.limits = AppLimits {
         max_connections: spec.max_connections.unwrap_or(0) as usize,
@@ -328,14 +322,6 @@ fn validate(apps: &[(AppSource, App)]) -> Result<(), ConfigError> {
                     app.id
                 ),
             ));
-        }
-        for (i, pattern) in app.allowed_origins.iter().enumerate() {
-            validate_origin_pattern(pattern).map_err(|why| {
-                ConfigError::invalid(
-                    format!("{}[{i}]", source.key("allowed_origins")),
-                    format!("{pattern:?}: {why} (app {:?})", app.id),
-                )
-            })?;
         }
     }
     Ok(())

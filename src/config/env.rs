@@ -16,8 +16,8 @@ use std::str::FromStr;
 
 use super::de::{parse_octal_mode, OCTAL_EXPECTED};
 use super::error::ConfigError;
-use super::validate::validate_origin_pattern;
 use super::Config;
+use switchyard_actors::origin::OriginPattern;
 
 /// The settings that also accept `<NAME>_FILE`. `REDIS_PASSWORD` is not a
 /// Switchyard variable: Sockudo's example config file reads it through
@@ -178,21 +178,19 @@ impl<'a> Env<'a> {
     }
 
     /// A list of origin patterns, each validated like the config file's.
-    pub fn origins(&self, var: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    pub fn origins(&self, var: &str) -> Result<Option<Vec<OriginPattern>>, ConfigError> {
         let Some(list) = self.list(var) else {
             return Ok(None);
         };
-        for pattern in &list {
-            if let Err(why) = validate_origin_pattern(pattern) {
-                let expected = format!("comma-separated origin patterns ({pattern:?}: {why})");
-                return Err(ConfigError::env(
-                    var,
-                    self.string(var).unwrap_or_default(),
-                    expected,
-                ));
-            }
-        }
-        Ok(Some(list))
+        list.iter()
+            .map(|pattern| {
+                OriginPattern::parse(pattern).map_err(|why| {
+                    let expected = format!("comma-separated origin patterns ({pattern:?}: {why})");
+                    ConfigError::env(var, self.string(var).unwrap_or_default(), expected)
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
     /// A buffer limit: a number, or `none`/`0` for unlimited.

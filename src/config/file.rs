@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
+use switchyard_actors::origin::OriginPattern;
 
 use super::de;
 use super::drivers::{AdapterDriver, ServerRole};
@@ -181,7 +182,7 @@ pub(crate) struct FileApp {
     pub enable_watchlist_events: Option<bool>,
     /// Switchyard extension: `pusher_internal:subscription_count` events.
     pub enable_subscription_count: Option<bool>,
-    pub allowed_origins: Option<Vec<String>>,
+    pub allowed_origins: Option<Vec<OriginPattern>>,
     pub policy: Option<Box<FilePolicy>>,
 }
 
@@ -430,7 +431,7 @@ mod tests {
         assert_eq!(app.enable_watchlist_events, Some(true));
         assert_eq!(
             app.allowed_origins,
-            Some(vec!["https://x.test".to_string()])
+            Some(vec![OriginPattern::parse("https://x.test").unwrap()])
         );
     }
 

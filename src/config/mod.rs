@@ -36,7 +36,6 @@ pub use sections::{
     PresenceConfig, RateLimit, RateLimiterConfig, RateLimiterRedis, RedisConfig, SqlDatabaseConfig,
     SslConfig, UnixSocketConfig, WebsocketConfig,
 };
-pub use validate::validate_origin_pattern;
 
 use env::Env;
 use file::FileConfig;

@@ -308,7 +308,11 @@ fn file_errors_stop_start_up_naming_file_and_key() {
         Some(r#"{"cors": {"origin": ["https://ok.test", "https://"]}}"#),
         &[],
     );
-    assert!(e.unwrap_err().to_string().contains("cors.origin[1]"));
+    let msg = e.unwrap_err().to_string();
+    assert!(
+        msg.contains(r#"cors.origin[1]: "https://": missing host after `://`"#),
+        "{msg}"
+    );
 }
 
 #[test]

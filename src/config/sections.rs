@@ -8,6 +8,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
+use switchyard_actors::origin::OriginPattern;
 
 use super::de;
 use super::drivers::RateLimiterDriver;
@@ -116,7 +117,7 @@ impl Default for PresenceConfig {
 #[serde(default)]
 pub struct CorsConfig {
     /// Origin patterns (same syntax as app `allowed_origins`); `*`/`any` = all.
-    pub origin: Vec<String>,
+    pub origin: Vec<OriginPattern>,
     pub methods: Vec<String>,
     pub allowed_headers: Vec<String>,
     /// `None` (not configured) means allowed with an explicit origin list.
@@ -127,9 +128,7 @@ pub struct CorsConfig {
 impl CorsConfig {
     /// The origin list contains `*` or `any`.
     pub fn any_origin(&self) -> bool {
-        self.origin
-            .iter()
-            .any(|o| o.trim() == "*" || o.trim().eq_ignore_ascii_case("any"))
+        self.origin.iter().any(OriginPattern::is_any)
     }
 
     /// Whether responses allow credentials: never with a wildcard origin
@@ -143,7 +142,7 @@ impl Default for CorsConfig {
     fn default() -> Self {
         let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect();
         CorsConfig {
-            origin: strings(&["*"]),
+            origin: vec![OriginPattern::any()],
             methods: strings(&["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
             allowed_headers: strings(&[
                 "Authorization",

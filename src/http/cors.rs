@@ -1,11 +1,12 @@
 //! CORS for the HTTP API (actix-cors), from `CORS_ORIGINS`, `CORS_METHODS`,
 //! `CORS_HEADERS` and `CORS_CREDENTIALS`. Origins use the same patterns as an
-//! app's `allowed_origins` (see [`crate::origin`]).
+//! app's `allowed_origins` (see [`switchyard_actors::origin`]).
 
 use crate::config::CorsConfig;
 use actix_cors::Cors;
 use actix_web::http::header::HeaderName;
 use actix_web::http::Method;
+use switchyard_actors::origin;
 
 /// Check the lists once at start-up so a typo stops the server with a clear
 /// message instead of failing inside the middleware.
@@ -29,9 +30,7 @@ pub fn middleware(config: &CorsConfig) -> Cors {
     } else {
         let patterns = config.origin.clone();
         Cors::default().allowed_origin_fn(move |origin, _| {
-            origin
-                .to_str()
-                .is_ok_and(|o| crate::origin::allowed(&patterns, o))
+            origin.to_str().is_ok_and(|o| origin::allowed(&patterns, o))
         })
     };
     cors = cors
@@ -66,7 +65,7 @@ mod tests {
 
     fn config(origins: &[&str], credentials: Option<bool>) -> CorsConfig {
         CorsConfig {
-            origin: origins.iter().map(|s| s.to_string()).collect(),
+            origin: origins.iter().map(|s| s.parse().unwrap()).collect(),
             credentials,
             ..CorsConfig::default()
         }

@@ -50,7 +50,7 @@ fn admit(
         .get(actix_web::http::header::ORIGIN)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !crate::origin::allowed(&app.allowed_origins, origin) {
+    if !switchyard_actors::origin::allowed(&app.allowed_origins, origin) {
         return Err(PusherError::OriginNotAllowed);
     }
     let app_slot = app.try_connect().ok_or(PusherError::OverQuota)?;

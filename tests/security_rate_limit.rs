@@ -70,11 +70,17 @@ async fn read(api: &Api, suffix: &str) -> RawResp {
         .await
 }
 
-/// A per-app refusal (backend events, reads): the API's JSON error with
-/// `limit_exceeded` and a `Retry-After` of one second (the budgets are per
-/// second).
+/// A per-app refusal (backend events, reads): the same body as the
+/// per-address limiter's, saying which budget was exceeded, and a
+/// `Retry-After` of one second (the budgets are per second).
 fn assert_app_429(r: &RawResp) {
-    r.resp().assert_error(429, "limit_exceeded");
+    let v = assert_429_body(r);
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("per second")),
+        "the message names the budget: {v}"
+    );
     assert_eq!(
         retry_after(r),
         1,

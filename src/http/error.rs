@@ -1,10 +1,12 @@
 //! HTTP API errors, mapped to a status and a JSON body in one place.
 //!
 //! The body is Sockudo's shape, `{"error": "...", "code": "...", "status": N}`;
-//! Pusher server SDKs only look at the status.
+//! Pusher server SDKs only look at the status. Every 429 — the per-address
+//! limiter's and the per-app budgets' — has one shape of its own (see
+//! [`too_many_requests`]).
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,35 @@ struct Body<'a> {
     status: u16,
 }
 
+/// The body of every 429: the rate limiter's documented body (CONFIG.md,
+/// `error` + `message`) with the API's `code` and `status`, so a client
+/// handles the per-address limit and an app's budget the same way.
+#[derive(Serialize)]
+struct TooManyRequestsBody<'a> {
+    error: &'static str,
+    message: &'a str,
+    code: &'static str,
+    status: u16,
+}
+
+/// A 429 with `Retry-After` (whole seconds, at least 1) and the one body.
+/// `response` may already carry headers (the limiter's `X-RateLimit-*`).
+pub fn too_many_requests(
+    mut response: HttpResponseBuilder,
+    message: &str,
+    retry_after_secs: u64,
+) -> HttpResponse {
+    response
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .insert_header(("Retry-After", retry_after_secs.max(1).to_string()))
+        .json(TooManyRequestsBody {
+            error: "Too Many Requests",
+            message,
+            code: "limit_exceeded",
+            status: 429,
+        })
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -69,12 +100,12 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        let message = self.to_string();
-        let mut resp = HttpResponse::build(status);
-        if matches!(self, ApiError::TooManyRequests(_)) {
-            resp.insert_header(("Retry-After", "1"));
+        if let ApiError::TooManyRequests(message) = self {
+            // The per-app budgets are per second.
+            return too_many_requests(HttpResponse::build(status), message, 1);
         }
-        resp.json(Body {
+        let message = self.to_string();
+        HttpResponse::build(status).json(Body {
             error: &message,
             code: self.code(),
             status: status.as_u16(),
@@ -149,12 +180,14 @@ mod tests {
             );
             let body = to_bytes(resp.into_body()).await.unwrap();
             let body: Value = serde_json::from_slice(&body).unwrap();
-            // Exactly these three fields, Sockudo's shape.
-            assert_eq!(
-                body,
-                json!({"error": message, "code": code, "status": status}),
-                "{e:?}"
-            );
+            let expected = if status == 429 {
+                // The one 429 shape, shared with the per-address limiter.
+                json!({"error": "Too Many Requests", "message": message, "code": code, "status": status})
+            } else {
+                // Exactly these three fields, Sockudo's shape.
+                json!({"error": message, "code": code, "status": status})
+            };
+            assert_eq!(body, expected, "{e:?}");
         }
     }
 

@@ -6,6 +6,7 @@
 //! `max_requests` in any window, and no thundering herd at a window boundary.
 
 use crate::apps::AppStore;
+use crate::http::error::too_many_requests;
 use actix_governor::{
     GovernorConfig, GovernorConfigBuilder, KeyExtractor, SimpleKeyExtractionError,
 };
@@ -118,14 +119,11 @@ impl KeyExtractor for ClientKey {
             retry_after = retry_after, reason = reason.as_str();
             "rate limit hit"
         );
-        response
-            .insert_header(("Retry-After", retry_after.max(1).to_string()))
-            .json(serde_json::json!({
-                "error": "Too Many Requests",
-                "message": "Rate limit exceeded. Please try again later.",
-                "code": "limit_exceeded",
-                "status": 429,
-            }))
+        too_many_requests(
+            response,
+            "Rate limit exceeded. Please try again later.",
+            retry_after,
+        )
     }
 }
 

@@ -103,7 +103,7 @@ impl KeyExtractor for ClientKey {
     fn exceed_rate_limit_response(
         &self,
         negative: &NotUntil<QuantaInstant>,
-        mut response: HttpResponseBuilder,
+        response: HttpResponseBuilder,
     ) -> HttpResponse {
         let wait = negative.wait_time_from(DefaultClock::default().now());
         let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

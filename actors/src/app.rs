@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::defaults as d;
 use crate::origin::OriginPattern;
 use crate::secret::Secret;
 use crate::stats::Stats;
@@ -47,13 +48,13 @@ impl Default for AppLimits {
             terminate_on_limit: false,
             max_backend_events_per_second: 0,
             max_read_requests_per_second: 0,
-            max_presence_members_per_channel: 100,
-            max_presence_member_size_bytes: 2 * 1024,
-            max_channel_name_length: 200,
-            max_event_channels_at_once: 100,
-            max_event_name_length: 200,
-            max_event_payload_bytes: 100 * 1024,
-            max_event_batch_size: 10,
+            max_presence_members_per_channel: d::MAX_PRESENCE_MEMBERS_PER_CHANNEL as usize,
+            max_presence_member_size_bytes: d::MAX_PRESENCE_MEMBER_SIZE_KB as usize * 1024,
+            max_channel_name_length: d::MAX_CHANNEL_NAME_LENGTH as usize,
+            max_event_channels_at_once: d::MAX_EVENT_CHANNELS_AT_ONCE as usize,
+            max_event_name_length: d::MAX_EVENT_NAME_LENGTH as usize,
+            max_event_payload_bytes: d::MAX_EVENT_PAYLOAD_KB as usize * 1024,
+            max_event_batch_size: d::MAX_EVENT_BATCH_SIZE as usize,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod app;
 pub mod auth;
 pub mod closing;
 pub mod command;
+pub mod defaults;
 pub mod error;
 pub mod frame_limit;
 pub mod hub;

@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
+use switchyard_actors::defaults as d;
 use switchyard_actors::origin::OriginPattern;
 
 use super::de;
@@ -68,12 +69,12 @@ impl Default for FileConfig {
             port: 6001,
             mode: None,
             server_role: ServerRole::Default,
-            activity_timeout: 120,
-            pong_timeout: 30,
-            max_channels_per_connection: 1000,
+            activity_timeout: d::ACTIVITY_TIMEOUT_SECS,
+            pong_timeout: d::PONG_TIMEOUT_SECS,
+            max_channels_per_connection: d::MAX_CHANNELS_PER_CONNECTION,
             shutdown_grace_period: 10,
-            user_authentication_timeout: 3600,
-            websocket_max_payload_kb: 64,
+            user_authentication_timeout: d::USER_AUTHENTICATION_TIMEOUT_SECS,
+            websocket_max_payload_kb: d::WEBSOCKET_MAX_PAYLOAD_KB,
             http_max_header_size_kb: 16,
             max_connections: 0,
             registry_shards: 0,

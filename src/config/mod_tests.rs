@@ -718,3 +718,52 @@ fn env_example_and_readme_list_every_variable() {
          regenerate it with `cargo run -- --help-env`"
     );
 }
+
+/// The defaults `--help-env` (and so the README and `.env.example`) shows are
+/// the loader's: setting a variable to its documented default changes
+/// nothing in the resolved configuration or the default app. Descriptive
+/// defaults ("none", "CPUs", "Host header", …) have no value to set.
+#[test]
+fn each_documented_default_is_the_default() {
+    const DESCRIPTIVE: &[&str] = &[
+        "none",
+        "unset",
+        "CPUs",
+        "random",
+        "Host header",
+        "all",
+        "standard",
+        "list: true",
+        "any",
+    ];
+    // The default app exists, so its variables are read; the mode stays the
+    // one a configured server runs in.
+    let creds = [
+        ("SOCKUDO_DEFAULT_APP_ID", "defaults-app"),
+        ("SOCKUDO_DEFAULT_APP_KEY", "defaults-key"),
+        ("SOCKUDO_DEFAULT_APP_SECRET", "defaults-secret"),
+        // Otherwise random per build.
+        ("INSTANCE_PROCESS_ID", "defaults-node"),
+    ];
+    let shape = |c: &Config| format!("{c:?} {:?}", c.apps);
+    let base = shape(&cfg(None, &creds).unwrap());
+    let mut checked = 0;
+    for var in super::vars::VARIABLES.iter().flat_map(|g| g.vars) {
+        if DESCRIPTIVE.contains(&var.default) || var.name == "RUST_LOG" {
+            continue;
+        }
+        let mut env = creds.to_vec();
+        env.push((var.name, var.default));
+        let c = cfg(None, &env)
+            .unwrap_or_else(|e| panic!("{}={} is refused: {e}", var.name, var.default));
+        assert_eq!(
+            shape(&c),
+            base,
+            "{}={} (its documented default) changed the configuration",
+            var.name,
+            var.default
+        );
+        checked += 1;
+    }
+    assert!(checked > 60, "only {checked} defaults checked");
+}

@@ -8,6 +8,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
+use switchyard_actors::defaults as d;
 use switchyard_actors::origin::OriginPattern;
 
 use super::de;
@@ -28,7 +29,7 @@ pub struct WebsocketConfig {
 impl Default for WebsocketConfig {
     fn default() -> Self {
         WebsocketConfig {
-            max_messages: Some(1000),
+            max_messages: Some(d::WEBSOCKET_MAX_MESSAGES),
             max_bytes: None,
             disconnect_on_buffer_full: true,
         }
@@ -64,8 +65,8 @@ pub struct ChannelLimits {
 impl Default for ChannelLimits {
     fn default() -> Self {
         ChannelLimits {
-            max_name_length: 200,
-            cache_ttl: 3600,
+            max_name_length: d::MAX_CHANNEL_NAME_LENGTH,
+            cache_ttl: d::CACHE_TTL_SECS,
         }
     }
 }
@@ -83,10 +84,10 @@ pub struct EventLimits {
 impl Default for EventLimits {
     fn default() -> Self {
         EventLimits {
-            max_channels_at_once: 100,
-            max_name_length: 200,
-            max_payload_in_kb: 100,
-            max_batch_size: 10,
+            max_channels_at_once: d::MAX_EVENT_CHANNELS_AT_ONCE,
+            max_name_length: d::MAX_EVENT_NAME_LENGTH,
+            max_payload_in_kb: d::MAX_EVENT_PAYLOAD_KB,
+            max_batch_size: d::MAX_EVENT_BATCH_SIZE,
         }
     }
 }
@@ -104,8 +105,8 @@ pub struct PresenceConfig {
 impl Default for PresenceConfig {
     fn default() -> Self {
         PresenceConfig {
-            max_members_per_channel: 100,
-            max_member_size_in_kb: 2,
+            max_members_per_channel: d::MAX_PRESENCE_MEMBERS_PER_CHANNEL,
+            max_member_size_in_kb: d::MAX_PRESENCE_MEMBER_SIZE_KB,
             update_rate_limit_per_member_per_second: 10,
         }
     }

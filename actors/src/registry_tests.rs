@@ -4,8 +4,8 @@
 //! HTTP API can read, and signed-in users.
 
 use crate::app::App;
-use crate::messages::{Broadcast, ChannelStats, TerminateUser};
 use crate::protocol::frames;
+use crate::registry::{ChannelStats, ClientEvent};
 use crate::session::SessionSettings;
 use crate::testing::*;
 use serde_json::json;
@@ -36,13 +36,9 @@ fn sorted_ids(roster: &serde_json::Value) -> Vec<String> {
 async fn terminate_user(server: &Server, user_id: &str) -> usize {
     server
         .registry
-        .user_shard(&server.app.id, user_id)
-        .send(TerminateUser {
-            app_id: Arc::from(server.app.id.as_str()),
-            user_id: Arc::from(user_id),
-        })
+        .terminate_user(&server.app.id, user_id)
         .await
-        .expect("shard is running")
+        .expect("registry is running")
 }
 
 // ---- presence ----
@@ -269,33 +265,33 @@ async fn client_events_from_non_subscribers_are_neither_delivered_nor_cached() {
     a.join_signed("private-chat").await;
     b.join_signed("private-chat").await;
 
-    let client_event = |channel: &str, sender: &TestSocket| Broadcast {
-        app_id: Arc::from(server.app.id.as_str()),
-        channel: Arc::from(channel),
-        frame: frames::client_event(
-            "client-x",
-            channel,
-            &serde_json::value::to_raw_value(&1).unwrap(),
-            None,
-        ),
-        except: Some(sender.id()),
-        require_subscriber: Some(sender.id()),
+    // As a session sends it, but from sockets whose session did not check.
+    let client_event = |channel: &str, sender: &TestSocket| {
+        server.registry.client_event(ClientEvent {
+            app_id: Arc::from(server.app.id.as_str()),
+            channel: Arc::from(channel),
+            frame: frames::client_event(
+                "client-x",
+                channel,
+                &serde_json::value::to_raw_value(&1).unwrap(),
+                None,
+            ),
+            sender: sender.id(),
+        })
     };
-    server
-        .broadcast(client_event("private-chat", &outsider))
-        .await;
+    client_event("private-chat", &outsider);
+    server.sync().await;
     a.expect_silence().await;
     b.expect_silence().await;
 
     // From a subscriber: to everyone else.
-    server.broadcast(client_event("private-chat", &a)).await;
+    client_event("private-chat", &a);
     b.expect_channel_event("client-x", "private-chat").await;
     a.expect_silence().await;
 
     // Nor cached: a cache channel nobody is in stays empty.
-    server
-        .broadcast(client_event("private-cache-chat", &outsider))
-        .await;
+    client_event("private-cache-chat", &outsider);
+    server.sync().await;
     assert!(server
         .channel_info("private-cache-chat")
         .await

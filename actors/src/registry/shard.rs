@@ -1,7 +1,7 @@
 //! One shard of the registry: an actor on its own thread owning a
 //! [`ChannelTable`] outright (no locks). It applies commands to the table,
-//! turns the resulting transitions into frames for local subscribers, keeps
-//! its [`Occupancy`] and hands each batch to the listeners.
+//! keeps its [`Occupancy`] from the resulting transitions and hands them to
+//! the listeners, then turns them into frames for local subscribers.
 //!
 //! Its messages are private to the registry: callers go through
 //! [`super::Registry`].
@@ -42,15 +42,23 @@ impl Shard {
         }
     }
 
-    /// Occupancy first: a publish that starts after a client saw
-    /// `subscription_succeeded` must see the channel occupied.
-    fn mark_occupancy(&self) {
+    /// Before any frame goes out: a client that has seen a frame caused by a
+    /// transition can rely on occupancy and the listeners having seen the
+    /// transition (a publish that starts after a client saw
+    /// `subscription_succeeded` finds the channel occupied).
+    fn record(&self) {
+        if self.out.is_empty() {
+            return;
+        }
         for t in &self.out {
             match t.change {
                 Change::Occupied => self.occupancy.insert(&t.app_id, &t.channel),
                 Change::Vacated => self.occupancy.remove(&t.app_id, &t.channel),
                 _ => {}
             }
+        }
+        for listener in self.listeners.iter() {
+            listener.on_transitions(&self.out);
         }
     }
 
@@ -94,21 +102,11 @@ impl Shard {
         }
     }
 
-    /// Hand the batch to the listeners and empty the buffer for the next one.
-    fn finish(&mut self) {
-        if !self.out.is_empty() {
-            for listener in self.listeners.iter() {
-                listener.on_transitions(&self.out);
-            }
-            self.out.clear();
-        }
-    }
-
     fn leave(&mut self, app_id: &str, channels: &[Arc<str>], socket: SocketId) {
         self.table.leave(app_id, channels, socket, &mut self.out);
-        self.mark_occupancy();
+        self.record();
         self.announce(None);
-        self.finish();
+        self.out.clear();
     }
 
     /// This node's subscribers get the frame (cache channels also keep it).
@@ -276,7 +274,7 @@ impl Handler<Subscribe> for Shard {
                 return;
             }
         };
-        self.mark_occupancy();
+        self.record();
         let succeeded = match &joined.snapshot {
             Some(snapshot) => frames::presence_subscription_succeeded(&join.channel, snapshot),
             None => frames::subscription_succeeded(&join.channel),
@@ -286,7 +284,7 @@ impl Handler<Subscribe> for Shard {
         if let Some(cached) = &joined.cached {
             session.deliver(cached);
         }
-        self.finish();
+        self.out.clear();
     }
 }
 

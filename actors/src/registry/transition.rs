@@ -69,7 +69,8 @@ impl PartialEq for Change {
 }
 
 /// Told of every batch of transitions a shard applied, on the shard's thread,
-/// in the order they happened on that shard. Must not block: the shard waits.
+/// in the order they happened on that shard, before any frame they cause is
+/// delivered. Must not block: the shard waits.
 /// Nobody listens in production yet; with no listener a batch costs nothing
 /// but the shard's reused buffer.
 pub trait TransitionListener: Send + Sync + 'static {

@@ -1,7 +1,7 @@
 //! Session actor: one per WebSocket.
 //!
 //! It owns the socket, parses what the client sends, checks signatures and
-//! limits, and talks to the registry through its methods. It never touches
+//! limits, and talks to the registry shards by message. It never touches
 //! channel state directly.
 
 use crate::app::{App, ConnectionSlot};

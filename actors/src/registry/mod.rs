@@ -12,15 +12,15 @@
 //!   delivers a frame to this node's subscribers (and stores a cache
 //!   channel's last event); it never re-checks the sender.
 //! - **Table → transitions → listeners.** Each shard (an actor on its own
-//!   thread, so fan-out uses every core) owns a [`table::ChannelTable`], a
+//!   thread, so fan-out uses every core) owns a `ChannelTable`, a
 //!   plain data structure that reports what each operation changed as
 //!   [`Transition`]s. The shard turns them into the frames local subscribers
 //!   see, keeps [`Occupancy`], and hands them to the [`TransitionListener`]s
 //!   (later: the bridge and webhooks), so all of these agree by construction.
 
 mod shard;
-pub mod table;
-pub mod transition;
+mod table;
+mod transition;
 
 pub use transition::{Change, Transition, TransitionListener};
 

@@ -102,8 +102,8 @@ impl Shard {
         }
     }
 
-    fn leave(&mut self, app_id: &str, channels: &[Arc<str>], socket: SocketId) {
-        self.table.leave(app_id, channels, socket, &mut self.out);
+    /// After sockets left: record, then tell the remaining subscribers.
+    fn announce_departures(&mut self) {
         self.record();
         self.announce(None);
         self.out.clear();
@@ -113,7 +113,7 @@ impl Shard {
     fn fan_out(&mut self, msg: FanOut) {
         let subscribers = self
             .table
-            .fan_out(&msg.app_id, &msg.channel, &msg.frame, Instant::now());
+            .fan_out(&msg.app_id, &msg.channel, &msg.frame, Instant::now);
         deliver_all(subscribers, &msg.frame, msg.except);
     }
 }
@@ -292,7 +292,9 @@ impl Handler<Unsubscribe> for Shard {
     type Result = ();
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
-        self.leave(&msg.app_id, std::slice::from_ref(&msg.channel), msg.socket);
+        self.table
+            .unsubscribe(&msg.app_id, &msg.channel, msg.socket, &mut self.out);
+        self.announce_departures();
     }
 }
 
@@ -300,7 +302,9 @@ impl Handler<Leave> for Shard {
     type Result = ();
 
     fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
-        self.leave(&msg.app_id, &msg.channels, msg.socket);
+        self.table
+            .leave(&msg.app_id, &msg.channels, msg.socket, &mut self.out);
+        self.announce_departures();
     }
 }
 

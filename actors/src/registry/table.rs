@@ -263,20 +263,21 @@ impl<H: Clone> ChannelTable<H> {
     }
 
     /// Deliver an event locally: store it if the channel is a cache channel,
-    /// and return the subscribers to hand its frame to. No transition.
+    /// and return the subscribers to hand its frame to. No transition. The
+    /// clock is read only for a cache channel (this is the publish hot path).
     pub fn fan_out(
         &mut self,
         app_id: &Arc<str>,
         channel: &Arc<str>,
         frame: &ByteString,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
     ) -> Subscribers<'_, H> {
         if ChannelKind::of(channel).is_cache() {
             self.app_entry(app_id).cache.insert(
                 channel.clone(),
                 CachedEvent {
                     frame: frame.clone(),
-                    stored: now,
+                    stored: now(),
                 },
             );
         }

@@ -105,7 +105,7 @@ impl Fixture {
         let frame = ByteString::from(frame.to_string());
         let mut handles: Vec<u64> = self
             .table
-            .fan_out(&self.app, &Arc::from(channel), &frame, self.now)
+            .fan_out(&self.app, &Arc::from(channel), &frame, || self.now)
             .map(|(id, h)| {
                 assert_eq!(id, socket(*h), "each socket's own handle");
                 *h

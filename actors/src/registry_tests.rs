@@ -730,3 +730,30 @@ async fn a_listener_hears_of_cache_misses_but_not_of_publishes() {
         "a hit is no change"
     );
 }
+
+#[actix::test]
+async fn an_event_sent_to_a_user_reaches_only_its_sockets() {
+    let server = Server::start(test_app());
+    let mut ada1 = server.connect().await;
+    let mut ada2 = server.connect().await;
+    let mut bob = server.connect().await;
+    for (socket, id) in [(&mut ada1, "42"), (&mut ada2, "42"), (&mut bob, "7")] {
+        socket.signin(&json!({ "id": id }).to_string());
+        socket.expect_event("pusher:signin_success").await;
+        socket.join(&format!("#server-to-user-{id}")).await;
+    }
+
+    let data = serde_json::value::to_raw_value("hi").unwrap();
+    server
+        .registry
+        .send_to_user(&Arc::from(APP_ID), "42", "note", &data)
+        .await
+        .expect("registry is running");
+    for socket in [&mut ada1, &mut ada2] {
+        let event = socket
+            .expect_channel_event("note", "#server-to-user-42")
+            .await;
+        assert_eq!(event.json["data"], "hi");
+    }
+    bob.expect_silence().await;
+}

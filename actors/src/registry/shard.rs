@@ -108,14 +108,6 @@ impl Shard {
         self.announce(None);
         self.out.clear();
     }
-
-    /// This node's subscribers get the frame (cache channels also keep it).
-    fn fan_out(&mut self, msg: FanOut) {
-        let subscribers = self
-            .table
-            .fan_out(&msg.app_id, &msg.channel, &msg.frame, Instant::now);
-        deliver_all(subscribers, &msg.frame, msg.except);
-    }
 }
 
 fn deliver_all<'a>(
@@ -312,7 +304,10 @@ impl Handler<FanOut> for Shard {
     type Result = ();
 
     fn handle(&mut self, msg: FanOut, _: &mut Context<Self>) {
-        self.fan_out(msg);
+        let subscribers = self
+            .table
+            .fan_out(&msg.app_id, &msg.channel, &msg.frame, Instant::now);
+        deliver_all(subscribers, &msg.frame, msg.except);
     }
 }
 
@@ -320,18 +315,16 @@ impl Handler<ClientEvent> for Shard {
     type Result = ();
 
     fn handle(&mut self, msg: ClientEvent, _: &mut Context<Self>) {
-        if !self
-            .table
-            .is_subscribed(&msg.app_id, &msg.channel, msg.sender)
-        {
-            return;
+        let subscribers = self.table.fan_out_from(
+            &msg.app_id,
+            &msg.channel,
+            msg.sender,
+            &msg.frame,
+            Instant::now,
+        );
+        if let Some(subscribers) = subscribers {
+            deliver_all(subscribers, &msg.frame, Some(msg.sender));
         }
-        self.fan_out(FanOut {
-            app_id: msg.app_id,
-            channel: msg.channel,
-            frame: msg.frame,
-            except: Some(msg.sender),
-        });
     }
 }
 

@@ -272,8 +272,45 @@ impl<H: Clone> ChannelTable<H> {
         frame: &ByteString,
         now: impl FnOnce() -> Instant,
     ) -> Subscribers<'_, H> {
-        if ChannelKind::of(channel).is_cache() {
-            self.app_entry(app_id).cache.insert(
+        let app = if ChannelKind::of(channel).is_cache() {
+            let app = self.app_entry(app_id);
+            app.cache.insert(
+                channel.clone(),
+                CachedEvent {
+                    frame: frame.clone(),
+                    stored: now(),
+                },
+            );
+            app
+        } else {
+            match self.apps.get_mut(&**app_id) {
+                Some(app) => app,
+                None => return Subscribers(None),
+            }
+        };
+        match app.channels.get(&**channel) {
+            Some(c) => c.subscribers(),
+            None => Subscribers(None),
+        }
+    }
+
+    /// [`Self::fan_out`] of an event a subscriber sent (a client event):
+    /// `None`, and nothing stored, unless `sender` is subscribed.
+    pub fn fan_out_from(
+        &mut self,
+        app_id: &str,
+        channel: &Arc<str>,
+        sender: SocketId,
+        frame: &ByteString,
+        now: impl FnOnce() -> Instant,
+    ) -> Option<Subscribers<'_, H>> {
+        let app = self.apps.get_mut(app_id)?;
+        let state = app.channels.get(&**channel)?;
+        if !state.subscribers.contains_key(&sender) {
+            return None;
+        }
+        if state.kind.is_cache() {
+            app.cache.insert(
                 channel.clone(),
                 CachedEvent {
                     frame: frame.clone(),
@@ -281,15 +318,7 @@ impl<H: Clone> ChannelTable<H> {
                 },
             );
         }
-        match self.channel(app_id, channel) {
-            Some(c) => c.subscribers(),
-            None => Subscribers(None),
-        }
-    }
-
-    pub fn is_subscribed(&self, app_id: &str, channel: &str, socket: SocketId) -> bool {
-        self.channel(app_id, channel)
-            .is_some_and(|c| c.subscribers.contains_key(&socket))
+        Some(state.subscribers())
     }
 
     /// The cached event of a channel and its seconds left; an expired one is

@@ -299,7 +299,6 @@ fn a_refused_presence_join_changes_nothing_and_creates_nothing() {
     assert!(t.changes().is_empty());
     assert_eq!(t.subscribers("presence-room"), [1, 2]);
     assert_eq!(t.listed(), [stats("presence-room", 2, Some(2))]);
-    assert!(!t.table.is_subscribed(APP, "presence-room", socket(3)));
     // A cache channel's miss is not reported for a refused join either.
     t.join_as("presence-cache-room", 1, Some("ada"), 1).unwrap();
     t.changes();
@@ -449,17 +448,40 @@ fn a_disconnect_leaves_every_channel_it_was_in() {
 // ---- client events ----
 
 #[test]
-fn only_subscribed_sockets_count_as_subscribed() {
+fn only_a_subscriber_can_send_to_a_channel() {
     let mut t = Fixture::new();
-    assert!(!t.table.is_subscribed(APP, "private-chat", socket(1)));
+    let frame = ByteString::from("client event");
+    // The subscribers the event goes to, or `None` if it was dropped.
+    let from = |t: &mut Fixture, channel: &str, n: u64| -> Option<Vec<u64>> {
+        let now = t.now;
+        let mut handles: Vec<u64> = t
+            .table
+            .fan_out_from(APP, &Arc::from(channel), socket(n), &frame, || now)?
+            .map(|(_, h)| *h)
+            .collect();
+        handles.sort();
+        Some(handles)
+    };
+    assert_eq!(from(&mut t, "private-chat", 1), None, "nobody there");
     t.join("private-chat", 1);
-    assert!(t.table.is_subscribed(APP, "private-chat", socket(1)));
-    assert!(!t.table.is_subscribed(APP, "private-chat", socket(2)));
-    assert!(!t
-        .table
-        .is_subscribed("other-app", "private-chat", socket(1)));
+    t.join("private-chat", 2);
+    // The caller skips the sender itself.
+    assert_eq!(from(&mut t, "private-chat", 1), Some(vec![1, 2]));
+    assert_eq!(from(&mut t, "private-chat", 3), None, "not subscribed");
     t.unsubscribe("private-chat", 1);
-    assert!(!t.table.is_subscribed(APP, "private-chat", socket(1)));
+    assert_eq!(from(&mut t, "private-chat", 1), None, "left");
+
+    // Not cached from a non-subscriber; cached from a subscriber.
+    assert_eq!(from(&mut t, "private-cache-chat", 3), None);
+    assert_eq!(t.table.cached(APP, "private-cache-chat", t.now), None);
+    t.join("private-cache-chat", 1);
+    assert_eq!(from(&mut t, "private-cache-chat", 3), None);
+    assert_eq!(t.table.cached(APP, "private-cache-chat", t.now), None);
+    assert_eq!(from(&mut t, "private-cache-chat", 1), Some(vec![1]));
+    assert_eq!(
+        t.table.cached(APP, "private-cache-chat", t.now),
+        Some((frame.clone(), 60))
+    );
 }
 
 // ---- apps ----

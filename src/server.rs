@@ -163,9 +163,12 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    // Nobody listens to channel transitions yet (later: the bridge between
+    // nodes and webhooks).
     let registry = Registry::start(
         shards,
         Duration::from_secs(config.channel_limits.cache_ttl.max(1)),
+        Vec::new(),
     );
     let apps = Arc::new(AppStore::new(std::mem::take(&mut config.apps)));
     let grace = Duration::from_secs(config.shutdown_grace_period);

@@ -1,7 +1,7 @@
 //! Switchyard's actors and the Pusher protocol types they exchange.
 //!
 //! - [`session::Session`]: one actor per WebSocket.
-//! - [`registry::Registry`]: channel registry shards (subscriptions, presence, cache, users).
+//! - [`registry::Registry`]: the channel registry, the only door to channel state (subscriptions, presence, cache, users) and what changes it.
 //! - [`hub::Hubs`]: one hub per worker thread for its sessions' heartbeats and shutdown.
 //! - [`closing`]: how a WebSocket ends: the closing handshake, then its connection.
 //! - [`messages`]: the typed messages between them.

@@ -1,14 +1,17 @@
 //! The registry's decisions, on real shards with real sessions subscribed
 //! (see [`crate::testing`]): presence membership per user, full presence
 //! channels, the last-event cache, occupancy, subscription counts, what the
-//! HTTP API can read, and signed-in users.
+//! HTTP API can read, signed-in users, and the transitions a listener given
+//! to `Registry::start` is told of.
 
 use crate::app::App;
-use crate::messages::{Broadcast, ChannelStats, TerminateUser};
 use crate::protocol::frames;
+use crate::registry::{Change, ChannelStats, ClientEvent, Transition};
 use crate::session::SessionSettings;
 use crate::testing::*;
 use serde_json::json;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,13 +39,9 @@ fn sorted_ids(roster: &serde_json::Value) -> Vec<String> {
 async fn terminate_user(server: &Server, user_id: &str) -> usize {
     server
         .registry
-        .user_shard(&server.app.id, user_id)
-        .send(TerminateUser {
-            app_id: Arc::from(server.app.id.as_str()),
-            user_id: Arc::from(user_id),
-        })
+        .terminate_user(&server.app.id, user_id)
         .await
-        .expect("shard is running")
+        .expect("registry is running")
 }
 
 // ---- presence ----
@@ -269,33 +268,33 @@ async fn client_events_from_non_subscribers_are_neither_delivered_nor_cached() {
     a.join_signed("private-chat").await;
     b.join_signed("private-chat").await;
 
-    let client_event = |channel: &str, sender: &TestSocket| Broadcast {
-        app_id: Arc::from(server.app.id.as_str()),
-        channel: Arc::from(channel),
-        frame: frames::client_event(
-            "client-x",
-            channel,
-            &serde_json::value::to_raw_value(&1).unwrap(),
-            None,
-        ),
-        except: Some(sender.id()),
-        require_subscriber: Some(sender.id()),
+    // As a session sends it, but from sockets whose session did not check.
+    let client_event = |channel: &str, sender: &TestSocket| {
+        server.registry.client_event(ClientEvent {
+            app_id: Arc::from(server.app.id.as_str()),
+            channel: Arc::from(channel),
+            frame: frames::client_event(
+                "client-x",
+                channel,
+                &serde_json::value::to_raw_value(&1).unwrap(),
+                None,
+            ),
+            sender: sender.id(),
+        })
     };
-    server
-        .broadcast(client_event("private-chat", &outsider))
-        .await;
+    client_event("private-chat", &outsider);
+    server.sync().await;
     a.expect_silence().await;
     b.expect_silence().await;
 
     // From a subscriber: to everyone else.
-    server.broadcast(client_event("private-chat", &a)).await;
+    client_event("private-chat", &a);
     b.expect_channel_event("client-x", "private-chat").await;
     a.expect_silence().await;
 
     // Nor cached: a cache channel nobody is in stays empty.
-    server
-        .broadcast(client_event("private-cache-chat", &outsider))
-        .await;
+    client_event("private-cache-chat", &outsider);
+    server.sync().await;
     assert!(server
         .channel_info("private-cache-chat")
         .await
@@ -549,4 +548,212 @@ async fn a_user_is_forgotten_when_its_socket_signs_in_as_another_or_goes() {
 
     a.vanish().await;
     assert_eq!(terminate_user(&server, "43").await, 0);
+}
+
+// ---- transitions told to listeners ----
+
+/// The changes recorded for `channel` of the test app, in order.
+fn changes_of(recorded: &[Transition], channel: &str) -> Vec<Change> {
+    recorded
+        .iter()
+        .filter(|t| &*t.app_id == APP_ID && &*t.channel == channel)
+        .map(|t| t.change.clone())
+        .collect()
+}
+
+fn member_added(user_id: &str, user_info: &serde_json::Value) -> Change {
+    Change::MemberAdded {
+        user_id: Arc::from(user_id),
+        user_info: Some(Arc::from(
+            RawValue::from_string(user_info.to_string()).unwrap(),
+        )),
+    }
+}
+
+fn member_removed(user_id: &str) -> Change {
+    Change::MemberRemoved {
+        user_id: Arc::from(user_id),
+    }
+}
+
+fn count(count: usize) -> Change {
+    Change::CountChanged { count }
+}
+
+#[actix::test]
+async fn a_listener_hears_a_user_with_two_sockets_join_and_leave_once() {
+    let server = Server::start(test_app());
+    let mut ada = server.connect().await;
+    let mut bob1 = server.connect().await;
+    let mut bob2 = server.connect().await;
+    let (ada_info, bob_info) = (json!({"name": "Ada"}), json!({"name": "Bob"}));
+
+    ada.join_presence(ROOM, "1", ada_info.clone()).await;
+    bob1.join_presence(ROOM, "2", bob_info.clone()).await;
+    bob2.join_presence(ROOM, "2", bob_info.clone()).await;
+    assert_eq!(
+        changes_of(&server.transitions.take(), ROOM),
+        [
+            Change::Occupied,
+            member_added("1", &ada_info),
+            count(1),
+            member_added("2", &bob_info),
+            count(2),
+            count(3),
+        ]
+    );
+
+    bob2.unsubscribe(ROOM);
+    bob2.settle().await;
+    assert_eq!(changes_of(&server.transitions.take(), ROOM), [count(2)]);
+    bob1.vanish().await;
+    server.sync().await;
+    assert_eq!(
+        changes_of(&server.transitions.take(), ROOM),
+        [member_removed("2"), count(1)]
+    );
+    ada.close().await;
+    server.sync().await;
+    assert_eq!(
+        server.transitions.take(),
+        [
+            Transition {
+                app_id: Arc::from(APP_ID),
+                channel: Arc::from(ROOM),
+                change: member_removed("1"),
+            },
+            Transition {
+                app_id: Arc::from(APP_ID),
+                channel: Arc::from(ROOM),
+                change: count(0),
+            },
+            Transition {
+                app_id: Arc::from(APP_ID),
+                channel: Arc::from(ROOM),
+                change: Change::Vacated,
+            }
+        ]
+    );
+}
+
+#[actix::test]
+async fn a_refused_full_presence_join_tells_listeners_nothing() {
+    let mut app = test_app();
+    app.limits.max_presence_members_per_channel = 1;
+    let server = Server::start(app);
+    let mut a = server.connect().await;
+    let mut c = server.connect().await;
+
+    a.join_presence(ROOM, "1", json!({})).await;
+    server.transitions.take();
+
+    c.subscribe_presence(ROOM, "3", json!({}));
+    c.expect_subscription_error(ROOM, "LimitReached").await;
+    c.settle().await;
+    server.sync().await;
+    assert_eq!(server.transitions.take(), []);
+
+    // Without room for anyone: not even the channel's creation and removal.
+    let mut app = test_app();
+    app.limits.max_presence_members_per_channel = 0;
+    let server = Server::start(app);
+    let mut a = server.connect().await;
+    a.subscribe_presence(ROOM, "1", json!({}));
+    a.expect_subscription_error(ROOM, "LimitReached").await;
+    a.settle().await;
+    assert_eq!(server.transitions.take(), []);
+}
+
+#[actix::test]
+async fn a_disconnect_tells_listeners_each_channel_it_vacated() {
+    let server = Server::with(
+        test_app(),
+        SessionSettings::default(),
+        4,
+        Duration::from_secs(60),
+    );
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    let channels: Vec<String> = (0..8).map(|i| format!("ch-{i}")).collect();
+    for channel in &channels {
+        a.join(channel).await;
+    }
+    a.join_presence(ROOM, "1", json!({})).await;
+    b.join("ch-0").await;
+    server.transitions.take();
+
+    a.vanish().await;
+    server.sync().await;
+    let recorded = server.transitions.take();
+    let mut by_channel: BTreeMap<&str, Vec<Change>> = BTreeMap::new();
+    for t in &recorded {
+        by_channel
+            .entry(&t.channel)
+            .or_default()
+            .push(t.change.clone());
+    }
+    for channel in &channels[1..] {
+        assert_eq!(
+            by_channel.remove(channel.as_str()),
+            Some(vec![count(0), Change::Vacated]),
+            "{channel}"
+        );
+    }
+    assert_eq!(by_channel.remove("ch-0"), Some(vec![count(1)]), "b stays");
+    assert_eq!(
+        by_channel.remove(ROOM),
+        Some(vec![member_removed("1"), count(0), Change::Vacated])
+    );
+    assert!(by_channel.is_empty(), "{by_channel:?}");
+}
+
+#[actix::test]
+async fn a_listener_hears_of_cache_misses_but_not_of_publishes() {
+    let server = Server::start(test_app());
+    let mut a = server.connect().await;
+    a.join("cache-prices").await;
+    a.expect_channel_event("pusher:cache_miss", "cache-prices")
+        .await;
+    assert_eq!(
+        changes_of(&server.transitions.take(), "cache-prices"),
+        [Change::Occupied, count(1), Change::CacheMiss]
+    );
+
+    server.publish("cache-prices", "price", "1").await;
+    a.expect_channel_event("price", "cache-prices").await;
+    let mut b = server.connect().await;
+    b.join("cache-prices").await;
+    b.expect_event("price").await;
+    assert_eq!(
+        changes_of(&server.transitions.take(), "cache-prices"),
+        [count(2)],
+        "a hit is no change"
+    );
+}
+
+#[actix::test]
+async fn an_event_sent_to_a_user_reaches_only_its_sockets() {
+    let server = Server::start(test_app());
+    let mut ada1 = server.connect().await;
+    let mut ada2 = server.connect().await;
+    let mut bob = server.connect().await;
+    for (socket, id) in [(&mut ada1, "42"), (&mut ada2, "42"), (&mut bob, "7")] {
+        socket.signin(&json!({ "id": id }).to_string());
+        socket.expect_event("pusher:signin_success").await;
+        socket.join(&format!("#server-to-user-{id}")).await;
+    }
+
+    let data = serde_json::value::to_raw_value("hi").unwrap();
+    server
+        .registry
+        .send_to_user(&Arc::from(APP_ID), "42", "note", &data)
+        .await
+        .expect("registry is running");
+    for socket in [&mut ada1, &mut ada2] {
+        let event = socket
+            .expect_channel_event("note", "#server-to-user-42")
+            .await;
+        assert_eq!(event.json["data"], "hi");
+    }
+    bob.expect_silence().await;
 }

@@ -190,32 +190,15 @@ impl Session {
         self.leave_registry();
     }
 
-    /// Leave every channel and the signed-in user (one message per shard
-    /// touched, not one per channel). Idempotent: what was left is forgotten.
+    /// Leave every channel and the signed-in user. Idempotent: what was left
+    /// is forgotten.
     fn leave_registry(&mut self) {
-        let mut by_shard: HashMap<usize, Vec<Arc<str>>> = HashMap::new();
-        for (channel, _) in self.subscriptions.drain() {
-            by_shard
-                .entry(self.registry.channel_shard_index(&self.app.id, &channel))
-                .or_default()
-                .push(channel);
-        }
-        for (index, channels) in by_shard {
-            self.registry.shards()[index].do_send(SocketGone {
-                app_id: self.app_id.clone(),
-                socket: self.id,
-                channels,
-            });
-        }
-        if let Some(user_id) = self.user_id.take() {
-            self.registry
-                .user_shard(&self.app.id, &user_id)
-                .do_send(UserGone {
-                    app_id: self.app_id.clone(),
-                    user_id,
-                    socket: self.id,
-                });
-        }
+        self.registry.leave(
+            &self.app_id,
+            self.id,
+            self.subscriptions.drain().map(|(channel, _)| channel),
+            self.user_id.take(),
+        );
     }
 
     /// Run when the hub sees a deadline pass (see [`Vitals::due`]): close a
@@ -294,17 +277,15 @@ impl Session {
                         kind,
                     },
                 );
-                self.registry
-                    .channel_shard(&self.app.id, &channel)
-                    .do_send(Subscribe {
-                        app_id: self.app_id.clone(),
-                        channel,
-                        kind,
-                        session: self.session_handle(),
-                        member,
-                        max_members: self.app.limits.max_presence_members_per_channel,
-                        count_updates: self.app.enable_subscription_count && !kind.is_presence(),
-                    });
+                self.registry.subscribe(crate::registry::Join {
+                    app_id: self.app_id.clone(),
+                    channel,
+                    kind,
+                    session: self.session_handle(),
+                    member,
+                    max_members: self.app.limits.max_presence_members_per_channel,
+                    count_updates: self.app.enable_subscription_count && !kind.is_presence(),
+                });
             }
             Err(err) => {
                 if matches!(err, SubscriptionError::Auth(_)) {
@@ -387,12 +368,7 @@ impl Session {
         if self.subscriptions.remove(&channel).is_some() {
             stats::add(&self.app.stats.unsubscriptions, 1);
             self.registry
-                .channel_shard(&self.app.id, &channel)
-                .do_send(Unsubscribe {
-                    app_id: self.app_id.clone(),
-                    channel,
-                    socket: self.id,
-                });
+                .unsubscribe(self.app_id.clone(), channel, self.id);
         }
     }
 
@@ -420,24 +396,12 @@ impl Session {
             Err(e) => return self.fail(ctx, e),
         };
         let user_id: Arc<str> = Arc::from(user_id);
-        if let Some(previous) = self.user_id.take() {
-            if previous != user_id {
-                self.registry
-                    .user_shard(&self.app.id, &previous)
-                    .do_send(UserGone {
-                        app_id: self.app_id.clone(),
-                        user_id: previous,
-                        socket: self.id,
-                    });
-            }
-        }
-        self.registry
-            .user_shard(&self.app.id, &user_id)
-            .do_send(UserSignedIn {
-                app_id: self.app_id.clone(),
-                user_id: user_id.clone(),
-                session: self.session_handle(),
-            });
+        self.registry.sign_in(
+            &self.app_id,
+            user_id.clone(),
+            self.user_id.take(),
+            self.session_handle(),
+        );
         info!(
             app_id = self.app.id.as_str(), socket_id = self.id_text.as_str(),
             user_id = truncate(&user_id, 128);
@@ -506,15 +470,12 @@ impl Session {
         stats::add(&self.app.stats.client_events, 1);
         let out = frames::client_event(&frame.event, channel, data, user_id.as_deref());
         let channel: Arc<str> = Arc::from(channel);
-        self.registry
-            .channel_shard(&self.app.id, &channel)
-            .do_send(Broadcast {
-                app_id: self.app_id.clone(),
-                channel,
-                frame: out,
-                except: Some(self.id),
-                require_subscriber: Some(self.id),
-            });
+        self.registry.client_event(crate::registry::ClientEvent {
+            app_id: self.app_id.clone(),
+            channel,
+            frame: out,
+            sender: self.id,
+        });
     }
 
     fn allow_client_event(&mut self) -> bool {

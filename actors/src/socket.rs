@@ -1,7 +1,8 @@
 //! Socket identity and the bounded outbound queue through which registries reach a session.
 
 use crate::app::App;
-use crate::messages::{Deliver, Overflowed};
+use crate::error::PusherError;
+use crate::messages::{Deliver, Disconnect, Overflowed, SubscriptionRefused};
 use crate::session::Session;
 use crate::stats;
 use actix::Addr;
@@ -191,6 +192,21 @@ impl fmt::Debug for SessionHandle {
 }
 
 impl SessionHandle {
+    pub fn id(&self) -> SocketId {
+        self.id
+    }
+
+    /// The registry refused a subscription the session had recorded (its
+    /// error frame was delivered first): the session forgets it.
+    pub fn refuse(&self, channel: Arc<str>) {
+        self.addr.do_send(SubscriptionRefused { channel });
+    }
+
+    /// Close the socket with this error.
+    pub fn disconnect(&self, err: PusherError) {
+        self.addr.do_send(Disconnect(err));
+    }
+
     /// Queue a frame for the session. The frame's bytes are shared, not copied.
     /// Returns `false` if the frame was not queued: the socket's queue is full
     /// (the session is told once and closes with 4100) or, under the drop

@@ -21,11 +21,9 @@
 //!    ping sent after they were queued.
 
 use crate::app::{App, ConnectionSlot};
-use crate::messages::{
-    Broadcast, ChannelInfo, ChannelInfoReply, ChannelStats, ListChannels, PresenceUsers,
+use crate::registry::{
+    ChannelInfo, ChannelStats, Publish, Registry, Transition, TransitionListener,
 };
-use crate::protocol::frames;
-use crate::registry::Registry;
 use crate::session::{Session, SessionSettings};
 use crate::socket::SocketId;
 use actix::prelude::*;
@@ -38,7 +36,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -146,12 +144,35 @@ impl Stream for Inbound {
     }
 }
 
+/// Records every transition the registry's shards report, as a listener
+/// given to [`Registry::start`] does.
+#[derive(Default)]
+pub(crate) struct Recorder(Mutex<Vec<Transition>>);
+
+impl TransitionListener for Recorder {
+    fn on_transitions(&self, batch: &[Transition]) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(batch);
+    }
+}
+
+impl Recorder {
+    /// What was recorded since the last call.
+    pub(crate) fn take(&self) -> Vec<Transition> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// A running [`Registry`], an app and session settings: what the server
 /// shares between its sessions.
 pub(crate) struct Server {
     pub app: Arc<App>,
     pub registry: Registry,
     pub settings: Arc<SessionSettings>,
+    /// Every transition of every shard.
+    pub transitions: Arc<Recorder>,
 }
 
 impl Server {
@@ -166,10 +187,13 @@ impl Server {
         shards: usize,
         cache_ttl: Duration,
     ) -> Server {
+        let transitions = Arc::new(Recorder::default());
+        let listener: Arc<dyn TransitionListener> = transitions.clone();
         Server {
             app: Arc::new(app),
-            registry: Registry::start(shards, cache_ttl),
+            registry: Registry::start(shards, cache_ttl, vec![listener]),
             settings: Arc::new(settings),
+            transitions,
         }
     }
 
@@ -188,6 +212,10 @@ impl Server {
         .await
     }
 
+    fn app_id(&self) -> Arc<str> {
+        Arc::from(self.app.id.as_str())
+    }
+
     /// Publish as the HTTP API does (`data` is the JSON string of the event):
     /// returns once the shard has queued the frame for every subscriber.
     pub(crate) async fn publish(&self, channel: &str, event: &str, data: &str) {
@@ -202,50 +230,32 @@ impl Server {
         except: Option<SocketId>,
     ) {
         let data = serde_json::value::to_raw_value(data).expect("a string serialises");
-        self.broadcast(Broadcast {
-            app_id: Arc::from(self.app.id.as_str()),
-            channel: Arc::from(channel),
-            frame: frames::channel_event(event, channel, &data),
-            except,
-            require_subscriber: None,
-        })
-        .await
-    }
-
-    /// Hand a broadcast to the shard owning its channel and wait until it is handled.
-    pub(crate) async fn broadcast(&self, msg: Broadcast) {
         self.registry
-            .channel_shard(&msg.app_id, &msg.channel)
-            .send(msg)
-            .await
-            .expect("shard is running");
-    }
-
-    pub(crate) async fn channel_info(&self, channel: &str) -> ChannelInfoReply {
-        self.registry
-            .channel_shard(&self.app.id, channel)
-            .send(ChannelInfo {
-                app_id: Arc::from(self.app.id.as_str()),
-                channel: Arc::from(channel),
+            .publish(Publish {
+                app_id: &self.app_id(),
+                channel,
+                name: event,
+                data: &data,
+                except,
             })
             .await
-            .expect("shard is running")
+            .expect("registry is running")
+    }
+
+    pub(crate) async fn channel_info(&self, channel: &str) -> ChannelInfo {
+        self.registry
+            .channel(&self.app.id, channel)
+            .await
+            .expect("registry is running")
     }
 
     /// The app's occupied channels over every shard, sorted by name.
     pub(crate) async fn list_channels(&self, prefix: Option<&str>) -> Vec<ChannelStats> {
-        let mut all = Vec::new();
-        for shard in self.registry.shards() {
-            all.extend(
-                shard
-                    .send(ListChannels {
-                        app_id: Arc::from(self.app.id.as_str()),
-                        prefix: prefix.map(str::to_string),
-                    })
-                    .await
-                    .expect("shard is running"),
-            );
-        }
+        let mut all = self
+            .registry
+            .channels(&self.app.id, prefix)
+            .await
+            .expect("registry is running");
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
@@ -254,13 +264,9 @@ impl Server {
     pub(crate) async fn presence_users(&self, channel: &str) -> Vec<String> {
         let mut users: Vec<String> = self
             .registry
-            .channel_shard(&self.app.id, channel)
-            .send(PresenceUsers {
-                app_id: Arc::from(self.app.id.as_str()),
-                channel: Arc::from(channel),
-            })
+            .users(&self.app.id, channel)
             .await
-            .expect("shard is running")
+            .expect("registry is running")
             .iter()
             .map(|u| u.to_string())
             .collect();
@@ -280,15 +286,7 @@ impl Server {
 
 /// Every shard of `registry` has handled every message sent to it before.
 pub(crate) async fn sync_registry(registry: &Registry) {
-    for shard in registry.shards() {
-        shard
-            .send(ChannelInfo {
-                app_id: Arc::from(""),
-                channel: Arc::from(""),
-            })
-            .await
-            .expect("shard is running");
-    }
+    registry.sync().await.expect("registry is running");
 }
 
 /// A client connected to a real [`Session`].

@@ -1,14 +1,12 @@
 //! The Pusher HTTP API: publish events and query channels and users.
 //!
-//! Handlers validate everything before publishing anything, serialise each
-//! channel's frame once, and hand it to the shard that owns the channel.
+//! Handlers validate everything before publishing anything and hand each
+//! channel's event to the registry, which serialises its frame once.
 
 use super::error::ApiError;
 use super::signature::{authenticate, Signed};
 use crate::state::ServerState;
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytestring::ByteString;
-use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
@@ -16,11 +14,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use switchyard_actors::app::App;
 use switchyard_actors::command;
-use switchyard_actors::messages::{
-    Broadcast, ChannelInfo, ChannelInfoReply, ChannelStats, ListChannels, PresenceUsers,
-    TerminateUser,
-};
-use switchyard_actors::protocol::{frames, truncate, validate_channel_name, ChannelKind};
+use switchyard_actors::protocol::{truncate, validate_channel_name, ChannelKind};
+use switchyard_actors::registry::{ChannelInfo, ChannelStats, Publish, RegistryError};
 use switchyard_actors::socket::SocketId;
 use switchyard_actors::stats::{self, RateLimit};
 
@@ -31,8 +26,12 @@ fn empty_ok() -> HttpResponse {
         .body("{}")
 }
 
-fn mailbox_error(e: actix::MailboxError) -> ApiError {
-    ApiError::Unavailable(format!("Channel registry unavailable: {e}"))
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> ApiError {
+        match e {
+            RegistryError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+        }
+    }
 }
 
 /// Which attributes an `info` parameter asks for.
@@ -215,28 +214,21 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 async fn publish(state: &ServerState, app: &App, event: &Event) -> Result<(), ApiError> {
     let app_id: Arc<str> = Arc::from(app.id.as_str());
     for channel in &event.channels {
-        if !state.registry.worth_publishing(&app.id, channel) {
-            continue;
-        }
-        let frame: ByteString = frames::channel_event(&event.name, channel, &event.data);
-        let msg = Broadcast {
-            app_id: app_id.clone(),
-            channel: Arc::from(channel.as_str()),
-            frame,
-            except: event.except,
-            require_subscriber: None,
-        };
-        // Wait until the shard has handed the frame to every subscriber's
-        // queue: channels live on different shards (threads), and this is
-        // what keeps events in the order the backend published them — across
-        // channels, across batch items and across consecutive requests. It is
-        // also the publisher's backpressure (the shard's mailbox is bounded).
+        // Wait until the registry has handed the frame to every subscriber's
+        // queue: channels live on different threads, and this is what keeps
+        // events in the order the backend published them — across channels,
+        // across batch items and across consecutive requests. It is also the
+        // publisher's backpressure (the registry's mailboxes are bounded).
         state
             .registry
-            .channel_shard(&app.id, channel)
-            .send(msg)
-            .await
-            .map_err(mailbox_error)?;
+            .publish(Publish {
+                app_id: &app_id,
+                channel,
+                name: &event.name,
+                data: &event.data,
+                except: event.except,
+            })
+            .await?;
     }
     stats::add(&app.stats.api_events_published, event.channels.len() as u64);
     Ok(())
@@ -246,16 +238,8 @@ async fn channel_info(
     state: &ServerState,
     app: &App,
     channel: &str,
-) -> Result<ChannelInfoReply, ApiError> {
-    state
-        .registry
-        .channel_shard(&app.id, channel)
-        .send(ChannelInfo {
-            app_id: Arc::from(app.id.as_str()),
-            channel: Arc::from(channel),
-        })
-        .await
-        .map_err(mailbox_error)
+) -> Result<ChannelInfo, ApiError> {
+    Ok(state.registry.channel(&app.id, channel).await?)
 }
 
 /// The attributes `info` asked for, for one channel (used by publish responses).
@@ -393,22 +377,16 @@ pub async fn channels(
     let signed = authenticate(&req, payload, &state, &path).await?;
     check_read_budget(&state, &signed.app)?;
     let (prefix, info) = list_query(signed.param("filter_by_prefix"), signed.param("info"))?;
-    let app_id: Arc<str> = Arc::from(signed.app.id.as_str());
-    let replies = join_all(state.registry.shards().iter().map(|shard| {
-        shard.send(ListChannels {
-            app_id: app_id.clone(),
-            prefix: prefix.clone(),
-        })
-    }))
-    .await;
     let mut channels = Map::new();
-    for reply in replies {
-        for stats in reply.map_err(mailbox_error)? {
-            channels.insert(
-                stats.name.to_string(),
-                Value::Object(stats_attrs(&stats, info)),
-            );
-        }
+    for stats in state
+        .registry
+        .channels(&signed.app.id, prefix.as_deref())
+        .await?
+    {
+        channels.insert(
+            stats.name.to_string(),
+            Value::Object(stats_attrs(&stats, info)),
+        );
     }
     Ok(HttpResponse::Ok().json(json!({ "channels": channels })))
 }
@@ -478,11 +456,7 @@ fn channel_query(app: &App, channel: &str, info: Option<&str>) -> Result<InfoFla
 
 /// `{"occupied":…}` plus the counts `info` asked for (0 when unoccupied) and,
 /// on a cache channel with `info=cache`, its cached event.
-fn channel_body<'a>(
-    channel: &str,
-    reply: &'a ChannelInfoReply,
-    info: InfoFlags,
-) -> ChannelBody<'a> {
+fn channel_body<'a>(channel: &str, reply: &'a ChannelInfo, info: InfoFlags) -> ChannelBody<'a> {
     let mut attrs = Map::new();
     attrs.insert("occupied".into(), json!(reply.stats.is_some()));
     if let Some(stats) = &reply.stats {
@@ -556,15 +530,7 @@ pub async fn channel_users(
     let signed = authenticate(&req, payload, &state, &app_id).await?;
     check_read_budget(&state, &signed.app)?;
     users_query(&signed.app, &channel)?;
-    let ids = state
-        .registry
-        .channel_shard(&signed.app.id, &channel)
-        .send(PresenceUsers {
-            app_id: Arc::from(signed.app.id.as_str()),
-            channel: Arc::from(channel.as_str()),
-        })
-        .await
-        .map_err(mailbox_error)?;
+    let ids = state.registry.users(&signed.app.id, &channel).await?;
     let users: Vec<Value> = ids.iter().map(|id| json!({ "id": &**id })).collect();
     Ok(HttpResponse::Ok().json(json!({ "users": users })))
 }
@@ -591,13 +557,8 @@ pub async fn terminate_user(
     let signed = authenticate(&req, payload, &state, &app_id).await?;
     let closed = state
         .registry
-        .user_shard(&signed.app.id, &user_id)
-        .send(TerminateUser {
-            app_id: Arc::from(signed.app.id.as_str()),
-            user_id: Arc::from(user_id.as_str()),
-        })
-        .await
-        .map_err(mailbox_error)?;
+        .terminate_user(&signed.app.id, &user_id)
+        .await?;
     log::info!(
         app_id = signed.app.id.as_str(), user_id = truncate(&user_id, 128), sockets = closed;
         "terminate_connections"

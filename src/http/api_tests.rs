@@ -1,13 +1,14 @@
 //! The HTTP API's rules as pure functions, without a server: request
 //! validation of `/events` and `/batch_events` at each limit's edge, the
 //! `info` and `filter_by_prefix` parameters, and the response bodies built
-//! from what the shards report (PROTOCOL.md §6). tests/http_api.rs checks
+//! from what the registry reports (PROTOCOL.md §6). tests/http_api.rs checks
 //! the same rules end to end over the real binary.
 
 use super::*;
 use actix_web::body::to_bytes;
 use actix_web::http::StatusCode;
 use actix_web::ResponseError;
+use bytestring::ByteString;
 use serde_json::json;
 
 fn app() -> App {
@@ -688,19 +689,19 @@ fn users_are_listed_for_valid_presence_channels_only() {
     assert!(bad_request(users_query(&app, "presence-a b")).starts_with("Invalid channel"));
 }
 
-fn body(channel: &str, reply: &ChannelInfoReply, info: &str) -> Value {
+fn body(channel: &str, reply: &ChannelInfo, info: &str) -> Value {
     serde_json::to_value(channel_body(channel, reply, InfoFlags::parse(Some(info)))).unwrap()
 }
 
 #[test]
 fn channel_body_reports_occupancy_and_the_counts_asked_for() {
-    let unoccupied = ChannelInfoReply::default();
+    let unoccupied = ChannelInfo::default();
     assert_eq!(body("orders", &unoccupied, ""), json!({"occupied": false}));
     assert_eq!(
         body("presence-r", &unoccupied, "user_count,subscription_count"),
         json!({"occupied": false, "user_count": 0, "subscription_count": 0})
     );
-    let occupied = ChannelInfoReply {
+    let occupied = ChannelInfo {
         stats: Some(ChannelStats {
             name: "presence-r".into(),
             subscription_count: 3,
@@ -722,7 +723,7 @@ fn channel_body_reports_occupancy_and_the_counts_asked_for() {
 #[test]
 fn channel_body_cache_only_on_cache_channels_with_info_cache() {
     let frame = r#"{"event":"price","channel":"cache-p","data":"{\"v\":1}"}"#;
-    let reply = ChannelInfoReply {
+    let reply = ChannelInfo {
         stats: None,
         cache: Some((ByteString::from(frame), 42)),
     };
@@ -750,7 +751,7 @@ fn channel_body_cache_only_on_cache_channels_with_info_cache() {
             "{cache_kind}"
         );
     }
-    let nothing_cached = ChannelInfoReply::default();
+    let nothing_cached = ChannelInfo::default();
     assert_eq!(
         body("cache-p", &nothing_cached, "cache"),
         json!({"occupied": false})
@@ -791,8 +792,8 @@ async fn empty_ok_is_200_with_an_empty_json_object() {
 }
 
 #[test]
-fn a_stopped_shard_is_503() {
-    let e = mailbox_error(actix::MailboxError::Closed);
+fn an_unavailable_registry_is_503() {
+    let e = ApiError::from(RegistryError::Unavailable(actix::MailboxError::Closed));
     assert_eq!(e.status_code(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(e.to_string().starts_with("Channel registry unavailable"));
 }

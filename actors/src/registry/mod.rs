@@ -1,0 +1,417 @@
+//! Channel registry: who is subscribed where, presence rosters, the last-event
+//! cache and signed-in users, split into shards by `hash(app, channel)`.
+//!
+//! [`Registry`] is the only door. Sessions and the HTTP API call its methods
+//! (`subscribe`, `publish`, `client_event`, `channels`, …); shard addresses,
+//! routing and the shard messages are private, so changing the shard count —
+//! or, later, relaying to other nodes — changes no caller.
+//!
+//! - **Intent vs fan-out.** [`Registry::publish`] and
+//!   [`Registry::client_event`] are intents: where a publish enters the
+//!   system, and where a bridge between nodes will relay it. A local fan-out
+//!   delivers a frame to this node's subscribers (and stores a cache
+//!   channel's last event); it never re-checks the sender.
+//! - **Table → transitions → listeners.** Each shard (an actor on its own
+//!   thread, so fan-out uses every core) owns a `ChannelTable`, a
+//!   plain data structure that reports what each operation changed as
+//!   [`Transition`]s. The shard turns them into the frames local subscribers
+//!   see, keeps [`Occupancy`], and hands them to the [`TransitionListener`]s
+//!   (later: the bridge and webhooks), so all of these agree by construction.
+
+mod shard;
+mod table;
+mod transition;
+
+pub use transition::{Change, Transition, TransitionListener};
+
+use crate::messages::Member;
+use crate::protocol::{frames, ChannelKind, SERVER_TO_USER_PREFIX};
+use crate::socket::{SessionHandle, SocketId};
+use actix::prelude::*;
+use bytestring::ByteString;
+use serde_json::value::RawValue;
+use shard::Shard;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Why the registry could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The shard that owns the channel or user is not running (or its
+    /// mailbox is closed).
+    #[error("Channel registry unavailable: {0}")]
+    Unavailable(#[from] MailboxError),
+}
+
+/// What the HTTP API can learn about one channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    pub name: Arc<str>,
+    pub subscription_count: usize,
+    /// Distinct users, presence channels only.
+    pub user_count: Option<usize>,
+}
+
+/// One channel as [`Registry::channel`] reports it.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelInfo {
+    /// `None` when nobody is subscribed.
+    pub stats: Option<ChannelStats>,
+    /// Cached last event (frame) and seconds left, for cache channels.
+    pub cache: Option<(ByteString, u64)>,
+}
+
+/// A socket asking to subscribe, after the session has checked its
+/// signature and limits. The shard answers the socket itself.
+pub struct Join {
+    pub app_id: Arc<str>,
+    pub channel: Arc<str>,
+    pub kind: ChannelKind,
+    pub session: SessionHandle,
+    pub member: Option<Member>,
+    pub max_members: usize,
+    /// Tell subscribers of non-presence channels their count on change.
+    pub count_updates: bool,
+}
+
+/// An event the backend publishes to one channel. The frame is built only
+/// if someone can receive it.
+pub struct Publish<'a> {
+    pub app_id: &'a Arc<str>,
+    pub channel: &'a str,
+    /// The event name.
+    pub name: &'a str,
+    /// A JSON string token, relayed into the frame as it is.
+    pub data: &'a RawValue,
+    /// Not delivered to this socket (`socket_id` of the API).
+    pub except: Option<SocketId>,
+}
+
+/// A client event from a socket, serialised once by the session.
+pub struct ClientEvent {
+    pub app_id: Arc<str>,
+    pub channel: Arc<str>,
+    pub frame: ByteString,
+    pub sender: SocketId,
+}
+
+/// Routes every operation to the shard that owns its channel or user.
+#[derive(Clone)]
+pub struct Registry {
+    shards: Arc<[Addr<Shard>]>,
+    /// Each shard's occupied channels, same index as `shards`.
+    occupancy: Arc<[Arc<Occupancy>]>,
+}
+
+/// The channels of a shard that have at least one subscriber, readable from
+/// any thread. Publishing to a channel nobody is subscribed to is common
+/// (a Laravel app broadcasting to an offline user's private channel); this
+/// lets the publisher skip the message to the shard — a thread hop — for it.
+///
+/// Only the owning shard writes, from the `Occupied` / `Vacated` transitions,
+/// before it confirms the subscription; a publish that starts after a client
+/// saw `subscription_succeeded` therefore sees the channel.
+#[derive(Debug, Default)]
+struct Occupancy(RwLock<HashMap<Arc<str>, HashSet<Arc<str>>>>);
+
+impl Occupancy {
+    fn insert(&self, app_id: &Arc<str>, channel: &Arc<str>) {
+        let mut apps = self.0.write().unwrap_or_else(|e| e.into_inner());
+        apps.entry(app_id.clone())
+            .or_default()
+            .insert(channel.clone());
+    }
+
+    fn remove(&self, app_id: &str, channel: &str) {
+        let mut apps = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(channels) = apps.get_mut(app_id) {
+            channels.remove(channel);
+            if channels.is_empty() {
+                apps.remove(app_id);
+            }
+        }
+    }
+
+    fn contains(&self, app_id: &str, channel: &str) -> bool {
+        let apps = self.0.read().unwrap_or_else(|e| e.into_inner());
+        apps.get(app_id).is_some_and(|c| c.contains(channel))
+    }
+}
+
+impl Registry {
+    /// Start `count` shards (at least one), each on a new arbiter, telling
+    /// `listeners` of every transition. Must run inside an actix `System`.
+    pub fn start(
+        count: usize,
+        cache_ttl: Duration,
+        listeners: Vec<Arc<dyn TransitionListener>>,
+    ) -> Registry {
+        let listeners: shard::Listeners = listeners.into();
+        let occupancy: Vec<Arc<Occupancy>> = (0..count.max(1)).map(|_| Arc::default()).collect();
+        let shards: Vec<Addr<Shard>> = occupancy
+            .iter()
+            .map(|occupied| {
+                let arbiter = Arbiter::new();
+                let occupied = occupied.clone();
+                let listeners = listeners.clone();
+                Shard::start_in_arbiter(&arbiter.handle(), move |_| {
+                    Shard::new(cache_ttl, occupied, listeners)
+                })
+            })
+            .collect();
+        Registry {
+            shards: shards.into(),
+            occupancy: occupancy.into(),
+        }
+    }
+
+    fn index(&self, app_id: &str, channel: &str) -> usize {
+        let mut h = DefaultHasher::new();
+        app_id.hash(&mut h);
+        channel.hash(&mut h);
+        (h.finish() % self.shards.len() as u64) as usize
+    }
+
+    fn channel_shard(&self, app_id: &str, channel: &str) -> &Addr<Shard> {
+        &self.shards[self.index(app_id, channel)]
+    }
+
+    /// The shard keeping the sockets of a signed-in user.
+    fn user_shard(&self, app_id: &str, user_id: &str) -> &Addr<Shard> {
+        // A prefix outside the channel-name alphabet keeps users and channels
+        // from colliding by construction (they live in separate maps anyway).
+        let mut h = DefaultHasher::new();
+        app_id.hash(&mut h);
+        "#user".hash(&mut h);
+        user_id.hash(&mut h);
+        &self.shards[(h.finish() % self.shards.len() as u64) as usize]
+    }
+
+    /// Whether a publish to this channel can reach anyone: it has
+    /// subscribers, or it is a cache channel (whose last event is kept).
+    #[cfg(test)]
+    pub(crate) fn worth_publishing(&self, app_id: &str, channel: &str) -> bool {
+        self.worth_publishing_at(self.index(app_id, channel), app_id, channel)
+    }
+
+    /// [`Self::worth_publishing`] with the channel's shard index known.
+    fn worth_publishing_at(&self, index: usize, app_id: &str, channel: &str) -> bool {
+        ChannelKind::of(channel).is_cache() || self.occupancy[index].contains(app_id, channel)
+    }
+
+    // ---- intents ----
+
+    /// Publish an event to a channel (the HTTP API). Returns once the owning
+    /// shard has handed the frame to every local subscriber's queue: awaiting
+    /// it keeps events in publish order across channels and requests, and is
+    /// the publisher's backpressure (shard mailboxes are bounded).
+    pub async fn publish(&self, p: Publish<'_>) -> Result<(), RegistryError> {
+        let index = self.index(p.app_id, p.channel);
+        // Nobody listens here: skip serialising and the thread hop. A bridge
+        // between nodes will also have to answer "someone on another node
+        // listens" at this point.
+        if !self.worth_publishing_at(index, p.app_id, p.channel) {
+            return Ok(());
+        }
+        let frame = frames::channel_event(p.name, p.channel, p.data);
+        self.shards[index]
+            .send(shard::FanOut {
+                app_id: p.app_id.clone(),
+                channel: Arc::from(p.channel),
+                frame,
+                except: p.except,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Publish an event to a user's `#server-to-user-<id>` channel.
+    pub async fn send_to_user(
+        &self,
+        app_id: &Arc<str>,
+        user_id: &str,
+        name: &str,
+        data: &RawValue,
+    ) -> Result<(), RegistryError> {
+        let channel = format!("{SERVER_TO_USER_PREFIX}{user_id}");
+        self.publish(Publish {
+            app_id,
+            channel: &channel,
+            name,
+            data,
+            except: None,
+        })
+        .await
+    }
+
+    /// A client event: delivered to the channel's other subscribers if the
+    /// owning shard confirms the sender is subscribed (the session's view can
+    /// be ahead of a refused presence join). Fire and forget.
+    pub fn client_event(&self, event: ClientEvent) {
+        self.channel_shard(&event.app_id, &event.channel)
+            .do_send(shard::ClientEvent {
+                app_id: event.app_id,
+                channel: event.channel,
+                frame: event.frame,
+                sender: event.sender,
+            });
+    }
+
+    // ---- sockets ----
+
+    /// Subscribe a socket; the shard answers it (`subscription_succeeded`, or
+    /// the error and [`crate::messages::SubscriptionRefused`]).
+    pub fn subscribe(&self, join: Join) {
+        self.channel_shard(&join.app_id, &join.channel)
+            .do_send(shard::Subscribe(join));
+    }
+
+    pub fn unsubscribe(&self, app_id: Arc<str>, channel: Arc<str>, socket: SocketId) {
+        self.channel_shard(&app_id, &channel)
+            .do_send(shard::Unsubscribe {
+                app_id,
+                channel,
+                socket,
+            });
+    }
+
+    /// A socket is gone: it leaves these channels (one message per shard
+    /// touched, not one per channel) and its signed-in user.
+    pub fn leave(
+        &self,
+        app_id: &Arc<str>,
+        socket: SocketId,
+        channels: impl IntoIterator<Item = Arc<str>>,
+        user_id: Option<Arc<str>>,
+    ) {
+        let mut by_shard: Vec<Vec<Arc<str>>> = Vec::new();
+        for channel in channels {
+            if by_shard.is_empty() {
+                by_shard.resize_with(self.shards.len(), Vec::new);
+            }
+            by_shard[self.index(app_id, &channel)].push(channel);
+        }
+        for (addr, channels) in self.shards.iter().zip(by_shard) {
+            if !channels.is_empty() {
+                addr.do_send(shard::Leave {
+                    app_id: app_id.clone(),
+                    socket,
+                    channels,
+                });
+            }
+        }
+        if let Some(user_id) = user_id {
+            self.sign_out(app_id, user_id, socket);
+        }
+    }
+
+    /// A socket signed in as `user_id`; `previous` is the user it was signed
+    /// in as before, if any (forgotten unless it is the same user).
+    pub fn sign_in(
+        &self,
+        app_id: &Arc<str>,
+        user_id: Arc<str>,
+        previous: Option<Arc<str>>,
+        session: SessionHandle,
+    ) {
+        if let Some(previous) = previous.filter(|p| *p != user_id) {
+            self.sign_out(app_id, previous, session.id());
+        }
+        self.user_shard(app_id, &user_id).do_send(shard::SignIn {
+            app_id: app_id.clone(),
+            user_id,
+            session,
+        });
+    }
+
+    fn sign_out(&self, app_id: &Arc<str>, user_id: Arc<str>, socket: SocketId) {
+        self.user_shard(app_id, &user_id).do_send(shard::SignOut {
+            app_id: app_id.clone(),
+            user_id,
+            socket,
+        });
+    }
+
+    /// Close every socket signed in as this user (4009); returns how many.
+    pub async fn terminate_user(
+        &self,
+        app_id: &str,
+        user_id: &str,
+    ) -> Result<usize, RegistryError> {
+        Ok(self
+            .user_shard(app_id, user_id)
+            .send(shard::Terminate {
+                app_id: Arc::from(app_id),
+                user_id: Arc::from(user_id),
+            })
+            .await?)
+    }
+
+    // ---- queries ----
+
+    /// One channel's counts and, for a cache channel, its cached event.
+    pub async fn channel(&self, app_id: &str, channel: &str) -> Result<ChannelInfo, RegistryError> {
+        Ok(self
+            .channel_shard(app_id, channel)
+            .send(shard::Info {
+                app_id: Arc::from(app_id),
+                channel: Arc::from(channel),
+            })
+            .await?)
+    }
+
+    /// The app's occupied channels over every shard whose names start with
+    /// `prefix`, in no particular order.
+    pub async fn channels(
+        &self,
+        app_id: &str,
+        prefix: Option<&str>,
+    ) -> Result<Vec<ChannelStats>, RegistryError> {
+        let app_id: Arc<str> = Arc::from(app_id);
+        let prefix: Arc<str> = Arc::from(prefix.unwrap_or(""));
+        // Every request is queued before the first is awaited: the shards
+        // answer concurrently.
+        let replies: Vec<_> = self
+            .shards
+            .iter()
+            .map(|addr| {
+                addr.send(shard::List {
+                    app_id: app_id.clone(),
+                    prefix: prefix.clone(),
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for reply in replies {
+            all.extend(reply.await?);
+        }
+        Ok(all)
+    }
+
+    /// Distinct user ids on a presence channel.
+    pub async fn users(&self, app_id: &str, channel: &str) -> Result<Vec<Arc<str>>, RegistryError> {
+        Ok(self
+            .channel_shard(app_id, channel)
+            .send(shard::Users {
+                app_id: Arc::from(app_id),
+                channel: Arc::from(channel),
+            })
+            .await?)
+    }
+
+    /// Returns once every shard has handled every message sent to it before.
+    pub async fn sync(&self) -> Result<(), RegistryError> {
+        let replies: Vec<_> = self.shards.iter().map(|s| s.send(shard::Barrier)).collect();
+        for reply in replies {
+            reply.await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "../registry_tests.rs"]
+mod tests;

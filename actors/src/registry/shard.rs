@@ -1,0 +1,395 @@
+//! One shard of the registry: an actor on its own thread owning a
+//! [`ChannelTable`] outright (no locks). It applies commands to the table,
+//! keeps its [`Occupancy`] from the resulting transitions and hands them to
+//! the listeners, then turns them into frames for local subscribers.
+//!
+//! Its messages are private to the registry: callers go through
+//! [`super::Registry`].
+
+use super::table::{ChannelTable, NewSubscriber, Refused};
+use super::transition::{Change, Transition, TransitionListener};
+use super::{ChannelInfo, ChannelStats, Join, Occupancy};
+use crate::error::{PusherError, SubscriptionError};
+use crate::protocol::frames;
+use crate::socket::{SessionHandle, SocketId};
+use actix::prelude::*;
+use bytestring::ByteString;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub(super) type Listeners = Arc<[Arc<dyn TransitionListener>]>;
+
+pub(super) struct Shard {
+    table: ChannelTable<SessionHandle>,
+    occupancy: Arc<Occupancy>,
+    listeners: Listeners,
+    /// The transitions of the operation being handled; reused, so an
+    /// operation allocates nothing here once the buffer has grown.
+    out: Vec<Transition>,
+}
+
+impl Shard {
+    pub(super) fn new(
+        cache_ttl: Duration,
+        occupancy: Arc<Occupancy>,
+        listeners: Listeners,
+    ) -> Self {
+        Shard {
+            table: ChannelTable::new(cache_ttl),
+            occupancy,
+            listeners,
+            out: Vec::new(),
+        }
+    }
+
+    /// Before any frame goes out: a client that has seen a frame caused by a
+    /// transition can rely on occupancy and the listeners having seen the
+    /// transition (a publish that starts after a client saw
+    /// `subscription_succeeded` finds the channel occupied).
+    fn record(&self) {
+        if self.out.is_empty() {
+            return;
+        }
+        for t in &self.out {
+            match t.change {
+                Change::Occupied => self.occupancy.insert(&t.app_id, &t.channel),
+                Change::Vacated => self.occupancy.remove(&t.app_id, &t.channel),
+                _ => {}
+            }
+        }
+        for listener in self.listeners.iter() {
+            listener.on_transitions(&self.out);
+        }
+    }
+
+    /// What local subscribers hear of the transitions: `member_added` to
+    /// everyone but the joiner, `member_removed`, `subscription_count` on
+    /// non-presence channels that enable it, `cache_miss` to the joiner.
+    fn announce(&self, joiner: Option<&SessionHandle>) {
+        for t in &self.out {
+            match &t.change {
+                Change::MemberAdded { user_id, user_info } => {
+                    let Some(channel) = self.table.channel(&t.app_id, &t.channel) else {
+                        continue;
+                    };
+                    let frame = frames::member_added(&t.channel, user_id, user_info.as_deref());
+                    let except = joiner.map(SessionHandle::id);
+                    deliver_all(channel.subscribers(), &frame, except);
+                }
+                Change::MemberRemoved { user_id } => {
+                    if let Some(channel) = self.table.channel(&t.app_id, &t.channel) {
+                        let frame = frames::member_removed(&t.channel, user_id);
+                        deliver_all(channel.subscribers(), &frame, None);
+                    }
+                }
+                Change::CountChanged { count } => {
+                    // Still-subscribed sockets only: after the last one left
+                    // there is no channel and nobody to tell.
+                    if let Some(channel) = self.table.channel(&t.app_id, &t.channel) {
+                        if channel.count_updates() && !channel.kind().is_presence() {
+                            let frame = frames::subscription_count(&t.channel, *count);
+                            deliver_all(channel.subscribers(), &frame, None);
+                        }
+                    }
+                }
+                Change::CacheMiss => {
+                    if let Some(joiner) = joiner {
+                        joiner.deliver(&frames::cache_miss(&t.channel));
+                    }
+                }
+                Change::Occupied | Change::Vacated => {}
+            }
+        }
+    }
+
+    /// After sockets left: record, then tell the remaining subscribers.
+    fn announce_departures(&mut self) {
+        self.record();
+        self.announce(None);
+        self.out.clear();
+    }
+}
+
+fn deliver_all<'a>(
+    subscribers: impl Iterator<Item = (SocketId, &'a SessionHandle)>,
+    frame: &ByteString,
+    except: Option<SocketId>,
+) {
+    for (id, session) in subscribers {
+        if Some(id) != except {
+            session.deliver(frame);
+        }
+    }
+}
+
+impl Actor for Shard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Mailbox capacity bounds how far HTTP publishers (which `send` and
+        // await) can run ahead of fan-out.
+        ctx.set_mailbox_capacity(1024);
+        let every = self
+            .table
+            .cache_ttl()
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        ctx.run_interval(every, |shard, _| shard.table.sweep(Instant::now()));
+    }
+}
+
+// ---- messages ----
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Subscribe(pub Join);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Unsubscribe {
+    pub app_id: Arc<str>,
+    pub channel: Arc<str>,
+    pub socket: SocketId,
+}
+
+/// A socket is gone: remove it from these channels (all owned by this shard).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Leave {
+    pub app_id: Arc<str>,
+    pub socket: SocketId,
+    pub channels: Vec<Arc<str>>,
+}
+
+/// Deliver a frame to this node's subscribers of a channel. Never checks who
+/// sent it: whoever sends this has decided it may be delivered.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct FanOut {
+    pub app_id: Arc<str>,
+    pub channel: Arc<str>,
+    pub frame: ByteString,
+    /// Not delivered to this socket.
+    pub except: Option<SocketId>,
+}
+
+/// A client event, checked here before the fan-out: the sender must be
+/// subscribed, which only the owning shard knows for sure (the session
+/// records a subscription before the shard has accepted it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct ClientEvent {
+    pub app_id: Arc<str>,
+    pub channel: Arc<str>,
+    pub frame: ByteString,
+    pub sender: SocketId,
+}
+
+#[derive(Message)]
+#[rtype(result = "ChannelInfo")]
+pub(super) struct Info {
+    pub app_id: Arc<str>,
+    pub channel: Arc<str>,
+}
+
+#[derive(Message)]
+#[rtype(result = "Vec<ChannelStats>")]
+pub(super) struct List {
+    pub app_id: Arc<str>,
+    pub prefix: Arc<str>,
+}
+
+#[derive(Message)]
+#[rtype(result = "Vec<Arc<str>>")]
+pub(super) struct Users {
+    pub app_id: Arc<str>,
+    pub channel: Arc<str>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct SignIn {
+    pub app_id: Arc<str>,
+    pub user_id: Arc<str>,
+    pub session: SessionHandle,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct SignOut {
+    pub app_id: Arc<str>,
+    pub user_id: Arc<str>,
+    pub socket: SocketId,
+}
+
+/// Close every socket signed in as this user; replies with how many.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub(super) struct Terminate {
+    pub app_id: Arc<str>,
+    pub user_id: Arc<str>,
+}
+
+/// Answered once everything sent to the shard before has been handled.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Barrier;
+
+// ---- handlers ----
+
+impl Handler<Subscribe> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, Subscribe(join): Subscribe, _: &mut Context<Self>) {
+        let session = &join.session;
+        let joined = self.table.subscribe(
+            NewSubscriber {
+                app_id: &join.app_id,
+                channel: &join.channel,
+                kind: join.kind,
+                socket: session.id(),
+                handle: session,
+                member: join.member.as_ref(),
+                max_members: join.max_members,
+                count_updates: join.count_updates,
+            },
+            Instant::now(),
+            &mut self.out,
+        );
+        let joined = match joined {
+            Ok(joined) => joined,
+            Err(Refused::PresenceFull { max_members }) => {
+                let err = SubscriptionError::LimitReached(format!(
+                    "Presence channel is full ({max_members} members)"
+                ));
+                session.deliver(&err.frame(&join.channel));
+                session.refuse(join.channel.clone());
+                return;
+            }
+        };
+        self.record();
+        let succeeded = match &joined.snapshot {
+            Some(snapshot) => frames::presence_subscription_succeeded(&join.channel, snapshot),
+            None => frames::subscription_succeeded(&join.channel),
+        };
+        session.deliver(&succeeded);
+        self.announce(Some(session));
+        if let Some(cached) = &joined.cached {
+            session.deliver(cached);
+        }
+        self.out.clear();
+    }
+}
+
+impl Handler<Unsubscribe> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
+        self.table
+            .unsubscribe(&msg.app_id, &msg.channel, msg.socket, &mut self.out);
+        self.announce_departures();
+    }
+}
+
+impl Handler<Leave> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
+        self.table
+            .leave(&msg.app_id, &msg.channels, msg.socket, &mut self.out);
+        self.announce_departures();
+    }
+}
+
+impl Handler<FanOut> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: FanOut, _: &mut Context<Self>) {
+        let subscribers = self
+            .table
+            .fan_out(&msg.app_id, &msg.channel, &msg.frame, Instant::now);
+        deliver_all(subscribers, &msg.frame, msg.except);
+    }
+}
+
+impl Handler<ClientEvent> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: ClientEvent, _: &mut Context<Self>) {
+        let subscribers = self.table.fan_out_from(
+            &msg.app_id,
+            &msg.channel,
+            msg.sender,
+            &msg.frame,
+            Instant::now,
+        );
+        if let Some(subscribers) = subscribers {
+            deliver_all(subscribers, &msg.frame, Some(msg.sender));
+        }
+    }
+}
+
+impl Handler<Info> for Shard {
+    type Result = MessageResult<Info>;
+
+    fn handle(&mut self, msg: Info, _: &mut Context<Self>) -> Self::Result {
+        let cache = self.table.cached(&msg.app_id, &msg.channel, Instant::now());
+        let stats = self
+            .table
+            .channel(&msg.app_id, &msg.channel)
+            .map(|c| c.stats());
+        MessageResult(ChannelInfo { stats, cache })
+    }
+}
+
+impl Handler<List> for Shard {
+    type Result = MessageResult<List>;
+
+    fn handle(&mut self, msg: List, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.table.channels(&msg.app_id, &msg.prefix))
+    }
+}
+
+impl Handler<Users> for Shard {
+    type Result = MessageResult<Users>;
+
+    fn handle(&mut self, msg: Users, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.table.user_ids(&msg.app_id, &msg.channel))
+    }
+}
+
+impl Handler<SignIn> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: SignIn, _: &mut Context<Self>) {
+        let socket = msg.session.id();
+        self.table
+            .sign_in(&msg.app_id, &msg.user_id, socket, msg.session);
+    }
+}
+
+impl Handler<SignOut> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: SignOut, _: &mut Context<Self>) {
+        self.table.sign_out(&msg.app_id, &msg.user_id, msg.socket);
+    }
+}
+
+impl Handler<Terminate> for Shard {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Terminate, _: &mut Context<Self>) -> usize {
+        let sessions = self.table.terminate(&msg.app_id, &msg.user_id);
+        let err = PusherError::Unauthorized("Connection terminated by the application".into());
+        for session in &sessions {
+            session.disconnect(err.clone());
+        }
+        sessions.len()
+    }
+}
+
+impl Handler<Barrier> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, _: Barrier, _: &mut Context<Self>) {}
+}

@@ -1,0 +1,78 @@
+//! What changed on a channel, as the table reports it after each operation.
+//!
+//! The shard turns transitions into the frames local subscribers see
+//! (`member_added`, `member_removed`, `subscription_count`, `cache_miss`),
+//! keeps [`super::Occupancy`] from `Occupied` / `Vacated`, and hands every
+//! batch to the [`TransitionListener`]s given to [`super::Registry::start`]
+//! (later: the bridge between nodes and the webhook sender). Deriving all of
+//! these from one list is what keeps them agreeing with each other.
+
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// One change of one channel of one app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub app_id: Arc<str>,
+    pub channel: Arc<str>,
+    pub change: Change,
+}
+
+/// What happened. Within one operation the order is: `Occupied`, then the
+/// member change, then `CountChanged`, then `Vacated` or `CacheMiss`.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The channel gained its first subscriber (any kind of channel).
+    Occupied,
+    /// The channel's last subscriber left; the channel no longer exists
+    /// (its cached event, if any, stays until it expires).
+    Vacated,
+    /// Presence channels: a user's first socket joined. Another socket of a
+    /// user already present adds nothing.
+    MemberAdded {
+        user_id: Arc<str>,
+        /// Raw `user_info` JSON as the first socket declared it.
+        user_info: Option<Arc<RawValue>>,
+    },
+    /// Presence channels: a user's last socket left.
+    MemberRemoved { user_id: Arc<str> },
+    /// The number of subscribed sockets changed, on any kind of channel,
+    /// including to 0 just before `Vacated`. A socket subscribing again to a
+    /// channel it is in changes nothing. Whether subscribers are told is the
+    /// shard's business (non-presence channels of apps that enable it).
+    CountChanged { count: usize },
+    /// A socket subscribed (or subscribed again) to a cache channel that has
+    /// no unexpired cached event.
+    CacheMiss,
+}
+
+impl PartialEq for Change {
+    fn eq(&self, other: &Change) -> bool {
+        use Change::*;
+        match (self, other) {
+            (Occupied, Occupied) | (Vacated, Vacated) | (CacheMiss, CacheMiss) => true,
+            (
+                MemberAdded {
+                    user_id: a,
+                    user_info: ai,
+                },
+                MemberAdded {
+                    user_id: b,
+                    user_info: bi,
+                },
+            ) => a == b && ai.as_ref().map(|v| v.get()) == bi.as_ref().map(|v| v.get()),
+            (MemberRemoved { user_id: a }, MemberRemoved { user_id: b }) => a == b,
+            (CountChanged { count: a }, CountChanged { count: b }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Told of every batch of transitions a shard applied, on the shard's thread,
+/// in the order they happened on that shard, before any frame they cause is
+/// delivered. Must not block: the shard waits.
+/// Nobody listens in production yet; with no listener a batch costs nothing
+/// but the shard's reused buffer.
+pub trait TransitionListener: Send + Sync + 'static {
+    fn on_transitions(&self, batch: &[Transition]);
+}

@@ -273,7 +273,7 @@ impl Handler<Subscribe> for Shard {
                 })
             }
         };
-        let socket = msg.session.id;
+        let socket = msg.session.id();
         let already = state.subscribers.contains_key(&socket);
 
         match &msg.member {
@@ -287,9 +287,7 @@ impl Handler<Subscribe> for Shard {
                         msg.max_members
                     ));
                     msg.session.deliver(&err.frame(&msg.channel));
-                    msg.session.addr.do_send(SubscriptionRefused {
-                        channel: msg.channel.clone(),
-                    });
+                    msg.session.refuse(msg.channel.clone());
                     if state.subscribers.is_empty() {
                         app.channels.remove(&msg.channel);
                         self.occupancy.remove(&msg.app_id, &msg.channel);
@@ -462,7 +460,7 @@ impl Handler<UserSignedIn> for Shard {
             .users
             .entry(msg.user_id)
             .or_default()
-            .insert(msg.session.id, msg.session);
+            .insert(msg.session.id(), msg.session);
     }
 }
 
@@ -496,7 +494,7 @@ impl Handler<TerminateUser> for Shard {
             "Connection terminated by the application".into(),
         );
         for session in sockets.values() {
-            session.addr.do_send(Disconnect(err.clone()));
+            session.disconnect(err.clone());
         }
         sockets.len()
     }

@@ -5,7 +5,7 @@
 
 use crate::app::{App, Capacity};
 use crate::error::PusherError;
-use crate::messages::Disconnect;
+use crate::messages::ToSession;
 use crate::session::SessionSettings;
 use crate::stats::{AuthFailure, RateLimit};
 use crate::testing::*;
@@ -625,7 +625,7 @@ async fn live_sessions_hold_the_apps_connection_quota() {
     // So does a socket the server closes, and a connection that drops
     // without a close frame.
     b.addr
-        .do_send(Disconnect(PusherError::ReconnectImmediately));
+        .do_send(ToSession::Disconnect(PusherError::ReconnectImmediately));
     b.expect_error(4200).await;
     b.expect_close(4200).await;
     assert_eq!(server.app.connection_count(), 1);

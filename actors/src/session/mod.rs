@@ -273,5 +273,8 @@ impl Ends for Session {
 }
 
 #[cfg(test)]
+mod decisions_tests;
+
+#[cfg(test)]
 #[path = "../session_tests.rs"]
 mod tests;

@@ -8,31 +8,8 @@ use serde_json::value::RawValue;
 use std::sync::Arc;
 
 // ---- to a session ----
-
-/// Everything other actors tell a session, in one message so a session has
-/// one mailbox to hand out ([`SessionHandle`]) and one handler. Sent only
-/// through [`SessionHandle`], which does the outbox accounting `Deliver`
-/// relies on. Small: the largest variant is a `ByteString`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) enum ToSession {
-    /// A frame to write to the socket, shared with every other recipient;
-    /// its room in the outbox was reserved by the sender.
-    Deliver(ByteString),
-    /// From whoever found the socket's outbound queue full (disconnect
-    /// policy), sent once when the outbox flips to overflowed. The queue may
-    /// be empty (one frame larger than `WEBSOCKET_MAX_BYTES`), so no later
-    /// `Deliver` can be relied on to wake the session: this closes it with 4100.
-    Overflowed,
-    /// From the worker's hub: a liveness or sign-in deadline has passed.
-    Heartbeat,
-    /// The shard refused a subscription the session had optimistically
-    /// recorded (presence channel full); the error frame has already been
-    /// delivered.
-    Refused(Arc<str>),
-    /// Close the socket with this error (4009 terminate, 4200 shutdown, …).
-    Disconnect(crate::error::PusherError),
-}
+//
+// Only through a [`SessionHandle`], which sends `socket::ToSession`.
 
 // ---- to a registry shard ----
 

@@ -6,8 +6,8 @@
 use crate::app::{App, Capacity};
 use crate::error::PusherError;
 use crate::hub::{Hubs, Timing};
-use crate::messages::ToSession;
 use crate::session::SessionSettings;
+use crate::socket::ToSession;
 use crate::stats::{AuthFailure, RateLimit};
 use crate::testing::*;
 use actix_http::ws::OpCode;

@@ -1,11 +1,11 @@
-//! Socket identity, the bounded outbound queue, and [`SessionHandle`]: how
-//! registries and hubs reach a session without naming the session's type.
+//! Socket identity, the bounded outbound queue, and [`SessionHandle`] with
+//! its one message, [`ToSession`]: how registries and hubs reach a session
+//! without naming the session's type.
 
 use crate::app::App;
 use crate::error::PusherError;
-use crate::messages::ToSession;
 use crate::stats;
-use actix::Recipient;
+use actix::{Message, Recipient};
 use bytestring::ByteString;
 use log::warn;
 use std::fmt;
@@ -172,6 +172,31 @@ impl Outbox {
     pub fn pending_bytes(&self) -> usize {
         self.pending_bytes.load(Ordering::Relaxed)
     }
+}
+
+/// Everything other actors tell a session, in one message so a session has
+/// one mailbox to hand out ([`SessionHandle`]) and one handler. Sent only
+/// through [`SessionHandle`], which does the outbox accounting `Deliver`
+/// relies on. Small: a `ByteString` and a tag (the size test below keeps it so).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) enum ToSession {
+    /// A frame to write to the socket, shared with every other recipient;
+    /// its room in the outbox was reserved by the sender.
+    Deliver(ByteString),
+    /// From whoever found the socket's outbound queue full (disconnect
+    /// policy), sent once when the outbox flips to overflowed. The queue may
+    /// be empty (one frame larger than `WEBSOCKET_MAX_BYTES`), so no later
+    /// `Deliver` can be relied on to wake the session: this closes it with 4100.
+    Overflowed,
+    /// From the worker's hub: a liveness or sign-in deadline has passed.
+    Heartbeat,
+    /// The shard refused a subscription the session had optimistically
+    /// recorded (presence channel full); the error frame has already been
+    /// delivered.
+    Refused(Arc<str>),
+    /// Close the socket with this error (4009 terminate, 4200 shutdown, …).
+    Disconnect(PusherError),
 }
 
 /// What a registry holds for each subscribed socket (and a hub for each of

@@ -8,8 +8,8 @@
 use super::Session;
 use crate::error::PusherError;
 use crate::hub::Deadline;
-use crate::messages::ToSession;
 use crate::protocol::frames;
+use crate::socket::ToSession;
 use crate::stats::ConnectionError;
 use actix::prelude::*;
 use actix_web_actors::ws;

@@ -13,7 +13,7 @@
 //! byte for byte as the client sent them.
 
 use crate::error::{PusherError, SubscriptionError};
-use crate::messages::Member;
+use crate::presence::Member;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;

@@ -23,11 +23,8 @@
 use crate::app::App;
 use crate::closing::{Conn, CLOSE_ABORT_TIMEOUT};
 use crate::error::PusherError;
-use crate::messages::{Disconnect, Heartbeat};
-use crate::session::Session;
-use crate::socket::{Outbox, SocketId};
+use crate::socket::{Outbox, SessionHandle, SocketId};
 use crate::stats;
-use actix::Addr;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
@@ -187,11 +184,11 @@ pub(crate) struct Hub {
 }
 
 struct Member {
-    addr: Addr<Session>,
+    /// To wake the session, and its outbox: to tell a session that can no
+    /// longer act ([`wedged`]) and end it.
+    session: SessionHandle,
     vitals: Rc<Vitals>,
     app: Arc<App>,
-    /// To tell a session that can no longer act ([`wedged`]) and end it.
-    outbox: Arc<Outbox>,
     conn: Conn,
     /// When the hub first saw the session's outbox overflowed.
     overflowed_since: Cell<Option<Instant>>,
@@ -231,23 +228,20 @@ impl Hub {
     /// A session joins the hub when it starts.
     pub(crate) fn join(
         &self,
-        id: SocketId,
-        addr: Addr<Session>,
+        session: SessionHandle,
         vitals: Rc<Vitals>,
         app: Arc<App>,
-        outbox: Arc<Outbox>,
         conn: Conn,
     ) {
         if self.closing.get() {
-            addr.do_send(Disconnect(PusherError::ReconnectImmediately));
+            session.disconnect(PusherError::ReconnectImmediately);
         }
         self.sessions.borrow_mut().insert(
-            id,
+            session.id(),
             Member {
-                addr,
+                session,
                 vitals,
                 app,
-                outbox,
                 conn,
                 overflowed_since: Cell::new(None),
             },
@@ -262,9 +256,7 @@ impl Hub {
     fn shut_down(&self) {
         self.closing.set(true);
         for member in self.sessions.borrow().values() {
-            member
-                .addr
-                .do_send(Disconnect(PusherError::ReconnectImmediately));
+            member.session.disconnect(PusherError::ReconnectImmediately);
         }
     }
 
@@ -274,7 +266,7 @@ impl Hub {
             m.vitals.flush_traffic(&m.app);
             let stuck = wedged(
                 now,
-                &m.outbox,
+                m.session.outbox(),
                 &m.vitals,
                 &m.overflowed_since,
                 &self.timing,
@@ -291,7 +283,7 @@ impl Hub {
                     );
                 }
             } else if m.vitals.due(now, &self.timing).is_some() {
-                m.addr.do_send(Heartbeat);
+                m.session.heartbeat();
             }
         }
     }

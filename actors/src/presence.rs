@@ -4,11 +4,18 @@
 //! goes out when the first socket joins and `member_removed` when the last
 //! one leaves.
 
-use crate::messages::Member;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// A presence member as the subscribing socket declared it in `channel_data`.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub user_id: Arc<str>,
+    /// Raw `user_info` JSON, relayed untouched.
+    pub user_info: Option<Arc<RawValue>>,
+}
 
 #[derive(Debug)]
 struct Entry {

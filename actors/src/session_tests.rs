@@ -5,8 +5,9 @@
 
 use crate::app::{App, Capacity};
 use crate::error::PusherError;
-use crate::messages::Disconnect;
+use crate::hub::{Hubs, Timing};
 use crate::session::SessionSettings;
+use crate::socket::ToSession;
 use crate::stats::{AuthFailure, RateLimit};
 use crate::testing::*;
 use actix_http::ws::OpCode;
@@ -604,6 +605,90 @@ async fn fragmented_messages_are_reassembled() {
         .await;
 }
 
+// ---- the hub's deadlines and shutdown ----
+
+/// Settings whose hub acts within a fraction of a second.
+fn fast_hub(activity: Duration, signin: Duration) -> SessionSettings {
+    SessionSettings {
+        hubs: Hubs::new(Timing {
+            activity_timeout: activity,
+            pong_timeout: activity,
+            signin_timeout: signin,
+        }),
+        ..SessionSettings::default()
+    }
+}
+
+#[actix::test]
+async fn a_silent_socket_is_pinged_then_closed_4201() {
+    let ms = Duration::from_millis;
+    let server = with_settings(test_app(), fast_hub(ms(300), Duration::from_secs(3600)));
+    let mut a = server.connect().await;
+    a.expect_event("pusher:ping").await;
+    // Answering keeps it open; the next silence is pinged again.
+    a.send_json(json!({"event": "pusher:pong", "data": {}}));
+    a.expect_event("pusher:ping").await;
+    a.expect_error(4201).await;
+    a.expect_close(4201).await;
+}
+
+#[actix::test]
+async fn an_app_that_requires_signin_closes_sockets_that_do_not_4009() {
+    let mut app = test_app();
+    app.enable_user_authentication = true;
+    let ms = Duration::from_millis;
+    let server = with_settings(app, fast_hub(ms(1500), ms(400)));
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    b.signin(r#"{"id":"42"}"#);
+    b.expect_event("pusher:signin_success").await;
+
+    let error = a.expect_error(4009).await;
+    assert!(error.contains("not authorized within timeout"), "{error}");
+    a.expect_close(4009).await;
+    // The signed-in socket outlives the deadline: the hub's next word to it
+    // is the ping for its silence.
+    b.expect_event("pusher:ping").await;
+}
+
+#[actix::test]
+async fn shutdown_tells_every_session_to_reconnect_4200() {
+    let server = Server::start(test_app());
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    server.settings.hubs.shutdown();
+    for socket in [&mut a, &mut b] {
+        socket.expect_error(4200).await;
+        socket.expect_close(4200).await;
+    }
+    // A session that starts afterwards is closed at once.
+    let mut late = server.connect().await;
+    late.expect_error(4200).await;
+    late.expect_close(4200).await;
+}
+
+// ---- outbox ----
+
+#[actix::test]
+async fn a_frame_larger_than_the_outbox_closes_an_idle_socket_with_4100() {
+    let settings = SessionSettings {
+        outbox_max_bytes: Some(100),
+        ..SessionSettings::default()
+    };
+    let server = with_settings(test_app(), settings);
+    let mut a = server.connect().await;
+    a.join("orders").await;
+    server.publish("orders", "small", "1").await;
+    a.expect_channel_event("small", "orders").await;
+
+    // Nothing is queued, so no delivery will wake the session: the
+    // overflow notice alone must close it.
+    server.publish("orders", "big", &"x".repeat(100)).await;
+    a.expect_error(4100).await;
+    a.expect_close(4100).await;
+    assert_eq!(server.app.connection_count(), 0);
+}
+
 // ---- connection counting ----
 
 #[actix::test]
@@ -625,7 +710,7 @@ async fn live_sessions_hold_the_apps_connection_quota() {
     // So does a socket the server closes, and a connection that drops
     // without a close frame.
     b.addr
-        .do_send(Disconnect(PusherError::ReconnectImmediately));
+        .do_send(ToSession::Disconnect(PusherError::ReconnectImmediately));
     b.expect_error(4200).await;
     b.expect_close(4200).await;
     assert_eq!(server.app.connection_count(), 1);

@@ -1,11 +1,11 @@
-//! Socket identity and the bounded outbound queue through which registries reach a session.
+//! Socket identity, the bounded outbound queue, and [`SessionHandle`] with
+//! its one message, [`ToSession`]: how registries and hubs reach a session
+//! without naming the session's type.
 
 use crate::app::App;
 use crate::error::PusherError;
-use crate::messages::{Deliver, Disconnect, Overflowed, SubscriptionRefused};
-use crate::session::Session;
 use crate::stats;
-use actix::Addr;
+use actix::{Message, Recipient};
 use bytestring::ByteString;
 use log::warn;
 use std::fmt;
@@ -69,7 +69,7 @@ impl FromStr for SocketId {
 ///
 /// - disconnect (default, `WEBSOCKET_DISCONNECT_ON_BUFFER_FULL=true`): the
 ///   outbox overflows for good and the session is told at once
-///   ([`Overflowed`]); it closes with `pusher:error` 4100 and close code 4100.
+///   ([`ToSession::Overflowed`]); it closes with `pusher:error` 4100 and close code 4100.
 ///   That includes a single frame larger than the whole byte limit sent to an
 ///   idle socket: the client could never receive it, and this policy promises
 ///   that a client misses no frame without being told to reconnect.
@@ -174,37 +174,80 @@ impl Outbox {
     }
 }
 
-/// What a registry holds for each subscribed socket: its id and a way to
-/// deliver frames to it without blocking.
+/// Everything other actors tell a session, in one message so a session has
+/// one mailbox to hand out ([`SessionHandle`]) and one handler. Sent only
+/// through [`SessionHandle`], which does the outbox accounting `Deliver`
+/// relies on. Small: a `ByteString` and a tag (the size test below keeps it so).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) enum ToSession {
+    /// A frame to write to the socket, shared with every other recipient;
+    /// its room in the outbox was reserved by the sender.
+    Deliver(ByteString),
+    /// From whoever found the socket's outbound queue full (disconnect
+    /// policy), sent once when the outbox flips to overflowed. The queue may
+    /// be empty (one frame larger than `WEBSOCKET_MAX_BYTES`), so no later
+    /// `Deliver` can be relied on to wake the session: this closes it with 4100.
+    Overflowed,
+    /// From the worker's hub: a liveness or sign-in deadline has passed.
+    Heartbeat,
+    /// The shard refused a subscription the session had optimistically
+    /// recorded (presence channel full); the error frame has already been
+    /// delivered.
+    Refused(Arc<str>),
+    /// Close the socket with this error (4009 terminate, 4200 shutdown, …).
+    Disconnect(PusherError),
+}
+
+/// What a registry holds for each subscribed socket (and a hub for each of
+/// its sessions): the socket's id, its outbox and its mailbox.
+///
+/// One `Arc`, so the copy a shard keeps per subscription is a pointer and a
+/// clone is one reference-count increment. An actix address would cost more:
+/// cloning an `Addr` (an `AddressSender`) bumps the sender count with a
+/// compare-and-swap and allocates two `Arc`s of its own (`sender_task`,
+/// `maybe_parked`); cloning a `Recipient` boxes such a clone, three
+/// allocations. Here the one `Recipient` is made when the session starts.
+///
+/// The mailbox is a `Recipient<ToSession>`, as actix's chat example passes
+/// recipients, so this module (and the registry and hub that hold handles)
+/// never names the session actor, and the session's module can name them.
 #[derive(Clone)]
-pub struct SessionHandle {
-    pub id: SocketId,
-    pub addr: Addr<Session>,
-    pub outbox: Arc<Outbox>,
+pub struct SessionHandle(Arc<Link>);
+
+struct Link {
+    id: SocketId,
+    /// Inline, not behind its own `Arc`: the fan-out reaches it with one
+    /// pointer hop.
+    outbox: Outbox,
+    mailbox: Recipient<ToSession>,
 }
 
 impl fmt::Debug for SessionHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionHandle")
-            .field("id", &self.id)
+            .field("id", &self.0.id)
             .finish()
     }
 }
 
 impl SessionHandle {
+    /// Made once per session, when it starts (its mailbox exists from then).
+    pub(crate) fn new(id: SocketId, outbox: Outbox, mailbox: Recipient<ToSession>) -> Self {
+        SessionHandle(Arc::new(Link {
+            id,
+            outbox,
+            mailbox,
+        }))
+    }
+
     pub fn id(&self) -> SocketId {
-        self.id
+        self.0.id
     }
 
-    /// The registry refused a subscription the session had recorded (its
-    /// error frame was delivered first): the session forgets it.
-    pub fn refuse(&self, channel: Arc<str>) {
-        self.addr.do_send(SubscriptionRefused { channel });
-    }
-
-    /// Close the socket with this error.
-    pub fn disconnect(&self, err: PusherError) {
-        self.addr.do_send(Disconnect(err));
+    /// The session's outbound queue accounting.
+    pub fn outbox(&self) -> &Outbox {
+        &self.0.outbox
     }
 
     /// Queue a frame for the session. The frame's bytes are shared, not copied.
@@ -212,23 +255,24 @@ impl SessionHandle {
     /// (the session is told once and closes with 4100) or, under the drop
     /// policy, the frame was dropped.
     pub fn deliver(&self, frame: &ByteString) -> bool {
-        match self.outbox.reserve(frame.len()) {
+        let link = &*self.0;
+        match link.outbox.reserve(frame.len()) {
             Admission::Queued => {
-                self.addr.do_send(Deliver(frame.clone()));
+                link.mailbox.do_send(ToSession::Deliver(frame.clone()));
                 true
             }
             Admission::Overflowed { first } => {
                 if first {
-                    self.addr.do_send(Overflowed);
+                    link.mailbox.do_send(ToSession::Overflowed);
                 }
                 false
             }
             Admission::Dropped { first } => {
                 if first {
-                    let outbox = &self.outbox;
+                    let outbox = &link.outbox;
                     warn!(
                         event = "frames_dropped", app_id = outbox.app.id.as_str(),
-                        socket_id:% = self.id, bytes = frame.len(),
+                        socket_id:% = link.id, bytes = frame.len(),
                         queued = outbox.pending(), queued_bytes = outbox.pending_bytes(),
                         reason = "outbound queue over WEBSOCKET_MAX_MESSAGES / WEBSOCKET_MAX_BYTES";
                         "outbound queue full, dropping frames for this socket \
@@ -238,6 +282,23 @@ impl SessionHandle {
                 false
             }
         }
+    }
+
+    /// The shard refused a subscription the session had optimistically
+    /// recorded (presence channel full); the error frame has already been
+    /// delivered. The session forgets the channel.
+    pub fn refuse(&self, channel: Arc<str>) {
+        self.0.mailbox.do_send(ToSession::Refused(channel));
+    }
+
+    /// Close the socket with this error (4009 terminate, 4200 shutdown, …).
+    pub fn disconnect(&self, err: PusherError) {
+        self.0.mailbox.do_send(ToSession::Disconnect(err));
+    }
+
+    /// From the worker's hub: a liveness or sign-in deadline has passed.
+    pub(crate) fn heartbeat(&self) {
+        self.0.mailbox.do_send(ToSession::Heartbeat);
     }
 }
 
@@ -323,6 +384,15 @@ mod tests {
 
     fn app() -> Arc<App> {
         Arc::new(App::new("id", "key", "secret"))
+    }
+
+    /// A registry keeps one handle per subscription, and every delivered
+    /// frame travels as one `ToSession`: keep both small.
+    #[test]
+    fn a_handle_is_one_pointer_and_a_delivery_a_frame_and_a_tag() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<SessionHandle>(), size_of::<usize>());
+        assert!(size_of::<ToSession>() <= size_of::<ByteString>() + size_of::<usize>());
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod transition;
 
 pub use transition::{Change, Transition, TransitionListener};
 
-use crate::messages::Member;
+use crate::presence::Member;
 use crate::protocol::{frames, ChannelKind, SERVER_TO_USER_PREFIX};
 use crate::socket::{SessionHandle, SocketId};
 use actix::prelude::*;
@@ -263,7 +263,7 @@ impl Registry {
     // ---- sockets ----
 
     /// Subscribe a socket; the shard answers it (`subscription_succeeded`, or
-    /// the error and [`crate::messages::SubscriptionRefused`]).
+    /// the error, then [`SessionHandle::refuse`]).
     pub fn subscribe(&self, join: Join) {
         self.channel_shard(&join.app_id, &join.channel)
             .do_send(shard::Subscribe(join));

@@ -10,7 +10,7 @@
 
 use super::transition::{Change, Transition};
 use super::ChannelStats;
-use crate::messages::Member;
+use crate::presence::Member;
 use crate::presence::{self, Roster};
 use crate::protocol::ChannelKind;
 use crate::socket::SocketId;

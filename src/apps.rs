@@ -9,7 +9,7 @@ use switchyard_actors::app::App;
 
 #[derive(Debug, Default)]
 pub struct AppStore {
-    by_id: HashMap<String, Arc<App>>,
+    by_id: HashMap<Arc<str>, Arc<App>>,
     by_key: HashMap<String, Arc<App>>,
 }
 
@@ -56,7 +56,7 @@ mod tests {
             App::new("id2", "key2", "s2"),
         ]);
         assert_eq!(store.by_id("id2").unwrap().key, "key2");
-        assert_eq!(store.by_key("key1").unwrap().id, "id1");
+        assert_eq!(&*store.by_key("key1").unwrap().id, "id1");
         assert!(
             store.by_id("key1").is_none(),
             "ids and keys are separate namespaces"

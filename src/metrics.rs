@@ -152,7 +152,7 @@ impl Metrics {
         // Refusals before an app is known are counted with app_id="".
         let rows: Vec<(&str, &Stats)> = apps
             .iter()
-            .map(|a| (a.id.as_str(), &a.stats))
+            .map(|a| (a.id.as_ref(), &a.stats))
             .chain(std::iter::once(("", &*self.server_stats)))
             .collect();
         let name = "connection_errors_total";

@@ -62,7 +62,8 @@ impl Default for AppLimits {
 /// One tenant of the server, identified by `id` (HTTP API) and `key` (WebSocket).
 #[derive(Debug)]
 pub struct App {
-    pub id: String,
+    /// Shared by every message and log line that names the app.
+    pub id: Arc<str>,
     pub key: String,
     /// Signs channel auth, sign-in and API requests; redacted in `Debug`.
     pub secret: Secret,
@@ -86,7 +87,7 @@ pub struct App {
 
 impl App {
     /// A new app with default limits; callers fill in the rest.
-    pub fn new(id: impl Into<String>, key: impl Into<String>, secret: impl Into<String>) -> Self {
+    pub fn new(id: impl Into<Arc<str>>, key: impl Into<String>, secret: impl Into<String>) -> Self {
         App {
             id: id.into(),
             key: key.into(),

@@ -277,7 +277,7 @@ impl Hub {
                 // stops the session (and it leaves the hub) on a later turn.
                 if m.conn.abort() {
                     log::warn!(
-                        event = "connection_reset", app_id = m.app.id.as_str(),
+                        event = "connection_reset", app_id = m.app.id.as_ref(),
                         socket_id:% = id, reason = "overdue to close; its client does not read";
                         "resetting a connection whose session can no longer act"
                     );

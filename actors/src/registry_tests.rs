@@ -271,7 +271,7 @@ async fn client_events_from_non_subscribers_are_neither_delivered_nor_cached() {
     // As a session sends it, but from sockets whose session did not check.
     let client_event = |channel: &str, sender: &TestSocket| {
         server.registry.client_event(ClientEvent {
-            app_id: Arc::from(server.app.id.as_str()),
+            app_id: server.app.id.clone(),
             channel: Arc::from(channel),
             frame: frames::client_event(
                 "client-x",

@@ -271,7 +271,7 @@ impl SessionHandle {
                 if first {
                     let outbox = &link.outbox;
                     warn!(
-                        event = "frames_dropped", app_id = outbox.app.id.as_str(),
+                        event = "frames_dropped", app_id = outbox.app.id.as_ref(),
                         socket_id:% = link.id, bytes = frame.len(),
                         queued = outbox.pending(), queued_bytes = outbox.pending_bytes(),
                         reason = "outbound queue over WEBSOCKET_MAX_MESSAGES / WEBSOCKET_MAX_BYTES";

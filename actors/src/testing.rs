@@ -213,7 +213,7 @@ impl Server {
     }
 
     fn app_id(&self) -> Arc<str> {
-        Arc::from(self.app.id.as_str())
+        self.app.id.clone()
     }
 
     /// Publish as the HTTP API does (`data` is the JSON string of the event):

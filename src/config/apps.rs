@@ -271,7 +271,7 @@ fn validate(apps: &[(AppSource, App)]) -> Result<(), ConfigError> {
     let mut keys: HashMap<&str, AppSource> = HashMap::new();
     for &(source, ref app) in apps {
         for (field, value) in [
-            ("id", app.id.as_str()),
+            ("id", app.id.as_ref()),
             ("key", app.key.as_str()),
             ("secret", app.secret.expose()),
         ] {

@@ -55,7 +55,7 @@ fn inline_app_fields_map_onto_app() {
     assert!(!c.dev_credentials);
     let app = one(&c);
     assert_eq!(
-        (app.id.as_str(), app.key.as_str(), app.secret.expose()),
+        (app.id.as_ref(), app.key.as_str(), app.secret.expose()),
         ("a", "ka", "sa")
     );
     assert!(app.enabled && app.enable_client_messages);
@@ -174,7 +174,7 @@ fn env_app_replaces_inline_apps_with_env_path_defaults() {
     assert!(!c.dev_credentials);
     let app = one(&c);
     assert_eq!(
-        (app.id.as_str(), app.key.as_str(), app.secret.expose()),
+        (app.id.as_ref(), app.key.as_str(), app.secret.expose()),
         ("env-app", "env-key", "env-secret")
     );
     assert!(app.enabled);
@@ -298,7 +298,7 @@ fn a_disabled_default_app_is_served_disabled_never_as_the_dev_app() {
             let c = cfg(file, &vars).unwrap();
             assert!(!c.dev_credentials, "{file:?} {off}");
             let app = one(&c);
-            assert_eq!(app.id, "env-app", "the env app replaces inline apps");
+            assert_eq!(&*app.id, "env-app", "the env app replaces inline apps");
             assert!(!app.enabled, "{file:?} {off}: served, but disabled");
             assert_eq!(c.app_sources, vec![AppSource::Env]);
             assert!(
@@ -325,7 +325,7 @@ fn a_disabled_default_app_is_served_disabled_never_as_the_dev_app() {
 #[test]
 fn clearing_every_app_serves_nothing_rather_than_the_dev_app() {
     let json = apps_json(&[&format!("{{{APP}, \"enabled\": true}}")]);
-    assert_eq!(one(&cfg(Some(&json), &[]).unwrap()).id, "a");
+    assert_eq!(&*one(&cfg(Some(&json), &[]).unwrap()).id, "a");
     for vars in [
         [("SOCKUDO_DEFAULT_APP_ENABLED", "false")],
         [("SOCKUDO_SKIP_INLINE_APPS", "true")],
@@ -344,7 +344,7 @@ fn clearing_every_app_serves_nothing_rather_than_the_dev_app() {
     let c = cfg(None, &[("SOCKUDO_DEFAULT_APP_ENABLED", "false")]).unwrap();
     assert!(c.apps.is_empty() && !c.dev_credentials);
     let c = cfg(Some(&json), &[("APP_MANAGER_REGISTER_INLINE_APPS", "true")]).unwrap();
-    assert_eq!(one(&c).id, "a");
+    assert_eq!(&*one(&c).id, "a");
     assert_eq!(c.app_sources, vec![AppSource::File(0)]);
     assert!(
         c.summary().contains("apps=[a(file:apps[0])]"),
@@ -392,7 +392,7 @@ fn the_dev_app_needs_an_unset_mode_or_an_explicit_switch() {
     let mut vars = CREDS.to_vec();
     vars.push(("ENVIRONMENT", "production"));
     let c = cfg(None, &vars).unwrap();
-    assert_eq!(one(&c).id, "env-app");
+    assert_eq!(&*one(&c).id, "env-app");
     assert!(one(&c).enabled && !c.dev_credentials);
 }
 
@@ -407,7 +407,7 @@ fn dev_app_is_permissive_with_global_limits() {
     );
     let app = one(&c);
     assert_eq!(
-        (app.id.as_str(), app.key.as_str(), app.secret.expose()),
+        (app.id.as_ref(), app.key.as_str(), app.secret.expose()),
         ("app-id", "app-key", "app-secret")
     );
     assert!(app.enabled && app.enable_client_messages);

@@ -307,7 +307,7 @@ impl Config {
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let app_ids: Vec<&str> = self.apps.iter().map(|a| a.id.as_str()).collect();
+        let app_ids: Vec<&str> = self.apps.iter().map(|a| a.id.as_ref()).collect();
         f.debug_struct("Config")
             .field("debug", &self.debug)
             .field("host", &self.host)

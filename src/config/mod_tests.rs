@@ -614,7 +614,7 @@ fn the_reference_example_loads_unchanged() {
     assert_eq!(c.redis.password.as_deref(), Some("pw"));
     let app = &c.apps[0];
     assert_eq!(
-        (app.id.as_str(), app.secret.expose()),
+        (app.id.as_ref(), app.secret.expose()),
         ("app-id", "a-secret-of-at-least-thirty-two-bytes")
     );
     assert_eq!(app.limits.max_connections, 10000);

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
-use std::sync::Arc;
 use switchyard_actors::app::App;
 use switchyard_actors::command;
 use switchyard_actors::protocol::{truncate, validate_channel_name, ChannelKind};
@@ -173,7 +172,7 @@ fn check_backend_budget(state: &ServerState, app: &App, events: usize) -> Result
     }
     app.stats.rate_limited(RateLimit::BackendEvent);
     log::warn!(
-        event = "rate_limited", limiter = "backend_event", app_id = app.id.as_str(),
+        event = "rate_limited", limiter = "backend_event", app_id = app.id.as_ref(),
         events = events, limit = app.limits.max_backend_events_per_second,
         reason = "more events than max_backend_events_per_second";
         "backend event rate limit hit"
@@ -191,7 +190,7 @@ fn check_read_budget(state: &ServerState, app: &App) -> Result<(), ApiError> {
     }
     app.stats.rate_limited(RateLimit::ReadRequest);
     log::warn!(
-        event = "rate_limited", limiter = "read_request", app_id = app.id.as_str(),
+        event = "rate_limited", limiter = "read_request", app_id = app.id.as_ref(),
         limit = app.limits.max_read_requests_per_second,
         reason = "more reads than max_read_requests_per_second";
         "read request rate limit hit"
@@ -212,7 +211,6 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 }
 
 async fn publish(state: &ServerState, app: &App, event: &Event) -> Result<(), ApiError> {
-    let app_id: Arc<str> = Arc::from(app.id.as_str());
     for channel in &event.channels {
         // Wait until the registry has handed the frame to every subscriber's
         // queue: channels live on different threads, and this is what keeps
@@ -222,7 +220,7 @@ async fn publish(state: &ServerState, app: &App, event: &Event) -> Result<(), Ap
         state
             .registry
             .publish(Publish {
-                app_id: &app_id,
+                app_id: &app.id,
                 channel,
                 name: &event.name,
                 data: &event.data,
@@ -560,7 +558,7 @@ pub async fn terminate_user(
         .terminate_user(&signed.app.id, &user_id)
         .await?;
     log::info!(
-        app_id = signed.app.id.as_str(), user_id = truncate(&user_id, 128), sockets = closed;
+        app_id = signed.app.id.as_ref(), user_id = truncate(&user_id, 128), sockets = closed;
         "terminate_connections"
     );
     Ok(empty_ok())

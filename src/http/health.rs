@@ -100,7 +100,7 @@ pub async fn usage(state: web::Data<ServerState>) -> Result<HttpResponse, ApiErr
     let apps: serde_json::Map<String, serde_json::Value> = state
         .apps
         .all()
-        .map(|app| (app.id.clone(), app.connection_count().into()))
+        .map(|app| (app.id.to_string(), app.connection_count().into()))
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "memory": { "free": free, "used": used, "total": total, "percent": percent },

@@ -115,7 +115,7 @@ impl KeyExtractor for ClientKey {
         let reason = format!("more than {max} requests in {window} s from this address");
         warn!(
             event = "rate_limited", limiter = self.scope.label(),
-            app_id = app.as_ref().map_or("", |a| a.id.as_str()), peer = peer.as_str(),
+            app_id = app.as_ref().map_or("", |a| a.id.as_ref()), peer = peer.as_str(),
             retry_after = retry_after, reason = reason.as_str();
             "rate limit hit"
         );
@@ -189,8 +189,8 @@ impl IpLimit {
 /// `max_read_requests_per_second`); apps with 0 have no limiter.
 #[derive(Default)]
 pub struct AppLimiters {
-    backend: HashMap<String, DefaultDirectRateLimiter>,
-    read: HashMap<String, DefaultDirectRateLimiter>,
+    backend: HashMap<Arc<str>, DefaultDirectRateLimiter>,
+    read: HashMap<Arc<str>, DefaultDirectRateLimiter>,
 }
 
 fn per_second(n: u32) -> Option<DefaultDirectRateLimiter> {

@@ -103,7 +103,7 @@ pub async fn connect(
                 .unwrap_or("-");
             warn!(
                 event = "connection_refused", app_key = truncate(&key, 64),
-                app_id = app.as_ref().map_or("", |a| a.id.as_str()),
+                app_id = app.as_ref().map_or("", |a| a.id.as_ref()),
                 peer = peer.as_str(), origin = truncate(origin, 200),
                 code = error.code(), reason:% = error;
                 "connection refused"

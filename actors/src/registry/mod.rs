@@ -338,13 +338,13 @@ impl Registry {
     /// Close every socket signed in as this user (4009); returns how many.
     pub async fn terminate_user(
         &self,
-        app_id: &str,
+        app_id: &Arc<str>,
         user_id: &str,
     ) -> Result<usize, RegistryError> {
         Ok(self
             .user_shard(app_id, user_id)
             .send(shard::Terminate {
-                app_id: Arc::from(app_id),
+                app_id: app_id.clone(),
                 user_id: Arc::from(user_id),
             })
             .await?)
@@ -353,11 +353,15 @@ impl Registry {
     // ---- queries ----
 
     /// One channel's counts and, for a cache channel, its cached event.
-    pub async fn channel(&self, app_id: &str, channel: &str) -> Result<ChannelInfo, RegistryError> {
+    pub async fn channel(
+        &self,
+        app_id: &Arc<str>,
+        channel: &str,
+    ) -> Result<ChannelInfo, RegistryError> {
         Ok(self
             .channel_shard(app_id, channel)
             .send(shard::Info {
-                app_id: Arc::from(app_id),
+                app_id: app_id.clone(),
                 channel: Arc::from(channel),
             })
             .await?)
@@ -367,10 +371,9 @@ impl Registry {
     /// `prefix`, in no particular order.
     pub async fn channels(
         &self,
-        app_id: &str,
+        app_id: &Arc<str>,
         prefix: Option<&str>,
     ) -> Result<Vec<ChannelStats>, RegistryError> {
-        let app_id: Arc<str> = Arc::from(app_id);
         let prefix: Arc<str> = Arc::from(prefix.unwrap_or(""));
         // Every request is queued before the first is awaited: the shards
         // answer concurrently.
@@ -392,11 +395,15 @@ impl Registry {
     }
 
     /// Distinct user ids on a presence channel.
-    pub async fn users(&self, app_id: &str, channel: &str) -> Result<Vec<Arc<str>>, RegistryError> {
+    pub async fn users(
+        &self,
+        app_id: &Arc<str>,
+        channel: &str,
+    ) -> Result<Vec<Arc<str>>, RegistryError> {
         Ok(self
             .channel_shard(app_id, channel)
             .send(shard::Users {
-                app_id: Arc::from(app_id),
+                app_id: app_id.clone(),
                 channel: Arc::from(channel),
             })
             .await?)

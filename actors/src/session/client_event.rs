@@ -137,7 +137,7 @@ impl Session {
             Err(refused) => {
                 if let ClientEventRefused::PayloadTooLarge { bytes, limit } = refused {
                     warn!(
-                        event = "payload_too_large", app_id = self.app.id.as_str(),
+                        event = "payload_too_large", app_id = self.app.id.as_ref(),
                         socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
                         bytes = bytes, limit = limit,
                         reason = "client event data over max_event_payload_in_kb";
@@ -150,7 +150,7 @@ impl Session {
         if !self.client_events.allow(Instant::now()) {
             self.app.stats.rate_limited(RateLimit::ClientEvent);
             warn!(
-                event = "rate_limited", limiter = "client_event", app_id = self.app.id.as_str(),
+                event = "rate_limited", limiter = "client_event", app_id = self.app.id.as_ref(),
                 socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
                 limit = self.app.limits.max_client_events_per_second,
                 reason = "more client events than max_client_events_per_second";

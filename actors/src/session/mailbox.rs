@@ -55,7 +55,7 @@ impl Session {
             .connection_error(ConnectionError::SlowConsumer);
         let outbox = self.outbox();
         warn!(
-            event = "slow_consumer", app_id = self.app.id.as_str(),
+            event = "slow_consumer", app_id = self.app.id.as_ref(),
             socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
             queued = outbox.pending(), queued_bytes = outbox.pending_bytes(),
             reason = "outbound queue over WEBSOCKET_MAX_MESSAGES / WEBSOCKET_MAX_BYTES";

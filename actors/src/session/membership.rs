@@ -20,7 +20,7 @@ impl Session {
         member: Option<Member>,
     ) {
         self.registry.subscribe(Join {
-            app_id: self.app_id.clone(),
+            app_id: self.app.id.clone(),
             channel,
             kind,
             session: self.session_handle().clone(),
@@ -33,14 +33,14 @@ impl Session {
     /// Unsubscribe from `channel` (already forgotten by the session).
     pub(super) fn leave_channel(&mut self, channel: Arc<str>) {
         self.registry
-            .unsubscribe(self.app_id.clone(), channel, self.id);
+            .unsubscribe(self.app.id.clone(), channel, self.id);
     }
 
     /// Leave every channel and the signed-in user (the registry sends one
     /// message per shard touched). Idempotent: what was left is forgotten.
     pub(super) fn leave_registry(&mut self) {
         self.registry.leave(
-            &self.app_id,
+            &self.app.id,
             self.id,
             self.subscriptions.drain().map(|(channel, _)| channel),
             self.user_id.take(),
@@ -51,7 +51,7 @@ impl Session {
     /// `previous`: the registry forgets the previous user if it changed.
     pub(super) fn sign_in_registry(&mut self, previous: Option<Arc<str>>, user_id: &Arc<str>) {
         self.registry.sign_in(
-            &self.app_id,
+            &self.app.id,
             user_id.clone(),
             previous,
             self.session_handle().clone(),
@@ -63,7 +63,7 @@ impl Session {
     /// session records subscriptions before the shard accepts them).
     pub(super) fn publish_client_event(&mut self, channel: Arc<str>, frame: ByteString) {
         self.registry.client_event(ClientEvent {
-            app_id: self.app_id.clone(),
+            app_id: self.app.id.clone(),
             channel,
             frame,
             sender: self.id,

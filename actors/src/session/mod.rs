@@ -89,8 +89,6 @@ pub struct Session {
     id: SocketId,
     id_text: String,
     app: Arc<App>,
-    /// `app.id`, shared with every message to the registry (no per-message copy).
-    app_id: Arc<str>,
     /// Releases the app's (and the server's) connection slot when the session ends.
     _slots: Vec<ConnectionSlot>,
     settings: Arc<SessionSettings>,
@@ -128,7 +126,6 @@ impl Session {
         Session {
             id,
             id_text: id.to_string(),
-            app_id: Arc::from(app.id.as_str()),
             client_events: RateWindow::new(
                 app.limits.max_client_events_per_second,
                 // A zero window would never reset: at least a second.
@@ -224,7 +221,7 @@ impl Actor for Session {
         let handle = SessionHandle::new(self.id, outbox, ctx.address().recipient());
         self.handle = Some(handle.clone());
         info!(
-            app_id = self.app.id.as_str(), socket_id = self.id_text.as_str(),
+            app_id = self.app.id.as_ref(), socket_id = self.id_text.as_str(),
             peer = self.peer.as_str();
             "connection opened"
         );
@@ -259,7 +256,7 @@ impl Actor for Session {
         stats::add(&self.app.stats.disconnections, 1);
         self.leave_registry();
         info!(
-            app_id = self.app.id.as_str(), socket_id = self.id_text.as_str(),
+            app_id = self.app.id.as_ref(), socket_id = self.id_text.as_str(),
             peer = self.peer.as_str(), duration_ms = self.opened.elapsed().as_millis() as u64,
             reason = self.close_reason.as_deref().unwrap_or("client closed");
             "connection closed"

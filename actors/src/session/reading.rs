@@ -211,7 +211,7 @@ impl Session {
                     .stats
                     .connection_error(ConnectionError::MessageTooBig);
                 warn!(
-                    event = "payload_too_large", app_id = self.app.id.as_str(),
+                    event = "payload_too_large", app_id = self.app.id.as_ref(),
                     socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
                     limit = self.settings.max_message_bytes,
                     reason = "message over WEBSOCKET_MAX_PAYLOAD_KB";

@@ -64,7 +64,7 @@ impl Session {
                 if let SigninRefused::Signature(e) = &refused {
                     self.app.stats.auth_failure(AuthFailure::Signin);
                     warn!(
-                        event = "signin_failed", app_id = self.app.id.as_str(),
+                        event = "signin_failed", app_id = self.app.id.as_ref(),
                         socket_id = self.id_text.as_str(), peer = self.peer.as_str(), reason:% = e;
                         "signin failed"
                     );
@@ -75,7 +75,7 @@ impl Session {
         let previous = self.user_id.take();
         self.sign_in_registry(previous, &user_id);
         info!(
-            app_id = self.app.id.as_str(), socket_id = self.id_text.as_str(),
+            app_id = self.app.id.as_ref(), socket_id = self.id_text.as_str(),
             user_id = truncate(&user_id, 128);
             "signed in"
         );
@@ -94,7 +94,7 @@ impl Session {
             .stats
             .connection_error(ConnectionError::Unauthorized);
         warn!(
-            event = "signin_timeout", app_id = self.app.id.as_str(),
+            event = "signin_timeout", app_id = self.app.id.as_ref(),
             socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
             reason = "no pusher:signin within USER_AUTHENTICATION_TIMEOUT";
             "socket not signed in within the timeout"

@@ -126,7 +126,7 @@ impl Session {
                 if matches!(err, SubscriptionError::Auth(_)) {
                     self.app.stats.auth_failure(AuthFailure::Channel);
                     warn!(
-                        event = "channel_auth_failed", app_id = self.app.id.as_str(),
+                        event = "channel_auth_failed", app_id = self.app.id.as_ref(),
                         socket_id = self.id_text.as_str(), peer = self.peer.as_str(),
                         channel = truncate(channel, 200), reason:% = err;
                         "channel auth failed"

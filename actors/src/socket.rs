@@ -5,7 +5,8 @@
 use crate::app::App;
 use crate::error::PusherError;
 use crate::stats;
-use actix::{Message, Recipient};
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, Handler, Message};
 use bytestring::ByteString;
 use log::warn;
 use std::fmt;
@@ -202,25 +203,41 @@ pub(crate) enum ToSession {
 /// What a registry holds for each subscribed socket (and a hub for each of
 /// its sessions): the socket's id, its outbox and its mailbox.
 ///
-/// One `Arc`, so the copy a shard keeps per subscription is a pointer and a
-/// clone is one reference-count increment. An actix address would cost more:
-/// cloning an `Addr` (an `AddressSender`) bumps the sender count with a
-/// compare-and-swap and allocates two `Arc`s of its own (`sender_task`,
-/// `maybe_parked`); cloning a `Recipient` boxes such a clone, three
-/// allocations. Here the one `Recipient` is made when the session starts.
+/// One `Arc`, so the copy a shard keeps per subscription is a (two-word)
+/// pointer and a clone is one reference-count increment. An actix address
+/// would cost more: cloning an `Addr` (an `AddressSender`) bumps the sender
+/// count with a compare-and-swap and allocates two `Arc`s of its own
+/// (`sender_task`, `maybe_parked`); cloning a `Recipient` boxes such a clone,
+/// three allocations. Here the session's one `Addr` is made when it starts.
 ///
-/// The mailbox is a `Recipient<ToSession>`, as actix's chat example passes
-/// recipients, so this module (and the registry and hub that hold handles)
-/// never names the session actor, and the session's module can name them.
+/// The mailbox is a [`Mailbox`] trait object — as actix's chat example passes
+/// `Recipient`s — so this module (and the registry and hub that hold
+/// handles) never names the session actor. Not a `Recipient` itself: that
+/// boxes its sender, one more pointer to follow on every delivery.
 #[derive(Clone)]
-pub struct SessionHandle(Arc<Link>);
+pub struct SessionHandle(Arc<Link<dyn Mailbox>>);
 
-struct Link {
+struct Link<M: ?Sized> {
     id: SocketId,
     /// Inline, not behind its own `Arc`: the fan-out reaches it with one
     /// pointer hop.
     outbox: Outbox,
-    mailbox: Recipient<ToSession>,
+    mailbox: M,
+}
+
+/// Where a [`SessionHandle`] sends: the session's address, its type erased.
+pub(crate) trait Mailbox: Send + Sync + 'static {
+    fn send(&self, msg: ToSession);
+}
+
+impl<A> Mailbox for Addr<A>
+where
+    A: Actor + Handler<ToSession>,
+    A::Context: ToEnvelope<A, ToSession>,
+{
+    fn send(&self, msg: ToSession) {
+        self.do_send(msg);
+    }
 }
 
 impl fmt::Debug for SessionHandle {
@@ -233,7 +250,7 @@ impl fmt::Debug for SessionHandle {
 
 impl SessionHandle {
     /// Made once per session, when it starts (its mailbox exists from then).
-    pub(crate) fn new(id: SocketId, outbox: Outbox, mailbox: Recipient<ToSession>) -> Self {
+    pub(crate) fn new(id: SocketId, outbox: Outbox, mailbox: impl Mailbox) -> Self {
         SessionHandle(Arc::new(Link {
             id,
             outbox,
@@ -258,12 +275,12 @@ impl SessionHandle {
         let link = &*self.0;
         match link.outbox.reserve(frame.len()) {
             Admission::Queued => {
-                link.mailbox.do_send(ToSession::Deliver(frame.clone()));
+                link.mailbox.send(ToSession::Deliver(frame.clone()));
                 true
             }
             Admission::Overflowed { first } => {
                 if first {
-                    link.mailbox.do_send(ToSession::Overflowed);
+                    link.mailbox.send(ToSession::Overflowed);
                 }
                 false
             }
@@ -288,17 +305,17 @@ impl SessionHandle {
     /// recorded (presence channel full); the error frame has already been
     /// delivered. The session forgets the channel.
     pub fn refuse(&self, channel: Arc<str>) {
-        self.0.mailbox.do_send(ToSession::Refused(channel));
+        self.0.mailbox.send(ToSession::Refused(channel));
     }
 
     /// Close the socket with this error (4009 terminate, 4200 shutdown, …).
     pub fn disconnect(&self, err: PusherError) {
-        self.0.mailbox.do_send(ToSession::Disconnect(err));
+        self.0.mailbox.send(ToSession::Disconnect(err));
     }
 
     /// From the worker's hub: a liveness or sign-in deadline has passed.
     pub(crate) fn heartbeat(&self) {
-        self.0.mailbox.do_send(ToSession::Heartbeat);
+        self.0.mailbox.send(ToSession::Heartbeat);
     }
 }
 
@@ -389,9 +406,10 @@ mod tests {
     /// A registry keeps one handle per subscription, and every delivered
     /// frame travels as one `ToSession`: keep both small.
     #[test]
-    fn a_handle_is_one_pointer_and_a_delivery_a_frame_and_a_tag() {
+    fn a_handle_is_a_pointer_and_a_delivery_a_frame_and_a_tag() {
         use std::mem::size_of;
-        assert_eq!(size_of::<SessionHandle>(), size_of::<usize>());
+        // A pointer to the link and the mailbox's vtable.
+        assert_eq!(size_of::<SessionHandle>(), 2 * size_of::<usize>());
         assert!(size_of::<ToSession>() <= size_of::<ByteString>() + size_of::<usize>());
     }
 

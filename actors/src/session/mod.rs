@@ -218,7 +218,7 @@ impl Actor for Session {
             self.settings.disconnect_on_buffer_full,
             self.app.clone(),
         );
-        let handle = SessionHandle::new(self.id, outbox, ctx.address().recipient());
+        let handle = SessionHandle::new(self.id, outbox, ctx.address());
         self.handle = Some(handle.clone());
         info!(
             app_id = self.app.id.as_ref(), socket_id = self.id_text.as_str(),

@@ -322,14 +322,39 @@ async fn a_redis_outage_keeps_local_service_and_delivers_nothing_twice_after() {
     }
 }
 
+/// A TCP relay to 127.0.0.1:`target` that holds each new connection for
+/// `delay` before passing bytes either way: Redis behind a slow network, as
+/// a node starting up sees it. Returns its port; it lives as long as the
+/// test's runtime.
+async fn slow_link(target: u16, delay: Duration) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if let Ok(mut outbound) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    port
+}
+
 #[tokio::test]
 async fn a_new_node_delivers_other_nodes_events_from_its_first_connection() {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
     let a = node(&redis, "t:").await;
-    // Ready as soon as the port accepts: the first connection possible.
-    let c = node_tcp_ready(&redis.url(), "t:").await;
+    // C reaches Redis slowly (each of its two connections waits 400 ms) and
+    // is taken as ready as soon as its port accepts: its first connection
+    // comes as early as possible, and must still get A's event.
+    let slow = slow_link(redis.port(), ms(400)).await;
+    let c = node_tcp_ready(&format!("redis://127.0.0.1:{slow}"), "t:").await;
     let mut first = c.connect().await;
     first.subscribe("news").await;
     a.api().publish("news", "update", "to-the-newcomer").await;

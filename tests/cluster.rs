@@ -486,3 +486,60 @@ async fn an_unusable_redis_url_is_refused_at_start_up_without_echoing_it() {
     assert!(f.output.contains("REDIS_URL"), "{}", f.output);
     assert!(!f.output.contains("hunter2"), "{}", f.output);
 }
+
+/// Relayed traffic leaves nothing behind: after a warm-up, 6000 more 4 KiB
+/// events through B to a reader on A grow A's memory by far less than they
+/// weigh (24 MiB).
+#[tokio::test]
+async fn memory_stays_flat_under_relayed_traffic() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = node(&redis, "t:").await;
+    let b = node(&redis, "t:").await;
+    let mut reader = a.connect().await;
+    reader.subscribe("firehose").await;
+    let (counted, mut count) = tokio::sync::watch::channel(0usize);
+    let reading = tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let f = reader.recv_timeout(Duration::from_secs(20)).await;
+            assert_eq!(f.event(), "big", "{}", &f.raw[..f.raw.len().min(200)]);
+            n += 1;
+            counted.send_replace(n);
+        }
+    });
+    let api = b.api();
+    let pid = a.pid().expect("A runs");
+    send_big(&api, 200).await;
+    tokio::time::timeout(Duration::from_secs(30), count.wait_for(|n| *n >= 2000))
+        .await
+        .expect("the warm-up arrived")
+        .unwrap();
+    let before = rss_kb(pid);
+    send_big(&api, 600).await;
+    tokio::time::timeout(Duration::from_secs(60), count.wait_for(|n| *n >= 8000))
+        .await
+        .expect("every event arrived")
+        .unwrap();
+    let after = rss_kb(pid);
+    reading.abort();
+    assert!(
+        after.saturating_sub(before) < 8 * 1024,
+        "A's RSS grew from {before} KiB to {after} KiB over 6000 relayed 4 KiB events"
+    );
+}
+
+/// `requests` batches of ten 4 KiB events to `firehose`.
+async fn send_big(api: &Api, requests: usize) {
+    let data = "d".repeat(4096);
+    for _ in 0..requests {
+        let items: Vec<_> = (0..10)
+            .map(|_| json!({"channel": "firehose", "name": "big", "data": data}))
+            .collect();
+        let r = api
+            .post("/batch_events", &json!({ "batch": items }).to_string())
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.text);
+    }
+}

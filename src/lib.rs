@@ -2,6 +2,7 @@
 //! server wiring around the actors of `switchyard-actors`.
 
 pub mod apps;
+pub mod cluster;
 pub mod config;
 pub mod healthcheck;
 pub mod http;

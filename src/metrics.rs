@@ -8,6 +8,7 @@
 //! …) with the configured prefix, so existing dashboards keep working.
 
 use crate::apps::AppStore;
+use crate::cluster::{BridgeStats, DropReason, LATENCY_BUCKETS};
 use actix_web::{web, HttpResponse};
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -26,6 +27,8 @@ pub struct Metrics {
     registry: Registry,
     apps: Arc<AppStore>,
     server_stats: Arc<Stats>,
+    /// The Redis bridge, when `ADAPTER_DRIVER=redis`.
+    cluster: Option<Arc<BridgeStats>>,
     prefix: String,
     port: u16,
 }
@@ -38,6 +41,7 @@ impl Metrics {
         port: u16,
         apps: Arc<AppStore>,
         server_stats: Arc<Stats>,
+        cluster: Option<Arc<BridgeStats>>,
     ) -> Result<(Metrics, PrometheusMetrics), String> {
         let registry = Registry::new();
         let namespace = prefix.trim_end_matches('_');
@@ -63,6 +67,7 @@ impl Metrics {
                 registry,
                 apps,
                 server_stats,
+                cluster,
                 prefix: prefix.to_string(),
                 port,
             },
@@ -78,7 +83,71 @@ impl Metrics {
         let _ = encoder.encode(&self.registry.gather(), &mut out);
         let mut text = String::from_utf8(out).unwrap_or_default();
         self.render_stats(&mut text);
+        if let Some(cluster) = &self.cluster {
+            self.render_cluster(&mut text, cluster);
+        }
         text
+    }
+
+    /// The Redis bridge: node-wide series, labelled by `port` only.
+    fn render_cluster(&self, out: &mut String, s: &BridgeStats) {
+        let p = &self.prefix;
+        let port = self.port;
+        let mut series = |name: &str, help: &str, kind: &str, value: u64| {
+            self.family(out, name, help, kind);
+            let _ = writeln!(out, "{p}{name}{{port=\"{port}\"}} {value}");
+        };
+        series(
+            "redis_connected",
+            "1 while the Redis bridge is connected and subscribed (events cross between nodes)",
+            "gauge",
+            u64::from(s.connected()),
+        );
+        series(
+            "redis_relay_sent_total",
+            "Events published to the other nodes",
+            "counter",
+            s.sent(),
+        );
+        series(
+            "redis_relay_received_total",
+            "Events received from the other nodes",
+            "counter",
+            s.received(),
+        );
+        let name = "redis_relay_dropped_total";
+        self.family(
+            out,
+            name,
+            "Events that did not cross between this node and the others",
+            "counter",
+        );
+        for reason in DropReason::ALL {
+            let _ = writeln!(
+                out,
+                "{p}{name}{{port=\"{port}\",reason=\"{}\"}} {}",
+                reason.label(),
+                s.dropped(reason)
+            );
+        }
+        let name = "redis_relay_latency_seconds";
+        self.family(
+            out,
+            name,
+            "From an event's publish on another node to its receipt here",
+            "histogram",
+        );
+        let (buckets, sum) = s.latency();
+        let les = LATENCY_BUCKETS.iter().map(|le| le.to_string());
+        for (le, count) in les.chain(["+Inf".to_string()]).zip(buckets) {
+            let _ = writeln!(
+                out,
+                "{p}{name}_bucket{{port=\"{port}\",le=\"{le}\"}} {count}"
+            );
+        }
+        let count = buckets[LATENCY_BUCKETS.len()];
+        let _ = writeln!(out, "{p}{name}_sum{{port=\"{port}\"}} {sum}");
+        let _ = writeln!(out, "{p}{name}_count{{port=\"{port}\"}} {count}");
     }
 
     fn render_stats(&self, out: &mut String) {

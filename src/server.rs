@@ -1,7 +1,8 @@
 //! Start-up: turn a validated [`Config`] into running listeners.
 
 use crate::apps::AppStore;
-use crate::config::Config;
+use crate::cluster;
+use crate::config::{AdapterDriver, Config};
 use crate::http;
 use crate::http::head::HeadLimit;
 use crate::http::limits::{AppLimiters, IpLimit};
@@ -123,6 +124,15 @@ pub fn preflight(config: &Config) -> Vec<String> {
             rl.driver.name()
         ));
     }
+    if config.adapter_driver == AdapterDriver::Redis {
+        if let Err(e) = cluster::Target::of(&config.redis) {
+            // The error names the problem, never the URL (it may hold a password).
+            problems.push(format!(
+                "ADAPTER_DRIVER=redis: the Redis address (REDIS_URL or DATABASE_REDIS_*) is \
+                 not usable: {e}"
+            ));
+        }
+    }
     if let Err(e) = http::cors::validate(&config.cors) {
         problems.push(e);
     }
@@ -140,7 +150,10 @@ pub fn preflight(config: &Config) -> Vec<String> {
 }
 
 fn warn_unsupported(config: &Config) {
-    if config.adapter_driver != crate::config::AdapterDriver::Local {
+    if !matches!(
+        config.adapter_driver,
+        AdapterDriver::Local | AdapterDriver::Redis
+    ) {
         warn!(
             "ADAPTER_DRIVER={} is not available in this version: running as a single node \
              (local adapter). Events published on one node will NOT reach clients of another.",
@@ -164,13 +177,18 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         n => n,
     };
     // Nobody listens to channel transitions yet (later: the bridge between
-    // nodes and webhooks).
+    // nodes, for cluster occupancy, and webhooks).
     let registry = Registry::start(
         shards,
         Duration::from_secs(config.channel_limits.cache_ttl.max(1)),
         Vec::new(),
     );
     let apps = Arc::new(AppStore::new(std::mem::take(&mut config.apps)));
+    let cluster = if config.adapter_driver == AdapterDriver::Redis {
+        Some(join_cluster(&config, &registry, &apps).await?)
+    } else {
+        None
+    };
     let grace = Duration::from_secs(config.shutdown_grace_period);
     let rl = &config.rate_limiter;
     let state = ServerState {
@@ -185,6 +203,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         connections: Arc::default(),
         max_connections: config.max_connections as usize,
         usage_enabled: config.http_api.usage_enabled,
+        cluster: cluster.clone(),
     };
     let data = web::Data::new(state.clone());
     // HTTP request metrics are only recorded when something can read them.
@@ -194,6 +213,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         config.port,
         state.apps.clone(),
         state.stats.clone(),
+        cluster,
     )
     .map_err(std::io::Error::other)?;
     let limiter_on = rl.enabled && rl.driver != crate::config::RateLimiterDriver::None;
@@ -365,6 +385,48 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
     }
     info!("stopped");
     result
+}
+
+/// Start the Redis bridge and attach it to the registry, then wait (at most
+/// [`cluster::STARTUP_WAIT`]) for its subscription, so that once the
+/// listeners open, this node delivers what other nodes publish from its
+/// first connection. Redis being away does not stop start-up: the bridge
+/// has logged it and keeps retrying, and `/up` says so.
+async fn join_cluster(
+    config: &Config,
+    registry: &Registry,
+    apps: &Arc<AppStore>,
+) -> std::io::Result<Arc<cluster::BridgeStats>> {
+    // `preflight` has refused an unusable address already.
+    let target = cluster::Target::of(&config.redis).map_err(std::io::Error::other)?;
+    let address = target.address.clone();
+    let stats = Arc::new(cluster::BridgeStats::default());
+    let (bridge, mut link) = cluster::start(
+        target,
+        cluster::events_channel(&config.adapter.prefix),
+        registry.clone(),
+        apps.clone(),
+        stats.clone(),
+    );
+    if !registry.attach_cluster(bridge) {
+        return Err(std::io::Error::other("a cluster was already attached"));
+    }
+    // `is_ok` at once: the answer borrows the watch, which the bridge writes.
+    let answered = tokio::time::timeout(
+        cluster::STARTUP_WAIT,
+        link.wait_for(|l| *l != cluster::Link::Connecting),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    if !answered {
+        warn!(
+            event = "redis_pending", address = address.as_str();
+            "no answer from Redis at {address} after {:?}; accepting connections anyway \
+             (events from other nodes reach this node once it answers)",
+            cluster::STARTUP_WAIT
+        );
+    }
+    Ok(stats)
 }
 
 /// SIGTERM (orchestrators) or SIGINT (Ctrl-C); returns the signal's name.

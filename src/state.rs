@@ -2,6 +2,7 @@
 //! and the settings resolved from configuration at start-up.
 
 use crate::apps::AppStore;
+use crate::cluster::BridgeStats;
 use crate::http::limits::{client_ip, AppLimiters};
 use actix_web::HttpRequest;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct ServerState {
     pub max_connections: usize,
     /// `GET /usage` is served (`HTTP_API_USAGE_ENABLED`).
     pub usage_enabled: bool,
+    /// The Redis bridge's state, when `ADAPTER_DRIVER=redis`.
+    pub cluster: Option<Arc<BridgeStats>>,
 }
 
 impl ServerState {

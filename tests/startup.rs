@@ -140,18 +140,18 @@ async fn the_development_app_warning_is_given_once() {
     assert!(logs.contains("mode=development"), "{logs}");
 }
 
-/// README: `ADAPTER_DRIVER` "anything but `local` runs as a single node with
-/// a loud warning": the WARN line names the driver and says events do not
-/// cross nodes, and the node serves as usual (a publish reaches its
-/// subscriber).
+/// README: an `ADAPTER_DRIVER` other than `local` and `redis` runs as a
+/// single node with a loud warning: the WARN line names the driver and says
+/// events do not cross nodes, and the node serves as usual (a publish
+/// reaches its subscriber). (`redis` is the bridge: tests/cluster.rs.)
 #[tokio::test]
 async fn a_non_local_adapter_driver_runs_single_node_with_a_warning() {
-    let server = Server::start_app(&[("ADAPTER_DRIVER", "redis")]).await;
+    let server = Server::start_app(&[("ADAPTER_DRIVER", "nats")]).await;
     server
         .wait_for_logs("the adapter warning", ms(5000), |l| {
             l.lines().any(|line| {
                 line.contains("WARN")
-                    && line.contains("ADAPTER_DRIVER=redis is not available in this version")
+                    && line.contains("ADAPTER_DRIVER=nats is not available in this version")
                     && line.contains("running as a single node")
                     && line.contains("will NOT reach clients of another")
             })

@@ -6,8 +6,9 @@
 
 use crate::app::App;
 use crate::protocol::frames;
-use crate::registry::{Change, ChannelStats, ClientEvent, Transition};
+use crate::registry::{Change, ChannelStats, ClientEvent, Cluster, Relayed, Transition};
 use crate::session::SessionSettings;
+use crate::socket::SocketId;
 use crate::testing::*;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -756,4 +757,141 @@ async fn an_event_sent_to_a_user_reaches_only_its_sockets() {
         assert_eq!(event.json["data"], "hi");
     }
     bob.expect_silence().await;
+}
+
+// ---- between nodes ----
+
+/// A cluster that records what the registry relays, as the Redis bridge
+/// would take it.
+#[derive(Default)]
+struct Relays(std::sync::Mutex<Vec<Relayed>>);
+
+impl Cluster for Relays {
+    fn relay(&self, event: Relayed) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+impl Relays {
+    /// (channel, frame, except) of what was relayed since the last call.
+    fn take(&self) -> Vec<(String, String, Option<SocketId>)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+            .into_iter()
+            .map(|r| (r.channel.to_string(), r.frame.to_string(), r.except))
+            .collect()
+    }
+}
+
+fn clustered(server: &Server) -> Arc<Relays> {
+    let relays = Arc::new(Relays::default());
+    assert!(server.registry.attach_cluster(relays.clone()));
+    // Only the first attachment counts.
+    assert!(!server.registry.attach_cluster(Arc::new(Relays::default())));
+    relays
+}
+
+#[actix::test]
+async fn a_publish_is_relayed_once_whether_or_not_anyone_here_listens() {
+    let server = Server::start(test_app());
+    let relays = clustered(&server);
+    let mut a = server.connect().await;
+
+    // Nobody here: relayed all the same (another node may have subscribers).
+    server.publish("orders", "e", "1").await;
+    let frame = r#"{"event":"e","channel":"orders","data":"1"}"#;
+    assert_eq!(relays.take(), [("orders".into(), frame.into(), None)]);
+
+    // Someone here: delivered here and relayed once, the same frame, with the
+    // socket to skip.
+    a.join("orders").await;
+    server
+        .publish_except("orders", "e", "2", Some(SocketId { node: 7, seq: 9 }))
+        .await;
+    assert_eq!(a.expect_channel_event("e", "orders").await.data(), json!(2));
+    let frame = r#"{"event":"e","channel":"orders","data":"2"}"#;
+    assert_eq!(
+        relays.take(),
+        [(
+            "orders".into(),
+            frame.into(),
+            Some(SocketId { node: 7, seq: 9 })
+        )]
+    );
+}
+
+#[actix::test]
+async fn a_client_event_is_relayed_only_once_its_shard_confirmed_the_sender() {
+    let server = Server::start(test_app());
+    let relays = clustered(&server);
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    let outsider = server.connect().await;
+    a.join_signed("private-chat").await;
+    b.join_signed("private-chat").await;
+    let client_event = |sender: &TestSocket| {
+        server.registry.client_event(ClientEvent {
+            app_id: server.app.id.clone(),
+            channel: Arc::from("private-chat"),
+            frame: frames::client_event(
+                "client-x",
+                "private-chat",
+                &serde_json::value::to_raw_value(&1).unwrap(),
+                None,
+            ),
+            sender: sender.id(),
+        })
+    };
+    client_event(&outsider);
+    server.sync().await;
+    assert_eq!(relays.take(), []);
+
+    client_event(&a);
+    b.expect_channel_event("client-x", "private-chat").await;
+    server.sync().await;
+    let relayed = relays.take();
+    assert_eq!(relayed.len(), 1, "{relayed:?}");
+    assert_eq!(relayed[0].0, "private-chat");
+    assert!(
+        relayed[0].1.contains(r#""event":"client-x""#),
+        "{relayed:?}"
+    );
+    assert_eq!(relayed[0].2, None);
+}
+
+#[actix::test]
+async fn a_remote_event_reaches_local_subscribers_and_is_not_relayed_again() {
+    let server = Server::start(test_app());
+    let relays = clustered(&server);
+    let mut a = server.connect().await;
+    let mut b = server.connect().await;
+    a.join("orders").await;
+    b.join("orders").await;
+    let remote = |channel: &str, data: u32, except: Option<SocketId>| {
+        let frame = format!(r#"{{"event":"e","channel":"{channel}","data":"{data}"}}"#);
+        let registry = server.registry.clone();
+        let app_id = server.app.id.clone();
+        let channel = channel.to_string();
+        async move {
+            registry
+                .fan_out_remote(&app_id, &channel, frame.into(), except)
+                .await
+                .expect("registry is running")
+        }
+    };
+
+    // No sender check; the skipped socket is skipped.
+    remote("orders", 1, Some(a.id())).await;
+    assert_eq!(b.expect_channel_event("e", "orders").await.data(), json!(1));
+    a.expect_silence().await;
+    remote("orders", 2, None).await;
+    a.expect_channel_event("e", "orders").await;
+    b.expect_channel_event("e", "orders").await;
+
+    // A cache channel nobody here is in keeps the event for later joiners.
+    remote("cache-prices", 3, None).await;
+    a.join("cache-prices").await;
+    assert_eq!(a.expect_event("e").await.data(), json!(3));
+
+    // Nothing came back out: relaying it again would loop between nodes.
+    assert_eq!(relays.take(), []);
 }

@@ -292,7 +292,11 @@ pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
     if let Some(user) = env.string("DATABASE_REDIS_USERNAME") {
         r.username = Some(user);
     }
-    if let Some(password) = env.string("DATABASE_REDIS_PASSWORD") {
+    // The guide's `REDIS_PASSWORD` stands in when Sockudo's variable is unset.
+    if let Some(password) = env
+        .string("DATABASE_REDIS_PASSWORD")
+        .or_else(|| env.string("REDIS_PASSWORD"))
+    {
         r.password = Some(password);
     }
     set(&mut r.db, env.num("DATABASE_REDIS_DB")?);

@@ -109,6 +109,27 @@ pub(crate) struct Instance {
 pub(crate) struct Adapter {
     #[serde(deserialize_with = "de::string_enum")]
     pub driver: AdapterDriver,
+    pub redis: AdapterRedis,
+}
+
+/// Sockudo's `adapter.redis` block; its other keys (`redis_pub_options`,
+/// `redis_sub_options`, `cluster_mode`) are ignored.
+#[derive(Deserialize)]
+#[serde(default)]
+pub(crate) struct AdapterRedis {
+    /// `None` when the file does not say: the database key prefix applies.
+    pub prefix: Option<String>,
+    /// Milliseconds.
+    pub requests_timeout: u64,
+}
+
+impl Default for AdapterRedis {
+    fn default() -> Self {
+        AdapterRedis {
+            prefix: None,
+            requests_timeout: super::sections::AdapterConfig::default().requests_timeout_ms,
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -32,9 +32,9 @@ pub use cli::Cli;
 pub use drivers::{AdapterDriver, RateLimiterDriver, ServerRole};
 pub use error::ConfigError;
 pub use sections::{
-    ChannelLimits, CorsConfig, EventLimits, HttpApiConfig, LoggingConfig, MetricsConfig,
-    PresenceConfig, RateLimit, RateLimiterConfig, RateLimiterRedis, RedisConfig, SqlDatabaseConfig,
-    SslConfig, UnixSocketConfig, WebsocketConfig,
+    AdapterConfig, ChannelLimits, CorsConfig, EventLimits, HttpApiConfig, LoggingConfig,
+    MetricsConfig, PresenceConfig, RateLimit, RateLimiterConfig, RateLimiterRedis, RedisConfig,
+    SqlDatabaseConfig, SslConfig, UnixSocketConfig, WebsocketConfig,
 };
 
 use env::Env;
@@ -87,6 +87,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub logging: LoggingConfig,
     pub adapter_driver: AdapterDriver,
+    /// The Redis adapter's prefix and timeouts (used with `ADAPTER_DRIVER=redis`).
+    pub adapter: AdapterConfig,
     pub redis: RedisConfig,
     /// `DATABASE_MYSQL_PASSWORD` / `DATABASE_POSTGRES_PASSWORD`, held for the
     /// database app manager (not used yet).
@@ -173,6 +175,7 @@ pub(crate) fn build(
         None => FileConfig::default(),
     };
     let inline_apps = file.app_manager.array.apps;
+    let adapter_redis = file.adapter.redis;
     let app_manager_driver = env
         .string("APP_MANAGER_DRIVER")
         .unwrap_or(file.app_manager.driver);
@@ -207,6 +210,10 @@ pub(crate) fn build(
         metrics: file.metrics,
         logging: file.logging,
         adapter_driver: file.adapter.driver,
+        adapter: AdapterConfig {
+            prefix: String::new(),
+            requests_timeout_ms: adapter_redis.requests_timeout,
+        },
         redis: file.database.redis,
         mysql: SqlDatabaseConfig::default(),
         postgres: SqlDatabaseConfig::default(),
@@ -215,6 +222,12 @@ pub(crate) fn build(
         warnings,
     };
     env::apply(&mut c, &env)?;
+    // The adapter's own key wins over the database prefix (as in Sockudo,
+    // where `adapter.redis.prefix` is the adapter's); the database prefix
+    // is already environment > file > default.
+    c.adapter.prefix = adapter_redis
+        .prefix
+        .unwrap_or_else(|| c.redis.key_prefix.clone());
     validate::globals(&c)?;
 
     let explicit_mode = env.word("ENVIRONMENT").or(file.mode);
@@ -344,6 +357,7 @@ impl fmt::Debug for Config {
             .field("metrics", &self.metrics)
             .field("logging", &self.logging)
             .field("adapter_driver", &self.adapter_driver)
+            .field("adapter", &self.adapter)
             .field("redis", &self.redis)
             .field("mysql", &self.mysql)
             .field("postgres", &self.postgres)

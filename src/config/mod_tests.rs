@@ -767,3 +767,58 @@ fn each_documented_default_is_the_default() {
     }
     assert!(checked > 60, "only {checked} defaults checked");
 }
+
+/// The cluster's prefix: the config file's `adapter.redis.prefix` (the
+/// adapter's own key) wins; else the database prefix, environment over file
+/// over `sockudo:`. `requests_timeout` is read from the same block.
+#[test]
+fn the_adapter_prefix_and_requests_timeout() {
+    let c = cfg(None, &[]).unwrap();
+    assert_eq!(c.adapter.prefix, "sockudo:");
+    assert_eq!(c.adapter.requests_timeout_ms, 5000);
+
+    let db_file = r#"{"database": {"redis": {"key_prefix": "file-db:"}}}"#;
+    assert_eq!(cfg(Some(db_file), &[]).unwrap().adapter.prefix, "file-db:");
+    let env = [("DATABASE_REDIS_KEY_PREFIX", "env-db:")];
+    assert_eq!(cfg(Some(db_file), &env).unwrap().adapter.prefix, "env-db:");
+
+    let adapter_file = r#"{"adapter": {"driver": "redis",
+        "redis": {"prefix": "file-adapter:", "requests_timeout": 1500,
+                  "redis_pub_options": {}, "cluster_mode": false}},
+        "database": {"redis": {"key_prefix": "file-db:"}}}"#;
+    let c = cfg(Some(adapter_file), &env).unwrap();
+    assert_eq!(c.adapter_driver, AdapterDriver::Redis);
+    assert_eq!(c.adapter.prefix, "file-adapter:");
+    assert_eq!(c.adapter.requests_timeout_ms, 1500);
+    assert_eq!(c.redis.key_prefix, "env-db:", "the database prefix itself");
+
+    let e = cfg(
+        Some(r#"{"adapter": {"redis": {"requests_timeout": 0}}}"#),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("adapter.redis.requests_timeout"), "{e}");
+}
+
+/// The guide's `REDIS_PASSWORD` is the Redis password when Sockudo's
+/// `DATABASE_REDIS_PASSWORD` is not set; the latter wins.
+#[test]
+fn redis_password_from_the_guides_variable() {
+    let c = cfg(None, &[("REDIS_PASSWORD", "guide")]).unwrap();
+    assert_eq!(c.redis.password.as_deref(), Some("guide"));
+    let c = cfg(
+        None,
+        &[
+            ("REDIS_PASSWORD", "guide"),
+            ("DATABASE_REDIS_PASSWORD", "sockudo"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.redis.password.as_deref(), Some("sockudo"));
+    let file = r#"{"database": {"redis": {"password": "from-file"}}}"#;
+    assert_eq!(
+        cfg(Some(file), &[]).unwrap().redis.password.as_deref(),
+        Some("from-file")
+    );
+}

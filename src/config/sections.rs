@@ -455,6 +455,30 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
+/// The Redis adapter (`ADAPTER_DRIVER=redis`), resolved: what the bridge
+/// between nodes needs besides the connection ([`RedisConfig`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterConfig {
+    /// Prefix of every Redis key and pub/sub channel of this cluster: the
+    /// config file's `adapter.redis.prefix` if set, else the database key
+    /// prefix (`DATABASE_REDIS_KEY_PREFIX`, else `database.redis.key_prefix`,
+    /// else `sockudo:`). Clusters with different prefixes share a Redis
+    /// without seeing each other.
+    pub prefix: String,
+    /// `adapter.redis.requests_timeout`, milliseconds: how long a question
+    /// to the other nodes waits for their answers.
+    pub requests_timeout_ms: u64,
+}
+
+impl Default for AdapterConfig {
+    fn default() -> Self {
+        AdapterConfig {
+            prefix: RedisConfig::default().key_prefix,
+            requests_timeout_ms: 5000,
+        }
+    }
+}
+
 /// A SQL database (MySQL, Postgres) as far as Switchyard reads it today: the
 /// password (`DATABASE_MYSQL_PASSWORD` / `DATABASE_POSTGRES_PASSWORD`, or
 /// their `_FILE`), held for the database app manager. `Debug` redacts it.

@@ -93,6 +93,11 @@ pub(crate) fn globals(c: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    // Held for the cluster queries of the next slice; 0 would fail them all.
+    at_least_one(
+        c.adapter.requests_timeout_ms,
+        "adapter.redis.requests_timeout",
+    )?;
     if c.unix_socket.permission_mode > 0o777 {
         return Err(ConfigError::invalid(
             "unix_socket.permission_mode (UNIX_SOCKET_PERMISSION_MODE)",

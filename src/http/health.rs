@@ -16,9 +16,23 @@ pub async fn root() -> HttpResponse {
     health(actix_web::http::StatusCode::OK, "OK")
 }
 
-/// `GET /up`: 200 once the server accepts connections.
-pub async fn up() -> HttpResponse {
-    health(actix_web::http::StatusCode::OK, "OK")
+/// 503 `REDIS_UNAVAILABLE` while this node is one of a cluster
+/// (`ADAPTER_DRIVER=redis`) and cut off from Redis: it serves its own
+/// clients, but they miss what the other nodes publish.
+fn cluster_down(state: &ServerState) -> Option<HttpResponse> {
+    let down = state.cluster.as_ref().is_some_and(|c| !c.connected());
+    down.then(|| {
+        health(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "REDIS_UNAVAILABLE",
+        )
+    })
+}
+
+/// `GET /up`: 200 once the server accepts connections (and, in a cluster,
+/// while it reaches Redis).
+pub async fn up(state: web::Data<ServerState>) -> HttpResponse {
+    cluster_down(&state).unwrap_or_else(|| health(actix_web::http::StatusCode::OK, "OK"))
 }
 
 /// `GET /live`: liveness — the process answers HTTP. Unlike `/up` it says
@@ -28,11 +42,14 @@ pub async fn live() -> HttpResponse {
 }
 
 /// `GET /up/{app_id}`: 404 for an unknown app, 503 `APP_DISABLED` for a
-/// disabled one (its clients are refused, so it is not up).
+/// disabled one (its clients are refused, so it is not up), and
+/// `REDIS_UNAVAILABLE` as for `/up`.
 pub async fn up_app(path: web::Path<String>, state: web::Data<ServerState>) -> HttpResponse {
     use actix_web::http::StatusCode;
     match state.apps.by_id(&path) {
-        Some(app) if app.enabled => health(StatusCode::OK, "OK"),
+        Some(app) if app.enabled => {
+            cluster_down(&state).unwrap_or_else(|| health(StatusCode::OK, "OK"))
+        }
         Some(_) => health(StatusCode::SERVICE_UNAVAILABLE, "APP_DISABLED"),
         None => health(StatusCode::NOT_FOUND, "NOT_FOUND"),
     }

@@ -17,12 +17,21 @@
 //!   [`Transition`]s. The shard turns them into the frames local subscribers
 //!   see, keeps [`Occupancy`], and hands them to the [`TransitionListener`]s
 //!   (later: the bridge and webhooks), so all of these agree by construction.
+//! - **Between nodes.** A [`Cluster`] attached after start-up
+//!   ([`Registry::attach_cluster`]) is handed each publish intent and each
+//!   confirmed client event ([`Relayed`]); what other nodes relay comes back
+//!   through [`Registry::fan_out_remote`], a local fan-out that is never
+//!   relayed again.
 
+mod cluster;
 mod shard;
 mod table;
 mod transition;
 
+pub use cluster::{Cluster, Relayed};
 pub use transition::{Change, Transition, TransitionListener};
+
+use cluster::ClusterCell;
 
 use crate::presence::Member;
 use crate::protocol::{frames, ChannelKind, SERVER_TO_USER_PREFIX};
@@ -104,6 +113,9 @@ pub struct Registry {
     shards: Arc<[Addr<Shard>]>,
     /// Each shard's occupied channels, same index as `shards`.
     occupancy: Arc<[Arc<Occupancy>]>,
+    /// The other nodes, once attached; shared with the shards (they relay
+    /// client events).
+    cluster: ClusterCell,
 }
 
 /// The channels of a shard that have at least one subscriber, readable from
@@ -150,6 +162,7 @@ impl Registry {
         listeners: Vec<Arc<dyn TransitionListener>>,
     ) -> Registry {
         let listeners: shard::Listeners = listeners.into();
+        let cluster = ClusterCell::default();
         let occupancy: Vec<Arc<Occupancy>> = (0..count.max(1)).map(|_| Arc::default()).collect();
         let shards: Vec<Addr<Shard>> = occupancy
             .iter()
@@ -157,15 +170,26 @@ impl Registry {
                 let arbiter = Arbiter::new();
                 let occupied = occupied.clone();
                 let listeners = listeners.clone();
+                let cluster = cluster.clone();
                 Shard::start_in_arbiter(&arbiter.handle(), move |_| {
-                    Shard::new(cache_ttl, occupied, listeners)
+                    Shard::new(cache_ttl, occupied, listeners, cluster)
                 })
             })
             .collect();
         Registry {
             shards: shards.into(),
             occupancy: occupancy.into(),
+            cluster,
         }
+    }
+
+    /// Connect this node to the others: from now on every publish intent and
+    /// every confirmed client event is also handed to `cluster`. Attached
+    /// after start-up because the bridge needs the registry to deliver what
+    /// it receives. Only the first attachment counts; returns `false` (and
+    /// changes nothing) for a later one.
+    pub fn attach_cluster(&self, cluster: Arc<dyn Cluster>) -> bool {
+        self.cluster.set(cluster).is_ok()
     }
 
     fn index(&self, app_id: &str, channel: &str) -> usize {
@@ -210,19 +234,61 @@ impl Registry {
     /// the publisher's backpressure (shard mailboxes are bounded).
     pub async fn publish(&self, p: Publish<'_>) -> Result<(), RegistryError> {
         let index = self.index(p.app_id, p.channel);
-        // Nobody listens here: skip serialising and the thread hop. A bridge
-        // between nodes will also have to answer "someone on another node
-        // listens" at this point.
-        if !self.worth_publishing_at(index, p.app_id, p.channel) {
+        let local = self.worth_publishing_at(index, p.app_id, p.channel);
+        let cluster = self.cluster.get();
+        // Nobody listens here and there is no other node: skip serialising
+        // and the thread hop.
+        if !local && cluster.is_none() {
             return Ok(());
         }
         let frame = frames::channel_event(p.name, p.channel, p.data);
+        let channel: Arc<str> = Arc::from(p.channel);
+        if let Some(cluster) = cluster {
+            // Always relayed for now. Cluster occupancy (slice 2) goes here:
+            // skip the relay when no other node has a subscriber (cache
+            // channels always go, to keep their last event everywhere).
+            cluster.relay(Relayed {
+                app_id: p.app_id.clone(),
+                channel: channel.clone(),
+                frame: frame.clone(),
+                except: p.except,
+            });
+        }
+        if local {
+            self.shards[index]
+                .send(shard::FanOut {
+                    app_id: p.app_id.clone(),
+                    channel,
+                    frame,
+                    except: p.except,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deliver an event another node relayed to this node's subscribers: the
+    /// local fan-out, with no sender check (the relaying node checked) and
+    /// never relayed again. Stores a cache channel's last event; skips the
+    /// thread hop when nobody here listens to any other channel. Awaiting it
+    /// keeps the relayed events in order and is the bridge's backpressure.
+    pub async fn fan_out_remote(
+        &self,
+        app_id: &Arc<str>,
+        channel: &str,
+        frame: ByteString,
+        except: Option<SocketId>,
+    ) -> Result<(), RegistryError> {
+        let index = self.index(app_id, channel);
+        if !self.worth_publishing_at(index, app_id, channel) {
+            return Ok(());
+        }
         self.shards[index]
             .send(shard::FanOut {
-                app_id: p.app_id.clone(),
-                channel: Arc::from(p.channel),
+                app_id: app_id.clone(),
+                channel: Arc::from(channel),
                 frame,
-                except: p.except,
+                except,
             })
             .await?;
         Ok(())
@@ -249,7 +315,8 @@ impl Registry {
 
     /// A client event: delivered to the channel's other subscribers if the
     /// owning shard confirms the sender is subscribed (the session's view can
-    /// be ahead of a refused presence join). Fire and forget.
+    /// be ahead of a refused presence join), and only then relayed to the
+    /// other nodes. Fire and forget.
     pub fn client_event(&self, event: ClientEvent) {
         self.channel_shard(&event.app_id, &event.channel)
             .do_send(shard::ClientEvent {

@@ -6,6 +6,7 @@
 //! Its messages are private to the registry: callers go through
 //! [`super::Registry`].
 
+use super::cluster::{ClusterCell, Relayed};
 use super::table::{ChannelTable, NewSubscriber, Refused};
 use super::transition::{Change, Transition, TransitionListener};
 use super::{ChannelInfo, ChannelStats, Join, Occupancy};
@@ -23,6 +24,9 @@ pub(super) struct Shard {
     table: ChannelTable<SessionHandle>,
     occupancy: Arc<Occupancy>,
     listeners: Listeners,
+    /// The other nodes, once attached: told of each client event this shard
+    /// has confirmed.
+    cluster: ClusterCell,
     /// The transitions of the operation being handled; reused, so an
     /// operation allocates nothing here once the buffer has grown.
     out: Vec<Transition>,
@@ -33,11 +37,13 @@ impl Shard {
         cache_ttl: Duration,
         occupancy: Arc<Occupancy>,
         listeners: Listeners,
+        cluster: ClusterCell,
     ) -> Self {
         Shard {
             table: ChannelTable::new(cache_ttl),
             occupancy,
             listeners,
+            cluster,
             out: Vec::new(),
         }
     }
@@ -161,7 +167,8 @@ pub(super) struct Leave {
 }
 
 /// Deliver a frame to this node's subscribers of a channel. Never checks who
-/// sent it: whoever sends this has decided it may be delivered.
+/// sent it: whoever sends this has decided it may be delivered (an HTTP
+/// publish, or another node through the bridge). Never relayed from here.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(super) struct FanOut {
@@ -322,8 +329,20 @@ impl Handler<ClientEvent> for Shard {
             &msg.frame,
             Instant::now,
         );
-        if let Some(subscribers) = subscribers {
-            deliver_all(subscribers, &msg.frame, Some(msg.sender));
+        let Some(subscribers) = subscribers else {
+            // Not (or no longer) subscribed here: neither delivered nor relayed.
+            return;
+        };
+        deliver_all(subscribers, &msg.frame, Some(msg.sender));
+        // Confirmed: other nodes' subscribers get it too. The sender is a
+        // socket of this node, so there is nobody to skip over there.
+        if let Some(cluster) = self.cluster.get() {
+            cluster.relay(Relayed {
+                app_id: msg.app_id,
+                channel: msg.channel,
+                frame: msg.frame,
+                except: None,
+            });
         }
     }
 }

@@ -25,6 +25,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod prereq;
 pub mod raw;
+pub mod redis;
 
 // ---------------------------------------------------------------------------
 // The app every `Server::start_app` server serves (through the env app).

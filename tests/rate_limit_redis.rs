@@ -381,6 +381,40 @@ async fn nodes_with_different_prefixes_do_not_share_counters() {
         .contains(&"west:gcra:api:127.0.0.1".to_string()));
 }
 
+#[tokio::test]
+async fn shared_buckets_follow_the_trusted_client_address() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let limit = [
+        ("RATE_LIMITER_API_MAX_REQUESTS", "1"),
+        ("RATE_LIMITER_API_WINDOW_SECONDS", "60"),
+        ("RATE_LIMITER_API_TRUST_HOPS", "1"),
+    ];
+    let a = node(&redis, "hops:", &limit).await;
+    let b = node(&redis, "hops:", &limit).await;
+    let (a_api, b_api) = (a.api(), b.api());
+    let xff = |v| [("X-Forwarded-For", v)];
+    assert_eq!(a_api.get_channels_with(&xff("10.1.1.1")).await.status, 200);
+    // The same forwarded client on the other node: its bucket is spent.
+    assert_429(&b_api.get_channels_with(&xff("10.1.1.1")).await);
+    // Another forwarded client has a bucket of its own.
+    assert_eq!(b_api.get_channels_with(&xff("10.1.1.2")).await.status, 200);
+    // One trusted hop: the rightmost entry is the client, whatever the left says.
+    assert_429(&a_api.get_channels_with(&xff("10.7.7.7, 10.1.1.2")).await);
+    assert_eq!(
+        redis.keys("hops:gcra:api:*"),
+        ["hops:gcra:api:10.1.1.1", "hops:gcra:api:10.1.1.2"]
+    );
+    b.wait_for_logs("peer is the forwarded address", ms(3000), |l| {
+        l.lines().any(|line| {
+            text_field(line, "event") == Some("rate_limited")
+                && text_field(line, "peer") == Some("10.1.1.1")
+        })
+    })
+    .await;
+}
+
 /// The bound on an answer while Redis is hung: a check gives up on Redis
 /// after 100 ms; the redis crate itself would wait a second.
 const PROMPT: Duration = Duration::from_millis(750);

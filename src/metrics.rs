@@ -9,6 +9,7 @@
 
 use crate::apps::AppStore;
 use crate::cluster::{BridgeStats, DropReason, LATENCY_BUCKETS};
+use crate::http::shared_limits::RedisHealth;
 use actix_web::{web, HttpResponse};
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -31,6 +32,8 @@ pub struct Metrics {
     cluster: Option<Arc<BridgeStats>>,
     prefix: String,
     port: u16,
+    /// Set with `RATE_LIMITER_DRIVER=redis`: the rate limiter's Redis series.
+    rate_limiter_redis: Option<Arc<RedisHealth>>,
 }
 
 impl Metrics {
@@ -70,9 +73,15 @@ impl Metrics {
                 cluster,
                 prefix: prefix.to_string(),
                 port,
+                rate_limiter_redis: None,
             },
             middleware,
         ))
+    }
+
+    /// Show the rate limiter's Redis series (`RATE_LIMITER_DRIVER=redis`).
+    pub fn show_rate_limiter_redis(&mut self, health: Arc<RedisHealth>) {
+        self.rate_limiter_redis = Some(health);
     }
 
     /// The full text exposition.
@@ -257,6 +266,38 @@ impl Metrics {
                 let label = Some(("limiter_type", kind.label()));
                 self.row(out, name, app_id, label, s.rate_limits(kind));
             }
+        }
+        if let Some(health) = &self.rate_limiter_redis {
+            self.render_rate_limiter_redis(out, health);
+        }
+    }
+
+    /// The node's view of the rate limiter's Redis: not per app.
+    fn render_rate_limiter_redis(&self, out: &mut String, health: &RedisHealth) {
+        let series: [(&str, &str, &str, u64); 3] = [
+            (
+                "rate_limiter_redis_up",
+                "1 while the rate limiter's Redis answers, 0 while this node enforces the limits on its own",
+                "gauge",
+                u64::from(health.is_up()),
+            ),
+            (
+                "rate_limiter_redis_outages_total",
+                "Times the rate limiter lost Redis and fell back to per-node limits",
+                "counter",
+                health.outages(),
+            ),
+            (
+                "rate_limiter_redis_fallbacks_total",
+                "Rate-limit checks this node decided alone because Redis failed or was down",
+                "counter",
+                health.fallbacks(),
+            ),
+        ];
+        let (p, port) = (&self.prefix, self.port);
+        for (name, help, kind, value) in series {
+            self.family(out, name, help, kind);
+            let _ = writeln!(out, "{p}{name}{{port=\"{port}\"}} {value}");
         }
     }
 

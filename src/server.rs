@@ -5,7 +5,8 @@ use crate::cluster;
 use crate::config::{AdapterDriver, Config};
 use crate::http;
 use crate::http::head::HeadLimit;
-use crate::http::limits::{AppLimiters, IpLimit};
+use crate::http::limits::{AppLimiters, IpLimit, LimitContext};
+use crate::http::shared_limits::RedisLimiter;
 use crate::listen;
 use crate::metrics::Metrics;
 use crate::state::ServerState;
@@ -112,17 +113,23 @@ pub fn preflight(config: &Config) -> Vec<String> {
     use crate::config::RateLimiterDriver;
     let mut problems = Vec::new();
     let rl = &config.rate_limiter;
-    if rl.enabled
-        && matches!(
-            rl.driver,
-            RateLimiterDriver::Redis | RateLimiterDriver::RedisCluster
-        )
-    {
-        problems.push(format!(
-            "RATE_LIMITER_DRIVER={}: shared rate-limit counters in Redis are not available in \
-             this version; use RATE_LIMITER_DRIVER=memory (per node) or disable the limiter",
-            rl.driver.name()
-        ));
+    if rl.enabled {
+        match rl.driver {
+            RateLimiterDriver::RedisCluster => problems.push(
+                "RATE_LIMITER_DRIVER=redis-cluster: rate limits in a Redis Cluster are not \
+                 available in this version; use RATE_LIMITER_DRIVER=redis (one Redis server, \
+                 limits shared by every node) or memory (per node)"
+                    .to_string(),
+            ),
+            // Only the settings: an unreachable Redis is no reason not to
+            // start (each node limits on its own until it is reachable).
+            RateLimiterDriver::Redis => {
+                if let Err(e) = http::shared_limits::connection_info(&config.redis) {
+                    problems.push(format!("RATE_LIMITER_DRIVER=redis: {e}"));
+                }
+            }
+            RateLimiterDriver::Memory | RateLimiterDriver::None => {}
+        }
     }
     if config.adapter_driver == AdapterDriver::Redis {
         if let Err(e) = cluster::Target::of(&config.redis) {
@@ -191,8 +198,19 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
     };
     let grace = Duration::from_secs(config.shutdown_grace_period);
     let rl = &config.rate_limiter;
+    let limiter_on = rl.enabled && rl.driver != crate::config::RateLimiterDriver::None;
+    // RATE_LIMITER_DRIVER=redis: the per-address limits and the per-app
+    // budgets in Redis; `watch` makes first contact and probes during outages.
+    let shared = if limiter_on && rl.driver == crate::config::RateLimiterDriver::Redis {
+        let redis =
+            RedisLimiter::new(&config.redis, &rl.redis.prefix).map_err(std::io::Error::other)?;
+        actix_web::rt::spawn(redis.clone().watch());
+        Some(redis)
+    } else {
+        None
+    };
     let state = ServerState {
-        app_limiters: Arc::new(AppLimiters::new(&apps)),
+        app_limiters: Arc::new(AppLimiters::new(&apps, shared.clone())),
         api_trust_hops: rl.api_rate_limit.trust_hops,
         ws_trust_hops: rl.websocket_rate_limit.trust_hops,
         apps,
@@ -208,7 +226,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
     let data = web::Data::new(state.clone());
     // HTTP request metrics are only recorded when something can read them.
     let metrics_on = config.metrics.enabled;
-    let (metrics, middleware) = Metrics::new(
+    let (mut metrics, middleware) = Metrics::new(
         &config.metrics.prefix,
         config.port,
         state.apps.clone(),
@@ -216,15 +234,21 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         cluster,
     )
     .map_err(std::io::Error::other)?;
-    let limiter_on = rl.enabled && rl.driver != crate::config::RateLimiterDriver::None;
+    if let Some(redis) = &shared {
+        metrics.show_rate_limiter_redis(redis.health().clone());
+    }
+    let limit_ctx = LimitContext {
+        stats: state.stats.clone(),
+        apps: state.apps.clone(),
+        shared,
+    };
     let api_limit = IpLimit::new(
         limiter_on,
         rl.api_rate_limit.max_requests,
         rl.api_rate_limit.window_seconds,
         rl.api_rate_limit.trust_hops,
         RateLimit::Api,
-        state.stats.clone(),
-        state.apps.clone(),
+        &limit_ctx,
     );
     let ws_limit = IpLimit::new(
         limiter_on,
@@ -232,8 +256,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         rl.websocket_rate_limit.window_seconds,
         rl.websocket_rate_limit.trust_hops,
         RateLimit::WsConnect,
-        state.stats.clone(),
-        state.apps.clone(),
+        &limit_ctx,
     );
     let cors = config.cors.clone();
     // Outermost on every listener (TCP, TLS, Unix socket, redirect, metrics):

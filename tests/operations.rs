@@ -177,12 +177,12 @@ fn check_config_validates_and_exits() {
             ("SSL_ENABLED", "true"),
             ("SSL_CERT_PATH", "/nonexistent/cert.pem"),
             ("SSL_KEY_PATH", "/nonexistent/key.pem"),
-            ("RATE_LIMITER_DRIVER", "redis"),
+            ("RATE_LIMITER_DRIVER", "redis-cluster"),
         ],
     );
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("/nonexistent/cert.pem"), "{text}");
-    assert!(text.contains("RATE_LIMITER_DRIVER=redis"), "{text}");
+    assert!(text.contains("RATE_LIMITER_DRIVER=redis-cluster"), "{text}");
 }
 
 /// `.env.example` with its blank app id and key filled in.

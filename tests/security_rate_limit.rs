@@ -3,7 +3,8 @@
 //! Retry-After, x-ratelimit headers, buckets per client address with trusted
 //! proxy hops), the per-app limits (backend events, read requests, client
 //! events 4301) at their edges with Retry-After and their WARN lines, the
-//! unsupported Redis driver, and the switch.
+//! unsupported Redis Cluster driver, and the switch. The `redis` driver:
+//! tests/rate_limit_redis.rs.
 //!
 //! Checks that need requests to land inside a limiter's window retry when
 //! the machine was too slow for the window (prereq::Window); refills are
@@ -648,27 +649,32 @@ async fn client_event_limit_is_4301_at_max_plus_one_per_socket() {
     tx.expect_silence(ms(100)).await;
 }
 
+/// `redis` runs (tests/rate_limit_redis.rs); `redis-cluster` is refused,
+/// in the config file as in the environment, saying what to use instead.
 #[tokio::test]
-async fn redis_driver_refuses_to_start_with_a_clear_message() {
-    for driver in ["redis", "redis-cluster"] {
-        let f = Server::start_expect_failure(
-            &[
-                ("RATE_LIMITER_ENABLED", "true"),
-                ("RATE_LIMITER_DRIVER", driver),
-            ],
-            None,
-            &[],
-        )
-        .await;
+async fn redis_cluster_driver_refuses_to_start_with_a_clear_message() {
+    let from_env = Server::start_expect_failure(
+        &[
+            ("RATE_LIMITER_ENABLED", "true"),
+            ("RATE_LIMITER_DRIVER", "redis-cluster"),
+        ],
+        None,
+        &[],
+    )
+    .await;
+    let from_file = Server::start_expect_failure(
+        &[("RATE_LIMITER_ENABLED", "true")],
+        Some(r#"{"rate_limiter": {"driver": "redis-cluster"}}"#),
+        &[],
+    )
+    .await;
+    for f in [from_env, from_file] {
+        assert!(!f.status.success(), "{:?}\n{}", f.status, f.output);
         assert!(
-            !f.status.success(),
-            "{driver}: {:?}\n{}",
-            f.status,
-            f.output
-        );
-        assert!(
-            f.output.contains(&format!("RATE_LIMITER_DRIVER={driver}")),
-            "{driver}: message should name the setting:\n{}",
+            f.output.contains("RATE_LIMITER_DRIVER=redis-cluster")
+                && f.output.contains("RATE_LIMITER_DRIVER=redis ")
+                && f.output.contains("memory"),
+            "the message names the setting and what to use instead:\n{}",
             f.output
         );
     }

@@ -166,8 +166,16 @@ fn validate_event(app: &App, body: EventBody) -> Result<Event, ApiError> {
 }
 
 /// Spend `events` from the app's publish budget, or refuse with 429.
-fn check_backend_budget(state: &ServerState, app: &App, events: usize) -> Result<(), ApiError> {
-    if state.app_limiters.allow_events(&app.id, events as u32) {
+async fn check_backend_budget(
+    state: &ServerState,
+    app: &App,
+    events: usize,
+) -> Result<(), ApiError> {
+    if state
+        .app_limiters
+        .allow_events(&app.id, events as u32)
+        .await
+    {
         return Ok(());
     }
     app.stats.rate_limited(RateLimit::BackendEvent);
@@ -184,8 +192,8 @@ fn check_backend_budget(state: &ServerState, app: &App, events: usize) -> Result
 }
 
 /// Spend one read from the app's read budget, or refuse with 429.
-fn check_read_budget(state: &ServerState, app: &App) -> Result<(), ApiError> {
-    if state.app_limiters.allow_read(&app.id) {
+async fn check_read_budget(state: &ServerState, app: &App) -> Result<(), ApiError> {
+    if state.app_limiters.allow_read(&app.id).await {
         return Ok(());
     }
     app.stats.rate_limited(RateLimit::ReadRequest);
@@ -279,7 +287,7 @@ pub async fn trigger(
 ) -> Result<HttpResponse, ApiError> {
     let signed = authenticate(&req, payload, &state, &path).await?;
     let event = validate_event(&signed.app, parse_json(&signed.body)?)?;
-    check_backend_budget(&state, &signed.app, event.channels.len())?;
+    check_backend_budget(&state, &signed.app, event.channels.len()).await?;
     publish(&state, &signed.app, &event).await?;
     if !event.info.any() {
         return Ok(empty_ok());
@@ -302,7 +310,7 @@ pub async fn trigger_batch(
     let signed = authenticate(&req, payload, &state, &path).await?;
     let app = &signed.app;
     let events = validate_batch(app, &signed.body)?;
-    check_backend_budget(&state, app, events.len())?;
+    check_backend_budget(&state, app, events.len()).await?;
     for event in &events {
         publish(&state, app, event).await?;
     }
@@ -373,7 +381,7 @@ pub async fn channels(
     state: web::Data<ServerState>,
 ) -> Result<HttpResponse, ApiError> {
     let signed = authenticate(&req, payload, &state, &path).await?;
-    check_read_budget(&state, &signed.app)?;
+    check_read_budget(&state, &signed.app).await?;
     let (prefix, info) = list_query(signed.param("filter_by_prefix"), signed.param("info"))?;
     let mut channels = Map::new();
     for stats in state
@@ -433,7 +441,7 @@ pub async fn channel(
 ) -> Result<HttpResponse, ApiError> {
     let (app_id, channel) = path.into_inner();
     let signed: Signed = authenticate(&req, payload, &state, &app_id).await?;
-    check_read_budget(&state, &signed.app)?;
+    check_read_budget(&state, &signed.app).await?;
     let info = channel_query(&signed.app, &channel, signed.param("info"))?;
     let reply = channel_info(&state, &signed.app, &channel).await?;
     Ok(HttpResponse::Ok().json(channel_body(&channel, &reply, info)))
@@ -526,7 +534,7 @@ pub async fn channel_users(
 ) -> Result<HttpResponse, ApiError> {
     let (app_id, channel) = path.into_inner();
     let signed = authenticate(&req, payload, &state, &app_id).await?;
-    check_read_budget(&state, &signed.app)?;
+    check_read_budget(&state, &signed.app).await?;
     users_query(&signed.app, &channel)?;
     let ids = state.registry.users(&signed.app.id, &channel).await?;
     let users: Vec<Value> = ids.iter().map(|id| json!({ "id": &**id })).collect();

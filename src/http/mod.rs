@@ -7,13 +7,15 @@ pub mod error;
 pub mod head;
 pub mod health;
 pub mod limits;
+pub mod shared_limits;
 pub mod signature;
 pub mod ws;
 
 use actix_web::web;
 
 /// Every route of the public listener, with the per-address limits of the
-/// HTTP API and of WebSocket connection attempts.
+/// HTTP API and of WebSocket connection attempts (of the two middlewares of
+/// each, the one of the configured driver is on, the other a no-op).
 pub fn routes(
     cfg: &mut web::ServiceConfig,
     api_limit: &limits::IpLimit,
@@ -25,6 +27,7 @@ pub fn routes(
         // and pusher-js puts the key in the path unencoded.
         web::resource("/app/{key:.+}")
             .wrap(ws_limit.middleware())
+            .wrap(ws_limit.shared_middleware())
             .route(web::get().to(ws::connect)),
     )
     .service(
@@ -32,6 +35,7 @@ pub fn routes(
             // CORS outermost: preflights are answered before the rate limit,
             // and refusals (429, 401) still carry CORS headers browsers need.
             .wrap(api_limit.middleware())
+            .wrap(api_limit.shared_middleware())
             .wrap(cors::middleware(cors))
             .route("/events", web::post().to(api::trigger))
             .route("/batch_events", web::post().to(api::trigger_batch))

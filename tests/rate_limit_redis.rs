@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::limits::{assert_429_body, assert_app_429, retry_after, signed_get, signed_post};
 use common::prereq;
 use common::redis::RedisServer;
 use common::security::*;
@@ -48,60 +49,6 @@ fn client(server: &Server, from: &str) -> Api {
         APP_SECRET,
         http_client(Some(from)),
     )
-}
-
-fn retry_after(r: &RawResp) -> u64 {
-    r.header("retry-after")
-        .unwrap_or_else(|| panic!("Retry-After missing: {r:?}"))
-        .parse()
-        .unwrap_or_else(|_| panic!("Retry-After not whole seconds: {r:?}"))
-}
-
-fn assert_429(r: &RawResp) -> Value {
-    assert_eq!(r.status, 429, "expected 429: {r:?} {}", r.text());
-    let v = r.json();
-    assert_eq!(v["error"], "Too Many Requests", "{v}");
-    assert_eq!(v["code"], "limit_exceeded", "{v}");
-    assert_eq!(v["status"], 429, "{v}");
-    v
-}
-
-/// A per-app budget's refusal: the one 429 body naming the budget, and
-/// `Retry-After: 1` (the budgets are per second).
-fn assert_app_429(r: &RawResp) {
-    let v = assert_429(r);
-    assert!(
-        v["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("per second")),
-        "{v}"
-    );
-    assert_eq!(retry_after(r), 1, "{r:?}");
-}
-
-async fn post(api: &Api, suffix: &str, body: Value) -> RawResp {
-    let body = body.to_string();
-    api.request_full(
-        "POST",
-        &api.path(suffix),
-        &[],
-        body.as_bytes(),
-        &Sign::default(),
-        &[],
-    )
-    .await
-}
-
-async fn read(api: &Api) -> RawResp {
-    api.request_full(
-        "GET",
-        &api.path("/channels"),
-        &[],
-        b"",
-        &Sign::default(),
-        &[],
-    )
-    .await
 }
 
 /// Lines of `server`'s log whose `event` field is `event`.
@@ -158,14 +105,14 @@ async fn api_limit_is_shared_by_the_nodes_and_refuses_like_the_memory_driver() {
         assert_eq!(m_api.get_channels_with(&[]).await.status, 200);
     }
     let expected = m_api.get_channels_with(&[]).await;
-    let expected_body = assert_429(&expected);
+    let expected_body = assert_429_body(&expected);
     assert_eq!(
         expected_body["message"],
         "Rate limit exceeded. Please try again later."
     );
     let expected_wait = retry_after(&expected);
     for r in &over {
-        assert_eq!(assert_429(r), expected_body, "the one 429 body");
+        assert_eq!(assert_429_body(r), expected_body, "the one 429 body");
         for h in ["content-type", "x-ratelimit-limit", "x-ratelimit-remaining"] {
             assert_eq!(r.header(h), expected.header(h), "{h}: {r:?}");
         }
@@ -270,16 +217,16 @@ async fn per_app_budgets_are_shared_by_the_nodes() {
     let (tag, spent, over) = loop {
         w.start().await;
         let tag = format!("refused-{}", w.retries());
-        let spent = post(
+        let spent = signed_post(
             &a_api,
             "/events",
-            json!({"name": "e", "channels": ["c-1", "c-2"], "data": "x"}),
+            &json!({"name": "e", "channels": ["c-1", "c-2"], "data": "x"}),
         )
         .await;
-        let over = post(
+        let over = signed_post(
             &b_api,
             "/events",
-            json!({"name": "e", "channel": "c-3", "data": tag}),
+            &json!({"name": "e", "channel": "c-3", "data": tag}),
         )
         .await;
         if w.conclusive(over.status == 429) {
@@ -298,10 +245,10 @@ async fn per_app_budgets_are_shared_by_the_nodes() {
     // The refused event never reaches the channel: a later one on the same
     // node (there is no bridge between nodes here) fences it.
     tokio::time::sleep(ms(1100)).await; // a full bucket again
-    let marker = post(
+    let marker = signed_post(
         &b_api,
         "/events",
-        json!({"name": "e", "channel": "c-3", "data": "marker"}),
+        &json!({"name": "e", "channel": "c-3", "data": "marker"}),
     )
     .await;
     assert_eq!(marker.status, 200, "{marker:?}");
@@ -320,10 +267,14 @@ async fn per_app_budgets_are_shared_by_the_nodes() {
     let (spent, over) = loop {
         w.start().await;
         let spent = [
-            post(&a_api, "/batch_events", batch("1")).await.status,
-            post(&b_api, "/batch_events", batch("2")).await.status,
+            signed_post(&a_api, "/batch_events", &batch("1"))
+                .await
+                .status,
+            signed_post(&b_api, "/batch_events", &batch("2"))
+                .await
+                .status,
         ];
-        let over = post(&a_api, "/batch_events", batch("3")).await;
+        let over = signed_post(&a_api, "/batch_events", &batch("3")).await;
         if w.conclusive(over.status == 429) {
             break (spent, over);
         }
@@ -335,8 +286,11 @@ async fn per_app_budgets_are_shared_by_the_nodes() {
     let mut w = prereq::Window::new("reads on A, B, A", ms(500), ms(1100));
     let (spent, over) = loop {
         w.start().await;
-        let spent = [read(&a_api).await.status, read(&b_api).await.status];
-        let over = read(&a_api).await;
+        let spent = [
+            signed_get(&a_api, "/channels").await.status,
+            signed_get(&b_api, "/channels").await.status,
+        ];
+        let over = signed_get(&a_api, "/channels").await;
         if w.conclusive(over.status == 429) {
             break (spent, over);
         }
@@ -371,8 +325,8 @@ async fn nodes_with_different_prefixes_do_not_share_counters() {
         ];
         assert_eq!(statuses, [200, 200], "{name} has a bucket of its own");
     }
-    assert_429(&e.get_channels_with(&[]).await);
-    assert_429(&w.get_channels_with(&[]).await);
+    assert_429_body(&e.get_channels_with(&[]).await);
+    assert_429_body(&w.get_channels_with(&[]).await);
     assert!(redis
         .keys("east:*")
         .contains(&"east:gcra:api:127.0.0.1".to_string()));
@@ -397,11 +351,11 @@ async fn shared_buckets_follow_the_trusted_client_address() {
     let xff = |v| [("X-Forwarded-For", v)];
     assert_eq!(a_api.get_channels_with(&xff("10.1.1.1")).await.status, 200);
     // The same forwarded client on the other node: its bucket is spent.
-    assert_429(&b_api.get_channels_with(&xff("10.1.1.1")).await);
+    assert_429_body(&b_api.get_channels_with(&xff("10.1.1.1")).await);
     // Another forwarded client has a bucket of its own.
     assert_eq!(b_api.get_channels_with(&xff("10.1.1.2")).await.status, 200);
     // One trusted hop: the rightmost entry is the client, whatever the left says.
-    assert_429(&a_api.get_channels_with(&xff("10.7.7.7, 10.1.1.2")).await);
+    assert_429_body(&a_api.get_channels_with(&xff("10.7.7.7, 10.1.1.2")).await);
     assert_eq!(
         redis.keys("hops:gcra:api:*"),
         ["hops:gcra:api:10.1.1.1", "hops:gcra:api:10.1.1.2"]
@@ -527,7 +481,7 @@ async fn a_redis_outage_falls_back_to_per_node_limits_at_once_and_recovers() {
         a_api.get_channels_with(&[]).await.status,
     ];
     assert_eq!(shared, [200, 200, 200]);
-    assert_429(&b_api.get_channels_with(&[]).await);
+    assert_429_body(&b_api.get_channels_with(&[]).await);
     assert!(redis
         .keys("outage:*")
         .contains(&"outage:gcra:api:127.0.5.1".to_string()));
@@ -571,7 +525,7 @@ async fn a_node_starts_and_limits_on_its_own_when_redis_is_unreachable() {
     let second = api.get_channels_with(&[]).await;
     assert_eq!(second.status, 200);
     assert_eq!(second.header("x-ratelimit-remaining"), Some("0"));
-    assert_429(&api.get_channels_with(&[]).await);
+    assert_429_body(&api.get_channels_with(&[]).await);
     assert_eq!(events(&server, "rate_limiter_redis_down"), 1);
 }
 

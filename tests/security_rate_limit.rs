@@ -12,6 +12,7 @@
 
 mod common;
 
+use common::limits::{assert_429_body, assert_app_429, retry_after, signed_get, signed_post};
 use common::prereq;
 use common::security::*;
 use common::*;
@@ -31,62 +32,6 @@ async fn limited(extra: &[(&str, &str)]) -> Server {
     ];
     env.extend_from_slice(extra);
     Server::start_app(&env).await
-}
-
-fn assert_429_body(r: &RawResp) -> Value {
-    assert_eq!(r.status, 429, "expected 429: {r:?}");
-    let v = r.json();
-    assert_eq!(v["error"], "Too Many Requests", "{v}");
-    assert_eq!(v["code"], "limit_exceeded", "{v}");
-    assert_eq!(v["status"], 429, "{v}");
-    assert!(
-        v["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "message missing: {v}"
-    );
-    assert!(
-        r.header("content-type")
-            .is_some_and(|c| c.starts_with("application/json")),
-        "429 must be JSON: {r:?}"
-    );
-    v
-}
-
-/// A signed POST (`suffix` under `/apps/{id}`), headers kept.
-async fn call(api: &Api, suffix: &str, body: &Value) -> RawResp {
-    let body = body.to_string();
-    api.request_full(
-        "POST",
-        &api.path(suffix),
-        &[],
-        body.as_bytes(),
-        &Sign::default(),
-        &[],
-    )
-    .await
-}
-
-/// A signed GET (`suffix` under `/apps/{id}`), headers kept.
-async fn read(api: &Api, suffix: &str) -> RawResp {
-    api.request_full("GET", &api.path(suffix), &[], b"", &Sign::default(), &[])
-        .await
-}
-
-/// A per-app refusal (backend events, reads): the same body as the
-/// per-address limiter's, saying which budget was exceeded, and a
-/// `Retry-After` of one second (the budgets are per second).
-fn assert_app_429(r: &RawResp) {
-    let v = assert_429_body(r);
-    assert!(
-        v["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("per second")),
-        "the message names the budget: {v}"
-    );
-    assert_eq!(
-        retry_after(r),
-        1,
-        "Retry-After of a per-second budget: {r:?}"
-    );
 }
 
 /// The WARN line of a per-app limit: event=rate_limited, limiter, app_id.
@@ -122,8 +67,8 @@ async fn budget_then_one_more(
     loop {
         w.start().await;
         let tag = format!("attempt-{}", w.retries());
-        let spent = call(api, spend.0, &spend.1(&tag)).await;
-        let over = call(api, one_more.0, &one_more.1(&tag)).await;
+        let spent = signed_post(api, spend.0, &spend.1(&tag)).await;
+        let over = signed_post(api, one_more.0, &one_more.1(&tag)).await;
         if w.conclusive(over.status == 429) {
             return (tag, spent, over);
         }
@@ -159,14 +104,6 @@ async fn expect_none_tagged(ws: &mut Ws, tag: &str, d: Duration) {
             Ok(f) => assert_ne!(f.data_str(), tag, "refused event delivered: {}", f.raw),
         }
     }
-}
-
-fn retry_after(r: &RawResp) -> u64 {
-    let shown = || format!("{} {:?} {}", r.status, r.headers, r.text());
-    r.header("retry-after")
-        .unwrap_or_else(|| panic!("Retry-After missing: {}", shown()))
-        .parse()
-        .unwrap_or_else(|_| panic!("Retry-After not whole seconds: {}", shown()))
 }
 
 #[tokio::test]
@@ -489,7 +426,7 @@ async fn backend_event_budget_counts_channels_and_batch_items() {
     }
     // more than the burst never passes, whenever it comes: one event to 3
     // channels is 3 events
-    let r = call(
+    let r = signed_post(
         &api,
         "/events",
         &json!({"name": "e", "channels": ["b-1", "b-2", "b-3"], "data": "x"}),
@@ -526,7 +463,7 @@ async fn backend_event_budget_counts_channels_and_batch_items() {
             .collect();
         json!({ "batch": items })
     };
-    assert_app_429(&call(&api, "/batch_events", &batch(3, "x")).await);
+    assert_app_429(&signed_post(&api, "/batch_events", &batch(3, "x")).await);
     let (tag, spent, over) = budget_then_one_more(
         &api,
         "a batch of 2, then a batch of 1",
@@ -562,12 +499,12 @@ async fn read_request_budget_refuses_the_next_read() {
     let (budget, over) = loop {
         w.start().await;
         let budget = [
-            read(&api, "/channels").await.status,
-            read(&api, "/channels/some-channel").await.status,
+            signed_get(&api, "/channels").await.status,
+            signed_get(&api, "/channels/some-channel").await.status,
         ];
         let over = [
-            read(&api, "/channels/presence-x/users").await,
-            read(&api, "/channels").await,
+            signed_get(&api, "/channels/presence-x/users").await,
+            signed_get(&api, "/channels").await,
         ];
         if w.conclusive(over.iter().all(|r| r.status == 429)) {
             break (budget, over);
@@ -582,7 +519,7 @@ async fn read_request_budget_refuses_the_next_read() {
     api.publish("some-channel", "e", "d").await;
     // the server's own word on when to come back
     tokio::time::sleep(Duration::from_secs(retry_after(&over[1]))).await;
-    assert_eq!(read(&api, "/channels").await.status, 200, "refilled");
+    assert_eq!(signed_get(&api, "/channels").await.status, 200, "refilled");
 }
 
 #[tokio::test]
@@ -715,8 +652,8 @@ async fn disabled_limiter_or_none_driver_lifts_the_ip_limits_only() {
         );
         let (first, second) = loop {
             w.start().await;
-            let first = call(&api, "/events", &body).await;
-            let second = call(&api, "/events", &body).await;
+            let first = signed_post(&api, "/events", &body).await;
+            let second = signed_post(&api, "/events", &body).await;
             if w.conclusive(second.status == 429) {
                 break (first, second);
             }

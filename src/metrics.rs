@@ -124,6 +124,24 @@ impl Metrics {
             "counter",
             s.received(),
         );
+        series(
+            "cluster_nodes",
+            "Other nodes this node hears from (not counting itself)",
+            "gauge",
+            s.peers(),
+        );
+        series(
+            "cluster_dead_nodes_total",
+            "Nodes declared dead after the node timeout without a heartbeat",
+            "counter",
+            s.dead_nodes(),
+        );
+        series(
+            "cluster_resyncs_total",
+            "Other nodes' whole state applied (a node joined or rejoined, or a missed change was repaired)",
+            "counter",
+            s.resyncs(),
+        );
         let name = "redis_relay_dropped_total";
         self.family(
             out,

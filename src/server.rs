@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard_actors::closing::{Conn, Transport};
 use switchyard_actors::hub::{Hubs, Timing};
-use switchyard_actors::registry::Registry;
+use switchyard_actors::registry::{Registry, TransitionListener};
 use switchyard_actors::session::SessionSettings;
 use switchyard_actors::stats::RateLimit;
 
@@ -183,18 +183,29 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    // Nobody listens to channel transitions yet (later: the bridge between
-    // nodes, for cluster occupancy, and webhooks).
+    // The bridge between nodes listens to channel transitions (it replicates
+    // this node's state to the others), so it exists before the registry.
+    let bridge = (config.adapter_driver == AdapterDriver::Redis).then(|| {
+        let stats = Arc::new(cluster::BridgeStats::default());
+        let (bridge, outbox) = cluster::Bridge::new(stats.clone());
+        (bridge, outbox, stats)
+    });
+    let mut listeners: Vec<Arc<dyn TransitionListener>> = Vec::new();
+    if let Some((bridge, _, _)) = &bridge {
+        listeners.push(bridge.clone());
+    }
     let registry = Registry::start(
         shards,
         Duration::from_secs(config.channel_limits.cache_ttl.max(1)),
-        Vec::new(),
+        listeners,
     );
     let apps = Arc::new(AppStore::new(std::mem::take(&mut config.apps)));
-    let cluster = if config.adapter_driver == AdapterDriver::Redis {
-        Some(join_cluster(&config, &registry, &apps).await?)
-    } else {
-        None
+    let cluster = match bridge {
+        Some((bridge, outbox, stats)) => {
+            join_cluster(&config, &registry, &apps, bridge, outbox).await?;
+            Some(stats)
+        }
+        None => None,
     };
     let grace = Duration::from_secs(config.shutdown_grace_period);
     let rl = &config.rate_limiter;
@@ -419,17 +430,20 @@ async fn join_cluster(
     config: &Config,
     registry: &Registry,
     apps: &Arc<AppStore>,
-) -> std::io::Result<Arc<cluster::BridgeStats>> {
+    bridge: Arc<cluster::Bridge>,
+    outbox: cluster::Outbox,
+) -> std::io::Result<()> {
     // `preflight` has refused an unusable address already.
     let target = cluster::Target::of(&config.redis).map_err(std::io::Error::other)?;
     let address = target.address.clone();
-    let stats = Arc::new(cluster::BridgeStats::default());
-    let (bridge, mut link) = cluster::start(
+    let mut link = cluster::start(
         target,
         cluster::events_channel(&config.adapter.prefix),
         registry.clone(),
         apps.clone(),
-        stats.clone(),
+        bridge.clone(),
+        outbox,
+        config.adapter.health,
     );
     if !registry.attach_cluster(bridge) {
         return Err(std::io::Error::other("a cluster was already attached"));
@@ -449,7 +463,7 @@ async fn join_cluster(
             cluster::STARTUP_WAIT
         );
     }
-    Ok(stats)
+    Ok(())
 }
 
 /// SIGTERM (orchestrators) or SIGINT (Ctrl-C); returns the signal's name.

@@ -81,6 +81,9 @@ pub struct App {
     pub limits: AppLimits,
     /// Live sockets of this app on this node, capped at `limits.max_connections`.
     connections: Arc<Capacity>,
+    /// Live sockets of this app on the other nodes of a cluster, as their
+    /// last heartbeats said; counted against `limits.max_connections`.
+    remote_connections: AtomicUsize,
     /// Counters for the metrics exporter.
     pub stats: Stats,
 }
@@ -100,13 +103,29 @@ impl App {
             allowed_origins: Vec::new(),
             limits: AppLimits::default(),
             connections: Arc::default(),
+            remote_connections: AtomicUsize::new(0),
             stats: Stats::default(),
         }
     }
 
-    /// Reserve a connection slot; `None` when the app is at `max_connections`.
+    /// Reserve a connection slot; `None` when the app is at `max_connections`
+    /// over the whole cluster (as far as this node knows: other nodes'
+    /// counts are as of their last heartbeat).
     pub fn try_connect(&self) -> Option<ConnectionSlot> {
-        self.connections.try_acquire(self.limits.max_connections)
+        let max = self.limits.max_connections;
+        if max == 0 {
+            return self.connections.try_acquire(0);
+        }
+        let elsewhere = self.remote_connections.load(Ordering::Relaxed);
+        if elsewhere >= max {
+            return None;
+        }
+        self.connections.try_acquire(max - elsewhere)
+    }
+
+    /// The app's live sockets on the other nodes (the bridge, on heartbeats).
+    pub fn set_remote_connections(&self, n: usize) {
+        self.remote_connections.store(n, Ordering::Relaxed);
     }
 
     pub fn connection_count(&self) -> usize {

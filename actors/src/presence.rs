@@ -90,6 +90,15 @@ impl Roster {
     /// `{"presence":{"ids":[…],"hash":{…},"count":n}}` as sent in
     /// `subscription_succeeded`.
     pub fn snapshot_json(&self) -> String {
+        self.snapshot_json_with(std::iter::empty())
+    }
+
+    /// [`Self::snapshot_json`] with the members of other nodes as well (a
+    /// user present here and there appears once, with this node's info).
+    pub fn snapshot_json_with<'a>(
+        &'a self,
+        others: impl Iterator<Item = (&'a Arc<str>, Option<&'a RawValue>)>,
+    ) -> String {
         #[derive(Serialize)]
         struct Presence<'a> {
             ids: Vec<&'a str>,
@@ -100,12 +109,15 @@ impl Roster {
         struct Wrapper<'a> {
             presence: Presence<'a>,
         }
-        let ids: Vec<&str> = self.members.keys().map(|k| &**k).collect();
-        let hash = self
+        let mut hash: HashMap<&str, Option<&RawValue>> = self
             .members
             .iter()
             .map(|(k, e)| (&**k, e.info.as_deref()))
             .collect();
+        for (id, info) in others {
+            hash.entry(&**id).or_insert(info);
+        }
+        let ids: Vec<&str> = hash.keys().copied().collect();
         serde_json::to_string(&Wrapper {
             presence: Presence {
                 count: ids.len(),

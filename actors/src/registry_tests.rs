@@ -5,8 +5,11 @@
 //! to `Registry::start` is told of.
 
 use crate::app::App;
+use crate::presence::Member;
 use crate::protocol::frames;
-use crate::registry::{Change, ChannelStats, ClientEvent, Cluster, Relayed, Transition};
+use crate::registry::{
+    Change, ChannelStats, ClientEvent, Cluster, NodeId, Relayed, RemoteChannelState, Transition,
+};
 use crate::session::SessionSettings;
 use crate::socket::SocketId;
 use crate::testing::*;
@@ -764,11 +767,18 @@ async fn an_event_sent_to_a_user_reaches_only_its_sockets() {
 /// A cluster that records what the registry relays, as the Redis bridge
 /// would take it.
 #[derive(Default)]
-struct Relays(std::sync::Mutex<Vec<Relayed>>);
+struct Relays(
+    std::sync::Mutex<Vec<Relayed>>,
+    std::sync::Mutex<Vec<String>>,
+);
 
 impl Cluster for Relays {
     fn relay(&self, event: Relayed) {
         self.0.lock().unwrap().push(event);
+    }
+
+    fn terminate_user(&self, app_id: &Arc<str>, user_id: &str) {
+        self.1.lock().unwrap().push(format!("{app_id}/{user_id}"));
     }
 }
 
@@ -894,4 +904,245 @@ async fn a_remote_event_reaches_local_subscribers_and_is_not_relayed_again() {
 
     // Nothing came back out: relaying it again would loop between nodes.
     assert_eq!(relays.take(), []);
+}
+
+#[actix::test]
+async fn terminate_connections_is_also_handed_to_the_other_nodes() {
+    let server = Server::start(test_app());
+    let relays = clustered(&server);
+    assert_eq!(terminate_user(&server, "42").await, 0, "nobody here");
+    assert_eq!(*relays.1.lock().unwrap(), [format!("{APP_ID}/42")]);
+}
+
+// ---- other nodes' state ----
+
+const NODE_B: NodeId = 0xb;
+const NODE_C: NodeId = 0xc;
+
+fn remote(channel: &str, change: Change) -> Transition {
+    Transition {
+        app_id: Arc::from(APP_ID),
+        channel: Arc::from(channel),
+        change,
+    }
+}
+
+fn remote_added(channel: &str, user_id: &str, name: &str) -> Transition {
+    remote(
+        channel,
+        Change::MemberAdded {
+            user_id: Arc::from(user_id),
+            user_info: Some(Arc::from(
+                RawValue::from_string(json!({ "name": name }).to_string()).unwrap(),
+            )),
+        },
+    )
+}
+
+fn remote_removed(channel: &str, user_id: &str) -> Transition {
+    remote(
+        channel,
+        Change::MemberRemoved {
+            user_id: Arc::from(user_id),
+        },
+    )
+}
+
+fn remote_count(channel: &str, count: usize) -> Transition {
+    remote(channel, Change::CountChanged { count })
+}
+
+fn node_state(channel: &str, count: usize, users: &[&str]) -> RemoteChannelState {
+    RemoteChannelState {
+        app_id: Arc::from(APP_ID),
+        channel: Arc::from(channel),
+        count,
+        members: users
+            .iter()
+            .map(|id| Member {
+                user_id: Arc::from(*id),
+                user_info: None,
+            })
+            .collect(),
+    }
+}
+
+async fn expect_member(socket: &mut TestSocket, event: &str, user_id: &str) {
+    let e = socket
+        .expect_channel_event(&format!("pusher_internal:{event}"), ROOM)
+        .await;
+    assert_eq!(e.data()["user_id"], user_id, "{event}");
+}
+
+#[actix::test]
+async fn a_user_on_several_nodes_is_announced_once_and_listed_once() {
+    let server = Server::start(test_app());
+    let mut ada = server.connect().await;
+    ada.join_presence(ROOM, "1", json!({"name": "Ada"})).await;
+
+    // Bob's first socket anywhere (node B): news.
+    server.registry.apply_remote(
+        NODE_B,
+        vec![remote_added(ROOM, "2", "Bob"), remote_count(ROOM, 1)],
+    );
+    let added = ada
+        .expect_channel_event("pusher_internal:member_added", ROOM)
+        .await;
+    assert_eq!(
+        added.data(),
+        json!({"user_id": "2", "user_info": {"name": "Bob"}})
+    );
+    // Bob on node C as well, then here: not news.
+    server.registry.apply_remote(
+        NODE_C,
+        vec![remote_added(ROOM, "2", "Bob"), remote_count(ROOM, 1)],
+    );
+    let mut bob = server.connect().await;
+    let roster = bob.join_presence(ROOM, "2", json!({"name": "Bob"})).await;
+    assert_eq!(sorted_ids(&roster), ["1", "2"]);
+    assert_eq!(roster["count"], 2);
+    ada.expect_silence().await;
+
+    // A newcomer sees the members of every node, each once.
+    let mut cy = server.connect().await;
+    let roster = cy.join_presence(ROOM, "3", json!({"name": "Cy"})).await;
+    assert_eq!(sorted_ids(&roster), ["1", "2", "3"]);
+    assert_eq!(roster["hash"]["2"], json!({"name": "Bob"}));
+    expect_member(&mut ada, "member_added", "3").await;
+    assert_eq!(server.presence_users(ROOM).await, ["1", "2", "3"]);
+    let info = server.channel_info(ROOM).await;
+    assert_eq!(
+        info.stats,
+        Some(stats(ROOM, 5, Some(3))),
+        "3 here + 1 on B + 1 on C"
+    );
+
+    // Bob leaves here, then node B: still on C, nothing to tell.
+    bob.close().await;
+    server.registry.apply_remote(
+        NODE_B,
+        vec![remote_removed(ROOM, "2"), remote_count(ROOM, 0)],
+    );
+    ada.expect_silence().await;
+    // Node C dies: Bob is gone from the cluster.
+    server.registry.forget_node(NODE_C);
+    expect_member(&mut ada, "member_removed", "2").await;
+    expect_member(&mut cy, "member_removed", "2").await;
+    let info = server.channel_info(ROOM).await;
+    assert_eq!(info.stats, Some(stats(ROOM, 2, Some(2))));
+    ada.expect_silence().await;
+}
+
+#[actix::test]
+async fn a_snapshot_replaces_a_nodes_state_and_only_the_difference_is_told() {
+    let server = Server::start(test_app());
+    let mut ada = server.connect().await;
+    ada.join_presence(ROOM, "1", json!({"name": "Ada"})).await;
+
+    server.registry.replace_node(
+        NODE_B,
+        vec![
+            node_state(ROOM, 3, &["2", "3"]),
+            node_state("orders", 4, &[]),
+        ],
+    );
+    let mut told = vec![];
+    for _ in 0..2 {
+        let e = ada
+            .expect_channel_event("pusher_internal:member_added", ROOM)
+            .await;
+        told.push(e.data()["user_id"].as_str().unwrap().to_string());
+    }
+    told.sort();
+    assert_eq!(told, ["2", "3"]);
+
+    // Again, with user 2 gone and 4 new; `orders` emptied on B.
+    server
+        .registry
+        .replace_node(NODE_B, vec![node_state(ROOM, 2, &["3", "4"])]);
+    expect_member(&mut ada, "member_removed", "2").await;
+    expect_member(&mut ada, "member_added", "4").await;
+    ada.expect_silence().await;
+    assert!(server
+        .list_channels(None)
+        .await
+        .iter()
+        .all(|c| &*c.name != "orders"));
+
+    // Forgotten: everyone it held leaves.
+    server.registry.forget_node(NODE_B);
+    let mut told = vec![];
+    for _ in 0..2 {
+        let e = ada
+            .expect_channel_event("pusher_internal:member_removed", ROOM)
+            .await;
+        told.push(e.data()["user_id"].as_str().unwrap().to_string());
+    }
+    told.sort();
+    assert_eq!(told, ["3", "4"]);
+    assert_eq!(server.presence_users(ROOM).await, ["1"]);
+}
+
+#[actix::test]
+async fn channels_counts_and_limits_cover_the_other_nodes() {
+    let mut app = test_app();
+    app.enable_subscription_count = true;
+    app.limits.max_presence_members_per_channel = 2;
+    let server = Server::start(app);
+    let mut a = server.connect().await;
+    a.join("orders").await;
+    a.expect_channel_event("pusher_internal:subscription_count", "orders")
+        .await;
+
+    // Subscribers elsewhere: counted, and told to local subscribers.
+    server.registry.apply_remote(
+        NODE_B,
+        vec![remote_count("orders", 2), remote_count("news", 1)],
+    );
+    let e = a
+        .expect_channel_event("pusher_internal:subscription_count", "orders")
+        .await;
+    assert_eq!(e.data(), json!({ "subscription_count": 3 }));
+    let mut listed: Vec<(String, usize)> = server
+        .list_channels(None)
+        .await
+        .into_iter()
+        .map(|c| (c.name.to_string(), c.subscription_count))
+        .collect();
+    listed.sort();
+    assert_eq!(listed, [("news".into(), 1), ("orders".into(), 3)]);
+    assert_eq!(
+        server.channel_info("news").await.stats,
+        Some(stats("news", 1, None)),
+        "occupied on another node only"
+    );
+    // A local subscriber's count includes the other nodes'.
+    let mut b = server.connect().await;
+    b.join("orders").await;
+    let e = a
+        .expect_channel_event("pusher_internal:subscription_count", "orders")
+        .await;
+    assert_eq!(e.data(), json!({ "subscription_count": 4 }));
+
+    // Presence: two distinct users over the cluster fill the channel.
+    server.registry.apply_remote(
+        NODE_B,
+        vec![remote_added(ROOM, "2", "Bob"), remote_count(ROOM, 1)],
+    );
+    let mut ada = server.connect().await;
+    ada.join_presence(ROOM, "1", json!({"name": "Ada"})).await;
+    let mut cy = server.connect().await;
+    cy.subscribe_presence(ROOM, "3", json!({"name": "Cy"}));
+    cy.expect_subscription_error(ROOM, "LimitReached").await;
+    // A user already present elsewhere still gets in.
+    let mut bob = server.connect().await;
+    bob.join_presence(ROOM, "2", json!({"name": "Bob"})).await;
+
+    server.registry.forget_node(NODE_B);
+    server.sync().await;
+    assert_eq!(server.channel_info("news").await.stats, None);
+    assert_eq!(
+        server.channel_info("orders").await.stats,
+        Some(stats("orders", 2, None))
+    );
 }

@@ -1,5 +1,12 @@
 //! The Redis bridge: two connections to Redis and the tasks that drive them.
 //!
+//! Besides events, the nodes exchange control messages ([`super::control`]):
+//! heartbeats (liveness, connections per app, the last state change), each
+//! node's channel state as numbered deltas and snapshots ([`super::mirror`]
+//! keeps this node's), snapshot requests and `terminate_connections`.
+//! [`super::peers`] tracks what was heard from whom; a node silent for the
+//! node timeout is forgotten, its presence members removed everywhere.
+//!
 //! Tokio tasks rather than an actix actor: the work is two long-lived loops
 //! that hold their connections across awaits (drain the relay queue into
 //! PUBLISHes; read the subscription into the registry), and what feeds them
@@ -16,8 +23,12 @@
 //! answer was lost may have reached the other nodes, and an event must never
 //! arrive twice.
 
+use super::control::{self, AppConnections, ChangeKind, Control};
 use super::envelope::{self, Envelope};
+use super::mirror::Mirror;
+use super::peers::{DeltaVerdict, Peers};
 use super::stats::{BridgeStats, DropReason};
+use super::Health;
 use crate::apps::AppStore;
 use crate::config::RedisConfig;
 use bytestring::ByteString;
@@ -28,7 +39,10 @@ use redis::IntoConnectionInfo;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use switchyard_actors::registry::{Cluster, Registry, Relayed};
+use switchyard_actors::presence::Member;
+use switchyard_actors::registry::{
+    Change, Cluster, Registry, Relayed, RemoteChannelState, Transition, TransitionListener,
+};
 use tokio::sync::{mpsc, watch};
 
 /// Events waiting for Redis, at most. Past it relays are dropped and
@@ -38,10 +52,6 @@ pub const QUEUE: usize = 10_000;
 const BATCH: usize = 128;
 /// Opening a connection, and each answer on it.
 const TIMEOUT: Duration = Duration::from_secs(2);
-/// How often an idle session checks that Redis still answers (a Redis that
-/// hangs without closing its sockets is otherwise noticed only at the next
-/// publish).
-const PING_EVERY: Duration = Duration::from_secs(2);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -57,6 +67,20 @@ pub enum BridgeError {
     #[error("the relay queue closed")]
     QueueClosed,
 }
+
+/// What waits to be published, in order.
+pub enum Outbound {
+    Event(Relayed),
+    /// An encoded control message (a delta, a request).
+    Control(Vec<u8>),
+    /// This node's snapshot, taken when it is published (the latest state;
+    /// deltas queued before it carry lower numbers and are ignored by
+    /// whoever applies it).
+    Snapshot,
+}
+
+/// The receiving end of the queue, handed to [`start`].
+pub struct Outbox(mpsc::Receiver<Outbound>);
 
 /// The bridge as start-up waits for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,84 +126,152 @@ impl Target {
     }
 }
 
-/// The registry's [`Cluster`]: what shards and HTTP workers call to relay.
+/// The registry's seam to the other nodes, both ways: the [`Cluster`] that
+/// shards and HTTP workers call to relay, and the [`TransitionListener`]
+/// that turns this node's state changes into deltas for the others.
 pub struct Bridge {
-    queue: mpsc::Sender<Relayed>,
+    /// This process, in everything it sends; random, so two nodes never
+    /// share one even when configured alike.
+    id: u64,
+    queue: mpsc::Sender<Outbound>,
     stats: Arc<BridgeStats>,
+    mirror: Mirror,
+    /// A snapshot is queued and not yet taken: requests meanwhile are
+    /// answered by it.
+    snapshot_queued: AtomicBool,
     /// The first overflow is logged; the counter tells the rest.
     overflowed: AtomicBool,
 }
 
-impl Cluster for Bridge {
-    fn relay(&self, event: Relayed) {
+impl Bridge {
+    /// The bridge and its queue's receiving end, before the registry exists
+    /// (the registry is started with the bridge as a listener).
+    pub fn new(stats: Arc<BridgeStats>) -> (Arc<Bridge>, Outbox) {
+        let (queue, outbox) = mpsc::channel(QUEUE);
+        let bridge = Bridge {
+            id: rand::random(),
+            queue,
+            stats,
+            mirror: Mirror::default(),
+            snapshot_queued: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
+        };
+        (Arc::new(bridge), Outbox(outbox))
+    }
+
+    /// Queue a message unless disconnected; `false` if it was dropped.
+    fn enqueue(&self, item: Outbound) -> bool {
         // Disconnected: dropped now rather than delivered late, after the
-        // outage, to clients that have moved on.
+        // outage, to clients that have moved on (state is resent whole on
+        // reconnection).
         if !self.stats.connected() {
-            self.stats.add_dropped(DropReason::Disconnected, 1);
-            return;
+            return false;
         }
-        match self.queue.try_send(event) {
-            Ok(()) => {}
+        match self.queue.try_send(item) {
+            Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.stats.add_dropped(DropReason::QueueFull, 1);
                 if !self.overflowed.swap(true, Ordering::Relaxed) {
                     warn!(
                         event = "redis_relay_overflow";
-                        "the relay queue is full ({QUEUE} events): Redis is slower than this \
+                        "the relay queue is full ({QUEUE} messages): Redis is slower than this \
                          node's publishers, events are dropped for other nodes (counted in \
                          redis_relay_dropped_total; logged once)"
                     );
                 }
+                false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.stats.add_dropped(DropReason::Disconnected, 1)
-            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn send_control(&self, message: &Control) -> bool {
+        let mut buf = Vec::new();
+        control::encode(&mut buf, message);
+        self.enqueue(Outbound::Control(buf))
+    }
+
+    /// Queue this node's snapshot unless one is already waiting.
+    fn queue_snapshot(&self) {
+        if !self.snapshot_queued.swap(true, Ordering::AcqRel) && !self.enqueue(Outbound::Snapshot) {
+            self.snapshot_queued.store(false, Ordering::Release);
         }
     }
 }
 
-/// Start the bridge on its own arbiter: it connects, subscribes to
-/// `channel`, delivers what other nodes publish there through
-/// `registry` and publishes what this node relays. Returns the handle to
-/// attach to the registry and the link state start-up waits on.
+impl Cluster for Bridge {
+    fn relay(&self, event: Relayed) {
+        if !self.enqueue(Outbound::Event(event)) {
+            let reason = if self.stats.connected() {
+                DropReason::QueueFull
+            } else {
+                DropReason::Disconnected
+            };
+            self.stats.add_dropped(reason, 1);
+        }
+    }
+
+    fn terminate_user(&self, app_id: &Arc<str>, user_id: &str) {
+        self.send_control(&Control::Terminate {
+            node: self.id,
+            app_id: app_id.to_string(),
+            user_id: user_id.to_string(),
+        });
+    }
+}
+
+impl TransitionListener for Bridge {
+    /// Numbered and queued under the mirror's lock, so the queue holds the
+    /// deltas in number order. Dropped (disconnected, queue full) deltas
+    /// still take their number: peers notice the gap and ask for a snapshot.
+    fn on_transitions(&self, batch: &[Transition]) {
+        let mut mirror = self.mirror.lock();
+        if let Some(delta) = mirror.apply(self.id, batch) {
+            self.send_control(&delta);
+        }
+    }
+}
+
+/// Start the bridge's tasks on their own arbiter: connect, subscribe to
+/// `channel`, deliver what other nodes publish there through `registry`,
+/// publish what this node relays, exchange heartbeats and state. Returns
+/// the link state start-up waits on.
 pub fn start(
     target: Target,
     channel: String,
     registry: Registry,
     apps: Arc<AppStore>,
-    stats: Arc<BridgeStats>,
-) -> (Arc<Bridge>, watch::Receiver<Link>) {
-    let (queue, outbox) = mpsc::channel(QUEUE);
+    bridge: Arc<Bridge>,
+    outbox: Outbox,
+    health: Health,
+) -> watch::Receiver<Link> {
     let (link_tx, link) = watch::channel(Link::Connecting);
     let node = Node {
-        id: rand::random(),
+        id: bridge.id,
+        bridge: bridge.clone(),
         channel,
         address: target.address.clone(),
         registry,
         apps,
-        stats: stats.clone(),
+        stats: bridge.stats.clone(),
+        health,
     };
     let arbiter = actix::Arbiter::new();
-    arbiter.spawn(supervise(target.client, node, outbox, link_tx));
-    let bridge = Bridge {
-        queue,
-        stats,
-        overflowed: AtomicBool::new(false),
-    };
-    (Arc::new(bridge), link)
+    arbiter.spawn(supervise(target.client, node, outbox.0, link_tx));
+    link
 }
 
 /// What both directions need.
 struct Node {
-    /// This process, in each envelope it sends; random, so two nodes never
-    /// share one even when configured alike.
+    /// This process, in each envelope it sends.
     id: u64,
+    bridge: Arc<Bridge>,
     /// The prefixed pub/sub channel of the cluster.
     channel: String,
     address: String,
     registry: Registry,
     apps: Arc<AppStore>,
     stats: Arc<BridgeStats>,
+    health: Health,
 }
 
 /// Open sessions for as long as the process runs: log once when Redis goes
@@ -187,10 +279,11 @@ struct Node {
 async fn supervise(
     client: redis::Client,
     node: Node,
-    mut outbox: mpsc::Receiver<Relayed>,
+    mut outbox: mpsc::Receiver<Outbound>,
     link: watch::Sender<Link>,
 ) {
     let mut backoff = BACKOFF_FIRST;
+    let mut peers = Peers::default();
     // Some while Redis is away and that has been logged.
     let mut outage: Option<Instant> = None;
     loop {
@@ -198,8 +291,17 @@ async fn supervise(
             Ok(session) => {
                 // Queued before this session (the moment the last one broke):
                 // stale, dropped like any relay while disconnected.
-                discard(&mut outbox, &node.stats);
+                discard(&mut outbox, &node.bridge);
                 node.stats.set_connected(true);
+                // Whatever changed while cut off was not seen: every node
+                // (this one included) sends its whole state again. Peers are
+                // given time to reconnect before any is declared dead.
+                peers.rejoin(Instant::now(), BACKOFF_MAX + node.health.node_timeout);
+                node.bridge.queue_snapshot();
+                node.bridge.send_control(&Control::Sync {
+                    node: node.id,
+                    target: None,
+                });
                 link.send_replace(Link::Up);
                 match outage.take() {
                     Some(since) => info!(
@@ -215,10 +317,10 @@ async fn supervise(
                     ),
                 }
                 let started = Instant::now();
-                let reason = session.run(&node, &mut outbox).await;
+                let reason = session.run(&node, &mut outbox, &mut peers).await;
                 node.stats.set_connected(false);
                 link.send_replace(Link::Down);
-                discard(&mut outbox, &node.stats);
+                discard(&mut outbox, &node.bridge);
                 error!(
                     event = "redis_unavailable", address = node.address.as_str();
                     "lost Redis at {}: {reason}; this node does not see other nodes until it \
@@ -252,13 +354,17 @@ async fn supervise(
     }
 }
 
-/// Drop (and count) whatever waits in the queue.
-fn discard(outbox: &mut mpsc::Receiver<Relayed>, stats: &BridgeStats) {
+/// Drop whatever waits in the queue, counting the events.
+fn discard(outbox: &mut mpsc::Receiver<Outbound>, bridge: &Bridge) {
     let mut n = 0;
-    while outbox.try_recv().is_ok() {
-        n += 1;
+    while let Ok(item) = outbox.try_recv() {
+        match item {
+            Outbound::Event(_) => n += 1,
+            Outbound::Snapshot => bridge.snapshot_queued.store(false, Ordering::Release),
+            Outbound::Control(_) => {}
+        }
     }
-    stats.add_dropped(DropReason::Disconnected, n);
+    bridge.stats.add_dropped(DropReason::Disconnected, n);
 }
 
 async fn within<T, E>(f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, BridgeError>
@@ -285,8 +391,14 @@ async fn open(client: &redis::Client, channel: &str) -> Result<Session, BridgeEr
 
 /// What the outbound side does next.
 enum Step {
-    Relay(Option<Relayed>),
-    Ping,
+    Relay(Option<Outbound>),
+    Heartbeat,
+}
+
+/// What the inbound side does next.
+enum Heard {
+    Message(Option<redis::Msg>),
+    Check,
 }
 
 struct Session {
@@ -296,7 +408,12 @@ struct Session {
 
 impl Session {
     /// Relay in both directions until a connection fails; returns why.
-    async fn run(self, node: &Node, outbox: &mut mpsc::Receiver<Relayed>) -> BridgeError {
+    async fn run(
+        self,
+        node: &Node,
+        outbox: &mut mpsc::Receiver<Outbound>,
+        peers: &mut Peers,
+    ) -> BridgeError {
         let Session {
             mut publisher,
             pubsub,
@@ -309,21 +426,33 @@ impl Session {
         // the inbound side ends the session meanwhile, they count as dropped.
         let in_flight = AtomicU64::new(0);
         let inbound = async {
-            while let Some(msg) = stream.next().await {
-                node.receive(msg.get_payload_bytes()).await;
+            let mut check = tokio::time::interval(node.health.cleanup_interval);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let heard = tokio::select! {
+                    biased;
+                    msg = stream.next() => Heard::Message(msg),
+                    _ = check.tick() => Heard::Check,
+                };
+                match heard {
+                    Heard::Message(Some(msg)) => node.receive(msg.get_payload_bytes(), peers).await,
+                    Heard::Message(None) => return BridgeError::SubscriptionClosed,
+                    Heard::Check => node.expire(peers),
+                }
             }
-            BridgeError::SubscriptionClosed
         };
         let outbound = async {
             let mut pipe = redis::pipe();
             let mut buf = Vec::new();
-            let mut ping = tokio::time::interval(PING_EVERY);
-            ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Also how a session notices a Redis that hangs without closing
+            // its sockets: the heartbeat's PUBLISH times out.
+            let mut heartbeat = tokio::time::interval(node.health.heartbeat_interval);
+            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let step = tokio::select! {
                     biased;
                     event = outbox.recv() => Step::Relay(event),
-                    _ = ping.tick() => Step::Ping,
+                    _ = heartbeat.tick() => Step::Heartbeat,
                 };
                 match step {
                     // The handle lives as long as the registry, which
@@ -341,8 +470,14 @@ impl Session {
                         }
                         node.stats.add_sent(n);
                     }
-                    Step::Ping => {
-                        if let Err(e) = redis::cmd("PING").exec_async(&mut publisher).await {
+                    Step::Heartbeat => {
+                        node.heartbeat(&mut buf);
+                        let result = redis::cmd("PUBLISH")
+                            .arg(&node.channel)
+                            .arg(buf.as_slice())
+                            .exec_async(&mut publisher)
+                            .await;
+                        if let Err(e) = result {
                             return e.into();
                         }
                     }
@@ -368,40 +503,111 @@ impl Node {
         &self,
         pipe: &mut redis::Pipeline,
         buf: &mut Vec<u8>,
-        first: Relayed,
-        outbox: &mut mpsc::Receiver<Relayed>,
+        first: Outbound,
+        outbox: &mut mpsc::Receiver<Outbound>,
     ) -> u64 {
         pipe.clear();
         let sent_us = now_us();
         let mut next = Some(first);
-        let mut n = 0;
-        while let Some(event) = next.take() {
-            envelope::encode(
-                buf,
-                &Envelope {
-                    node: self.id,
-                    sent_us,
-                    except: event.except,
-                    app_id: &event.app_id,
-                    channel: &event.channel,
-                    frame: &event.frame,
-                },
-            );
-            pipe.cmd("PUBLISH")
-                .arg(&self.channel)
-                .arg(buf.as_slice())
-                .ignore();
-            n += 1;
-            if n < BATCH as u64 {
+        let mut taken = 0;
+        // Events only: what the relay counters count.
+        let mut events = 0;
+        while let Some(item) = next.take() {
+            let bytes: &[u8] = match &item {
+                Outbound::Event(event) => {
+                    events += 1;
+                    envelope::encode(
+                        buf,
+                        &Envelope {
+                            node: self.id,
+                            sent_us,
+                            except: event.except,
+                            app_id: &event.app_id,
+                            channel: &event.channel,
+                            frame: &event.frame,
+                        },
+                    );
+                    buf
+                }
+                Outbound::Control(bytes) => bytes,
+                Outbound::Snapshot => {
+                    // Taken now: requests from here on need a new one.
+                    self.bridge.snapshot_queued.store(false, Ordering::Release);
+                    let snapshot = self.bridge.mirror.lock().snapshot(self.id);
+                    control::encode(buf, &snapshot);
+                    buf
+                }
+            };
+            pipe.cmd("PUBLISH").arg(&self.channel).arg(bytes).ignore();
+            taken += 1;
+            if taken < BATCH {
                 next = outbox.try_recv().ok();
             }
         }
-        n
+        events
     }
 
-    /// One message from the cluster channel: another node's event, delivered
-    /// to this node's subscribers; this node's own echo is ignored.
-    async fn receive(&self, payload: &[u8]) {
+    /// This node's heartbeat, into `buf`.
+    fn heartbeat(&self, buf: &mut Vec<u8>) {
+        let seq = self.bridge.mirror.lock().seq();
+        let connections = self
+            .apps
+            .all()
+            .filter_map(|app| {
+                let count = app.connection_count();
+                (count > 0).then(|| AppConnections {
+                    app_id: app.id.to_string(),
+                    count,
+                })
+            })
+            .collect();
+        control::encode(
+            buf,
+            &Control::Heartbeat {
+                node: self.id,
+                seq,
+                connections,
+            },
+        );
+    }
+
+    /// Forget nodes silent for longer than the node timeout.
+    fn expire(&self, peers: &mut Peers) {
+        if !self.health.enabled {
+            return;
+        }
+        let dead = peers.expire(Instant::now(), self.health.node_timeout);
+        if dead.is_empty() {
+            return;
+        }
+        for node in &dead {
+            warn!(
+                event = "cluster_node_lost", node = format!("{node:016x}").as_str();
+                "node {node:016x} has not been heard from for {:?}: its connections are \
+                 removed from this node's view (member_removed sent)",
+                self.health.node_timeout
+            );
+            self.registry.forget_node(*node);
+        }
+        self.stats.add_dead_nodes(dead.len() as u64);
+        self.stats.set_peers(peers.len() as u64);
+        self.update_connections(peers);
+    }
+
+    /// Every app's connections on the other nodes, for its limit.
+    fn update_connections(&self, peers: &Peers) {
+        for app in self.apps.all() {
+            app.set_remote_connections(peers.connections(&app.id));
+        }
+    }
+
+    /// One message from the cluster channel: another node's event,
+    /// delivered to this node's subscribers, or a control message; this
+    /// node's own echo is ignored.
+    async fn receive(&self, payload: &[u8], peers: &mut Peers) {
+        if control::is_control(payload) {
+            return self.control(payload, peers).await;
+        }
         let e = match envelope::decode(payload) {
             Ok(e) => e,
             Err(reason) => {
@@ -412,6 +618,10 @@ impl Node {
         };
         if e.node == self.id {
             return;
+        }
+        if peers.heard(e.node, Instant::now()) {
+            self.ask_snapshot(e.node);
+            self.stats.set_peers(peers.len() as u64);
         }
         let Some(app) = self.apps.by_id(e.app_id) else {
             self.stats.add_dropped(DropReason::UnknownApp, 1);
@@ -437,4 +647,131 @@ fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+impl Node {
+    fn ask_snapshot(&self, target: u64) {
+        self.bridge.send_control(&Control::Sync {
+            node: self.id,
+            target: Some(target),
+        });
+    }
+
+    async fn control(&self, payload: &[u8], peers: &mut Peers) {
+        let message = match control::decode(payload) {
+            Ok(m) => m,
+            Err(reason) => {
+                debug!("ignored a message on {}: {reason}", self.channel);
+                self.stats.add_dropped(DropReason::Malformed, 1);
+                return;
+            }
+        };
+        let from = message.node();
+        if from == self.id {
+            return;
+        }
+        if peers.heard(from, Instant::now()) {
+            self.stats.set_peers(peers.len() as u64);
+            info!(
+                event = "cluster_node_joined", node = format!("{from:016x}").as_str();
+                "node {from:016x} joined the cluster"
+            );
+            // Its state is needed before its deltas mean anything, unless
+            // this is it (or it is about to send it, having rejoined).
+            if !matches!(
+                message,
+                Control::Snapshot { .. } | Control::Sync { target: None, .. }
+            ) {
+                self.ask_snapshot(from);
+            }
+        }
+        match message {
+            Control::Heartbeat {
+                seq, connections, ..
+            } => {
+                let connections = connections
+                    .into_iter()
+                    .map(|c| (c.app_id, c.count))
+                    .collect();
+                if peers.heartbeat(from, seq, connections) {
+                    self.ask_snapshot(from);
+                }
+                self.update_connections(peers);
+            }
+            Control::Delta { seq, changes, .. } => match peers.delta(from, seq) {
+                DeltaVerdict::Apply => {
+                    let changes = changes
+                        .into_iter()
+                        .filter_map(|c| self.transition(c))
+                        .collect();
+                    self.registry.apply_remote(from, changes);
+                }
+                DeltaVerdict::Ignore => {}
+                DeltaVerdict::AskSnapshot => {
+                    debug!("missed a state change of node {from:016x}: asking for its snapshot");
+                    self.ask_snapshot(from);
+                }
+            },
+            Control::Snapshot { seq, channels, .. } => {
+                let channels = channels
+                    .into_iter()
+                    .filter_map(|c| {
+                        let app = self.apps.by_id(&c.app_id)?;
+                        Some(RemoteChannelState {
+                            app_id: app.id.clone(),
+                            channel: Arc::from(c.channel),
+                            count: c.count,
+                            members: c
+                                .members
+                                .into_iter()
+                                .map(|(user_id, info)| Member {
+                                    user_id: Arc::from(user_id),
+                                    user_info: control::user_info(info),
+                                })
+                                .collect(),
+                        })
+                    })
+                    .collect();
+                self.registry.replace_node(from, channels);
+                peers.snapshot(from, seq);
+                self.stats.add_resync();
+            }
+            Control::Sync { target, .. } => {
+                if target.is_none_or(|t| t == self.id) {
+                    self.bridge.queue_snapshot();
+                }
+            }
+            Control::Terminate {
+                app_id, user_id, ..
+            } => {
+                let Some(app) = self.apps.by_id(&app_id) else {
+                    return;
+                };
+                if let Err(e) = self.registry.terminate_user_here(&app.id, &user_id).await {
+                    debug!("terminate_connections from another node failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// A delta's change as the registry takes it; `None` for an app this
+    /// node does not serve.
+    fn transition(&self, c: control::StateChange) -> Option<Transition> {
+        let app = self.apps.by_id(&c.app_id)?;
+        let change = match c.kind {
+            ChangeKind::Count { count } => Change::CountChanged { count },
+            ChangeKind::MemberAdded { user_id, user_info } => Change::MemberAdded {
+                user_id: Arc::from(user_id),
+                user_info: control::user_info(user_info),
+            },
+            ChangeKind::MemberRemoved { user_id } => Change::MemberRemoved {
+                user_id: Arc::from(user_id),
+            },
+        };
+        Some(Transition {
+            app_id: app.id.clone(),
+            channel: Arc::from(c.channel),
+            change,
+        })
+    }
 }

@@ -10,6 +10,10 @@
 //! - `bridge`: the connections, the relay queue and the two directions.
 //! - `envelope`: what crosses Redis for one event (a small binary header
 //!   and the frame bytes as local clients get them).
+//! - `control`: what else nodes tell each other (heartbeats, state deltas
+//!   and snapshots, requests), as JSON.
+//! - `mirror`: this node's channel state as the others must know it.
+//! - `peers`: the other nodes as heard here (liveness, applied changes).
 //! - `stats`: connectivity and counters for `/up` and the metrics.
 //!
 //! Every Redis key and channel carries the cluster's prefix
@@ -17,10 +21,13 @@
 //! prefixes share a Redis without seeing each other.
 
 mod bridge;
+mod control;
 mod envelope;
+mod mirror;
+mod peers;
 mod stats;
 
-pub use bridge::{start, Bridge, BridgeError, Link, Target, QUEUE};
+pub use bridge::{start, Bridge, BridgeError, Link, Outbox, Target, QUEUE};
 pub use stats::{BridgeStats, DropReason, LATENCY_BUCKETS};
 
 /// How long start-up waits for the first subscription before the listeners
@@ -33,4 +40,18 @@ pub const STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// cluster on the same Redis and prefix is not disturbed by it.
 pub fn events_channel(prefix: &str) -> String {
     format!("{prefix}switchyard#events")
+}
+
+/// How nodes watch each other (`cluster_health.*`, `CLUSTER_HEALTH_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    /// Off: a silent node is never forgotten (its members stay until it
+    /// comes back). Heartbeats are still sent.
+    pub enabled: bool,
+    pub heartbeat_interval: std::time::Duration,
+    /// Silent this long: dead.
+    pub node_timeout: std::time::Duration,
+    /// How often silence is checked. A dead node is forgotten at most
+    /// `node_timeout + cleanup_interval` after its last heartbeat.
+    pub cleanup_interval: std::time::Duration,
 }

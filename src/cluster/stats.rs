@@ -56,6 +56,10 @@ pub struct BridgeStats {
     /// Per bucket (not cumulative), then one for `+Inf`.
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_us: AtomicU64,
+    /// Other nodes heard from and not (yet) declared dead.
+    peers: AtomicU64,
+    dead_nodes: AtomicU64,
+    resyncs: AtomicU64,
 }
 
 impl BridgeStats {
@@ -88,6 +92,34 @@ impl BridgeStats {
 
     pub(super) fn add_dropped(&self, reason: DropReason, n: u64) {
         self.dropped[reason as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Other nodes currently known (heard from, not declared dead).
+    pub fn peers(&self) -> u64 {
+        self.peers.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_peers(&self, n: u64) {
+        self.peers.store(n, Ordering::Relaxed);
+    }
+
+    /// Nodes declared dead (silent for the node timeout) since start.
+    pub fn dead_nodes(&self) -> u64 {
+        self.dead_nodes.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn add_dead_nodes(&self, n: u64) {
+        self.dead_nodes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Other nodes' snapshots applied (a node joined or rejoined, or a
+    /// missed change was repaired).
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn add_resync(&self) {
+        self.resyncs.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One event received from another node, `latency` after it was sent.

@@ -213,6 +213,7 @@ pub(crate) fn build(
         adapter: AdapterConfig {
             prefix: String::new(),
             requests_timeout_ms: adapter_redis.requests_timeout,
+            health: AdapterConfig::default().health,
         },
         redis: file.database.redis,
         mysql: SqlDatabaseConfig::default(),

@@ -465,9 +465,12 @@ pub struct AdapterConfig {
     /// else `sockudo:`). Clusters with different prefixes share a Redis
     /// without seeing each other.
     pub prefix: String,
-    /// `adapter.redis.requests_timeout`, milliseconds: how long a question
-    /// to the other nodes waits for their answers.
+    /// `adapter.redis.requests_timeout`, milliseconds. Read for
+    /// compatibility: Switchyard replicates each node's state to the others
+    /// and answers the API from it, so no request waits on other nodes.
     pub requests_timeout_ms: u64,
+    /// How nodes watch each other: `CLUSTER_HEALTH_*`, `cluster_health.*`.
+    pub health: crate::cluster::Health,
 }
 
 impl Default for AdapterConfig {
@@ -475,6 +478,12 @@ impl Default for AdapterConfig {
         AdapterConfig {
             prefix: RedisConfig::default().key_prefix,
             requests_timeout_ms: 5000,
+            health: crate::cluster::Health {
+                enabled: true,
+                heartbeat_interval: std::time::Duration::from_millis(1000),
+                node_timeout: std::time::Duration::from_millis(3000),
+                cleanup_interval: std::time::Duration::from_millis(500),
+            },
         }
     }
 }

@@ -30,6 +30,9 @@ pub trait Cluster: Send + Sync + 'static {
     /// event: must never block or wait. A cluster that cannot take it now
     /// drops it and counts the drop; local delivery does not depend on it.
     fn relay(&self, event: Relayed);
+
+    /// Close the user's sockets on the other nodes too. Must not block.
+    fn terminate_user(&self, app_id: &Arc<str>, user_id: &str);
 }
 
 /// The attached cluster, shared by the registry handle and its shards: set

@@ -22,13 +22,20 @@
 //!   confirmed client event ([`Relayed`]); what other nodes relay comes back
 //!   through [`Registry::fan_out_remote`], a local fan-out that is never
 //!   relayed again.
+//! - **Other nodes' state.** The bridge replicates each node's transitions
+//!   (and snapshots) to the others, which hand them to
+//!   [`Registry::apply_remote`] / [`Registry::replace_node`]. Each shard
+//!   keeps them beside its local channels, so presence news, rosters and
+//!   the API's counts are cluster-wide and answered without asking anyone.
 
 mod cluster;
+mod remote;
 mod shard;
 mod table;
 mod transition;
 
 pub use cluster::{Cluster, Relayed};
+pub use remote::{NodeId, RemoteChannelState};
 pub use transition::{Change, Transition, TransitionListener};
 
 use cluster::ClusterCell;
@@ -402,8 +409,21 @@ impl Registry {
         });
     }
 
-    /// Close every socket signed in as this user (4009); returns how many.
+    /// Close every socket signed in as this user (4009), on every node;
+    /// returns how many were closed on this one.
     pub async fn terminate_user(
+        &self,
+        app_id: &Arc<str>,
+        user_id: &str,
+    ) -> Result<usize, RegistryError> {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.terminate_user(app_id, user_id);
+        }
+        self.terminate_user_here(app_id, user_id).await
+    }
+
+    /// [`Self::terminate_user`] on this node only (another node asked).
+    pub async fn terminate_user_here(
         &self,
         app_id: &Arc<str>,
         user_id: &str,
@@ -417,9 +437,48 @@ impl Registry {
             .await?)
     }
 
+    // ---- other nodes ----
+
+    /// Changes another node made to its own channels (its transitions, in
+    /// its order): kept beside this node's state, and what they mean told to
+    /// local subscribers. Fire and forget, in order per shard.
+    pub fn apply_remote(&self, node: NodeId, changes: Vec<Transition>) {
+        let mut by_shard: Vec<Vec<Transition>> = Vec::new();
+        by_shard.resize_with(self.shards.len(), Vec::new);
+        for t in changes {
+            by_shard[self.index(&t.app_id, &t.channel)].push(t);
+        }
+        for (addr, changes) in self.shards.iter().zip(by_shard) {
+            if !changes.is_empty() {
+                addr.do_send(shard::Remote { node, changes });
+            }
+        }
+    }
+
+    /// Everything another node holds (its snapshot) replaces what this node
+    /// knew of it; only the differences reach local subscribers.
+    pub fn replace_node(&self, node: NodeId, channels: Vec<RemoteChannelState>) {
+        let mut by_shard: Vec<Vec<RemoteChannelState>> = Vec::new();
+        by_shard.resize_with(self.shards.len(), Vec::new);
+        for c in channels {
+            by_shard[self.index(&c.app_id, &c.channel)].push(c);
+        }
+        // Every shard, even with nothing: what it knew of the node may be stale.
+        for (addr, channels) in self.shards.iter().zip(by_shard) {
+            addr.do_send(shard::ReplaceNode { node, channels });
+        }
+    }
+
+    /// Another node left or died: its sockets leave every channel
+    /// (`member_removed` for users it was the last node of).
+    pub fn forget_node(&self, node: NodeId) {
+        self.replace_node(node, Vec::new());
+    }
+
     // ---- queries ----
 
-    /// One channel's counts and, for a cache channel, its cached event.
+    /// One channel's counts over the cluster and, for a cache channel, its
+    /// cached event.
     pub async fn channel(
         &self,
         app_id: &Arc<str>,
@@ -434,8 +493,8 @@ impl Registry {
             .await?)
     }
 
-    /// The app's occupied channels over every shard whose names start with
-    /// `prefix`, in no particular order.
+    /// The app's channels occupied anywhere in the cluster whose names start
+    /// with `prefix`, in no particular order.
     pub async fn channels(
         &self,
         app_id: &Arc<str>,
@@ -461,7 +520,7 @@ impl Registry {
         Ok(all)
     }
 
-    /// Distinct user ids on a presence channel.
+    /// Distinct user ids on a presence channel, over the cluster.
     pub async fn users(
         &self,
         app_id: &Arc<str>,

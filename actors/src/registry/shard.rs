@@ -7,6 +7,7 @@
 //! [`super::Registry`].
 
 use super::cluster::{ClusterCell, Relayed};
+use super::remote::{NodeId, RemoteChannelState};
 use super::table::{ChannelTable, NewSubscriber, Refused};
 use super::transition::{Change, Transition, TransitionListener};
 use super::{ChannelInfo, ChannelStats, Join, Occupancy};
@@ -32,6 +33,17 @@ pub(super) struct Shard {
     out: Vec<Transition>,
 }
 
+/// Whose change [`Shard::announce`] tells local subscribers of.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// This node's table changed: a member change is news only if no other
+    /// node has the user, and a count is this node's alone.
+    Local,
+    /// Another node's: the table has already decided what is news, with
+    /// cluster-wide counts.
+    Remote,
+}
+
 impl Shard {
     pub(super) fn new(
         cache_ttl: Duration,
@@ -46,6 +58,13 @@ impl Shard {
             cluster,
             out: Vec::new(),
         }
+    }
+
+    /// Tell local subscribers what another node's changes mean to them.
+    /// Never recorded: occupancy and the listeners follow this node's state.
+    fn announce_remote(&mut self) {
+        self.announce(None, Origin::Remote);
+        self.out.clear();
     }
 
     /// Before any frame goes out: a client that has seen a frame caused by a
@@ -71,18 +90,28 @@ impl Shard {
     /// What local subscribers hear of the transitions: `member_added` to
     /// everyone but the joiner, `member_removed`, `subscription_count` on
     /// non-presence channels that enable it, `cache_miss` to the joiner.
-    fn announce(&self, joiner: Option<&SessionHandle>) {
+    fn announce(&self, joiner: Option<&SessionHandle>, origin: Origin) {
+        // Another node already has the user: it is not news to the cluster.
+        let elsewhere = |t: &Transition, user_id: &str| {
+            origin == Origin::Local && self.table.present_elsewhere(&t.app_id, &t.channel, user_id)
+        };
         for t in &self.out {
             match &t.change {
                 Change::MemberAdded { user_id, user_info } => {
                     let Some(channel) = self.table.channel(&t.app_id, &t.channel) else {
                         continue;
                     };
+                    if elsewhere(t, user_id) {
+                        continue;
+                    }
                     let frame = frames::member_added(&t.channel, user_id, user_info.as_deref());
                     let except = joiner.map(SessionHandle::id);
                     deliver_all(channel.subscribers(), &frame, except);
                 }
                 Change::MemberRemoved { user_id } => {
+                    if elsewhere(t, user_id) {
+                        continue;
+                    }
                     if let Some(channel) = self.table.channel(&t.app_id, &t.channel) {
                         let frame = frames::member_removed(&t.channel, user_id);
                         deliver_all(channel.subscribers(), &frame, None);
@@ -93,7 +122,13 @@ impl Shard {
                     // there is no channel and nobody to tell.
                     if let Some(channel) = self.table.channel(&t.app_id, &t.channel) {
                         if channel.count_updates() && !channel.kind().is_presence() {
-                            let frame = frames::subscription_count(&t.channel, *count);
+                            let count = match origin {
+                                Origin::Local => {
+                                    count + self.table.remote_count(&t.app_id, &t.channel)
+                                }
+                                Origin::Remote => *count,
+                            };
+                            let frame = frames::subscription_count(&t.channel, count);
                             deliver_all(channel.subscribers(), &frame, None);
                         }
                     }
@@ -111,7 +146,7 @@ impl Shard {
     /// After sockets left: record, then tell the remaining subscribers.
     fn announce_departures(&mut self) {
         self.record();
-        self.announce(None);
+        self.announce(None, Origin::Local);
         self.out.clear();
     }
 }
@@ -236,6 +271,23 @@ pub(super) struct Terminate {
     pub user_id: Arc<str>,
 }
 
+/// Changes another node made to its state, in the order it made them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Remote {
+    pub node: NodeId,
+    pub changes: Vec<Transition>,
+}
+
+/// Everything another node holds on this shard's channels (its snapshot's
+/// part for this shard; empty forgets the node).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct ReplaceNode {
+    pub node: NodeId,
+    pub channels: Vec<RemoteChannelState>,
+}
+
 /// Answered once everything sent to the shard before has been handled.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -279,7 +331,7 @@ impl Handler<Subscribe> for Shard {
             None => frames::subscription_succeeded(&join.channel),
         };
         session.deliver(&succeeded);
-        self.announce(Some(session));
+        self.announce(Some(session), Origin::Local);
         if let Some(cached) = &joined.cached {
             session.deliver(cached);
         }
@@ -352,10 +404,7 @@ impl Handler<Info> for Shard {
 
     fn handle(&mut self, msg: Info, _: &mut Context<Self>) -> Self::Result {
         let cache = self.table.cached(&msg.app_id, &msg.channel, Instant::now());
-        let stats = self
-            .table
-            .channel(&msg.app_id, &msg.channel)
-            .map(|c| c.stats());
+        let stats = self.table.stats(&msg.app_id, &msg.channel);
         MessageResult(ChannelInfo { stats, cache })
     }
 }
@@ -411,4 +460,25 @@ impl Handler<Barrier> for Shard {
     type Result = ();
 
     fn handle(&mut self, _: Barrier, _: &mut Context<Self>) {}
+}
+
+impl Handler<Remote> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Remote, _: &mut Context<Self>) {
+        for t in &msg.changes {
+            self.table.apply_remote(msg.node, t, &mut self.out);
+        }
+        self.announce_remote();
+    }
+}
+
+impl Handler<ReplaceNode> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplaceNode, _: &mut Context<Self>) {
+        self.table
+            .replace_node(msg.node, &msg.channels, &mut self.out);
+        self.announce_remote();
+    }
 }

@@ -8,6 +8,7 @@
 //! the shard delivers. Generic over the subscriber handle so it can be tested
 //! with plain values.
 
+use super::remote::{NodeId, RemoteChannel, RemoteChannelState, Visible};
 use super::transition::{Change, Transition};
 use super::ChannelStats;
 use crate::presence::Member;
@@ -15,7 +16,9 @@ use crate::presence::{self, Roster};
 use crate::protocol::ChannelKind;
 use crate::socket::SocketId;
 use bytestring::ByteString;
+use serde_json::value::RawValue;
 use std::collections::hash_map::{self, HashMap};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,14 +50,6 @@ impl<H> Channel<H> {
     pub fn subscribers(&self) -> Subscribers<'_, H> {
         Subscribers(Some(self.subscribers.iter()))
     }
-
-    pub fn stats(&self) -> ChannelStats {
-        ChannelStats {
-            name: self.name.clone(),
-            subscription_count: self.subscribers.len(),
-            user_count: self.kind.is_presence().then(|| self.roster.len()),
-        }
-    }
 }
 
 /// The sockets subscribed to a channel (none if it has no subscribers).
@@ -79,6 +74,9 @@ struct AppState<H> {
     channels: HashMap<Arc<str>, Channel<H>>,
     cache: HashMap<Arc<str>, CachedEvent>,
     users: HashMap<Arc<str>, HashMap<SocketId, H>>,
+    /// What the other nodes of a cluster hold on this app's channels (empty
+    /// on a single node).
+    remote: HashMap<Arc<str>, RemoteChannel>,
 }
 
 impl<H> AppState<H> {
@@ -88,11 +86,45 @@ impl<H> AppState<H> {
             channels: HashMap::new(),
             cache: HashMap::new(),
             users: HashMap::new(),
+            remote: HashMap::new(),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.channels.is_empty() && self.cache.is_empty() && self.users.is_empty()
+        self.channels.is_empty()
+            && self.cache.is_empty()
+            && self.users.is_empty()
+            && self.remote.is_empty()
+    }
+
+    /// A channel's counts over the cluster; `None` when nobody anywhere is
+    /// subscribed.
+    fn stats(&self, channel: &str) -> Option<ChannelStats> {
+        let local = self.channels.get(channel);
+        let remote = self.remote.get(channel).filter(|r| r.count() > 0);
+        let (name, kind) = match (local, remote) {
+            (Some(c), _) => (c.name.clone(), c.kind),
+            (None, Some(_)) => {
+                let (name, _) = self.remote.get_key_value(channel)?;
+                (name.clone(), ChannelKind::of(channel))
+            }
+            (None, None) => return None,
+        };
+        let remote_users = |c: Option<&Channel<H>>| {
+            remote.map_or(0, |r| {
+                r.members()
+                    .filter(|(id, _)| !c.is_some_and(|c| c.roster.contains(id)))
+                    .count()
+            })
+        };
+        Some(ChannelStats {
+            name,
+            subscription_count: local.map_or(0, |c| c.subscribers.len())
+                + remote.map_or(0, RemoteChannel::count),
+            user_count: kind
+                .is_presence()
+                .then(|| local.map_or(0, |c| c.roster.len()) + remote_users(local)),
+        })
     }
 }
 
@@ -168,6 +200,21 @@ impl<H: Clone> ChannelTable<H> {
                 ),
                 None => (false, false, 0),
             };
+            // Distinct users over the cluster: other nodes' members count too.
+            let (present, members) = match self.remote(join.app_id, join.channel) {
+                Some(r) => {
+                    let local = self.channel(join.app_id, join.channel);
+                    let elsewhere = r
+                        .members()
+                        .filter(|(id, _)| !local.is_some_and(|c| c.roster.contains(id)))
+                        .count();
+                    (
+                        present || r.has_member(&member.user_id),
+                        members + elsewhere,
+                    )
+                }
+                None => (present, members),
+            };
             if !already && !present && members >= join.max_members {
                 return Err(Refused::PresenceFull {
                     max_members: join.max_members,
@@ -214,7 +261,10 @@ impl<H: Clone> ChannelTable<H> {
                 count: state.subscribers.len(),
             }));
         }
-        let snapshot = join.member.map(|_| state.roster.snapshot_json());
+        let snapshot = join.member.map(|_| match app.remote.get(&**join.channel) {
+            Some(r) => state.roster.snapshot_json_with(r.members()),
+            None => state.roster.snapshot_json(),
+        });
         let cached = match cached {
             // Last, after the occupancy and count changes.
             Some(None) => {
@@ -350,23 +400,224 @@ impl<H: Clone> ChannelTable<H> {
         self.apps.retain(|_, app| !app.is_empty());
     }
 
-    /// Occupied channels of an app whose names start with `prefix`.
+    /// A channel's counts over the cluster (this node's alone on a single
+    /// node); `None` when nobody anywhere is subscribed.
+    pub fn stats(&self, app_id: &str, channel: &str) -> Option<ChannelStats> {
+        self.apps.get(app_id)?.stats(channel)
+    }
+
+    /// Channels of an app occupied anywhere in the cluster whose names start
+    /// with `prefix`, with their cluster-wide counts.
     pub fn channels(&self, app_id: &str, prefix: &str) -> Vec<ChannelStats> {
         let Some(app) = self.apps.get(app_id) else {
             return Vec::new();
         };
+        let remote_only = app
+            .remote
+            .iter()
+            .filter(|(name, r)| r.count() > 0 && !app.channels.contains_key(&***name));
         app.channels
-            .values()
-            .filter(|c| c.name.starts_with(prefix))
-            .map(Channel::stats)
+            .keys()
+            .chain(remote_only.map(|(name, _)| name))
+            .filter(|name| name.starts_with(prefix))
+            .filter_map(|name| app.stats(name))
             .collect()
     }
 
-    /// Distinct users on a presence channel.
+    /// Distinct users on a presence channel, over the cluster.
     pub fn user_ids(&self, app_id: &str, channel: &str) -> Vec<Arc<str>> {
-        self.channel(app_id, channel)
+        let Some(app) = self.apps.get(app_id) else {
+            return Vec::new();
+        };
+        let mut ids = app
+            .channels
+            .get(channel)
             .map(|c| c.roster.user_ids())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(r) = app.remote.get(channel) {
+            let local = app.channels.get(channel);
+            ids.extend(
+                r.members()
+                    .filter(|(id, _)| !local.is_some_and(|c| c.roster.contains(id)))
+                    .map(|(id, _)| id.clone()),
+            );
+        }
+        ids
+    }
+
+    // ---- other nodes ----
+
+    /// What the other nodes hold on a channel, if anything.
+    fn remote(&self, app_id: &str, channel: &str) -> Option<&RemoteChannel> {
+        self.apps.get(app_id)?.remote.get(channel)
+    }
+
+    /// Whether another node has a socket of this user on the channel.
+    pub fn present_elsewhere(&self, app_id: &str, channel: &str, user_id: &str) -> bool {
+        self.remote(app_id, channel)
+            .is_some_and(|r| r.has_member(user_id))
+    }
+
+    /// Subscriptions to the channel on the other nodes.
+    pub fn remote_count(&self, app_id: &str, channel: &str) -> usize {
+        self.remote(app_id, channel).map_or(0, RemoteChannel::count)
+    }
+
+    /// Apply one change another node made to its own state (`Occupied`,
+    /// `Vacated` and `CacheMiss` carry nothing the counts do not). Pushes
+    /// to `out` what this node's subscribers must hear: `MemberAdded` /
+    /// `MemberRemoved` when the user enters or leaves the whole cluster, and
+    /// `CountChanged` with the cluster-wide count.
+    pub fn apply_remote(&mut self, node: NodeId, t: &Transition, out: &mut Vec<Transition>) {
+        match &t.change {
+            Change::CountChanged { count } => {
+                self.set_remote_count(&t.app_id, &t.channel, node, *count, out)
+            }
+            Change::MemberAdded { user_id, user_info } => {
+                self.add_remote_member(&t.app_id, &t.channel, node, user_id, user_info.clone(), out)
+            }
+            Change::MemberRemoved { user_id } => {
+                self.remove_remote_member(&t.app_id, &t.channel, node, user_id, out)
+            }
+            Change::Occupied | Change::Vacated | Change::CacheMiss => {}
+        }
+    }
+
+    /// Replace everything `node` holds on this shard's channels with
+    /// `channels` (its snapshot, this shard's part); empty forgets the node
+    /// (it left or died). Pushes to `out` what local subscribers must hear,
+    /// as [`Self::apply_remote`] does: only the differences.
+    pub fn replace_node(
+        &mut self,
+        node: NodeId,
+        channels: &[RemoteChannelState],
+        out: &mut Vec<Transition>,
+    ) {
+        let mut kept: HashSet<(&str, &str)> = HashSet::new();
+        for c in channels {
+            kept.insert((&c.app_id, &c.channel));
+            let had = self
+                .remote(&c.app_id, &c.channel)
+                .map(|r| r.members_of(node))
+                .unwrap_or_default();
+            for user_id in had {
+                if !c.members.iter().any(|m| m.user_id == user_id) {
+                    self.remove_remote_member(&c.app_id, &c.channel, node, &user_id, out);
+                }
+            }
+            for m in &c.members {
+                let info = m.user_info.clone();
+                self.add_remote_member(&c.app_id, &c.channel, node, &m.user_id, info, out);
+            }
+            self.set_remote_count(&c.app_id, &c.channel, node, c.count, out);
+        }
+        // Whatever else the node held is gone.
+        let stale: Vec<(Arc<str>, Arc<str>)> = self
+            .apps
+            .values()
+            .flat_map(|app| {
+                app.remote
+                    .iter()
+                    .filter(|(name, r)| r.has_node(node) && !kept.contains(&(&*app.id, &***name)))
+                    .map(|(name, _)| (app.id.clone(), name.clone()))
+            })
+            .collect();
+        for (app_id, channel) in stale {
+            let had = self
+                .remote(&app_id, &channel)
+                .map(|r| r.members_of(node))
+                .unwrap_or_default();
+            for user_id in had {
+                self.remove_remote_member(&app_id, &channel, node, &user_id, out);
+            }
+            self.set_remote_count(&app_id, &channel, node, 0, out);
+        }
+    }
+
+    fn set_remote_count(
+        &mut self,
+        app_id: &Arc<str>,
+        channel: &Arc<str>,
+        node: NodeId,
+        count: usize,
+        out: &mut Vec<Transition>,
+    ) {
+        let app = self.app_entry(app_id);
+        let remote = app.remote.entry(channel.clone()).or_default();
+        let moved = remote.set_count(node, count);
+        let total = remote.count();
+        if remote.is_empty() {
+            app.remote.remove(&**channel);
+        }
+        if let Some(local) = app.channels.get(&**channel).filter(|_| moved) {
+            out.push(Transition {
+                app_id: app.id.clone(),
+                channel: local.name.clone(),
+                change: Change::CountChanged {
+                    count: local.subscribers.len() + total,
+                },
+            });
+        }
+    }
+
+    fn add_remote_member(
+        &mut self,
+        app_id: &Arc<str>,
+        channel: &Arc<str>,
+        node: NodeId,
+        user_id: &Arc<str>,
+        user_info: Option<Arc<RawValue>>,
+        out: &mut Vec<Transition>,
+    ) {
+        let app = self.app_entry(app_id);
+        let here = app
+            .channels
+            .get(&**channel)
+            .is_some_and(|c| c.roster.contains(user_id));
+        let remote = app.remote.entry(channel.clone()).or_default();
+        let visible = remote.add_member(node, user_id, user_info.clone(), here);
+        // Only a channel with local subscribers has anyone to tell.
+        if let (Visible::Joined, Some(local)) = (visible, app.channels.get(&**channel)) {
+            out.push(Transition {
+                app_id: app.id.clone(),
+                channel: local.name.clone(),
+                change: Change::MemberAdded {
+                    user_id: user_id.clone(),
+                    user_info,
+                },
+            });
+        }
+    }
+
+    fn remove_remote_member(
+        &mut self,
+        app_id: &Arc<str>,
+        channel: &Arc<str>,
+        node: NodeId,
+        user_id: &Arc<str>,
+        out: &mut Vec<Transition>,
+    ) {
+        let Some(app) = self.apps.get_mut(&**app_id) else {
+            return;
+        };
+        let Some(remote) = app.remote.get_mut(&**channel) else {
+            return;
+        };
+        let local = app.channels.get(&**channel);
+        let here = local.is_some_and(|c| c.roster.contains(user_id));
+        let visible = remote.remove_member(node, user_id, here);
+        if remote.is_empty() {
+            app.remote.remove(&**channel);
+        }
+        if let (Visible::Left, Some(local)) = (visible, local) {
+            out.push(Transition {
+                app_id: app.id.clone(),
+                channel: local.name.clone(),
+                change: Change::MemberRemoved {
+                    user_id: user_id.clone(),
+                },
+            });
+        }
     }
 
     // ---- signed-in users ----

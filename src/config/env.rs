@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use super::de::{parse_octal_mode, OCTAL_EXPECTED};
 use super::error::ConfigError;
@@ -254,6 +255,20 @@ pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
     set(&mut c.instance_id, env.word("INSTANCE_PROCESS_ID"));
     set(&mut c.server_role, env.named("SOCKUDO_SERVER_ROLE")?);
     set(&mut c.adapter_driver, env.named("ADAPTER_DRIVER")?);
+    let health = &mut c.adapter.health;
+    set(&mut health.enabled, env.bool("CLUSTER_HEALTH_ENABLED")?);
+    let ms = |var| -> Result<Option<Duration>, ConfigError> {
+        Ok(env.num::<u64>(var)?.map(Duration::from_millis))
+    };
+    set(
+        &mut health.heartbeat_interval,
+        ms("CLUSTER_HEALTH_HEARTBEAT_INTERVAL")?,
+    );
+    set(&mut health.node_timeout, ms("CLUSTER_HEALTH_NODE_TIMEOUT")?);
+    set(
+        &mut health.cleanup_interval,
+        ms("CLUSTER_HEALTH_CLEANUP_INTERVAL")?,
+    );
 
     set(
         &mut c.http_api.usage_enabled,

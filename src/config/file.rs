@@ -59,6 +59,9 @@ pub(crate) struct FileConfig {
     pub unix_socket: UnixSocketConfig,
     pub metrics: MetricsConfig,
     pub logging: LoggingConfig,
+    /// Sockudo reads `cluster_health` both here and under `adapter`; this
+    /// one wins when both say.
+    pub cluster_health: ClusterHealth,
 }
 
 impl Default for FileConfig {
@@ -94,6 +97,7 @@ impl Default for FileConfig {
             unix_socket: UnixSocketConfig::default(),
             metrics: MetricsConfig::default(),
             logging: LoggingConfig::default(),
+            cluster_health: ClusterHealth::default(),
         }
     }
 }
@@ -110,6 +114,30 @@ pub(crate) struct Adapter {
     #[serde(deserialize_with = "de::string_enum")]
     pub driver: AdapterDriver,
     pub redis: AdapterRedis,
+    pub cluster_health: ClusterHealth,
+}
+
+/// `cluster_health`: how nodes watch each other. Times in milliseconds;
+/// `None` where the file does not say.
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(default)]
+pub(crate) struct ClusterHealth {
+    pub enabled: Option<bool>,
+    pub heartbeat_interval: Option<u64>,
+    pub node_timeout: Option<u64>,
+    pub cleanup_interval: Option<u64>,
+}
+
+impl ClusterHealth {
+    /// Each setting of `self`, else of `other`.
+    pub fn or(self, other: ClusterHealth) -> ClusterHealth {
+        ClusterHealth {
+            enabled: self.enabled.or(other.enabled),
+            heartbeat_interval: self.heartbeat_interval.or(other.heartbeat_interval),
+            node_timeout: self.node_timeout.or(other.node_timeout),
+            cleanup_interval: self.cleanup_interval.or(other.cleanup_interval),
+        }
+    }
 }
 
 /// Sockudo's `adapter.redis` block; its other keys (`redis_pub_options`,

@@ -213,7 +213,7 @@ pub(crate) fn build(
         adapter: AdapterConfig {
             prefix: String::new(),
             requests_timeout_ms: adapter_redis.requests_timeout,
-            health: AdapterConfig::default().health,
+            health: health_from(file.cluster_health.or(file.adapter.cluster_health)),
         },
         redis: file.database.redis,
         mysql: SqlDatabaseConfig::default(),
@@ -372,3 +372,22 @@ impl fmt::Debug for Config {
 #[cfg(test)]
 #[path = "mod_tests.rs"]
 mod tests;
+
+/// The file's `cluster_health` over the defaults.
+fn health_from(file: file::ClusterHealth) -> crate::cluster::Health {
+    let mut h = AdapterConfig::default().health;
+    let ms = std::time::Duration::from_millis;
+    if let Some(v) = file.enabled {
+        h.enabled = v;
+    }
+    if let Some(v) = file.heartbeat_interval {
+        h.heartbeat_interval = ms(v);
+    }
+    if let Some(v) = file.node_timeout {
+        h.node_timeout = ms(v);
+    }
+    if let Some(v) = file.cleanup_interval {
+        h.cleanup_interval = ms(v);
+    }
+    h
+}

@@ -2,6 +2,7 @@
 
 use super::*;
 use std::collections::HashMap;
+use std::time::Duration;
 
 pub(super) fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     let map: HashMap<String, String> = vars
@@ -799,6 +800,54 @@ fn the_adapter_prefix_and_requests_timeout() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("adapter.redis.requests_timeout"), "{e}");
+}
+
+/// Node health: Switchyard's defaults (a dead node is forgotten within
+/// 3.5 s), Sockudo's names in both places of the file (top level wins over
+/// `adapter.cluster_health`), the environment over both, and a timeout too
+/// short for the heartbeat refused.
+#[test]
+fn cluster_health_settings() {
+    let ms = Duration::from_millis;
+    let h = cfg(None, &[]).unwrap().adapter.health;
+    assert!(h.enabled);
+    assert_eq!(
+        (h.heartbeat_interval, h.node_timeout, h.cleanup_interval),
+        (ms(1000), ms(3000), ms(500))
+    );
+    let file = r#"{"adapter": {"cluster_health": {"enabled": false, "heartbeat_interval": 200,
+                                                  "node_timeout": 900}},
+                   "cluster_health": {"node_timeout": 1200, "cleanup_interval": 100}}"#;
+    let h = cfg(Some(file), &[]).unwrap().adapter.health;
+    assert!(!h.enabled);
+    assert_eq!(
+        (h.heartbeat_interval, h.node_timeout, h.cleanup_interval),
+        (ms(200), ms(1200), ms(100))
+    );
+    let env = [
+        ("CLUSTER_HEALTH_ENABLED", "true"),
+        ("CLUSTER_HEALTH_HEARTBEAT_INTERVAL", "500"),
+        ("CLUSTER_HEALTH_NODE_TIMEOUT", "2000"),
+        ("CLUSTER_HEALTH_CLEANUP_INTERVAL", "250"),
+    ];
+    let h = cfg(Some(file), &env).unwrap().adapter.health;
+    assert!(h.enabled);
+    assert_eq!(
+        (h.heartbeat_interval, h.node_timeout, h.cleanup_interval),
+        (ms(500), ms(2000), ms(250))
+    );
+    let e = cfg(None, &[("CLUSTER_HEALTH_NODE_TIMEOUT", "1500")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("CLUSTER_HEALTH_NODE_TIMEOUT") && e.contains("twice"), "{e}");
+    let e = cfg(None, &[("CLUSTER_HEALTH_CLEANUP_INTERVAL", "0")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("CLUSTER_HEALTH_CLEANUP_INTERVAL"), "{e}");
+    let e = cfg(None, &[("CLUSTER_HEALTH_HEARTBEAT_INTERVAL", "soon")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("CLUSTER_HEALTH_HEARTBEAT_INTERVAL"), "{e}");
 }
 
 /// The guide's `REDIS_PASSWORD` is the Redis password when Sockudo's

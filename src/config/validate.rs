@@ -93,11 +93,39 @@ pub(crate) fn globals(c: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
-    // Held for the cluster queries of the next slice; 0 would fail them all.
     at_least_one(
         c.adapter.requests_timeout_ms,
         "adapter.redis.requests_timeout",
     )?;
+    let health = &c.adapter.health;
+    for (value, key) in [
+        (
+            health.heartbeat_interval,
+            "cluster_health.heartbeat_interval (CLUSTER_HEALTH_HEARTBEAT_INTERVAL)",
+        ),
+        (
+            health.node_timeout,
+            "cluster_health.node_timeout (CLUSTER_HEALTH_NODE_TIMEOUT)",
+        ),
+        (
+            health.cleanup_interval,
+            "cluster_health.cleanup_interval (CLUSTER_HEALTH_CLEANUP_INTERVAL)",
+        ),
+    ] {
+        at_least_one(value.as_millis() as u64, key)?;
+    }
+    // One late heartbeat must not declare a live node dead.
+    if health.node_timeout < health.heartbeat_interval * 2 {
+        return Err(ConfigError::invalid(
+            "cluster_health.node_timeout (CLUSTER_HEALTH_NODE_TIMEOUT)",
+            format!(
+                "{} ms is less than twice the heartbeat interval ({} ms): a live node would be \
+                 declared dead",
+                health.node_timeout.as_millis(),
+                health.heartbeat_interval.as_millis()
+            ),
+        ));
+    }
     if c.unix_socket.permission_mode > 0o777 {
         return Err(ConfigError::invalid(
             "unix_socket.permission_mode (UNIX_SOCKET_PERMISSION_MODE)",

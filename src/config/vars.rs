@@ -132,6 +132,10 @@ pub const VARIABLES: &[Group] = &[
         title: "Scale-out (Redis) and databases",
         vars: &[
             v("ADAPTER_DRIVER", "local", "local: one node; redis: nodes share events through Redis; others run as one node, with a warning."),
+            v("CLUSTER_HEALTH_HEARTBEAT_INTERVAL", "1000", "Milliseconds between a node's heartbeats to the others (redis adapter)."),
+            v("CLUSTER_HEALTH_NODE_TIMEOUT", "3000", "A node silent this long (ms) is dead: its members leave everywhere. At least twice the heartbeat interval."),
+            v("CLUSTER_HEALTH_CLEANUP_INTERVAL", "500", "How often (ms) silence is checked; a dead node is forgotten within NODE_TIMEOUT + this."),
+            v("CLUSTER_HEALTH_ENABLED", "true", "false: a silent node is never forgotten (its members stay until it is back)."),
             v("REDIS_URL", "none", "Redis URL, redis:// or rediss:// (TLS); overrides the DATABASE_REDIS_* parts."),
             v("REDIS_URL_FILE", "none", "(S) A file holding REDIS_URL."),
             v("REDIS_PASSWORD", "none", "Redis password when DATABASE_REDIS_PASSWORD is unset (also ${REDIS_PASSWORD} in the config file); or REDIS_PASSWORD_FILE."),

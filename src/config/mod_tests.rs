@@ -839,7 +839,10 @@ fn cluster_health_settings() {
     let e = cfg(None, &[("CLUSTER_HEALTH_NODE_TIMEOUT", "1500")])
         .unwrap_err()
         .to_string();
-    assert!(e.contains("CLUSTER_HEALTH_NODE_TIMEOUT") && e.contains("twice"), "{e}");
+    assert!(
+        e.contains("CLUSTER_HEALTH_NODE_TIMEOUT") && e.contains("twice"),
+        "{e}"
+    );
     let e = cfg(None, &[("CLUSTER_HEALTH_CLEANUP_INTERVAL", "0")])
         .unwrap_err()
         .to_string();

@@ -511,3 +511,76 @@ async fn send_big(api: &Api, requests: usize) {
         assert_eq!(r.status, 200, "{:?}", r.text);
     }
 }
+
+/// `rediss://`: the nodes talk to Redis over TLS and verify its certificate
+/// against the trust store (`SSL_CERT_FILE`: here a private CA). A node that
+/// does not trust the issuer stays disconnected and says so; it never falls
+/// back to plain text or to an unverified connection.
+#[tokio::test]
+async fn rediss_urls_connect_over_verified_tls() {
+    let ca = security::TestCa::root("Switchyard Test Redis CA");
+    let leaf = ca.leaf();
+    let Some(redis) = RedisServer::start_tls(&leaf.cert_pem, &leaf.key_pem, &ca.pem()).await else {
+        return;
+    };
+    let url = redis.tls_url();
+    let mut env = cluster_env(&url, "tls:");
+    env.push(("SSL_CERT_FILE", redis.ca_file().display().to_string()));
+    let a = Server::start_app(&borrowed(&env)).await;
+    let b = Server::start_app(&borrowed(&env)).await;
+    let mut on_a = a.connect().await;
+    on_a.subscribe("secure").await;
+    b.api().publish("secure", "update", "over-tls").await;
+    assert_eq!(
+        on_a.expect_channel_event("update", "secure")
+            .await
+            .data_str(),
+        "over-tls"
+    );
+    // Both nodes' connections are TLS clients of this server.
+    let clients = match redis.command(&["CLIENT", "LIST"]) {
+        common::redis::Reply::Bulk(Some(list)) => list,
+        other => panic!("CLIENT LIST: {other:?}"),
+    };
+    assert!(
+        clients
+            .lines()
+            .filter(|l| l.contains("cmd=subscribe"))
+            .count()
+            >= 2,
+        "{clients}"
+    );
+
+    // A node trusting another CA: no connection, one ERROR, /up 503.
+    let stranger = dir_with_ca(&security::TestCa::root("Someone Else").pem());
+    let mut env = cluster_env(&url, "tls:");
+    env.push(("SSL_CERT_FILE", stranger.display().to_string()));
+    let mut plain = app_env();
+    plain.extend(borrowed(&env));
+    let c = Server::start_ready(&plain, None, security::Ready::TcpOpen).await;
+    c.wait_for_logs("the certificate ERROR", ms(5000), |l| {
+        l.lines().any(|line| {
+            line.contains("ERROR")
+                && line.contains("Redis unreachable at")
+                && line.contains("invalid peer certificate")
+        })
+    })
+    .await;
+    tokio::time::sleep(ms(500)).await;
+    let r = up_status(&c).await;
+    assert_eq!((r.status, r.text.as_str()), (503, "REDIS_UNAVAILABLE"));
+    let _ = std::fs::remove_dir_all(stranger.parent().unwrap());
+}
+
+/// A file holding `pem` in a directory of its own.
+fn dir_with_ca(pem: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "switchyard-ca-{}-{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).expect("CA dir");
+    let file = dir.join("ca.crt");
+    std::fs::write(&file, pem).expect("write CA");
+    file
+}

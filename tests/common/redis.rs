@@ -24,6 +24,8 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Also listening for TLS on this port (certificate and key in `dir`).
+    tls_port: Option<u16>,
 }
 
 impl RedisServer {
@@ -40,6 +42,7 @@ impl RedisServer {
                 // Removed on drop.
                 dir: super::fresh_dir(),
                 child: None,
+                tls_port: None,
             };
             match server.spawn().await {
                 Ok(()) => return Some(server),
@@ -47,6 +50,43 @@ impl RedisServer {
             }
         }
         panic!("redis-server did not start: {last}");
+    }
+
+    /// One that also serves TLS with `cert_pem` / `key_pem`, issued by
+    /// `ca_pem` (clients are not asked for certificates); the plain port
+    /// stays for the test's own checks.
+    pub async fn start_tls(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Option<RedisServer> {
+        let bin = prereq::require_tool("redis-server", "apt-get install -y redis-server")?;
+        let mut last = String::new();
+        for _ in 0..3 {
+            let dir = super::fresh_dir();
+            std::fs::write(dir.join("tls.crt"), cert_pem).expect("write certificate");
+            std::fs::write(dir.join("tls.key"), key_pem).expect("write key");
+            std::fs::write(dir.join("ca.crt"), ca_pem).expect("write CA");
+            let mut server = RedisServer {
+                bin: bin.clone(),
+                port: super::free_port(),
+                dir,
+                child: None,
+                tls_port: Some(super::free_port()),
+            };
+            match server.spawn().await {
+                Ok(()) => return Some(server),
+                Err(e) => last = e,
+            }
+        }
+        panic!("redis-server (TLS) did not start: {last}");
+    }
+
+    /// `rediss://localhost:<tls port>/`: the name the test certificate is for.
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("started with start_tls");
+        format!("rediss://localhost:{port}/")
+    }
+
+    /// The issuing CA's certificate, PEM, as a file (for `SSL_CERT_FILE`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
     }
 
     pub fn port(&self) -> u16 {
@@ -130,6 +170,7 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(self.tls_args())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
@@ -151,6 +192,25 @@ impl RedisServer {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    fn tls_args(&self) -> Vec<String> {
+        let Some(port) = self.tls_port else {
+            return Vec::new();
+        };
+        let file = |name: &str| self.dir.join(name).display().to_string();
+        vec![
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            file("tls.crt"),
+            "--tls-key-file".into(),
+            file("tls.key"),
+            "--tls-ca-cert-file".into(),
+            file("ca.crt"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ]
     }
 
     fn ping(&self) -> bool {

@@ -11,3 +11,4 @@ pub mod logging;
 pub mod metrics;
 pub mod server;
 pub mod state;
+pub mod webhooks;

@@ -34,6 +34,8 @@ pub struct Metrics {
     port: u16,
     /// Set with `RATE_LIMITER_DRIVER=redis`: the rate limiter's Redis series.
     rate_limiter_redis: Option<Arc<RedisHealth>>,
+    /// Set when some app has webhooks.
+    webhooks: Option<Arc<crate::webhooks::WebhookStats>>,
 }
 
 impl Metrics {
@@ -74,6 +76,7 @@ impl Metrics {
                 prefix: prefix.to_string(),
                 port,
                 rate_limiter_redis: None,
+                webhooks: None,
             },
             middleware,
         ))
@@ -82,6 +85,11 @@ impl Metrics {
     /// Show the rate limiter's Redis series (`RATE_LIMITER_DRIVER=redis`).
     pub fn show_rate_limiter_redis(&mut self, health: Arc<RedisHealth>) {
         self.rate_limiter_redis = Some(health);
+    }
+
+    /// Show the webhook series (some app has webhooks).
+    pub fn show_webhooks(&mut self, stats: Arc<crate::webhooks::WebhookStats>) {
+        self.webhooks = Some(stats);
     }
 
     /// The full text exposition.
@@ -94,6 +102,9 @@ impl Metrics {
         self.render_stats(&mut text);
         if let Some(cluster) = &self.cluster {
             self.render_cluster(&mut text, cluster);
+        }
+        if let Some(webhooks) = &self.webhooks {
+            self.render_webhooks(&mut text, webhooks);
         }
         text
     }
@@ -317,6 +328,39 @@ impl Metrics {
             self.family(out, name, help, kind);
             let _ = writeln!(out, "{p}{name}{{port=\"{port}\"}} {value}");
         }
+    }
+
+    /// Webhook delivery, node-wide.
+    fn render_webhooks(&self, out: &mut String, s: &crate::webhooks::WebhookStats) {
+        let series: [(&str, &str, &str, u64); 5] = [
+            ("webhook_sent_total", "Webhook events delivered (the receiver answered 2xx)", "counter", s.sent()),
+            ("webhook_failed_total", "Webhook requests the receiver refused for good (4xx other than 408/409/425/429)", "counter", s.failed()),
+            ("webhook_retried_total", "Webhook attempts after the first", "counter", s.retried()),
+            ("webhook_dropped_total", "Webhook events not delivered (refused, retry budget spent, queue full): dead-lettered", "counter", s.dropped()),
+            ("webhook_queue_depth", "Webhook events waiting for delivery", "gauge", s.queued()),
+        ];
+        let (p, port) = (&self.prefix, self.port);
+        for (name, help, kind, value) in series {
+            self.family(out, name, help, kind);
+            let _ = writeln!(out, "{p}{name}{{port=\"{port}\"}} {value}");
+        }
+        let name = "webhook_delivery_latency_seconds";
+        self.family(
+            out,
+            name,
+            "From the channel activity to the receiver's 2xx, batching and retries included",
+            "histogram",
+        );
+        let (buckets, count, sum) = s.latency();
+        for (le, n) in buckets {
+            let _ = writeln!(out, "{p}{name}_bucket{{port=\"{port}\",le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{p}{name}_bucket{{port=\"{port}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(out, "{p}{name}_sum{{port=\"{port}\"}} {sum}");
+        let _ = writeln!(out, "{p}{name}_count{{port=\"{port}\"}} {count}");
     }
 
     fn family(&self, out: &mut String, name: &str, help: &str, kind: &str) {

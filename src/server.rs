@@ -194,6 +194,14 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
     if let Some((bridge, _, _)) = &bridge {
         listeners.push(bridge.clone());
     }
+    // Webhooks listen too; nothing starts when no app has any.
+    let webhooks = match crate::webhooks::Webhooks::start(&config.webhooks, &config.apps) {
+        Some((webhooks, listener)) => {
+            listeners.push(listener);
+            Some(webhooks)
+        }
+        None => None,
+    };
     let registry = Registry::start(
         shards,
         Duration::from_secs(config.channel_limits.cache_ttl.max(1)),
@@ -247,6 +255,9 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
     .map_err(std::io::Error::other)?;
     if let Some(redis) = &shared {
         metrics.show_rate_limiter_redis(redis.health().clone());
+    }
+    if let Some(webhooks) = &webhooks {
+        metrics.show_webhooks(webhooks.stats.clone());
     }
     let limit_ctx = LimitContext {
         stats: state.stats.clone(),
@@ -400,8 +411,11 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
     }
     let handles: Vec<ServerHandle> = servers.iter().map(|s| s.handle()).collect();
     let hubs = state.session.hubs.clone();
+    let signalled = Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
+    let signalled_at = signalled.clone();
     actix_web::rt::spawn(async move {
         let signal = wait_for_signal().await;
+        let _ = signalled_at.set(std::time::Instant::now());
         info!(
             event = "shutdown", signal = signal, grace_secs = grace.as_secs();
             "shutting down: refusing new connections, telling clients to reconnect (4200)"
@@ -414,6 +428,19 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
     let result = futures_util::future::try_join_all(servers)
         .await
         .map(|_| ());
+    if let Some(webhooks) = &webhooks {
+        // The leaves of the sockets just closed become transitions first;
+        // then what they caused (member_removed, channel_vacated, without
+        // waiting for the grace) is delivered within what is left of
+        // SHUTDOWN_GRACE_PERIOD (at least a second).
+        state.registry.settle().await;
+        let started = signalled
+            .get()
+            .copied()
+            .unwrap_or_else(std::time::Instant::now);
+        let deadline = (started + grace).max(std::time::Instant::now() + Duration::from_secs(1));
+        webhooks.drain(deadline).await;
+    }
     if config.unix_socket.enabled {
         let _ = std::fs::remove_file(&config.unix_socket.path);
     }

@@ -16,6 +16,7 @@
 //! (`SOCKUDO_DEFAULT_APP_MAX_EVENT_BATCH_SIZE`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use switchyard_actors::app::{App, AppLimits};
 
@@ -23,6 +24,7 @@ use super::env::Env;
 use super::error::ConfigError;
 use super::file::FileApp;
 use super::Config;
+use crate::webhooks::config::{Target, WebhookSettings};
 
 const ID: &str = "SOCKUDO_DEFAULT_APP_ID";
 const KEY: &str = "SOCKUDO_DEFAULT_APP_KEY";
@@ -66,6 +68,9 @@ pub(crate) struct Resolved {
     /// Every served app, enabled or not, with where it came from.
     pub apps: Vec<(AppSource, App)>,
     pub dev_credentials: bool,
+    /// App id → its webhooks, for apps that have any.
+    pub webhooks: HashMap<String, Arc<[Target]>>,
+    pub warnings: Vec<String>,
 }
 
 /// The global fallbacks, as app limits.
@@ -91,6 +96,7 @@ fn kb(kb: u32) -> usize {
 pub(crate) fn resolve(
     inline: Vec<FileApp>,
     base: &AppLimits,
+    webhook_settings: &WebhookSettings,
     env: &Env,
     explicit_mode: Option<&str>,
 ) -> Result<Resolved, ConfigError> {
@@ -142,6 +148,33 @@ pub(crate) fn resolve(
         }
     }
 
+    let mut warnings = Vec::new();
+    let mut webhooks = HashMap::new();
+    for (source, spec) in &mut specs {
+        let key = match source {
+            AppSource::File(i) if spec.webhooks_in_policy => {
+                format!("app_manager.array.apps[{i}].policy.webhooks")
+            }
+            _ => source.key("webhooks"),
+        };
+        if spec.flat_webhooks_ignored {
+            warnings.push(format!(
+                "{}: ignored because the app has `policy` (as Sockudo does); move the webhooks \
+                 to {key}",
+                source.key("webhooks")
+            ));
+        }
+        let Some(raw) = spec.webhooks.take() else {
+            continue;
+        };
+        if raw.is_null() {
+            continue;
+        }
+        let targets = webhook_settings.parse_targets(&raw, &key, &mut warnings)?;
+        if !targets.is_empty() {
+            webhooks.insert(spec.id.clone(), Arc::from(targets));
+        }
+    }
     let mut apps: Vec<(AppSource, App)> = specs
         .into_iter()
         .map(|(source, spec)| (source, build(spec, base)))
@@ -154,6 +187,8 @@ pub(crate) fn resolve(
     Ok(Resolved {
         apps,
         dev_credentials,
+        webhooks,
+        warnings,
     })
 }
 
@@ -216,8 +251,38 @@ fn env_app(env: &Env, id: String, key: String, secret: String) -> Result<FileApp
         enable_watchlist_events: env.bool(&var("ENABLE_WATCHLIST_EVENTS"))?,
         enable_subscription_count: env.bool(&var("ENABLE_SUBSCRIPTION_COUNT"))?,
         allowed_origins: env.origins(&var("ALLOWED_ORIGINS"))?,
+        webhooks: env_webhooks(env)?,
         ..FileApp::default()
     })
+}
+
+/// `SOCKUDO_DEFAULT_APP_WEBHOOKS` (or Soketi's `SOKETI_DEFAULT_APP_WEBHOOKS`):
+/// the environment app's webhooks as a JSON array.
+fn env_webhooks(env: &Env) -> Result<Option<serde_json::Value>, ConfigError> {
+    let (var, text) = match (
+        env.string("SOCKUDO_DEFAULT_APP_WEBHOOKS"),
+        env.string("SOKETI_DEFAULT_APP_WEBHOOKS"),
+    ) {
+        (Some(text), _) => ("SOCKUDO_DEFAULT_APP_WEBHOOKS", text),
+        (None, Some(text)) => ("SOKETI_DEFAULT_APP_WEBHOOKS", text),
+        (None, None) => return Ok(None),
+    };
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        ConfigError::invalid(
+            var,
+            format!("is not JSON ({e}); expected an array of webhooks"),
+        )
+    })?;
+    if !value.is_array() {
+        return Err(ConfigError::invalid(
+            var,
+            "must be a JSON array of webhooks, e.g. [{\"url\":\"https://…\",\"event_types\":[\"channel_occupied\"]}]",
+        ));
+    }
+    Ok(Some(value))
 }
 
 fn build(spec: FileApp, base: &AppLimits) -> App {

@@ -49,10 +49,11 @@ fn inline_app_fields_map_onto_app() {
             "enable_user_authentication": true, "enable_watchlist_events": true,
             "enable_subscription_count": true,
             "allowed_origins": [" https://app.example.com ", "*.staging.example.com"],
-            "webhooks": [{{"url": "https://hook"}}], "message_rate_limit": {{"enabled": true}}}}"#
+            "webhooks": [{{"url": "https://hook", "event_types": ["member_added"]}}], "message_rate_limit": {{"enabled": true}}}}"#
     )]);
     let c = cfg(Some(&json), &[]).unwrap();
     assert!(!c.dev_credentials);
+    assert_eq!(c.webhooks.apps["a"].len(), 1, "the app's webhook is read");
     let app = one(&c);
     assert_eq!(
         (app.id.as_ref(), app.key.as_str(), app.secret.expose()),

@@ -270,6 +270,15 @@ pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
         ms("CLUSTER_HEALTH_CLEANUP_INTERVAL")?,
     );
 
+    let hooks = &mut c.webhooks;
+    set(&mut hooks.batching, env.bool("WEBHOOK_BATCHING_ENABLED")?);
+    set(&mut hooks.batch_duration, ms("WEBHOOK_BATCHING_DURATION")?);
+    set(&mut hooks.batch_size, env.num("WEBHOOK_BATCHING_SIZE")?);
+    set(&mut hooks.leave_grace, ms("WEBHOOK_LEAVE_GRACE_MS")?);
+    if let Some(driver) = env.word("QUEUE_DRIVER") {
+        c.queue_driver = Some(driver);
+    }
+
     set(
         &mut c.http_api.usage_enabled,
         env.bool("HTTP_API_USAGE_ENABLED")?,

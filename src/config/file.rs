@@ -1,8 +1,8 @@
 //! The config file: Sockudo's `config.json` (or `config.toml`) shape.
 //!
 //! Every struct is `#[serde(default)]` and unknown keys are ignored, so an
-//! unmodified Sockudo file loads: blocks Switchyard does not use (queue,
-//! webhooks, cache, feature blocks, ...) are skipped by serde. A value of the
+//! unmodified Sockudo file loads: blocks Switchyard does not use (cache,
+//! feature blocks, ...) are skipped by serde. A value of the
 //! wrong type is an error naming the key path (via `serde_path_to_error`).
 
 use std::path::Path;
@@ -62,6 +62,16 @@ pub(crate) struct FileConfig {
     /// Sockudo reads `cluster_health` both here and under `adapter`; this
     /// one wins when both say.
     pub cluster_health: ClusterHealth,
+    /// Delivery settings for every app's webhooks.
+    pub webhooks: crate::webhooks::config::FileWebhooks,
+    pub queue: Queue,
+}
+
+/// `queue`: where webhook batches wait for delivery.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct Queue {
+    pub driver: Option<String>,
 }
 
 impl Default for FileConfig {
@@ -98,6 +108,8 @@ impl Default for FileConfig {
             metrics: MetricsConfig::default(),
             logging: LoggingConfig::default(),
             cluster_health: ClusterHealth::default(),
+            webhooks: Default::default(),
+            queue: Queue::default(),
         }
     }
 }
@@ -233,7 +245,16 @@ pub(crate) struct FileApp {
     /// Switchyard extension: `pusher_internal:subscription_count` events.
     pub enable_subscription_count: Option<bool>,
     pub allowed_origins: Option<Vec<OriginPattern>>,
+    /// The app's webhooks as written (a JSON array), parsed with the global
+    /// `webhooks` settings in `apps::resolve`.
+    pub webhooks: Option<serde_json::Value>,
     pub policy: Option<Box<FilePolicy>>,
+    /// Set by [`FileApp::flatten`]: `webhooks` came from `policy.webhooks`.
+    #[serde(skip)]
+    pub webhooks_in_policy: bool,
+    /// Set by [`FileApp::flatten`]: a flat `webhooks` was ignored for `policy`.
+    #[serde(skip)]
+    pub flat_webhooks_ignored: bool,
 }
 
 /// Sockudo's nested app shape; when present the flat fields are ignored.
@@ -243,6 +264,7 @@ pub(crate) struct FilePolicy {
     pub limits: FileApp,
     pub features: FileApp,
     pub channels: FileApp,
+    pub webhooks: Option<serde_json::Value>,
 }
 
 impl FileApp {
@@ -256,6 +278,7 @@ impl FileApp {
             limits,
             features,
             channels,
+            webhooks,
         } = *policy;
         FileApp {
             id: self.id,
@@ -267,6 +290,9 @@ impl FileApp {
             enable_watchlist_events: features.enable_watchlist_events,
             enable_subscription_count: features.enable_subscription_count,
             allowed_origins: channels.allowed_origins,
+            flat_webhooks_ignored: self.webhooks.is_some(),
+            webhooks_in_policy: webhooks.is_some(),
+            webhooks,
             policy: None,
             ..limits
         }

@@ -22,6 +22,8 @@ mod sections;
 mod validate;
 pub mod vars;
 
+pub(crate) use de::opt_num as de_opt_num;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -94,6 +96,10 @@ pub struct Config {
     /// database app manager (not used yet).
     pub mysql: SqlDatabaseConfig,
     pub postgres: SqlDatabaseConfig,
+    /// Webhook delivery and every app's webhooks.
+    pub webhooks: crate::webhooks::config::WebhookSettings,
+    /// `QUEUE_DRIVER` / `queue.driver` as written, when set.
+    pub queue_driver: Option<String>,
     /// Node identity; random `switchyard-<16 hex>` unless configured.
     pub instance_id: String,
     /// The file that was loaded, if any.
@@ -218,6 +224,8 @@ pub(crate) fn build(
         redis: file.database.redis,
         mysql: SqlDatabaseConfig::default(),
         postgres: SqlDatabaseConfig::default(),
+        webhooks: crate::webhooks::config::WebhookSettings::from_file(file.webhooks),
+        queue_driver: file.queue.driver,
         instance_id: file.instance.process_id.unwrap_or_default(),
         config_file: source.map(|(path, _)| path.to_path_buf()),
         warnings,
@@ -235,10 +243,14 @@ pub(crate) fn build(
     let resolved = apps::resolve(
         inline_apps,
         &apps::global_limits(&c),
+        &c.webhooks,
         &env,
         explicit_mode.as_deref(),
     )?;
     (c.app_sources, c.apps) = resolved.apps.into_iter().unzip();
+    c.webhooks.apps = resolved.webhooks;
+    c.warnings.extend(resolved.warnings);
+    validate::webhooks(&mut c)?;
     c.dev_credentials = resolved.dev_credentials;
     if c.dev_credentials && explicit_mode.is_none() {
         c.mode = "development".into();

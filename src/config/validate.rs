@@ -186,6 +186,46 @@ fn is_wildcard(host: &str) -> bool {
     matches!(host, "0.0.0.0" | "::" | "[::]" | "")
 }
 
+/// The global webhook settings, and the queue that webhooks need: a driver
+/// Switchyard cannot run refuses to start when any app has webhooks (they
+/// would be silently off), and is only a warning when none has.
+pub(crate) fn webhooks(c: &mut Config) -> Result<(), ConfigError> {
+    c.webhooks.validate()?;
+    if c.adapter_driver != super::AdapterDriver::Local && !c.webhooks.apps.is_empty() {
+        c.warnings.push(
+            "webhooks with a cluster (ADAPTER_DRIVER): in this release each node sends the \
+             webhooks of its own sockets, so channel_occupied/channel_vacated and \
+             subscription_count come once per node, not once per cluster"
+                .into(),
+        );
+    }
+    let key = "queue.driver (QUEUE_DRIVER)";
+    let Some(driver) = c.queue_driver.as_deref() else {
+        return Ok(());
+    };
+    match driver.parse::<crate::webhooks::config::QueueDriver>() {
+        Ok(q) => {
+            c.webhooks.queue = q;
+            if q == crate::webhooks::config::QueueDriver::Redis && !c.webhooks.apps.is_empty() {
+                c.warnings.push(format!(
+                    "{key} is redis, but this release queues webhook events in memory: events \
+                     still waiting when the process dies are lost (a clean shutdown delivers them)"
+                ));
+            }
+        }
+        Err(e) if c.webhooks.apps.is_empty() => c.warnings.push(format!(
+            "{key}: {e}; no app has webhooks, so nothing is queued"
+        )),
+        Err(e) => {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{e}: apps have webhooks, and they would not be delivered"),
+            ))
+        }
+    }
+    Ok(())
+}
+
 /// Working but risky settings, for the start-up log.
 pub(crate) fn warnings(c: &Config) -> Vec<String> {
     let mut out = Vec::new();

@@ -129,6 +129,18 @@ pub const VARIABLES: &[Group] = &[
         ],
     },
     Group {
+        title: "Webhooks",
+        vars: &[
+            v("SOCKUDO_DEFAULT_APP_WEBHOOKS", "none", "(S) The environment app's webhooks: a JSON array of {url, event_types, filter, headers, retry, request_timeout_ms}."),
+            v("SOKETI_DEFAULT_APP_WEBHOOKS", "none", "(S) Soketi's name for the same, read when SOCKUDO_DEFAULT_APP_WEBHOOKS is unset."),
+            v("WEBHOOK_BATCHING_ENABLED", "true", "Gather one webhook's events into one request."),
+            v("WEBHOOK_BATCHING_DURATION", "50", "Milliseconds events gather before their request is sent."),
+            v("WEBHOOK_BATCHING_SIZE", "100", "Most events in one request."),
+            v("WEBHOOK_LEAVE_GRACE_MS", "2000", "(S) Milliseconds channel_vacated and member_removed wait, so a page reload tells the backend nothing (0 = at once)."),
+            v("QUEUE_DRIVER", "memory", "Where webhook events wait: memory (redis is accepted and queues in memory too, with a warning)."),
+        ],
+    },
+    Group {
         title: "Scale-out (Redis) and databases",
         vars: &[
             v("ADAPTER_DRIVER", "local", "local: one node; redis: nodes share events through Redis; others run as one node, with a warning."),

@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod limits;
 pub mod prereq;
 pub mod raw;
+pub mod receiver;
 pub mod redis;
 
 // ---------------------------------------------------------------------------

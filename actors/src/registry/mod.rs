@@ -520,6 +520,27 @@ impl Registry {
         Ok(all)
     }
 
+    /// Wait until every shard has handled what was sent to it before this
+    /// call (the leaves of closed sockets, at shutdown): each shard's mailbox
+    /// is first in, first out, so an answer to a query queued now is after
+    /// them.
+    pub async fn settle(&self) {
+        let none: Arc<str> = Arc::from("");
+        let replies: Vec<_> = self
+            .shards
+            .iter()
+            .map(|addr| {
+                addr.send(shard::List {
+                    app_id: none.clone(),
+                    prefix: none.clone(),
+                })
+            })
+            .collect();
+        for reply in replies {
+            let _ = reply.await;
+        }
+    }
+
     /// Distinct user ids on a presence channel, over the cluster.
     pub async fn users(
         &self,

@@ -386,6 +386,9 @@ impl Handler<ClientEvent> for Shard {
             return;
         };
         deliver_all(subscribers, &msg.frame, Some(msg.sender));
+        for listener in self.listeners.iter() {
+            listener.on_client_event(&msg.app_id, &msg.channel, msg.sender, &msg.frame);
+        }
         // Confirmed: other nodes' subscribers get it too. The sender is a
         // socket of this node, so there is nobody to skip over there.
         if let Some(cluster) = self.cluster.get() {

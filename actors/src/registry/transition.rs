@@ -71,8 +71,20 @@ impl PartialEq for Change {
 /// Told of every batch of transitions a shard applied, on the shard's thread,
 /// in the order they happened on that shard, before any frame they cause is
 /// delivered. Must not block: the shard waits.
-/// Nobody listens in production yet; with no listener a batch costs nothing
-/// but the shard's reused buffer.
+/// With no listener a batch costs nothing but the shard's reused buffer.
 pub trait TransitionListener: Send + Sync + 'static {
     fn on_transitions(&self, batch: &[Transition]);
+
+    /// A client event the owning shard accepted (the sender is subscribed)
+    /// and delivered: not a change of state, but something that happened on
+    /// the channel (the `client_event` webhook). `frame` is the event as
+    /// subscribers received it. Called on the shard's thread; must not block.
+    fn on_client_event(
+        &self,
+        _app_id: &Arc<str>,
+        _channel: &Arc<str>,
+        _sender: crate::socket::SocketId,
+        _frame: &bytestring::ByteString,
+    ) {
+    }
 }

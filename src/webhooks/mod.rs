@@ -1,0 +1,422 @@
+//! Webhooks: tell each app's backend what happens on its channels.
+//!
+//! ```text
+//! shards ──transitions, client events──► Listener ──bounded queue──► dispatcher task
+//!  (on_transitions: only apps with            (try_send, never      ledger: grace, alternation
+//!   webhooks, only kinds they select)          blocks a shard)      → events, once serialised
+//!                                                                    → each webhook that wants it
+//!                                                                      ▼
+//!                                              lanes (per app × webhook × LANES): batch, sign, POST,
+//!                                              retry with backoff; dead letters logged and counted
+//! ```
+//!
+//! - `config`: settings and each app's webhooks, validated at start-up.
+//! - `event`: the events and the request body, Pusher's names.
+//! - `ledger`: what the backend was told, so occupied/vacated and member
+//!   added/removed strictly alternate, with a grace for leaves.
+//! - `delivery`: lanes, batching, signing, retries.
+//! - `stats`: counters for the metrics endpoint.
+//!
+//! Everything runs on an arbiter (thread) of its own, so no receiver, slow
+//! or dead, ever shares a thread with sockets, shards or the HTTP API.
+
+pub mod config;
+pub mod delivery;
+pub mod event;
+pub mod ledger;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+use log::{error, warn};
+use switchyard_actors::app::App;
+use switchyard_actors::registry::{Change, Transition, TransitionListener};
+use switchyard_actors::socket::SocketId;
+use tokio::sync::{mpsc, oneshot};
+
+use config::{EventKind, EventSet, Target, WebhookSettings};
+use delivery::{Batching, LaneJob, LANES, LANE_QUEUE};
+use event::Event;
+use ledger::{Ledger, Told};
+pub use stats::WebhookStats;
+
+/// Inputs queued for the dispatcher before new ones are refused.
+const INBOX: usize = 65_536;
+
+enum Input {
+    Transitions(Vec<Transition>, Instant),
+    ClientEvent {
+        app_id: Arc<str>,
+        channel: Arc<str>,
+        sender: SocketId,
+        frame: ByteString,
+        at: Instant,
+    },
+    /// Shutdown: tell every waiting leave, send everything, then answer.
+    Drain(oneshot::Sender<()>),
+}
+
+/// The shards' side: picks what some webhook wants and queues it, never
+/// blocking a shard.
+pub struct Listener {
+    inbox: mpsc::Sender<Input>,
+    /// App id → the event kinds any of its webhooks selects.
+    interest: HashMap<String, EventSet>,
+    stats: Arc<WebhookStats>,
+    overflowing: AtomicBool,
+}
+
+fn kind_of(change: &Change) -> &'static [EventKind] {
+    match change {
+        // Either side of the pair needs both, to keep them alternating.
+        Change::Occupied | Change::Vacated => {
+            &[EventKind::ChannelOccupied, EventKind::ChannelVacated]
+        }
+        Change::MemberAdded { .. } | Change::MemberRemoved { .. } => {
+            &[EventKind::MemberAdded, EventKind::MemberRemoved]
+        }
+        Change::CountChanged { .. } => &[EventKind::SubscriptionCount],
+        Change::CacheMiss => &[EventKind::CacheMiss],
+    }
+}
+
+impl Listener {
+    fn wants(&self, app_id: &str, kinds: &[EventKind]) -> bool {
+        self.interest
+            .get(app_id)
+            .is_some_and(|set| kinds.iter().any(|k| set.contains(*k)))
+    }
+
+    fn queue(&self, input: Input, events: u64) {
+        match self.inbox.try_send(input) {
+            Ok(()) => {
+                self.overflowing.store(false, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.stats.add_dropped(events);
+                if !self.overflowing.swap(true, Ordering::Relaxed) {
+                    error!(
+                        event = "webhook_queue_full";
+                        "the webhook queue is full ({INBOX} entries): channel activity is not \
+                         reaching webhooks (counted in sockudo_webhook_dropped_total)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl TransitionListener for Listener {
+    fn on_transitions(&self, batch: &[Transition]) {
+        let wanted: Vec<Transition> = batch
+            .iter()
+            .filter(|t| self.wants(&t.app_id, kind_of(&t.change)))
+            .cloned()
+            .collect();
+        if !wanted.is_empty() {
+            let n = wanted.len() as u64;
+            self.queue(Input::Transitions(wanted, Instant::now()), n);
+        }
+    }
+
+    fn on_client_event(
+        &self,
+        app_id: &Arc<str>,
+        channel: &Arc<str>,
+        sender: SocketId,
+        frame: &ByteString,
+    ) {
+        if !self.wants(app_id, &[EventKind::ClientEvent]) {
+            return;
+        }
+        self.queue(
+            Input::ClientEvent {
+                app_id: app_id.clone(),
+                channel: channel.clone(),
+                sender,
+                frame: frame.clone(),
+                at: Instant::now(),
+            },
+            1,
+        );
+    }
+}
+
+/// The handle the server keeps: to drain at shutdown.
+pub struct Webhooks {
+    inbox: mpsc::Sender<Input>,
+    /// Closed (every sender gone) when the dispatcher and every lane ended.
+    finished: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    pub stats: Arc<WebhookStats>,
+}
+
+/// One app's webhooks, with the lanes of each.
+struct AppHooks {
+    targets: Arc<[Target]>,
+    lanes: Vec<[mpsc::Sender<Event>; LANES]>,
+}
+
+struct Dispatcher {
+    apps: HashMap<String, AppHooks>,
+    ledger: Ledger,
+    stats: Arc<WebhookStats>,
+    told: Vec<Told>,
+}
+
+impl Webhooks {
+    /// Start the dispatcher and lanes on an arbiter of their own; `None`
+    /// when no app has webhooks (nothing is started and nothing listens).
+    pub fn start(
+        settings: &WebhookSettings,
+        apps: &[App],
+    ) -> Option<(Arc<Webhooks>, Arc<Listener>)> {
+        if settings.apps.is_empty() {
+            return None;
+        }
+        let stats = Arc::new(WebhookStats::default());
+        let (inbox, rx) = mpsc::channel(INBOX);
+        let (alive, finished) = mpsc::channel::<()>(1);
+        let arbiter = actix::Arbiter::new();
+        let client = delivery::client();
+        let batching = Batching {
+            enabled: settings.batching,
+            duration: settings.batch_duration,
+            size: settings.batch_size,
+        };
+        let mut interest = HashMap::new();
+        let mut lanes_to_start = Vec::new();
+        let mut hooks = HashMap::new();
+        for app in apps {
+            let Some(targets) = settings.apps.get(app.id.as_ref()) else {
+                continue;
+            };
+            let set = targets
+                .iter()
+                .fold(EventSet::default(), |s, t| s.union(t.events));
+            interest.insert(app.id.to_string(), set);
+            let mut lanes = Vec::new();
+            for index in 0..targets.len() {
+                let senders = std::array::from_fn(|_| {
+                    let (tx, rx) = mpsc::channel(LANE_QUEUE);
+                    let job = LaneJob {
+                        app_id: app.id.clone(),
+                        app_key: Arc::from(app.key.as_str()),
+                        app_secret: Arc::from(app.secret.expose()),
+                        targets: targets.clone(),
+                        index,
+                        batching,
+                        client: client.clone(),
+                        stats: stats.clone(),
+                    };
+                    lanes_to_start.push((rx, job));
+                    tx
+                });
+                lanes.push(senders);
+            }
+            hooks.insert(
+                app.id.to_string(),
+                AppHooks {
+                    targets: targets.clone(),
+                    lanes,
+                },
+            );
+        }
+        let dispatcher = Dispatcher {
+            apps: hooks,
+            ledger: Ledger::new(settings.leave_grace),
+            stats: stats.clone(),
+            told: Vec::new(),
+        };
+        for (rx, job) in lanes_to_start {
+            let alive = alive.clone();
+            arbiter.spawn(async move {
+                delivery::run(rx, job).await;
+                drop(alive);
+            });
+        }
+        arbiter.spawn(async move {
+            dispatcher.run(rx).await;
+            drop(alive);
+        });
+        let listener = Arc::new(Listener {
+            inbox: inbox.clone(),
+            interest,
+            stats: stats.clone(),
+            overflowing: AtomicBool::new(false),
+        });
+        let webhooks = Arc::new(Webhooks {
+            inbox,
+            finished: tokio::sync::Mutex::new(finished),
+            stats,
+        });
+        Some((webhooks, listener))
+    }
+
+    /// Shutdown: tell every leave still in its grace, then deliver what is
+    /// queued, waiting at most until `deadline`. Returns how many events
+    /// were still undelivered then (0: everything went out).
+    pub async fn drain(&self, deadline: Instant) -> u64 {
+        let (done, told) = oneshot::channel();
+        if self.inbox.send(Input::Drain(done)).await.is_ok() {
+            let _ = tokio::time::timeout_at(deadline.into(), told).await;
+        }
+        let mut finished = self.finished.lock().await;
+        let _ = tokio::time::timeout_at(deadline.into(), finished.recv()).await;
+        let left = self.stats.queued();
+        if left > 0 {
+            error!(
+                event = "webhook_shutdown_undelivered", events = left;
+                "shutting down with {left} webhook events undelivered (receivers did not answer \
+                 within SHUTDOWN_GRACE_PERIOD); with QUEUE_DRIVER=memory they are lost"
+            );
+        }
+        left
+    }
+}
+
+impl Dispatcher {
+    async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        loop {
+            let next = self.ledger.next_due();
+            let input = tokio::select! {
+                input = rx.recv() => input,
+                _ = sleep_until(next) => {
+                    self.ledger.due(Instant::now(), &mut self.told);
+                    self.route_told(Instant::now());
+                    continue;
+                }
+            };
+            match input {
+                Some(Input::Drain(done)) => {
+                    // What is still queued came before the drain: handle it.
+                    while let Ok(input) = rx.try_recv() {
+                        if let Input::Drain(other) = input {
+                            let _ = other.send(());
+                        } else {
+                            self.handle(input);
+                        }
+                    }
+                    self.ledger.flush(&mut self.told);
+                    self.route_told(Instant::now());
+                    // Closing the lanes' queues lets them finish.
+                    self.apps.clear();
+                    let _ = done.send(());
+                    return;
+                }
+                Some(input) => self.handle(input),
+                None => return,
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Transitions(batch, at) => self.transitions(batch, at),
+            Input::ClientEvent {
+                app_id,
+                channel,
+                sender,
+                frame,
+                at,
+            } => {
+                let socket = sender.to_string();
+                match Event::client_event(&channel, &frame, &socket, at) {
+                    Some(e) => self.route(&app_id, e),
+                    None => warn!(
+                        event = "webhook_client_event_unreadable", app_id = &*app_id;
+                        "a client event on {channel} could not be read for its webhook"
+                    ),
+                }
+            }
+            // Handled by `run`.
+            Input::Drain(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn transitions(&mut self, batch: Vec<Transition>, at: Instant) {
+        for t in batch {
+            let key = (t.app_id.clone(), t.channel.clone());
+            match t.change {
+                Change::Occupied => self.ledger.occupied(key, &mut self.told),
+                Change::Vacated => self.ledger.vacated(key, at, &mut self.told),
+                Change::MemberAdded { user_id, .. } => {
+                    self.ledger.member_added(key, user_id, &mut self.told)
+                }
+                Change::MemberRemoved { user_id } => {
+                    self.ledger.member_removed(key, user_id, at, &mut self.told)
+                }
+                Change::CountChanged { count } => {
+                    // As Sockudo: presence channels have member events instead.
+                    if !t.channel.starts_with("presence-") {
+                        let e = Event::subscription_count(&t.channel, count, at);
+                        self.route(&t.app_id, e);
+                    }
+                }
+                Change::CacheMiss => {
+                    let e = Event::channel(EventKind::CacheMiss, &t.channel, at);
+                    self.route(&t.app_id, e);
+                }
+            }
+            self.route_told(at);
+        }
+    }
+
+    fn route_told(&mut self, at: Instant) {
+        let told = std::mem::take(&mut self.told);
+        for t in &told {
+            let (key, e) = match t {
+                Told::Occupied(k) => (k, Event::channel(EventKind::ChannelOccupied, &k.1, at)),
+                Told::Vacated(k) => (k, Event::channel(EventKind::ChannelVacated, &k.1, at)),
+                Told::MemberAdded(k, u) => (k, Event::member(EventKind::MemberAdded, &k.1, u, at)),
+                Told::MemberRemoved(k, u) => {
+                    (k, Event::member(EventKind::MemberRemoved, &k.1, u, at))
+                }
+            };
+            self.route(&key.0, e);
+        }
+        self.told = told;
+        self.told.clear();
+    }
+
+    /// Hand `e` to the lane of each webhook of the app that wants it.
+    fn route(&self, app_id: &str, e: Event) {
+        let Some(hooks) = self.apps.get(app_id) else {
+            return;
+        };
+        let lane = delivery::lane_of(&e.channel);
+        for (target, lanes) in hooks.targets.iter().zip(&hooks.lanes) {
+            if !target.wants(e.kind, &e.channel) {
+                continue;
+            }
+            match lanes[lane].try_send(e.clone()) {
+                Ok(()) => self.stats.add_queued(1),
+                Err(_) => {
+                    self.stats.add_dropped(1);
+                    error!(
+                        event = "webhook_dead_letter", app_id = app_id,
+                        url = delivery::shown(&target.url).as_str(), events = 1,
+                        body = &*e.json;
+                        "webhook to {} dropped: {LANE_QUEUE} events already wait for it",
+                        delivery::shown(&target.url)
+                    );
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Leaves wait this long by default before they are told.
+pub const DEFAULT_LEAVE_GRACE: Duration = Duration::from_millis(config::DEFAULT_LEAVE_GRACE_MS);

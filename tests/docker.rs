@@ -652,6 +652,15 @@ fn yaml_subset_parser_follows_anchors_and_merges() {
     assert_eq!(one.get("l").list(), ["127.0.0.1:1:1"]);
 }
 
+/// The node services of docker-compose.yml (`switchyard-*`).
+fn compose_nodes(services: &Yaml) -> Vec<&str> {
+    services
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("switchyard-"))
+        .collect()
+}
+
 /// README, Docker/Compose: two nodes, both built from this directory as
 /// `switchyard:local` with `pull_policy: build`; the app secret a compose
 /// secret mounted at /run/secrets/app_secret and named by
@@ -661,9 +670,9 @@ fn yaml_subset_parser_follows_anchors_and_merges() {
 fn compose_runs_two_locally_built_nodes_with_the_secret_file_and_loopback_metrics() {
     let doc = YamlParser::parse(&repo_file("docker-compose.yml"));
     let services = doc.get("services");
-    assert_eq!(services.keys(), ["switchyard-1", "switchyard-2"]);
+    assert_eq!(services.keys(), ["redis", "switchyard-1", "switchyard-2"]);
     let mut published_ws = Vec::new();
-    for name in services.keys() {
+    for name in compose_nodes(services) {
         let node = services.get(name);
         assert_eq!(node.get("build").str(), ".", "{name}");
         assert_eq!(node.get("image").str(), "switchyard:local", "{name}");
@@ -692,4 +701,67 @@ fn compose_runs_two_locally_built_nodes_with_the_secret_file_and_loopback_metric
         doc.get("secrets").get("app_secret").get("file").str(),
         "./secrets/app_secret"
     );
+}
+
+/// README, Docker/Compose and scaling: the nodes are one cluster on a Redis
+/// of their own — `redis:7-alpine`, not published on the host, keeping
+/// nothing (no RDB snapshots, no AOF, /data in memory), health-checked with
+/// `redis-cli ping`; every node waits for it to be healthy and runs with
+/// `ADAPTER_DRIVER=redis`, `REDIS_URL` naming that service and the shared
+/// rate limiter, set in `environment` so that they win over .env.
+#[test]
+fn compose_nodes_share_a_redis_service_of_their_own() {
+    let doc = YamlParser::parse(&repo_file("docker-compose.yml"));
+    let services = doc.get("services");
+    let redis = services.get("redis");
+    assert_eq!(redis.get("image").str(), "redis:7-alpine");
+    assert!(
+        !redis.keys().contains(&"ports") && !redis.keys().contains(&"expose"),
+        "redis must not be published: {redis:?}"
+    );
+    let command = redis.get("command").list();
+    assert_eq!(command.first(), Some(&"redis-server"), "{command:?}");
+    // `--save ""` (no snapshots) and `--appendonly no` (no AOF), as pairs.
+    let pair = |flag: &str| {
+        command
+            .iter()
+            .position(|a| *a == flag)
+            .and_then(|i| command.get(i + 1))
+            .copied()
+            .unwrap_or_else(|| panic!("{flag} not in {command:?}"))
+    };
+    assert_eq!(pair("--save"), "", "{command:?}");
+    assert_eq!(pair("--appendonly"), "no", "{command:?}");
+    assert_eq!(redis.get("tmpfs").list(), ["/data"]);
+    assert!(
+        !redis.keys().contains(&"volumes"),
+        "nothing of Redis on disk: {redis:?}"
+    );
+    let health = redis.get("healthcheck");
+    assert_eq!(health.get("test").list(), ["CMD", "redis-cli", "ping"]);
+    for key in ["interval", "timeout", "retries"] {
+        assert!(!health.get(key).str().is_empty(), "healthcheck {key}");
+    }
+
+    let nodes = compose_nodes(services);
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    for name in nodes {
+        let node = services.get(name);
+        assert_eq!(
+            node.get("depends_on").get("redis").get("condition").str(),
+            "service_healthy",
+            "{name}"
+        );
+        let env = node.get("environment");
+        assert_eq!(env.get("ADAPTER_DRIVER").str(), "redis", "{name}");
+        assert_eq!(env.get("REDIS_URL").str(), "redis://redis:6379", "{name}");
+        assert_eq!(env.get("RATE_LIMITER_DRIVER").str(), "redis", "{name}");
+        // The URL names the service above, on Redis's own port.
+        let url = env.get("REDIS_URL").str();
+        let host = url
+            .strip_prefix("redis://")
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .unwrap();
+        assert!(services.keys().contains(&host), "{name}: {url}");
+    }
 }

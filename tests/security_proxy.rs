@@ -5,6 +5,9 @@
 //! socket. WebSocket and the HTTP API work through it; the client address
 //! the server logs and rate-limits on follows RATE_LIMITER_*_TRUST_HOPS.
 //!
+//! And deploy/nginx-cluster.conf, the example load balancer, as shipped
+//! (only its addresses replaced), in front of two clustered nodes.
+//!
 //! nginx connects to the upstream from 127.0.0.2 (`proxy_bind`) and the test
 //! clients connect to nginx from 127.0.0.3 / 127.0.0.4, so "nginx's address"
 //! and "the client's address" are distinguishable. Without nginx the tests
@@ -13,10 +16,13 @@
 
 mod common;
 
+use common::cluster::node_with;
+use common::redis::RedisServer;
 use common::security::*;
 use common::*;
 use serde_json::json;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 const NGINX_ADDR: &str = "127.0.0.2";
 const CLIENT_A: &str = "127.0.0.3";
@@ -285,4 +291,201 @@ async fn unix_socket_without_trusted_hops_logs_unix_peers() {
     };
     let ws = ws_via(&nginx, CLIENT_A, &[("X-Forwarded-For", "6.6.6.6")]).await;
     assert_eq!(logged_peer(&server, &ws.socket_id).await, "unix");
+}
+
+// ---------------------------------------------------------------------------
+// deploy/nginx-cluster.conf
+
+fn cluster_conf_text() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx-cluster.conf");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The directives of an nginx file: comments dropped, one per `;` or `{`.
+fn directives(conf: &str) -> Vec<String> {
+    conf.lines()
+        .map(|l| l.split('#').next().unwrap().trim())
+        .filter(|l| !l.is_empty() && *l != "}")
+        .map(|l| l.trim_end_matches([';', '{']).trim().to_string())
+        .collect()
+}
+
+/// deploy/nginx-cluster.conf as shipped, but listening on `127.0.0.1:port`
+/// with its upstream servers replaced, in order, by the nodes on `nodes`
+/// (their parameters kept). Panics unless the file has exactly
+/// `nodes.len()` upstream servers and one `listen 80;`.
+fn cluster_conf(port: u16, nodes: &[u16]) -> String {
+    let mut nodes = nodes.iter();
+    let mut out = String::new();
+    let mut in_upstream = false;
+    let mut listens = 0;
+    for line in cluster_conf_text().lines() {
+        let t = line.trim();
+        if t.starts_with("upstream ") {
+            in_upstream = true;
+        } else if in_upstream && t == "}" {
+            in_upstream = false;
+            assert!(nodes.next().is_none(), "fewer upstream servers than nodes");
+        } else if in_upstream && t.starts_with("server ") {
+            let (_, params) = t["server ".len()..].split_once(' ').unwrap_or(("", ";"));
+            let node = nodes.next().expect("more upstream servers than nodes");
+            out.push_str(&format!("        server 127.0.0.1:{node} {params}\n"));
+            continue;
+        } else if t == "listen 80;" {
+            listens += 1;
+            out.push_str(&format!("    listen 127.0.0.1:{port};\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    assert_eq!(listens, 1, "one `listen 80;` in deploy/nginx-cluster.conf");
+    out
+}
+
+/// What the example promises in its comments, checked on its directives:
+/// every node in one upstream without stickiness, the WebSocket upgrade,
+/// X-Forwarded-For, and nginx never the first to give up on a quiet but
+/// healthy connection.
+#[test]
+fn the_example_cluster_nginx_config_says_what_it_promises() {
+    let d = directives(&cluster_conf_text());
+    let has = |want: &str| d.iter().any(|x| x == want);
+    for sticky in ["ip_hash", "hash ", "sticky"] {
+        assert!(
+            !d.iter().any(|x| x.starts_with(sticky)),
+            "no sticky sessions needed: {sticky}"
+        );
+    }
+    let servers = d.iter().filter(|x| x.starts_with("server ")).count();
+    assert_eq!(servers, 2, "two nodes in the upstream: {d:?}");
+    assert!(has("proxy_pass http://switchyard_cluster"), "{d:?}");
+    assert!(has("proxy_http_version 1.1"), "{d:?}");
+    assert!(has("proxy_set_header Upgrade $http_upgrade"), "{d:?}");
+    assert!(
+        has("proxy_set_header Connection $switchyard_connection"),
+        "{d:?}"
+    );
+    assert!(
+        has("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for"),
+        "{d:?}"
+    );
+    let read_timeout = d
+        .iter()
+        .find_map(|x| x.strip_prefix("proxy_read_timeout "))
+        .and_then(|v| v.strip_suffix('s'))
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("proxy_read_timeout <seconds>s");
+    let defaults = (
+        switchyard_actors::defaults::ACTIVITY_TIMEOUT_SECS,
+        switchyard_actors::defaults::PONG_TIMEOUT_SECS,
+    );
+    assert!(
+        read_timeout > defaults.0 + defaults.1,
+        "proxy_read_timeout {read_timeout}s must exceed ACTIVITY_TIMEOUT + PONG_TIMEOUT {defaults:?}"
+    );
+}
+
+/// Which of `nodes` logged the opening of `socket_id` (its index).
+async fn node_of(nodes: &[&Server], socket_id: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        for (i, node) in nodes.iter().enumerate() {
+            let opened = node.logs().lines().any(|l| {
+                l.contains("connection opened") && text_field(l, "socket_id") == Some(socket_id)
+            });
+            if opened {
+                return i;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node logged the opening of {socket_id}"
+        );
+        tokio::time::sleep(ms(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_example_cluster_nginx_config_balances_two_clustered_nodes() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let hops = [
+        ("RATE_LIMITER_API_TRUST_HOPS", "1".to_string()),
+        ("RATE_LIMITER_WS_TRUST_HOPS", "1".to_string()),
+    ];
+    let a = node_with(&redis, "lb:", &hops).await;
+    let b = node_with(&redis, "lb:", &hops).await;
+    let nodes = [a.port, b.port];
+    let Some(nginx) = Nginx::start_http(|port| cluster_conf(port, &nodes)).await else {
+        return;
+    };
+
+    // WebSockets through nginx until one is on each node (least_conn: the
+    // second goes to the node without one).
+    let mut on: [Option<Ws>; 2] = [None, None];
+    let mut opened = Vec::new();
+    while on.iter().any(Option::is_none) {
+        assert!(opened.len() < 6, "nginx never used both nodes");
+        let ws = ws_via(&nginx, CLIENT_A, &[]).await;
+        let i = node_of(&[&a, &b], &ws.socket_id).await;
+        if on[i].is_none() {
+            on[i] = Some(ws);
+        } else {
+            opened.push(ws);
+        }
+    }
+    let [Some(mut on_a), Some(mut on_b)] = on else {
+        unreachable!()
+    };
+    on_a.subscribe("lb-news").await;
+    on_b.subscribe("lb-news").await;
+    // X-Forwarded-For from the example, one trusted hop: the client's address.
+    for (node, ws) in [(&a, &on_a), (&b, &on_b)] {
+        assert_eq!(logged_peer(node, &ws.socket_id).await, CLIENT_A);
+    }
+
+    // Published through nginx, each request to whichever node nginx picks:
+    // both clients get every event once. Not necessarily in publish order:
+    // a node answers once it has delivered locally and handed the event to
+    // Redis, so the next request, taken by the other node, can overtake it
+    // on its way to that node's clients.
+    let api = api_via(&nginx, CLIENT_A);
+    for n in 1..=4 {
+        api.publish("lb-news", "update", &format!("{n}")).await;
+    }
+    for ws in [&mut on_a, &mut on_b] {
+        let mut got = Vec::new();
+        for _ in 1..=4 {
+            let f = ws.expect_channel_event("update", "lb-news").await;
+            got.push(f.data_str().to_string());
+        }
+        got.sort();
+        assert_eq!(got, ["1", "2", "3", "4"]);
+        ws.expect_silence(SILENCE).await;
+    }
+    // One request is one node: a batch arrives in order everywhere.
+    let batch: Vec<_> = (1..=4)
+        .map(|n| json!({"channel": "lb-news", "name": "batched", "data": n.to_string()}))
+        .collect();
+    let r = api
+        .post("/batch_events", &json!({ "batch": batch }).to_string())
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.text);
+    for ws in [&mut on_a, &mut on_b] {
+        for n in 1..=4 {
+            let f = ws.expect_channel_event("batched", "lb-news").await;
+            assert_eq!(f.data_str(), n.to_string(), "{}", f.raw);
+        }
+        ws.expect_silence(SILENCE).await;
+    }
+    // And the API through nginx counts both nodes' subscribers.
+    let info = api
+        .wait_channel_info("lb-news", "subscription_count", |v| {
+            v["subscription_count"] == 2
+        })
+        .await;
+    assert_eq!(info["occupied"], true, "{info}");
+    drop(opened);
 }

@@ -2179,31 +2179,14 @@ pub mod security {
         /// a failure under CI, else `None` (SKIPPED printed) and the caller
         /// returns ([`super::prereq::require_tool`]).
         pub async fn start(upstream: Upstream, proxy_bind: Option<&str>) -> Option<Nginx> {
-            let bin = super::prereq::require_tool("nginx", "apt-get install -y nginx")?;
             let target = match &upstream {
                 Upstream::Tcp(p) => format!("127.0.0.1:{p}"),
                 Upstream::Unix(path) => format!("unix:{}", path.display()),
             };
             let bind = proxy_bind.map_or(String::new(), |a| format!("proxy_bind {a};"));
-            let mut last = String::new();
-            for _attempt in 0..3 {
-                let dir = TempDir::new();
-                let port = free_port();
-                let d = dir.path.display();
-                let conf = format!(
-                    r#"master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    upstream switchyard {{
+            Nginx::start_http(|port| {
+                format!(
+                    r#"upstream switchyard {{
         server {target};
     }}
     server {{
@@ -2220,7 +2203,39 @@ http {{
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
         }}
-    }}
+    }}"#
+                )
+            })
+            .await
+        }
+
+        /// nginx serving `http_conf(port)` — what goes in the `http` context
+        /// (upstreams, a server listening on `127.0.0.1:port`) — inside a main
+        /// configuration of the test's own (pid, logs and temp paths in a
+        /// fresh directory, one process in the foreground). Ready once
+        /// `GET /up` through it is 200. Without nginx: as [`Nginx::start`].
+        pub async fn start_http(http_conf: impl Fn(u16) -> String) -> Option<Nginx> {
+            let bin = super::prereq::require_tool("nginx", "apt-get install -y nginx")?;
+            let mut last = String::new();
+            for _attempt in 0..3 {
+                let dir = TempDir::new();
+                let port = free_port();
+                let d = dir.path.display();
+                let http = http_conf(port);
+                let conf = format!(
+                    r#"master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    {http}
 }}
 "#
                 );

@@ -9,6 +9,10 @@
 // * server.client() gives a real `pusher-js` v8 client whose channel
 //   authorization and user authentication are signed in-process by the SDK.
 // * Everything started is torn down by server.stop() (clients first).
+// * startRedis() runs a redis-server of the suite's own on a free port (no
+//   persistence; missing redis-server = an error, never a skip);
+//   startCluster({nodes: 2}) runs nodes with ADAPTER_DRIVER=redis on it,
+//   sharing the app and a key prefix unique to that cluster.
 
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -67,13 +71,19 @@ function httpGetStatus(port, urlPath) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Resolve when `fn()` is truthy, polling every 20 ms; reject after `ms`. */
+/**
+ * Resolve when `fn()` is truthy, polling every 20 ms; reject after `ms`.
+ * `label` may be a function, called for the message (to show the last value).
+ */
 async function waitUntil(fn, label, ms = DEFAULT_TIMEOUT) {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await fn();
     if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${label}`);
+    if (Date.now() > deadline) {
+      const what = typeof label === 'function' ? label() : label;
+      throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    }
     await sleep(20);
   }
 }
@@ -377,6 +387,146 @@ async function startServer(extraEnv = {}) {
   return handle;
 }
 
+// ---------------------------------------------------------------------------
+// Clusters: several nodes on a redis-server of the suite's own.
+
+/** How long redis-server may take to answer PING after it is started. */
+const REDIS_READY_MS = 10000;
+
+/** Send `PING` to 127.0.0.1:port; resolve true on `+PONG`. */
+function redisPing(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: '127.0.0.1', port });
+    let reply = '';
+    const done = (ok) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), 1000);
+    sock.on('connect', () => sock.write('PING\r\n'));
+    sock.on('data', (chunk) => {
+      reply += chunk.toString();
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+    });
+    sock.on('error', () => done(false));
+  });
+}
+
+async function launchRedis(bin) {
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchyard-e2e-redis-'));
+  // No persistence: nothing is written to `dir`, which only holds the log.
+  const proc = spawn(
+    bin,
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+    { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let output = '';
+  const keep = (chunk) => {
+    output += chunk.toString();
+    if (output.length > 100000) output = output.slice(-50000);
+  };
+  proc.stdout.on('data', keep);
+  proc.stderr.on('data', keep);
+  let exited = null;
+  const exitPromise = new Promise((resolve) => {
+    proc.on('exit', (code, signal) => resolve((exited = { code, signal })));
+    proc.on('error', (error) => resolve((exited = { code: null, signal: null, error })));
+  });
+  const cleanUp = () => fs.rmSync(dir, { recursive: true, force: true });
+  const deadline = Date.now() + REDIS_READY_MS;
+  for (;;) {
+    if (exited) {
+      cleanUp();
+      if (exited.error && exited.error.code === 'ENOENT') {
+        throw new Error(
+          `redis-server not found (${bin}): the cluster tests need it, they are never skipped; ` +
+            'install it (apt-get install -y redis-server) or set REDIS_SERVER_BIN',
+        );
+      }
+      const why = exited.error ? exited.error.message : `code ${exited.code} signal ${exited.signal}`;
+      const err = new Error(`redis-server exited before answering PING (${why}); output:\n${output}`);
+      // A free port can be taken between probing and binding.
+      err.retryable = !exited.error;
+      throw err;
+    }
+    if (await redisPing(port)) break;
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      await exitPromise;
+      cleanUp();
+      throw new Error(`redis-server did not answer PING within ${REDIS_READY_MS} ms; output:\n${output}`);
+    }
+    await sleep(20);
+  }
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}/`,
+    output: () => output,
+    async stop() {
+      if (!exited) {
+        proc.kill('SIGKILL');
+        await exitPromise;
+      }
+      cleanUp();
+    },
+  };
+}
+
+/**
+ * Start a redis-server of the suite's own on a free loopback port (never the
+ * machine's shared 6379), without persistence. `REDIS_SERVER_BIN` names
+ * another binary. A missing redis-server is an error, not a skip.
+ * Returns {port, url, output(), stop()}.
+ */
+async function startRedis() {
+  const bin = process.env.REDIS_SERVER_BIN || 'redis-server';
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await launchRedis(bin);
+    } catch (err) {
+      if (!err.retryable || attempt >= 3) throw err;
+    }
+  }
+}
+
+/**
+ * Start a cluster: `nodes` servers (startServer handles, same app) with
+ * ADAPTER_DRIVER=redis on one redis-server and a key prefix unique to this
+ * cluster. `redis` reuses a running startRedis() (then stop() leaves it
+ * running); `env` is added to every node's environment.
+ * Returns {nodes, redis, prefix, stop()}; stop() stops the nodes (their
+ * clients first), then the redis-server it started.
+ */
+async function startCluster({ nodes = 2, env = {}, redis } = {}) {
+  const ownRedis = !redis;
+  const r = redis || (await startRedis());
+  const prefix = `${unique('e2e-cluster-')}:`;
+  const started = [];
+  const stop = async () => {
+    await Promise.all(started.map((n) => n.stop()));
+    if (ownRedis) await r.stop();
+  };
+  try {
+    for (let i = 0; i < nodes; i++) {
+      started.push(
+        await startServer({
+          ADAPTER_DRIVER: 'redis',
+          REDIS_URL: r.url,
+          DATABASE_REDIS_KEY_PREFIX: prefix,
+          INSTANCE_PROCESS_ID: `${prefix}node-${i + 1}`,
+          ...env,
+        }),
+      );
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { nodes: started, redis: r, prefix, stop };
+}
+
 /** Parse a `pusher` SDK fetch Response as JSON. */
 async function json(responsePromise) {
   const res = await responsePromise;
@@ -431,6 +581,8 @@ module.exports = {
   record,
   requestError,
   sleep,
+  startCluster,
+  startRedis,
   startServer,
   subscribe,
   unique,

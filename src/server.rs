@@ -10,6 +10,7 @@ use crate::http::shared_limits::RedisLimiter;
 use crate::listen;
 use crate::metrics::Metrics;
 use crate::state::ServerState;
+use crate::webhooks::config::QueueDriver;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App as ActixApp, HttpServer};
 use log::{info, warn};
@@ -195,7 +196,26 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         listeners.push(bridge.clone());
     }
     // Webhooks listen too; nothing starts when no app has any.
-    let webhooks = match crate::webhooks::Webhooks::start(&config.webhooks, &config.apps) {
+    // QUEUE_DRIVER=redis: the queue must work before anything is accepted;
+    // webhooks are never silently off or silently not durable.
+    let store = match config.webhooks.queue {
+        QueueDriver::Redis if !config.webhooks.apps.is_empty() => {
+            let store = crate::webhooks::store::Store::connect(
+                &config.redis,
+                &config.adapter.prefix,
+                &config.instance_id,
+            )
+            .await
+            .map_err(|e| {
+                std::io::Error::other(format!(
+                    "queue.driver (QUEUE_DRIVER) is redis, but the webhook queue cannot start: {e}"
+                ))
+            })?;
+            Some(Arc::new(store))
+        }
+        _ => None,
+    };
+    let webhooks = match crate::webhooks::Webhooks::start(&config.webhooks, &config.apps, store) {
         Some((webhooks, listener)) => {
             listeners.push(listener);
             Some(webhooks)

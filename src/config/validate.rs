@@ -204,15 +204,7 @@ pub(crate) fn webhooks(c: &mut Config) -> Result<(), ConfigError> {
         return Ok(());
     };
     match driver.parse::<crate::webhooks::config::QueueDriver>() {
-        Ok(q) => {
-            c.webhooks.queue = q;
-            if q == crate::webhooks::config::QueueDriver::Redis && !c.webhooks.apps.is_empty() {
-                c.warnings.push(format!(
-                    "{key} is redis, but this release queues webhook events in memory: events \
-                     still waiting when the process dies are lost (a clean shutdown delivers them)"
-                ));
-            }
-        }
+        Ok(q) => c.webhooks.queue = q,
         Err(e) if c.webhooks.apps.is_empty() => c.warnings.push(format!(
             "{key}: {e}; no app has webhooks, so nothing is queued"
         )),

@@ -137,7 +137,7 @@ pub const VARIABLES: &[Group] = &[
             v("WEBHOOK_BATCHING_DURATION", "50", "Milliseconds events gather before their request is sent."),
             v("WEBHOOK_BATCHING_SIZE", "100", "Most events in one request."),
             v("WEBHOOK_LEAVE_GRACE_MS", "2000", "(S) Milliseconds channel_vacated and member_removed wait, so a page reload tells the backend nothing (0 = at once)."),
-            v("QUEUE_DRIVER", "memory", "Where webhook events wait: memory (redis is accepted and queues in memory too, with a warning)."),
+            v("QUEUE_DRIVER", "memory", "Where webhook events wait: memory, or redis (durable: a crash or restart loses nothing that reached Redis)."),
         ],
     },
     Group {

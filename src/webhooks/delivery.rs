@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use super::config::{RetryPolicy, Target};
 use super::event::{self, Event};
 use super::stats::WebhookStats;
+use super::store::{self, Store};
 
 /// Lanes per webhook: how many requests to one receiver may be in flight.
 pub const LANES: usize = 4;
@@ -43,6 +44,8 @@ pub struct LaneJob {
     pub batching: Batching,
     pub client: reqwest::Client,
     pub stats: Arc<WebhookStats>,
+    /// With `QUEUE_DRIVER=redis`: the store and this lane's list.
+    pub durable: Option<(Arc<Store>, String)>,
 }
 
 impl LaneJob {
@@ -75,26 +78,176 @@ pub fn client() -> reqwest::Client {
 }
 
 /// Run one lane until its queue is closed and drained.
-pub async fn run(mut rx: mpsc::Receiver<Event>, job: LaneJob) {
-    let mut batch: Vec<Event> = Vec::new();
+pub async fn run(rx: mpsc::Receiver<Event>, job: LaneJob) {
+    match job.durable.clone() {
+        Some((store, key)) => run_durable(rx, job, store, key).await,
+        None => run_in_memory(rx, job).await,
+    }
+}
+
+/// `first` and whatever follows within the batching window (up to its
+/// size); `false` when the queue closed meanwhile.
+async fn gather(rx: &mut mpsc::Receiver<Event>, first: Event, b: Batching) -> (Vec<Event>, bool) {
+    let mut batch = vec![first];
+    if !b.enabled {
+        return (batch, true);
+    }
+    let until = tokio::time::Instant::now() + b.duration;
+    while batch.len() < b.size {
+        tokio::select! {
+            more = rx.recv() => match more {
+                Some(e) => batch.push(e),
+                None => return (batch, false),
+            },
+            _ = tokio::time::sleep_until(until) => break,
+        }
+    }
+    (batch, true)
+}
+
+async fn run_in_memory(mut rx: mpsc::Receiver<Event>, job: LaneJob) {
     while let Some(first) = rx.recv().await {
-        batch.push(first);
-        if job.batching.enabled {
-            let until = tokio::time::Instant::now() + job.batching.duration;
-            while batch.len() < job.batching.size {
-                tokio::select! {
-                    more = rx.recv() => match more {
-                        Some(e) => batch.push(e),
-                        None => break,
-                    },
-                    _ = tokio::time::sleep_until(until) => break,
-                }
+        let (batch, _) = gather(&mut rx, first, job.batching).await;
+        let body = event::body(now_ms(), batch.iter().map(|e| &*e.json));
+        // Stable across retries, so a receiver can drop a batch it has seen.
+        let id = format!("{:032x}", rand::random::<u128>());
+        if deliver(&job, &body, &id, batch.len()).await {
+            for e in &batch {
+                job.stats.observe_latency(e.at.elapsed());
             }
         }
-        deliver(&job, &batch).await;
         job.stats.add_queued(-(batch.len() as i64));
-        batch.clear();
     }
+}
+
+/// How often an idle lane looks at its list (other nodes append to it too)
+/// and how long it waits before asking Redis again after an error.
+const POLL: Duration = Duration::from_millis(500);
+
+/// The durable lane: gather, append to the list, then deliver from its
+/// head and trim what was delivered. Events reach Redis before anything is
+/// sent, so what a crash interrupts is sent again after the restart
+/// (at least once, with the same webhook id).
+async fn run_durable(mut rx: mpsc::Receiver<Event>, job: LaneJob, store: Arc<Store>, key: String) {
+    let mut unsaved: Vec<String> = Vec::new();
+    // What an earlier run left is delivered first; 1 = "look".
+    let mut stored = 1usize;
+    let mut owner = true;
+    let mut open = true;
+    loop {
+        let idle = unsaved.is_empty() && (stored == 0 || !owner);
+        if idle {
+            if !open {
+                return;
+            }
+            tokio::select! {
+                first = rx.recv() => match first {
+                    Some(first) => {
+                        let (batch, still) = gather(&mut rx, first, job.batching).await;
+                        open = still;
+                        unsaved.extend(batch.iter().map(|e| {
+                            store::item(rand::random(), unix_ms_of(e.at), &e.json)
+                        }));
+                    }
+                    None => open = false,
+                },
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+        if !unsaved.is_empty() {
+            match store.append(&key, &unsaved).await {
+                Ok(len) => {
+                    job.stats.add_queued(-(unsaved.len() as i64));
+                    unsaved.clear();
+                    stored = len;
+                }
+                Err(_) => {
+                    // Kept in memory; logged once by the store.
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+            }
+        } else if let Ok(len) = store.len(&key).await {
+            stored = len;
+        }
+        if stored == 0 {
+            continue;
+        }
+        owner = store.lease(&key).await.unwrap_or(false);
+        if !owner {
+            continue;
+        }
+        let items = match store.head(&key, job.batching.size.max(1)).await {
+            Ok(items) => items,
+            Err(_) => {
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+        };
+        if items.is_empty() {
+            stored = 0;
+            continue;
+        }
+        let parsed: Vec<(&str, u64, &str)> =
+            items.iter().filter_map(|i| store::parse_item(i)).collect();
+        if parsed.len() < items.len() {
+            error!(
+                event = "webhook_queue_unreadable", key = key.as_str(),
+                items = items.len() - parsed.len();
+                "skipping entries of {key} that are not webhook events"
+            );
+        }
+        if let Some((first, _, _)) = parsed.first() {
+            let body = event::body(now_ms(), parsed.iter().map(|p| p.2));
+            let id = format!("{first}-{}", parsed.len());
+            // Keep the lease while retries go on.
+            let delivering = deliver(&job, &body, &id, parsed.len());
+            tokio::pin!(delivering);
+            let mut renew = tokio::time::interval(store::LEASE / 3);
+            renew.tick().await;
+            let delivered = loop {
+                tokio::select! {
+                    d = &mut delivering => break d,
+                    _ = renew.tick() => { let _ = store.lease(&key).await; }
+                }
+            };
+            if delivered {
+                let now = now_ms();
+                for (_, at, _) in &parsed {
+                    job.stats
+                        .observe_latency(Duration::from_millis(now.saturating_sub(*at)));
+                }
+            } else if let Some(record) = dead_record(&job, &id, &body) {
+                let _ = store.dead_letter(&record).await;
+            }
+        }
+        // Until Redis takes the trim, the batch is not done (else a restart
+        // would send it again).
+        while store.pop(&key, items.len()).await.is_err() {
+            tokio::time::sleep(POLL).await;
+        }
+        stored = stored.saturating_sub(items.len());
+    }
+}
+
+/// The dead-letter list's entry: what, where, and the body.
+fn dead_record(job: &LaneJob, id: &str, body: &str) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_str(body).ok()?;
+    Some(
+        serde_json::json!({
+            "app_id": &*job.app_id,
+            "url": shown(&job.target().url),
+            "webhook_id": id,
+            "at_ms": now_ms(),
+            "body": body,
+        })
+        .to_string(),
+    )
+}
+
+/// Wall-clock milliseconds of an [`Instant`] in the recent past.
+fn unix_ms_of(at: Instant) -> u64 {
+    now_ms().saturating_sub(at.elapsed().as_millis() as u64)
 }
 
 /// How one attempt ended.
@@ -106,61 +259,57 @@ enum Attempt {
     Refused(u16, String),
 }
 
-async fn deliver(job: &LaneJob, batch: &[Event]) {
+/// Send one batch (`events` of them in `body`) until it is delivered
+/// (`true`) or dead-lettered (`false`).
+async fn deliver(job: &LaneJob, body: &str, id: &str, events: usize) -> bool {
     let target = job.target();
-    let body = event::body(now_ms(), batch);
-    let signature = switchyard_actors::auth::sign(&job.app_secret, &[&body]);
-    // Stable across retries, so a receiver can drop a batch it has seen.
-    let id = format!("{:032x}", rand::random::<u128>());
+    let signature = switchyard_actors::auth::sign(&job.app_secret, &[body]);
     let policy = &target.retry;
     let started = Instant::now();
     let mut delay = policy.initial_backoff;
     let mut attempt = 1u32;
     loop {
-        match attempt_once(job, target, &body, &signature, &id).await {
+        match attempt_once(job, target, body, &signature, id).await {
             Attempt::Delivered => {
-                job.stats.add_sent(batch.len() as u64);
-                for e in batch {
-                    job.stats.observe_latency(e.at.elapsed());
-                }
+                job.stats.add_sent(events as u64);
                 if attempt > 1 {
                     info!(
                         event = "webhook_delivered", app_id = &*job.app_id,
-                        url = shown(&target.url).as_str(), webhook_id = id.as_str(),
+                        url = shown(&target.url).as_str(), webhook_id = id,
                         attempts = attempt;
                         "webhook delivered to {} after {attempt} attempts", shown(&target.url)
                     );
                 }
-                return;
+                return true;
             }
             Attempt::Refused(status, answer) => {
                 job.stats.add_failed();
                 dead_letter(
                     job,
-                    batch,
-                    &body,
-                    &id,
+                    events,
+                    body,
+                    id,
                     &format!("refused with {status}: {answer}"),
                 );
-                return;
+                return false;
             }
             Attempt::Retry(why) => {
                 let Some(wait) = next_wait(policy, attempt, started.elapsed(), delay) else {
                     dead_letter(
                         job,
-                        batch,
-                        &body,
-                        &id,
+                        events,
+                        body,
+                        id,
                         &format!(
                             "not delivered after {attempt} attempts in {:.1} s (last: {why})",
                             started.elapsed().as_secs_f64()
                         ),
                     );
-                    return;
+                    return false;
                 };
                 warn!(
                     event = "webhook_retry", app_id = &*job.app_id,
-                    url = shown(&target.url).as_str(), webhook_id = id.as_str(),
+                    url = shown(&target.url).as_str(), webhook_id = id,
                     attempt = attempt, retry_in_ms = wait.as_millis() as u64;
                     "webhook to {} failed ({why}); retrying in {} ms",
                     shown(&target.url), wait.as_millis()
@@ -262,13 +411,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// A batch that will not be delivered: counted, and logged with its body so
 /// nothing is lost without a trace (with the memory queue the log *is* the
 /// dead-letter list).
-fn dead_letter(job: &LaneJob, batch: &[Event], body: &str, id: &str, why: &str) {
-    job.stats.add_dropped(batch.len() as u64);
+fn dead_letter(job: &LaneJob, events: usize, body: &str, id: &str, why: &str) {
+    job.stats.add_dropped(events as u64);
     let url = shown(&job.target().url);
     error!(
         event = "webhook_dead_letter", app_id = &*job.app_id, url = url.as_str(),
-        webhook_id = id, events = batch.len(), body = body;
-        "webhook to {url} dropped ({} events): {why}", batch.len()
+        webhook_id = id, events = events, body = body;
+        "webhook to {url} dropped ({events} events): {why}"
     );
 }
 

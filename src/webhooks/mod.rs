@@ -25,6 +25,7 @@ pub mod delivery;
 pub mod event;
 pub mod ledger;
 pub mod stats;
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -149,6 +150,8 @@ impl TransitionListener for Listener {
 /// The handle the server keeps: to drain at shutdown.
 pub struct Webhooks {
     inbox: mpsc::Sender<Input>,
+    /// `QUEUE_DRIVER=redis`: lanes keep their events in Redis.
+    durable: bool,
     /// Closed (every sender gone) when the dispatcher and every lane ended.
     finished: tokio::sync::Mutex<mpsc::Receiver<()>>,
     pub stats: Arc<WebhookStats>,
@@ -173,6 +176,7 @@ impl Webhooks {
     pub fn start(
         settings: &WebhookSettings,
         apps: &[App],
+        store: Option<Arc<store::Store>>,
     ) -> Option<(Arc<Webhooks>, Arc<Listener>)> {
         if settings.apps.is_empty() {
             return None;
@@ -200,7 +204,8 @@ impl Webhooks {
             interest.insert(app.id.to_string(), set);
             let mut lanes = Vec::new();
             for index in 0..targets.len() {
-                let senders = std::array::from_fn(|_| {
+                let name = webhook_name(index, &targets[index]);
+                let senders = std::array::from_fn(|lane| {
                     let (tx, rx) = mpsc::channel(LANE_QUEUE);
                     let job = LaneJob {
                         app_id: app.id.clone(),
@@ -211,6 +216,9 @@ impl Webhooks {
                         batching,
                         client: client.clone(),
                         stats: stats.clone(),
+                        durable: store
+                            .as_ref()
+                            .map(|st| (st.clone(), st.key(&app.id, &name, lane))),
                     };
                     lanes_to_start.push((rx, job));
                     tx
@@ -249,6 +257,7 @@ impl Webhooks {
             overflowing: AtomicBool::new(false),
         });
         let webhooks = Arc::new(Webhooks {
+            durable: store.is_some(),
             inbox,
             finished: tokio::sync::Mutex::new(finished),
             stats,
@@ -267,7 +276,13 @@ impl Webhooks {
         let mut finished = self.finished.lock().await;
         let _ = tokio::time::timeout_at(deadline.into(), finished.recv()).await;
         let left = self.stats.queued();
-        if left > 0 {
+        if left > 0 && self.durable {
+            error!(
+                event = "webhook_shutdown_undelivered", events = left;
+                "shutting down with {left} webhook events not yet in Redis: they are lost \
+                 (those in Redis are delivered after the restart)"
+            );
+        } else if left > 0 {
             error!(
                 event = "webhook_shutdown_undelivered", events = left;
                 "shutting down with {left} webhook events undelivered (receivers did not answer \
@@ -420,3 +435,12 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// Leaves wait this long by default before they are told.
 pub const DEFAULT_LEAVE_GRACE: Duration = Duration::from_millis(config::DEFAULT_LEAVE_GRACE_MS);
+
+/// A webhook's name in Redis keys: its place in the app's list and a hash of
+/// its URL, so a reordered or edited list never hands one receiver's queued
+/// events to another.
+fn webhook_name(index: usize, target: &Target) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(target.url.as_str().as_bytes());
+    format!("{index}-{}", hex::encode(&digest[..4]))
+}

@@ -188,7 +188,8 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
     // this node's state to the others), so it exists before the registry.
     let bridge = (config.adapter_driver == AdapterDriver::Redis).then(|| {
         let stats = Arc::new(cluster::BridgeStats::default());
-        let (bridge, outbox) = cluster::Bridge::new(stats.clone());
+        let (bridge, outbox) =
+            cluster::Bridge::new(stats.clone(), config.adapter.health.node_timeout);
         (bridge, outbox, stats)
     });
     let mut listeners: Vec<Arc<dyn TransitionListener>> = Vec::new();
@@ -215,13 +216,23 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         }
         _ => None,
     };
-    let webhooks = match crate::webhooks::Webhooks::start(&config.webhooks, &config.apps, store) {
-        Some((webhooks, listener)) => {
-            listeners.push(listener);
-            Some(webhooks)
-        }
-        None => None,
-    };
+    // In a cluster, one node tells each channel's changes; events another
+    // node was to tell are kept until that node would have been forgotten
+    // had it died (node timeout + cleanup interval), and a second more.
+    let health = &config.adapter.health;
+    let cluster_view = bridge.as_ref().map(|(bridge, _, _)| {
+        let horizon = health.node_timeout + health.cleanup_interval + Duration::from_secs(1);
+        (bridge.members(), horizon)
+    });
+    let webhooks =
+        match crate::webhooks::Webhooks::start(&config.webhooks, &config.apps, store, cluster_view)
+        {
+            Some((webhooks, listener)) => {
+                listeners.push(listener);
+                Some(webhooks)
+            }
+            None => None,
+        };
     let registry = Registry::start(
         shards,
         Duration::from_secs(config.channel_limits.cache_ttl.max(1)),
@@ -453,7 +464,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         // then what they caused (member_removed, channel_vacated, without
         // waiting for the grace) is delivered within what is left of
         // SHUTDOWN_GRACE_PERIOD (at least a second).
-        state.registry.settle().await;
+        let _ = state.registry.sync().await;
         let started = signalled
             .get()
             .copied()

@@ -25,6 +25,7 @@
 
 use super::control::{self, AppConnections, ChangeKind, Control};
 use super::envelope::{self, Envelope};
+use super::members::{Member as NodeMember, MembersView};
 use super::mirror::Mirror;
 use super::peers::{DeltaVerdict, Peers};
 use super::stats::{BridgeStats, DropReason};
@@ -141,22 +142,60 @@ pub struct Bridge {
     snapshot_queued: AtomicBool,
     /// The first overflow is logged; the counter tells the rest.
     overflowed: AtomicBool,
+    /// The nodes heard, with this one, for the webhook sender.
+    members: watch::Sender<Arc<[NodeMember]>>,
+    /// How long a node is in the cluster before it owns channels.
+    warmup: Duration,
+    started: Instant,
 }
 
 impl Bridge {
     /// The bridge and its queue's receiving end, before the registry exists
     /// (the registry is started with the bridge as a listener).
-    pub fn new(stats: Arc<BridgeStats>) -> (Arc<Bridge>, Outbox) {
+    /// `warmup`: see [`super::members`] (the node timeout).
+    pub fn new(stats: Arc<BridgeStats>, warmup: Duration) -> (Arc<Bridge>, Outbox) {
         let (queue, outbox) = mpsc::channel(QUEUE);
+        let id = rand::random();
+        let started = Instant::now();
+        let me = NodeMember {
+            id,
+            eligible_from: started + warmup,
+        };
+        let (members, _) = watch::channel(Arc::from([me].as_slice()));
         let bridge = Bridge {
-            id: rand::random(),
+            id,
             queue,
             stats,
             mirror: Mirror::default(),
             snapshot_queued: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
+            members,
+            warmup,
+            started,
         };
         (Arc::new(bridge), Outbox(outbox))
+    }
+
+    /// This node and the cluster's members as it sees them.
+    pub fn members(&self) -> MembersView {
+        MembersView {
+            me: self.id,
+            members: self.members.subscribe(),
+        }
+    }
+
+    /// Publish the members after `peers` changed.
+    fn set_members(&self, peers: &Peers) {
+        let mut list = vec![NodeMember {
+            id: self.id,
+            eligible_from: self.started + self.warmup,
+        }];
+        list.extend(peers.members().map(|(id, joined)| NodeMember {
+            id,
+            eligible_from: joined + self.warmup,
+        }));
+        list.sort_by_key(|m| m.id);
+        self.members.send_replace(Arc::from(list));
     }
 
     /// Queue a message unless disconnected; `false` if it was dropped.
@@ -567,6 +606,7 @@ impl Node {
                 node: self.id,
                 seq,
                 connections,
+                up_ms: self.bridge.started.elapsed().as_millis() as u64,
             },
         );
     }
@@ -580,6 +620,8 @@ impl Node {
         if dead.is_empty() {
             return;
         }
+        // First: what forgetting them causes is told by the nodes left.
+        self.bridge.set_members(peers);
         for node in &dead {
             warn!(
                 event = "cluster_node_lost", node = format!("{node:016x}").as_str();
@@ -622,6 +664,7 @@ impl Node {
         if peers.heard(e.node, Instant::now()) {
             self.ask_snapshot(e.node);
             self.stats.set_peers(peers.len() as u64);
+            self.bridge.set_members(peers);
         }
         let Some(app) = self.apps.by_id(e.app_id) else {
             self.stats.add_dropped(DropReason::UnknownApp, 1);
@@ -672,6 +715,7 @@ impl Node {
         }
         if peers.heard(from, Instant::now()) {
             self.stats.set_peers(peers.len() as u64);
+            self.bridge.set_members(peers);
             info!(
                 event = "cluster_node_joined", node = format!("{from:016x}").as_str();
                 "node {from:016x} joined the cluster"
@@ -687,12 +731,21 @@ impl Node {
         }
         match message {
             Control::Heartbeat {
-                seq, connections, ..
+                seq,
+                connections,
+                up_ms,
+                ..
             } => {
                 let connections = connections
                     .into_iter()
                     .map(|c| (c.app_id, c.count))
                     .collect();
+                let joined = Instant::now()
+                    .checked_sub(Duration::from_millis(up_ms))
+                    .unwrap_or_else(Instant::now);
+                if peers.joined(from, joined) {
+                    self.bridge.set_members(peers);
+                }
                 if peers.heartbeat(from, seq, connections) {
                     self.ask_snapshot(from);
                 }

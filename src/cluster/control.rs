@@ -29,6 +29,10 @@ pub enum Control {
         node: u64,
         seq: u64,
         connections: Vec<AppConnections>,
+        /// Milliseconds since the node joined (started its bridge), so every
+        /// node agrees on when it may own channels (`super::members`).
+        #[serde(default)]
+        up_ms: u64,
     },
     /// State changes, numbered `seq` (one per registry operation).
     Delta {

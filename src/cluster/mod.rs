@@ -23,6 +23,7 @@
 mod bridge;
 mod control;
 mod envelope;
+pub mod members;
 mod mirror;
 mod peers;
 mod stats;

@@ -7,6 +7,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 struct Peer {
+    /// When it joined the cluster: from its heartbeats (its uptime), else
+    /// when this node first heard it (since it was last forgotten).
+    joined: Instant,
+    /// `joined` came from a heartbeat.
+    joined_known: bool,
     last_seen: Instant,
     /// The last change of this node applied here; `None` while waiting for
     /// its snapshot (nothing applied yet, or a change was missed).
@@ -53,6 +58,8 @@ impl Peers {
                 self.nodes.insert(
                     node,
                     Peer {
+                        joined: now,
+                        joined_known: false,
                         last_seen: now,
                         seq: None,
                         behind: None,
@@ -144,6 +151,24 @@ impl Peers {
             self.nodes.remove(id);
         }
         dead
+    }
+
+    /// Every node heard, with when it joined.
+    pub fn members(&self) -> impl Iterator<Item = (u64, Instant)> + '_ {
+        self.nodes.iter().map(|(id, p)| (*id, p.joined))
+    }
+
+    /// The node says when it joined (its first heartbeat here); `true` if
+    /// that changed what is known.
+    pub fn joined(&mut self, node: u64, joined: Instant) -> bool {
+        match self.nodes.get_mut(&node) {
+            Some(p) if !p.joined_known => {
+                p.joined = joined.min(p.joined);
+                p.joined_known = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Open sockets of an app on all other nodes.

@@ -191,14 +191,6 @@ fn is_wildcard(host: &str) -> bool {
 /// would be silently off), and is only a warning when none has.
 pub(crate) fn webhooks(c: &mut Config) -> Result<(), ConfigError> {
     c.webhooks.validate()?;
-    if c.adapter_driver != super::AdapterDriver::Local && !c.webhooks.apps.is_empty() {
-        c.warnings.push(
-            "webhooks with a cluster (ADAPTER_DRIVER): in this release each node sends the \
-             webhooks of its own sockets, so channel_occupied/channel_vacated and \
-             subscription_count come once per node, not once per cluster"
-                .into(),
-        );
-    }
     let key = "queue.driver (QUEUE_DRIVER)";
     let Some(driver) = c.queue_driver.as_deref() else {
         return Ok(());

@@ -27,7 +27,7 @@ pub mod ledger;
 pub mod stats;
 pub mod store;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,10 +35,11 @@ use std::time::{Duration, Instant};
 use bytestring::ByteString;
 use log::{error, warn};
 use switchyard_actors::app::App;
-use switchyard_actors::registry::{Change, Transition, TransitionListener};
+use switchyard_actors::registry::{Change, Origin, Transition, TransitionListener};
 use switchyard_actors::socket::SocketId;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cluster::members::{Member, MembersView};
 use config::{EventKind, EventSet, Target, WebhookSettings};
 use delivery::{Batching, LaneJob, LANES, LANE_QUEUE};
 use event::Event;
@@ -112,7 +113,14 @@ impl Listener {
 }
 
 impl TransitionListener for Listener {
-    fn on_transitions(&self, batch: &[Transition]) {
+    /// This node's own view: not used, webhooks tell the cluster's.
+    fn on_transitions(&self, _batch: &[Transition]) {}
+
+    fn wants_cluster_view(&self) -> bool {
+        true
+    }
+
+    fn on_cluster_transitions(&self, batch: &[Transition], _origin: Origin) {
         let wanted: Vec<Transition> = batch
             .iter()
             .filter(|t| self.wants(&t.app_id, kind_of(&t.change)))
@@ -168,7 +176,28 @@ struct Dispatcher {
     ledger: Ledger,
     stats: Arc<WebhookStats>,
     told: Vec<Told>,
+    /// Which node tells which channel (one node: this one, always).
+    view: MembersView,
+    /// The members when last looked at, to see who left.
+    known: Arc<[Member]>,
+    /// Recent events another node was to tell, kept for `horizon`: if that
+    /// node turns out dead (it is forgotten within the node timeout plus a
+    /// cleanup interval), the node that owns the channel now tells them.
+    parked: VecDeque<Parked>,
+    horizon: Duration,
+    parked_overflow: bool,
 }
+
+/// An event another node was to tell.
+struct Parked {
+    at: Instant,
+    owner: u64,
+    app_id: Arc<str>,
+    event: Event,
+}
+
+/// Parked events kept at most (the oldest go first, logged once).
+const PARKED: usize = 100_000;
 
 impl Webhooks {
     /// Start the dispatcher and lanes on an arbiter of their own; `None`
@@ -177,6 +206,7 @@ impl Webhooks {
         settings: &WebhookSettings,
         apps: &[App],
         store: Option<Arc<store::Store>>,
+        cluster: Option<(MembersView, Duration)>,
     ) -> Option<(Arc<Webhooks>, Arc<Listener>)> {
         if settings.apps.is_empty() {
             return None;
@@ -233,11 +263,19 @@ impl Webhooks {
                 },
             );
         }
+        let (view, horizon) =
+            cluster.unwrap_or_else(|| (MembersView::alone(rand::random()), Duration::ZERO));
+        let known = view.members.borrow().clone();
         let dispatcher = Dispatcher {
             apps: hooks,
             ledger: Ledger::new(settings.leave_grace),
             stats: stats.clone(),
             told: Vec::new(),
+            known,
+            view,
+            parked: VecDeque::new(),
+            horizon,
+            parked_overflow: false,
         };
         for (rx, job) in lanes_to_start {
             let alive = alive.clone();
@@ -295,6 +333,7 @@ impl Webhooks {
 
 impl Dispatcher {
     async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        let mut members = self.view.members.clone();
         loop {
             let next = self.ledger.next_due();
             let input = tokio::select! {
@@ -302,6 +341,11 @@ impl Dispatcher {
                 _ = sleep_until(next) => {
                     self.ledger.due(Instant::now(), &mut self.told);
                     self.route_told(Instant::now());
+                    continue;
+                }
+                Ok(()) = members.changed() => {
+                    let now = members.borrow_and_update().clone();
+                    self.members_changed(now);
                     continue;
                 }
             };
@@ -399,8 +443,78 @@ impl Dispatcher {
         self.told.clear();
     }
 
+    /// Route `e` if this node tells its channel's changes (always for a
+    /// client event or a cache miss: only the node where it happened knows
+    /// of it); else park it for a while, in case that node is dead.
+    fn route(&mut self, app_id: &Arc<str>, e: Event) {
+        if matches!(e.kind, EventKind::ClientEvent | EventKind::CacheMiss) || self.horizon.is_zero()
+        {
+            return self.send(app_id, e);
+        }
+        let now = Instant::now();
+        let owner = MembersView::owner_among(&self.view.members.borrow(), app_id, &e.channel, now);
+        if owner == self.view.me {
+            return self.send(app_id, e);
+        }
+        while self
+            .parked
+            .front()
+            .is_some_and(|p| now.duration_since(p.at) > self.horizon)
+        {
+            self.parked.pop_front();
+        }
+        if self.parked.len() >= PARKED {
+            self.parked.pop_front();
+            if !self.parked_overflow {
+                self.parked_overflow = true;
+                warn!(
+                    event = "webhook_parked_overflow";
+                    "over {PARKED} webhook events for other nodes in the last {:?}: the oldest are \
+                     no longer kept in case their node dies", self.horizon
+                );
+            }
+        }
+        self.parked.push_back(Parked {
+            at: now,
+            owner,
+            app_id: app_id.clone(),
+            event: e,
+        });
+    }
+
+    /// Nodes left (or were forgotten): what they were to tell lately is
+    /// told by the channels' new owners — here, for those this node owns.
+    fn members_changed(&mut self, now: Arc<[Member]>) {
+        let gone: Vec<u64> = self
+            .known
+            .iter()
+            .filter(|m| !now.iter().any(|n| n.id == m.id))
+            .map(|m| m.id)
+            .collect();
+        self.known = now.clone();
+        if gone.is_empty() {
+            return;
+        }
+        let at = Instant::now();
+        let parked = std::mem::take(&mut self.parked);
+        for p in parked {
+            if !gone.contains(&p.owner) || at.duration_since(p.at) > self.horizon {
+                if at.duration_since(p.at) <= self.horizon {
+                    self.parked.push_back(p);
+                }
+                continue;
+            }
+            let owner = MembersView::owner_among(&now, &p.app_id, &p.event.channel, at);
+            if owner == self.view.me {
+                self.send(&p.app_id, p.event);
+            } else {
+                self.parked.push_back(Parked { owner, ..p });
+            }
+        }
+    }
+
     /// Hand `e` to the lane of each webhook of the app that wants it.
-    fn route(&self, app_id: &str, e: Event) {
+    fn send(&self, app_id: &str, e: Event) {
         let Some(hooks) = self.apps.get(app_id) else {
             return;
         };

@@ -36,7 +36,7 @@ mod transition;
 
 pub use cluster::{Cluster, Relayed};
 pub use remote::{NodeId, RemoteChannelState};
-pub use transition::{Change, Transition, TransitionListener};
+pub use transition::{Change, Origin, Transition, TransitionListener};
 
 use cluster::ClusterCell;
 
@@ -518,27 +518,6 @@ impl Registry {
             all.extend(reply.await?);
         }
         Ok(all)
-    }
-
-    /// Wait until every shard has handled what was sent to it before this
-    /// call (the leaves of closed sockets, at shutdown): each shard's mailbox
-    /// is first in, first out, so an answer to a query queued now is after
-    /// them.
-    pub async fn settle(&self) {
-        let none: Arc<str> = Arc::from("");
-        let replies: Vec<_> = self
-            .shards
-            .iter()
-            .map(|addr| {
-                addr.send(shard::List {
-                    app_id: none.clone(),
-                    prefix: none.clone(),
-                })
-            })
-            .collect();
-        for reply in replies {
-            let _ = reply.await;
-        }
     }
 
     /// Distinct user ids on a presence channel, over the cluster.

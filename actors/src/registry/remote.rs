@@ -65,6 +65,11 @@ impl RemoteChannel {
         self.counts.values().sum()
     }
 
+    /// Subscriptions on one other node.
+    pub(super) fn count_of(&self, node: NodeId) -> usize {
+        self.counts.get(&node).copied().unwrap_or(0)
+    }
+
     pub(super) fn has_member(&self, user_id: &str) -> bool {
         self.members.contains_key(user_id)
     }

@@ -9,7 +9,7 @@
 use super::cluster::{ClusterCell, Relayed};
 use super::remote::{NodeId, RemoteChannelState};
 use super::table::{ChannelTable, NewSubscriber, Refused};
-use super::transition::{Change, Transition, TransitionListener};
+use super::transition::{self, Change, Transition, TransitionListener};
 use super::{ChannelInfo, ChannelStats, Join, Occupancy};
 use crate::error::{PusherError, SubscriptionError};
 use crate::protocol::frames;
@@ -31,6 +31,10 @@ pub(super) struct Shard {
     /// The transitions of the operation being handled; reused, so an
     /// operation allocates nothing here once the buffer has grown.
     out: Vec<Transition>,
+    /// Some listener wants the cluster's view (the webhook sender).
+    cluster_view: bool,
+    /// That view of a local operation's `out`; reused likewise.
+    cluster_out: Vec<Transition>,
 }
 
 /// Whose change [`Shard::announce`] tells local subscribers of.
@@ -51,27 +55,75 @@ impl Shard {
         listeners: Listeners,
         cluster: ClusterCell,
     ) -> Self {
+        let cluster_view = listeners.iter().any(|l| l.wants_cluster_view());
         Shard {
             table: ChannelTable::new(cache_ttl),
             occupancy,
             listeners,
             cluster,
             out: Vec::new(),
+            cluster_view,
+            cluster_out: Vec::new(),
         }
     }
 
     /// Tell local subscribers what another node's changes mean to them.
     /// Never recorded: occupancy and the listeners follow this node's state.
     fn announce_remote(&mut self) {
+        // The table already reports another node's changes as the cluster
+        // sees them.
+        if self.cluster_view && !self.out.is_empty() {
+            for listener in self.listeners.iter() {
+                listener.on_cluster_transitions(&self.out, transition::Origin::Remote);
+            }
+        }
         self.announce(None, Origin::Remote);
         self.out.clear();
+    }
+
+    /// This node's changes as the cluster sees them: a first or last
+    /// subscriber here is the cluster's only if no other node has one, a
+    /// user's arrival or departure only if no other node has the user, a
+    /// count is this node's plus the others'.
+    fn record_cluster(&mut self) {
+        if !self.cluster_view {
+            return;
+        }
+        let mut view = std::mem::take(&mut self.cluster_out);
+        for t in &self.out {
+            let elsewhere = self.table.remote_count(&t.app_id, &t.channel);
+            let change = match &t.change {
+                Change::Occupied | Change::Vacated if elsewhere > 0 => continue,
+                Change::MemberAdded { user_id, .. } | Change::MemberRemoved { user_id }
+                    if self.table.present_elsewhere(&t.app_id, &t.channel, user_id) =>
+                {
+                    continue
+                }
+                Change::CountChanged { count } => Change::CountChanged {
+                    count: count + elsewhere,
+                },
+                other => other.clone(),
+            };
+            view.push(Transition {
+                app_id: t.app_id.clone(),
+                channel: t.channel.clone(),
+                change,
+            });
+        }
+        if !view.is_empty() {
+            for listener in self.listeners.iter() {
+                listener.on_cluster_transitions(&view, transition::Origin::Local);
+            }
+        }
+        view.clear();
+        self.cluster_out = view;
     }
 
     /// Before any frame goes out: a client that has seen a frame caused by a
     /// transition can rely on occupancy and the listeners having seen the
     /// transition (a publish that starts after a client saw
     /// `subscription_succeeded` finds the channel occupied).
-    fn record(&self) {
+    fn record(&mut self) {
         if self.out.is_empty() {
             return;
         }
@@ -85,6 +137,7 @@ impl Shard {
         for listener in self.listeners.iter() {
             listener.on_transitions(&self.out);
         }
+        self.record_cluster();
     }
 
     /// What local subscribers hear of the transitions: `member_added` to

@@ -463,11 +463,14 @@ impl<H: Clone> ChannelTable<H> {
         self.remote(app_id, channel).map_or(0, RemoteChannel::count)
     }
 
-    /// Apply one change another node made to its own state (`Occupied`,
-    /// `Vacated` and `CacheMiss` carry nothing the counts do not). Pushes
-    /// to `out` what this node's subscribers must hear: `MemberAdded` /
-    /// `MemberRemoved` when the user enters or leaves the whole cluster, and
-    /// `CountChanged` with the cluster-wide count.
+    /// Apply one change another node made to its own state (`Vacated` and
+    /// `CacheMiss` carry nothing the counts do not). Pushes to `out` the
+    /// change as the whole cluster sees it, whether or not this node has
+    /// subscribers there: `MemberAdded` / `MemberRemoved` when the user
+    /// enters or leaves the whole cluster, `Occupied` / `Vacated` when the
+    /// cluster's count leaves or reaches zero, `CountChanged` with the
+    /// cluster-wide count. The shard tells local subscribers what concerns
+    /// them and hands the rest to the listeners that want the cluster view.
     pub fn apply_remote(&mut self, node: NodeId, t: &Transition, out: &mut Vec<Transition>) {
         match &t.change {
             Change::CountChanged { count } => {
@@ -479,7 +482,18 @@ impl<H: Clone> ChannelTable<H> {
             Change::MemberRemoved { user_id } => {
                 self.remove_remote_member(&t.app_id, &t.channel, node, user_id, out)
             }
-            Change::Occupied | Change::Vacated | Change::CacheMiss => {}
+            // The node's first subscriber: counted now, so the cluster's
+            // `Occupied` comes before the member change that follows it
+            // (its `CountChanged` sets the real count next).
+            Change::Occupied => {
+                if self
+                    .remote(&t.app_id, &t.channel)
+                    .is_none_or(|r| r.count_of(node) == 0)
+                {
+                    self.set_remote_count(&t.app_id, &t.channel, node, 1, out);
+                }
+            }
+            Change::Vacated | Change::CacheMiss => {}
         }
     }
 
@@ -505,11 +519,12 @@ impl<H: Clone> ChannelTable<H> {
                     self.remove_remote_member(&c.app_id, &c.channel, node, &user_id, out);
                 }
             }
+            // Counted before its members arrive: `Occupied` first.
+            self.set_remote_count(&c.app_id, &c.channel, node, c.count, out);
             for m in &c.members {
                 let info = m.user_info.clone();
                 self.add_remote_member(&c.app_id, &c.channel, node, &m.user_id, info, out);
             }
-            self.set_remote_count(&c.app_id, &c.channel, node, c.count, out);
         }
         // Whatever else the node held is gone.
         let stale: Vec<(Arc<str>, Arc<str>)> = self
@@ -544,19 +559,31 @@ impl<H: Clone> ChannelTable<H> {
     ) {
         let app = self.app_entry(app_id);
         let remote = app.remote.entry(channel.clone()).or_default();
+        let before = remote.count();
         let moved = remote.set_count(node, count);
         let total = remote.count();
         if remote.is_empty() {
             app.remote.remove(&**channel);
         }
-        if let Some(local) = app.channels.get(&**channel).filter(|_| moved) {
-            out.push(Transition {
-                app_id: app.id.clone(),
-                channel: local.name.clone(),
-                change: Change::CountChanged {
-                    count: local.subscribers.len() + total,
-                },
-            });
+        if !moved {
+            return;
+        }
+        let local = app.channels.get(&**channel);
+        let here = local.map_or(0, |c| c.subscribers.len());
+        let name = local.map_or_else(|| channel.clone(), |c| c.name.clone());
+        let transition = |change| Transition {
+            app_id: app.id.clone(),
+            channel: name.clone(),
+            change,
+        };
+        if here + before == 0 && total > 0 {
+            out.push(transition(Change::Occupied));
+        }
+        out.push(transition(Change::CountChanged {
+            count: here + total,
+        }));
+        if here + total == 0 && before > 0 {
+            out.push(transition(Change::Vacated));
         }
     }
 
@@ -576,11 +603,11 @@ impl<H: Clone> ChannelTable<H> {
             .is_some_and(|c| c.roster.contains(user_id));
         let remote = app.remote.entry(channel.clone()).or_default();
         let visible = remote.add_member(node, user_id, user_info.clone(), here);
-        // Only a channel with local subscribers has anyone to tell.
-        if let (Visible::Joined, Some(local)) = (visible, app.channels.get(&**channel)) {
+        if visible == Visible::Joined {
+            let local = app.channels.get(&**channel);
             out.push(Transition {
                 app_id: app.id.clone(),
-                channel: local.name.clone(),
+                channel: local.map_or_else(|| channel.clone(), |c| c.name.clone()),
                 change: Change::MemberAdded {
                     user_id: user_id.clone(),
                     user_info,
@@ -609,10 +636,10 @@ impl<H: Clone> ChannelTable<H> {
         if remote.is_empty() {
             app.remote.remove(&**channel);
         }
-        if let (Visible::Left, Some(local)) = (visible, local) {
+        if visible == Visible::Left {
             out.push(Transition {
                 app_id: app.id.clone(),
-                channel: local.name.clone(),
+                channel: local.map_or_else(|| channel.clone(), |c| c.name.clone()),
                 change: Change::MemberRemoved {
                     user_id: user_id.clone(),
                 },

@@ -573,3 +573,67 @@ fn signed_in_users_keep_each_socket_until_terminated() {
     t.table.sweep(t.now);
     assert!(t.table.apps.is_empty());
 }
+
+// ---- the cluster's view of other nodes' changes ----
+
+fn remote(node: NodeId, channel: &str, change: Change) -> (NodeId, Transition) {
+    let t = Transition {
+        app_id: Arc::from(APP),
+        channel: Arc::from(channel),
+        change,
+    };
+    (node, t)
+}
+
+impl Fixture {
+    fn apply(&mut self, (node, t): (NodeId, Transition)) {
+        self.table.apply_remote(node, &t, &mut self.out);
+    }
+}
+
+#[test]
+fn other_nodes_changes_are_reported_as_the_cluster_sees_them_without_local_subscribers() {
+    const B: NodeId = 2;
+    const C: NodeId = 3;
+    let mut f = Fixture::new();
+    let room = "presence-elsewhere";
+    // B's first subscriber: the cluster's too, Occupied before the member.
+    f.apply(remote(B, room, Occupied));
+    f.apply(remote(B, room, added("ada")));
+    f.apply(remote(B, room, count(1)));
+    assert_eq!(f.changes_of(room), [Occupied, count(1), added("ada")]);
+    // C joins with the same user: counted, not news.
+    f.apply(remote(C, room, Occupied));
+    f.apply(remote(C, room, added("ada")));
+    f.apply(remote(C, room, count(1)));
+    assert_eq!(f.changes_of(room), [count(2)]);
+    // B's leaves: ada is still on C; the channel is still occupied.
+    f.apply(remote(B, room, removed("ada")));
+    f.apply(remote(B, room, count(0)));
+    f.apply(remote(B, room, Vacated));
+    assert_eq!(f.changes_of(room), [count(1)]);
+    // C's last: the user and the channel leave the cluster.
+    f.apply(remote(C, room, removed("ada")));
+    f.apply(remote(C, room, count(0)));
+    f.apply(remote(C, room, Vacated));
+    assert_eq!(f.changes_of(room), [removed("ada"), count(0), Vacated]);
+}
+
+#[test]
+fn a_local_subscriber_keeps_the_cluster_occupied_when_another_node_empties() {
+    const B: NodeId = 2;
+    let mut f = Fixture::new();
+    f.join("shared", 1);
+    f.changes();
+    f.apply(remote(B, "shared", Occupied));
+    f.apply(remote(B, "shared", count(1)));
+    assert_eq!(f.changes_of("shared"), [count(2)], "occupied already, here");
+    f.apply(remote(B, "shared", count(0)));
+    f.apply(remote(B, "shared", Vacated));
+    assert_eq!(f.changes_of("shared"), [count(1)]);
+    // A dead node's snapshot-less forgetting reads the same way.
+    f.apply(remote(B, "other", Occupied));
+    f.changes();
+    f.table.replace_node(B, &[], &mut f.out);
+    assert_eq!(f.changes_of("other"), [count(0), Vacated]);
+}

@@ -87,4 +87,29 @@ pub trait TransitionListener: Send + Sync + 'static {
         _frame: &bytestring::ByteString,
     ) {
     }
+
+    /// Whether this listener wants [`Self::on_cluster_transitions`]; asked
+    /// once, when the shards start.
+    fn wants_cluster_view(&self) -> bool {
+        false
+    }
+
+    /// The same changes seen from the whole cluster: `Occupied` / `Vacated`
+    /// when the channel's subscriptions on all nodes together leave or
+    /// reach zero, `MemberAdded` / `MemberRemoved` when the user joins or
+    /// leaves the channel on every node, `CountChanged` with the
+    /// cluster-wide count, `CacheMiss` as this node saw it. From this node's
+    /// own changes and from the other nodes' as they arrive, so every node
+    /// sees every cluster change (the webhook sender picks one to tell).
+    /// On one node, the same list as [`Self::on_transitions`].
+    fn on_cluster_transitions(&self, _batch: &[Transition], _origin: Origin) {}
+}
+
+/// Where a batch of cluster transitions came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// This node's own sockets.
+    Local,
+    /// Another node's changes, as they arrived.
+    Remote,
 }

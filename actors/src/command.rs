@@ -212,6 +212,28 @@ pub fn presence_member(channel_data: &str, max_bytes: usize) -> Result<Member, S
     })
 }
 
+/// The user ids in a `pusher:signin`'s `user_data.watchlist` (strings; other
+/// values and a missing or malformed list are none), each once, in order.
+pub fn signin_watchlist(user_data: &str) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct UserData {
+        #[serde(default)]
+        watchlist: Option<Vec<serde_json::Value>>,
+    }
+    let Ok(data) = serde_json::from_str::<UserData>(user_data) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for v in data.watchlist.unwrap_or_default() {
+        if let serde_json::Value::String(id) = v {
+            if !id.is_empty() && !out.contains(&id) {
+                out.push(id);
+            }
+        }
+    }
+    out
+}
+
 /// The user id in a `pusher:signin`'s `user_data` (already verified by the
 /// sign-in signature): an object with a non-empty string `id`.
 pub fn signin_user_id(user_data: &str) -> Result<String, PusherError> {
@@ -505,6 +527,17 @@ mod tests {
             "1",
             "other fields are ignored"
         );
+    }
+
+    #[test]
+    fn the_watchlist_is_the_string_ids_of_user_data_watchlist() {
+        assert_eq!(
+            signin_watchlist(r#"{"id":"1","watchlist":["7","8",9,"","7",null]}"#),
+            ["7", "8"]
+        );
+        assert!(signin_watchlist(r#"{"id":"1"}"#).is_empty());
+        assert!(signin_watchlist(r#"{"id":"1","watchlist":"7"}"#).is_empty());
+        assert!(signin_watchlist("not json").is_empty());
     }
 
     #[test]

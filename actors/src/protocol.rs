@@ -13,6 +13,16 @@ pub const MAX_PROTOCOL: u32 = 7;
 /// The prefix of the per-user channel a signed-in socket may subscribe to.
 pub const SERVER_TO_USER_PREFIX: &str = "#server-to-user-";
 
+/// The internal presence channel of an app's signed-in users, when it has
+/// watchlist events: one member per user online, kept (and replicated to
+/// the other nodes) like any presence channel, so "online" means the same
+/// on every node. Outside the channel-name alphabet: no client can
+/// subscribe to it, and it is never listed.
+pub const WATCHLIST_CHANNEL: &str = "#watchlist";
+
+/// Users one sign-in may watch (Pusher's limit); more are refused with 4302.
+pub const MAX_WATCHLIST: usize = 100;
+
 /// What a channel name says about how it behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChannelKind {

@@ -79,7 +79,7 @@ pub const VARIABLES: &[Group] = &[
             v("SOCKUDO_DEFAULT_APP_MAX_EVENT_PAYLOAD_IN_KB", "100", "Event data size; over it: 413 / 4301."),
             v("SOCKUDO_DEFAULT_APP_MAX_EVENT_BATCH_SIZE", "10", "Events of one batch publish."),
             v("SOCKUDO_DEFAULT_APP_ENABLE_USER_AUTHENTICATION", "false", "Require pusher:signin within the timeout (4009)."),
-            v("SOCKUDO_DEFAULT_APP_ENABLE_WATCHLIST_EVENTS", "false", "Parsed (watchlist events come with the database app manager)."),
+            v("SOCKUDO_DEFAULT_APP_ENABLE_WATCHLIST_EVENTS", "false", "Send pusher_internal:watchlist_events to signed-in sockets about the users in their user_data.watchlist."),
             v("SOCKUDO_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT", "false", "(S) Send pusher_internal:subscription_count."),
             v("SOCKUDO_DEFAULT_APP_ALLOWED_ORIGINS", "any", "WebSocket origin allow-list, comma-separated."),
             v("SOCKUDO_SKIP_INLINE_APPS", "false", "true ignores the config file's apps."),

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use bytestring::ByteString;
 use log::{error, warn};
 use switchyard_actors::app::App;
+use switchyard_actors::protocol::WATCHLIST_CHANNEL;
 use switchyard_actors::registry::{Change, Origin, Transition, TransitionListener};
 use switchyard_actors::socket::SocketId;
 use tokio::sync::{mpsc, oneshot};
@@ -123,7 +124,9 @@ impl TransitionListener for Listener {
     fn on_cluster_transitions(&self, batch: &[Transition], _origin: Origin) {
         let wanted: Vec<Transition> = batch
             .iter()
-            .filter(|t| self.wants(&t.app_id, kind_of(&t.change)))
+            .filter(|t| {
+                &*t.channel != WATCHLIST_CHANNEL && self.wants(&t.app_id, kind_of(&t.change))
+            })
             .cloned()
             .collect();
         if !wanted.is_empty() {

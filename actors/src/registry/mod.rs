@@ -41,7 +41,7 @@ pub use transition::{Change, Origin, Transition, TransitionListener};
 use cluster::ClusterCell;
 
 use crate::presence::Member;
-use crate::protocol::{frames, ChannelKind, SERVER_TO_USER_PREFIX};
+use crate::protocol::{frames, ChannelKind, SERVER_TO_USER_PREFIX, WATCHLIST_CHANNEL};
 use crate::socket::{SessionHandle, SocketId};
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -91,6 +91,15 @@ pub struct Join {
     pub max_members: usize,
     /// Tell subscribers of non-presence channels their count on change.
     pub count_updates: bool,
+}
+
+/// A signed-in socket of an app with watchlist events: its user is online
+/// while it stays, and it hears when the users it watches come and go.
+pub struct Watch {
+    pub app_id: Arc<str>,
+    pub user_id: Arc<str>,
+    pub session: SessionHandle,
+    pub watchlist: Vec<Arc<str>>,
 }
 
 /// An event the backend publishes to one channel. The frame is built only
@@ -341,6 +350,19 @@ impl Registry {
     pub fn subscribe(&self, join: Join) {
         self.channel_shard(&join.app_id, &join.channel)
             .do_send(shard::Subscribe(join));
+    }
+
+    /// A socket signed in on an app with watchlist events (after it left
+    /// any earlier watch: see [`Self::unwatch`]).
+    pub fn watch(&self, watch: Watch) {
+        self.channel_shard(&watch.app_id, WATCHLIST_CHANNEL)
+            .do_send(shard::WatchJoin(watch));
+    }
+
+    /// The socket signs in again: its earlier user goes offline (if it was
+    /// that user's last socket) and it stops watching.
+    pub fn unwatch(&self, app_id: &Arc<str>, socket: SocketId) {
+        self.unsubscribe(app_id.clone(), Arc::from(WATCHLIST_CHANNEL), socket);
     }
 
     pub fn unsubscribe(&self, app_id: Arc<str>, channel: Arc<str>, socket: SocketId) {

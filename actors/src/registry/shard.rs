@@ -12,10 +12,12 @@ use super::table::{ChannelTable, NewSubscriber, Refused};
 use super::transition::{self, Change, Transition, TransitionListener};
 use super::{ChannelInfo, ChannelStats, Join, Occupancy};
 use crate::error::{PusherError, SubscriptionError};
-use crate::protocol::frames;
+use crate::presence::Member;
+use crate::protocol::{frames, ChannelKind, WATCHLIST_CHANNEL};
 use crate::socket::{SessionHandle, SocketId};
 use actix::prelude::*;
 use bytestring::ByteString;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +33,9 @@ pub(super) struct Shard {
     /// The transitions of the operation being handled; reused, so an
     /// operation allocates nothing here once the buffer has grown.
     out: Vec<Transition>,
+    /// Sockets watching users (watchlist events), for the apps whose
+    /// `#watchlist` channel this shard owns.
+    watchers: Watchers,
     /// Some listener wants the cluster's view (the webhook sender).
     cluster_view: bool,
     /// That view of a local operation's `out`; reused likewise.
@@ -62,6 +67,7 @@ impl Shard {
             listeners,
             cluster,
             out: Vec::new(),
+            watchers: Watchers::default(),
             cluster_view,
             cluster_out: Vec::new(),
         }
@@ -149,6 +155,19 @@ impl Shard {
             origin == Origin::Local && self.table.present_elsewhere(&t.app_id, &t.channel, user_id)
         };
         for t in &self.out {
+            if &*t.channel == WATCHLIST_CHANNEL {
+                // Not a channel anyone hears: its members are who is online,
+                // told to the sockets watching them.
+                let (name, user_id) = match &t.change {
+                    Change::MemberAdded { user_id, .. } => ("online", user_id),
+                    Change::MemberRemoved { user_id } => ("offline", user_id),
+                    _ => continue,
+                };
+                if !elsewhere(t, user_id) {
+                    self.watchers.tell(&t.app_id, user_id, name);
+                }
+                continue;
+            }
             match &t.change {
                 Change::MemberAdded { user_id, user_info } => {
                     let Some(channel) = self.table.channel(&t.app_id, &t.channel) else {
@@ -346,6 +365,105 @@ pub(super) struct ReplaceNode {
 #[rtype(result = "()")]
 pub(super) struct Barrier;
 
+/// A signed-in socket joins its app's `#watchlist` (owned by this shard).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct WatchJoin(pub super::Watch);
+
+/// Who watches whom, per app: each watched user's watching sockets, and
+/// each watching socket's list (to forget it when it goes).
+#[derive(Default)]
+struct Watchers {
+    of_user: HashMap<(Arc<str>, Arc<str>), HashMap<SocketId, SessionHandle>>,
+    of_socket: HashMap<(Arc<str>, SocketId), Vec<Arc<str>>>,
+}
+
+impl Watchers {
+    fn watch(&mut self, app_id: &Arc<str>, session: &SessionHandle, users: &[Arc<str>]) {
+        for user in users {
+            self.of_user
+                .entry((app_id.clone(), user.clone()))
+                .or_default()
+                .insert(session.id(), session.clone());
+        }
+        self.of_socket
+            .insert((app_id.clone(), session.id()), users.to_vec());
+    }
+
+    fn forget(&mut self, app_id: &Arc<str>, socket: SocketId) {
+        let Some(users) = self.of_socket.remove(&(app_id.clone(), socket)) else {
+            return;
+        };
+        for user in users {
+            let key = (app_id.clone(), user);
+            if let Some(sockets) = self.of_user.get_mut(&key) {
+                sockets.remove(&socket);
+                if sockets.is_empty() {
+                    self.of_user.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// `user_id` came online or went offline: tell whoever watches it.
+    fn tell(&self, app_id: &Arc<str>, user_id: &Arc<str>, name: &str) {
+        let Some(sockets) = self.of_user.get(&(app_id.clone(), user_id.clone())) else {
+            return;
+        };
+        let frame = frames::watchlist_event(name, &[user_id]);
+        for session in sockets.values() {
+            session.deliver(&frame);
+        }
+    }
+}
+
+impl Handler<WatchJoin> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, WatchJoin(watch): WatchJoin, _: &mut Context<Self>) {
+        let channel: Arc<str> = Arc::from(WATCHLIST_CHANNEL);
+        let member = Member {
+            user_id: watch.user_id.clone(),
+            user_info: None,
+        };
+        // A presence channel without limits: the user is online while any
+        // of its sockets is a member, on any node.
+        let joined = self.table.subscribe(
+            NewSubscriber {
+                app_id: &watch.app_id,
+                channel: &channel,
+                kind: ChannelKind::Presence,
+                socket: watch.session.id(),
+                handle: &watch.session,
+                member: Some(&member),
+                max_members: usize::MAX,
+                count_updates: false,
+            },
+            Instant::now(),
+            &mut self.out,
+        );
+        debug_assert!(joined.is_ok(), "no member limit");
+        self.record();
+        // Others watching this user hear it is online (if it is news).
+        self.announce(None, Origin::Local);
+        self.out.clear();
+        // Those already online, before any change the joiner hears of.
+        let online: Vec<&str> = watch
+            .watchlist
+            .iter()
+            .filter(|u| self.table.present(&watch.app_id, WATCHLIST_CHANNEL, u))
+            .map(|u| &**u)
+            .collect();
+        if !online.is_empty() {
+            watch
+                .session
+                .deliver(&frames::watchlist_event("online", &online));
+        }
+        self.watchers
+            .watch(&watch.app_id, &watch.session, &watch.watchlist);
+    }
+}
+
 // ---- handlers ----
 
 impl Handler<Subscribe> for Shard {
@@ -396,6 +514,9 @@ impl Handler<Unsubscribe> for Shard {
     type Result = ();
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
+        if &*msg.channel == WATCHLIST_CHANNEL {
+            self.watchers.forget(&msg.app_id, msg.socket);
+        }
         self.table
             .unsubscribe(&msg.app_id, &msg.channel, msg.socket, &mut self.out);
         self.announce_departures();
@@ -406,6 +527,9 @@ impl Handler<Leave> for Shard {
     type Result = ();
 
     fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
+        if msg.channels.iter().any(|c| &**c == WATCHLIST_CHANNEL) {
+            self.watchers.forget(&msg.app_id, msg.socket);
+        }
         self.table
             .leave(&msg.app_id, &msg.channels, msg.socket, &mut self.out);
         self.announce_departures();

@@ -13,7 +13,7 @@ use super::transition::{Change, Transition};
 use super::ChannelStats;
 use crate::presence::Member;
 use crate::presence::{self, Roster};
-use crate::protocol::ChannelKind;
+use crate::protocol::{ChannelKind, WATCHLIST_CHANNEL};
 use crate::socket::SocketId;
 use bytestring::ByteString;
 use serde_json::value::RawValue;
@@ -419,7 +419,7 @@ impl<H: Clone> ChannelTable<H> {
         app.channels
             .keys()
             .chain(remote_only.map(|(name, _)| name))
-            .filter(|name| name.starts_with(prefix))
+            .filter(|name| name.starts_with(prefix) && &***name != WATCHLIST_CHANNEL)
             .filter_map(|name| app.stats(name))
             .collect()
     }
@@ -450,6 +450,14 @@ impl<H: Clone> ChannelTable<H> {
     /// What the other nodes hold on a channel, if anything.
     fn remote(&self, app_id: &str, channel: &str) -> Option<&RemoteChannel> {
         self.apps.get(app_id)?.remote.get(channel)
+    }
+
+    /// Whether any node (this one included) has a socket of this user on
+    /// the channel.
+    pub fn present(&self, app_id: &str, channel: &str, user_id: &str) -> bool {
+        self.channel(app_id, channel)
+            .is_some_and(|c| c.roster.contains(user_id))
+            || self.present_elsewhere(app_id, channel, user_id)
     }
 
     /// Whether another node has a socket of this user on the channel.

@@ -5,8 +5,8 @@
 
 use super::Session;
 use crate::presence::Member;
-use crate::protocol::ChannelKind;
-use crate::registry::{ClientEvent, Join};
+use crate::protocol::{ChannelKind, WATCHLIST_CHANNEL};
+use crate::registry::{ClientEvent, Join, Watch};
 use bytestring::ByteString;
 use std::sync::Arc;
 
@@ -39,10 +39,14 @@ impl Session {
     /// Leave every channel and the signed-in user (the registry sends one
     /// message per shard touched). Idempotent: what was left is forgotten.
     pub(super) fn leave_registry(&mut self) {
+        let watchlist = std::mem::take(&mut self.watching).then(|| Arc::from(WATCHLIST_CHANNEL));
         self.registry.leave(
             &self.app.id,
             self.id,
-            self.subscriptions.drain().map(|(channel, _)| channel),
+            self.subscriptions
+                .drain()
+                .map(|(channel, _)| channel)
+                .chain(watchlist),
             self.user_id.take(),
         );
     }
@@ -56,6 +60,25 @@ impl Session {
             previous,
             self.session_handle().clone(),
         );
+    }
+
+    /// Apps with watchlist events: the user is online while this socket is,
+    /// and the socket hears about `watchlist`. Signing in again first
+    /// leaves what the earlier sign-in joined.
+    pub(super) fn watch_registry(&mut self, user_id: &Arc<str>, watchlist: Vec<Arc<str>>) {
+        if std::mem::take(&mut self.watching) {
+            self.registry.unwatch(&self.app.id, self.id);
+        }
+        if !self.app.enable_watchlist_events {
+            return;
+        }
+        self.registry.watch(Watch {
+            app_id: self.app.id.clone(),
+            user_id: user_id.clone(),
+            session: self.session_handle().clone(),
+            watchlist,
+        });
+        self.watching = true;
     }
 
     /// Relay a client event to the channel's other subscribers. The owning

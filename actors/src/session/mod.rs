@@ -100,6 +100,9 @@ pub struct Session {
     opened: Instant,
     subscriptions: Subscriptions,
     user_id: Option<Arc<str>>,
+    /// Signed in on an app with watchlist events: a member of its
+    /// `#watchlist` (left with the socket's other channels).
+    watching: bool,
     /// Liveness and traffic, read by this worker's hub on its tick.
     vitals: Rc<Vitals>,
     hub: Option<Rc<Hub>>,
@@ -142,6 +145,7 @@ impl Session {
             opened: now,
             subscriptions: Subscriptions::new(),
             user_id: None,
+            watching: false,
             vitals: Rc::new(Vitals::new(now)),
             hub: None,
             close_reason: None,

@@ -8,7 +8,7 @@ use crate::app::App;
 use crate::auth::{self, AuthError};
 use crate::command;
 use crate::error::PusherError;
-use crate::protocol::{frames, truncate};
+use crate::protocol::{frames, truncate, MAX_WATCHLIST};
 use crate::stats::{AuthFailure, ConnectionError};
 use actix_web_actors::ws;
 use log::{info, warn};
@@ -74,6 +74,22 @@ impl Session {
         };
         let previous = self.user_id.take();
         self.sign_in_registry(previous, &user_id);
+        let mut watchlist: Vec<Arc<str>> = command::signin_watchlist(&signin.user_data)
+            .into_iter()
+            .map(Arc::from)
+            .collect();
+        if self.app.enable_watchlist_events && watchlist.len() > MAX_WATCHLIST {
+            // Signed in all the same, watching the first ones.
+            watchlist.truncate(MAX_WATCHLIST);
+            self.send(
+                ctx,
+                frames::error(
+                    Some(4302),
+                    &format!("Watchlist limit exceeded: at most {MAX_WATCHLIST} users are watched"),
+                ),
+            );
+        }
+        self.watch_registry(&user_id, watchlist);
         info!(
             app_id = self.app.id.as_ref(), socket_id = self.id_text.as_str(),
             user_id = truncate(&user_id, 128);

@@ -24,22 +24,8 @@ const {
   waitState,
   waitUntil,
   errorCode,
+  subscribed,
 } = require('./lib/harness');
-
-/** Resolve when Echo reports the channel subscribed; reject on .error(). */
-function subscribed(echoChannel, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`Echo channel ${echoChannel.name} not subscribed after ${ms} ms`)), ms);
-    echoChannel.subscribed(() => {
-      clearTimeout(timer);
-      resolve(echoChannel);
-    });
-    echoChannel.error((err) => {
-      clearTimeout(timer);
-      reject(new Error(`Echo channel ${echoChannel.name} error: ${JSON.stringify(err)}`));
-    });
-  });
-}
 
 /** The user ids `/channels/{name}/users` of `sdk`'s node lists, sorted. */
 async function userIds(sdk, name) {

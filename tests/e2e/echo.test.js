@@ -6,22 +6,7 @@
 
 const { describe, it, before, after, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
-const { startServer, unique, waitUntil } = require('./lib/harness');
-
-/** Resolve when Echo reports the channel subscribed; reject on .error(). */
-function subscribed(echoChannel, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`Echo channel ${echoChannel.name} not subscribed after ${ms} ms`)), ms);
-    echoChannel.subscribed(() => {
-      clearTimeout(timer);
-      resolve(echoChannel);
-    });
-    echoChannel.error((err) => {
-      clearTimeout(timer);
-      reject(new Error(`Echo channel ${echoChannel.name} error: ${JSON.stringify(err)}`));
-    });
-  });
-}
+const { startServer, subscribed, unique, waitUntil } = require('./lib/harness');
 
 describe('Laravel Echo with pusher-js', { timeout: 30000 }, () => {
   let server;

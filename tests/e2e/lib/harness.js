@@ -563,6 +563,21 @@ function errorCode(err) {
   return undefined;
 }
 
+/** Laravel Echo: resolve when Echo reports the channel subscribed; reject on .error(). */
+function subscribed(echoChannel, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`Echo channel ${echoChannel.name} not subscribed after ${ms} ms`)), ms);
+    echoChannel.subscribed(() => {
+      clearTimeout(timer);
+      resolve(echoChannel);
+    });
+    echoChannel.error((err) => {
+      clearTimeout(timer);
+      reject(new Error(`Echo channel ${echoChannel.name} error: ${JSON.stringify(err)}`));
+    });
+  });
+}
+
 let seq = 0;
 /** A channel/user name unique within this process. */
 function unique(prefix) {
@@ -585,6 +600,7 @@ module.exports = {
   startRedis,
   startServer,
   subscribe,
+  subscribed,
   unique,
   waitConnected,
   waitEvent,

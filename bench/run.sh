@@ -73,7 +73,9 @@ mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 
 echo "== building (release)"
-(cd "$ROOT" && cargo build --release -p switchyard -p switchyard-bench)
+# Without OUT_DIR: ring's build script declares rerun-if-env-changed=OUT_DIR,
+# so a results directory in the environment would rebuild it on every run.
+(cd "$ROOT" && env -u OUT_DIR cargo build --release -p switchyard -p switchyard-bench)
 BENCH="$TARGET_DIR/release/switchyard-bench"
 SWITCHYARD_BIN="$TARGET_DIR/release/switchyard"
 

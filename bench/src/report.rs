@@ -136,20 +136,20 @@ pub fn cluster_targets(docs: &[Value], labels: &[String]) -> String {
     let mut s = String::from("\nCluster targets (issue 11):\n\n");
     for &i in &with {
         let t = |k: &str| docs[i].pointer(&format!("/results/cluster/targets/{k}"));
-        let check = |k: &str| {
+        let check = |k: &str, unit: &str| {
             let c = t(k);
             let value = c.and_then(|c| c.get("value")).map(|v| render(Some(v), 1.0));
             let ok = c.and_then(|c| c.get("met")).and_then(Value::as_bool);
             match (value, ok) {
-                (Some(v), Some(ok)) => format!("{v} ({})", met(ok)),
+                (Some(v), Some(ok)) => format!("{v}{unit} ({})", met(ok)),
                 _ => "–".into(),
             }
         };
         s.push_str(&format!(
-            "* {}: delivery ratio {} (target 1.0); cross-node p99 − same-node p99 {} ms (target ≤ 2)\n",
+            "* {}: delivery ratio {} (target 1.0); cross-node p99 − same-node p99 {} (target ≤ 2 ms)\n",
             labels[i],
-            check("delivery_ratio"),
-            check("cross_node_p99_minus_same_node_ms"),
+            check("delivery_ratio", ""),
+            check("cross_node_p99_minus_same_node_ms", " ms"),
         ));
     }
     let first = with[0];

@@ -44,8 +44,8 @@
 # deliveries/s); publish 15 s over 8 keep-alive connections; churn 60 s with
 # 32 loops; cluster 2,000 subscribers (1,000 per node) / 10 channels, 100-byte
 # events at 100 publishes/s to node A for 20 s (20,000 deliveries/s, half of
-# them across Redis; both nodes and Redis share SERVER_CORE). Only 127.0.0.1 is contacted; every phase is bounded in
-# time.
+# them across Redis; both nodes and Redis share SERVER_CORE). Only 127.0.0.1
+# is contacted; every phase is bounded in time.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -20,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use client::Target;
-use scenarios::{ChurnOpts, FanoutOpts, IdleOpts, Probe, PublishOpts};
+use scenarios::{ChurnOpts, ClusterOpts, ClusterProbes, FanoutOpts, IdleOpts, Probe, PublishOpts};
 use sign::Credentials;
 
 #[derive(Parser, Debug)]
@@ -45,7 +45,12 @@ enum Cmd {
     /// The loopback floor alone (no server needed): kernel CPU of one plain
     /// write per fan-out delivery on this machine (fanout measures it too).
     Floor,
-    /// idle, fanout, publish and churn in that order.
+    /// Two nodes on one Redis (node A = --port, node B = --port-b):
+    /// subscribers spread over both, publishes to A only; same-node and
+    /// cross-node latency, delivery ratio, CPU per delivery of A, B and Redis.
+    Cluster,
+    /// idle, fanout, publish and churn in that order (not cluster: it needs
+    /// two nodes and Redis).
     All,
     /// Side-by-side markdown of JSON result files (`--json` outputs); files
     /// with the same label (e.g. one per scenario) are merged.
@@ -147,6 +152,38 @@ struct Opts {
     churn_warmup_secs: f64,
     #[arg(long, global = true, default_value_t = 1000)]
     rss_sample_ms: u64,
+
+    // cluster
+    /// Node B's port (cluster; node A is --port).
+    #[arg(long, global = true, default_value_t = 6002)]
+    port_b: u16,
+    /// Node B's PID; found from --port-b when omitted.
+    #[arg(long, global = true)]
+    server_pid_b: Option<i32>,
+    /// The Redis server's PID for its CPU and RSS (cluster).
+    #[arg(long, global = true)]
+    redis_pid: Option<i32>,
+    /// Redis port, to find its PID when --redis-pid is omitted (cluster).
+    #[arg(long, global = true)]
+    redis_port: Option<u16>,
+    /// Subscribers, half on node A and half on node B.
+    #[arg(long, global = true, default_value_t = 2_000)]
+    cluster_subscribers: usize,
+    #[arg(long, global = true, default_value_t = 10)]
+    cluster_channels: usize,
+    /// Publishes per second to node A (open loop). 100 × 200 subscribers
+    /// per channel = 20,000 deliveries/s: two nodes and Redis share one
+    /// server core, and at 40,000 Sockudo's saturate it.
+    #[arg(long, global = true, default_value_t = 100.0)]
+    cluster_rate: f64,
+    #[arg(long, global = true, default_value_t = 20.0)]
+    cluster_secs: f64,
+    /// Keep-alive HTTP connections publishing to node A.
+    #[arg(long, global = true, default_value_t = 4)]
+    cluster_publishers: usize,
+    /// Longest wait for both nodes to deliver a warm-up round, seconds.
+    #[arg(long, global = true, default_value_t = 15.0)]
+    cluster_warmup_secs: f64,
 }
 
 /// Upper bounds that keep every run finite and within this machine's limits.
@@ -162,6 +199,15 @@ fn validate(o: &Opts) -> Result<(), String> {
     bounded("publish-secs", o.publish_secs, 600.0)?;
     bounded("churn-secs", o.churn_secs, 3600.0)?;
     bounded("fanout-rate", o.fanout_rate, 1_000_000.0)?;
+    bounded("cluster-secs", o.cluster_secs, 600.0)?;
+    bounded("cluster-rate", o.cluster_rate, 1_000_000.0)?;
+    bounded("cluster-warmup-secs", o.cluster_warmup_secs, 120.0)?;
+    bounded(
+        "cluster-subscribers",
+        o.cluster_subscribers as f64,
+        19_000.0,
+    )?;
+    bounded("cluster-publishers", o.cluster_publishers as f64, 1_000.0)?;
     bounded("drain-secs", o.drain_secs, 120.0)?;
     if !(o.floor_secs.is_finite() && (0.0..=600.0).contains(&o.floor_secs)) {
         return Err("--floor-secs must be in [0, 600]".into());
@@ -173,6 +219,9 @@ fn validate(o: &Opts) -> Result<(), String> {
     bounded("event-size", o.event_size as f64, 1_000_000.0)?;
     if o.fanout_rate * o.fanout_secs > 10_000_000.0 {
         return Err("fanout would publish more than 10 million events".into());
+    }
+    if o.cluster_rate * o.cluster_secs > 10_000_000.0 {
+        return Err("cluster would publish more than 10 million events".into());
     }
     Ok(())
 }
@@ -244,6 +293,36 @@ fn run(cli: Cli) -> Result<(), String> {
         pinning["server_core"] = json!(core);
         pinning["server_threads_pinned"] = json!(n);
     }
+    // Cluster: node B and Redis share the server core with node A.
+    let is_cluster = matches!(cli.cmd, Cmd::Cluster);
+    let (pid_b, redis_pid) = if is_cluster {
+        let b = o
+            .server_pid_b
+            .or_else(|| procfs::find_listener_pid(o.port_b));
+        let r = o
+            .redis_pid
+            .or_else(|| o.redis_port.and_then(procfs::find_listener_pid));
+        if b.is_none() {
+            eprintln!(
+                "warning: no process found listening on port {}; node B CPU will be missing",
+                o.port_b
+            );
+        }
+        if r.is_none() {
+            eprintln!(
+                "warning: no Redis PID (--redis-pid or --redis-port); Redis CPU will be missing"
+            );
+        }
+        (b, r)
+    } else {
+        (None, None)
+    };
+    for (what, pid) in [("node_b", pid_b), ("redis", redis_pid)] {
+        if let (Some(core), Some(pid)) = (o.pin_server, pid) {
+            let n = procfs::pin_process(pid, core).map_err(|e| format!("pin {what}: {e}"))?;
+            pinning[format!("{what}_threads_pinned")] = json!(n);
+        }
+    }
     let workers = procfs::allowed_cpus();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -271,6 +350,14 @@ fn run(cli: Cli) -> Result<(), String> {
         },
         "results": {},
     });
+    if is_cluster {
+        let (exe_b, _) = pid_b.map(procfs::describe).unwrap_or_default();
+        let (redis_exe, _) = redis_pid.map(procfs::describe).unwrap_or_default();
+        doc["target"]["node_b"] =
+            json!({ "port": o.port_b, "server_pid": pid_b, "server_exe": exe_b });
+        doc["target"]["redis"] =
+            json!({ "port": o.redis_port, "pid": redis_pid, "exe": redis_exe });
+    }
     print_machine(&doc);
 
     let target = Target {
@@ -283,6 +370,19 @@ fn run(cli: Cli) -> Result<(), String> {
         op_timeout: Duration::from_secs(o.op_timeout_secs.max(1)),
     };
     let probe = Probe { server_pid };
+    let cluster = ClusterCtx {
+        node_b: Target {
+            addr: SocketAddr::new(ip, o.port_b),
+            ..target.clone()
+        },
+        probes: ClusterProbes {
+            a: probe,
+            b: Probe { server_pid: pid_b },
+            redis: Probe {
+                server_pid: redis_pid,
+            },
+        },
+    };
     let steps: Vec<Step> = match cli.cmd {
         Cmd::All => vec![Step::Idle, Step::Fanout, Step::Publish, Step::Churn],
         Cmd::Idle => vec![Step::Idle],
@@ -290,6 +390,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Publish => vec![Step::Publish],
         Cmd::Churn => vec![Step::Churn],
         Cmd::Floor => vec![Step::Floor],
+        Cmd::Cluster => vec![Step::Cluster],
         Cmd::Compare { .. } => unreachable!("handled in main"),
     };
     let mut failed = Vec::new();
@@ -297,7 +398,7 @@ fn run(cli: Cli) -> Result<(), String> {
         if i > 0 {
             std::thread::sleep(Duration::from_secs(o.settle_secs));
         }
-        let (name, result) = rt.block_on(run_step(*step, &target, &probe, &o));
+        let (name, result) = rt.block_on(run_step(*step, &target, &probe, &cluster, &o));
         eprintln!("[{name}] done");
         let v = match result {
             Ok(v) => v,
@@ -328,12 +429,20 @@ enum Step {
     Publish,
     Churn,
     Floor,
+    Cluster,
+}
+
+/// Node B and the probes of the cluster scenario.
+struct ClusterCtx {
+    node_b: Target,
+    probes: ClusterProbes,
 }
 
 async fn run_step(
     step: Step,
     t: &Target,
     p: &Probe,
+    c: &ClusterCtx,
     o: &Opts,
 ) -> (&'static str, Result<Value, String>) {
     fn to_value<T: serde::Serialize>(r: Result<T, String>) -> Result<Value, String> {
@@ -425,6 +534,36 @@ async fn run_step(
             };
             ("floor", to_value(scenarios::floor(&opts).await))
         }
+        Step::Cluster => {
+            eprintln!(
+                "[cluster] {} subscribers over {} channels on nodes :{} and :{}, {} publishes/s to :{} for {} s",
+                o.cluster_subscribers,
+                o.cluster_channels,
+                t.addr.port(),
+                c.node_b.addr.port(),
+                o.cluster_rate,
+                t.addr.port(),
+                o.cluster_secs
+            );
+            let opts = ClusterOpts {
+                node_b: c.node_b.clone(),
+                subscribers: o.cluster_subscribers,
+                channels: o.cluster_channels,
+                event_size: o.event_size,
+                rate: o.cluster_rate,
+                secs: o.cluster_secs,
+                publishers: o.cluster_publishers,
+                drain_secs: o.drain_secs,
+                concurrency: o.connect_concurrency,
+                warmup_secs: o.cluster_warmup_secs,
+                floor_secs: o.floor_secs,
+                server_core: o.pin_server,
+            };
+            (
+                "cluster",
+                to_value(scenarios::cluster(t, &c.probes, &opts).await),
+            )
+        }
     }
 }
 
@@ -472,5 +611,19 @@ mod tests {
         let cli = Cli::try_parse_from(["switchyard-bench", "idle", "--idle-connections", "50000"])
             .unwrap();
         assert!(validate(&cli.o).is_err());
+        let cli =
+            Cli::try_parse_from(["switchyard-bench", "cluster", "--cluster-rate", "0"]).unwrap();
+        assert!(validate(&cli.o).is_err());
+        let cli = Cli::try_parse_from([
+            "switchyard-bench",
+            "cluster",
+            "--port-b",
+            "16002",
+            "--redis-port",
+            "16379",
+        ])
+        .unwrap();
+        assert!(validate(&cli.o).is_ok());
+        assert_eq!((cli.o.port_b, cli.o.redis_port), (16002, Some(16379)));
     }
 }

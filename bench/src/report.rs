@@ -69,7 +69,105 @@ churn: errors | /results/churn/errors | 1 |
 churn: RSS drift after warm-up (%) | /results/churn/rss_drift/drift_pct | 1 | < 5
 churn: RSS slope (%/min) | /results/churn/rss_drift/slope_pct_per_min | 1 |
 churn: server CPU per cycle (µs) | /results/churn/server_cpu_us_per_cycle | 1 |
+cluster: deliveries/s | /results/cluster/deliveries_per_s | 1 |
+cluster: delivery ratio | /results/cluster/delivery_ratio | 1 | 1.0
+cluster: same-node (A) latency p50 (ms) | /results/cluster/same_node/latency/p50_ms | 1 |
+cluster: same-node (A) latency p99 (ms) | /results/cluster/same_node/latency/p99_ms | 1 |
+cluster: same-node (A) latency max (ms) | /results/cluster/same_node/latency/max_ms | 1 |
+cluster: cross-node (B) latency p50 (ms) | /results/cluster/cross_node/latency/p50_ms | 1 |
+cluster: cross-node (B) latency p99 (ms) | /results/cluster/cross_node/latency/p99_ms | 1 |
+cluster: cross-node (B) latency max (ms) | /results/cluster/cross_node/latency/max_ms | 1 |
+cluster: cross-node p99 − same-node p99 (ms) | /results/cluster/targets/cross_node_p99_minus_same_node_ms/value | 1 | ≤ 2
+cluster: node A CPU s per million deliveries | /results/cluster/node_a/cpu_s_per_million_deliveries | 1 |
+cluster: node B CPU s per million deliveries | /results/cluster/node_b/cpu_s_per_million_deliveries | 1 |
+cluster: Redis CPU s per million deliveries | /results/cluster/redis/cpu_s_per_million_deliveries | 1 |
+cluster: total (A + B + Redis) CPU s per million deliveries | /results/cluster/total/cpu_s_per_million_deliveries | 1 | ≤ ½ Sockudo
+cluster: … of which user space | /results/cluster/total/user_cpu_s_per_million_deliveries | 1 |
+cluster: … of which kernel | /results/cluster/total/sys_cpu_s_per_million_deliveries | 1 |
+cluster: loopback floor, CPU s per million writes | /results/cluster/loopback_floor/cpu_s_per_million_writes | 1 |
+cluster: total CPU above the floor, s per million | /results/cluster/total_cpu_s_per_million_above_floor | 1 |
+cluster: node A RSS (MiB) | /results/cluster/node_a/rss_bytes | 1048576 |
+cluster: node B RSS (MiB) | /results/cluster/node_b/rss_bytes | 1048576 |
+cluster: Redis RSS (MiB) | /results/cluster/redis/rss_bytes | 1048576 |
+cluster: publish HTTP latency p99 (ms) | /results/cluster/publish_http_latency/p99_ms | 1 |
 ";
+
+/// Issue 11's CPU target: the first run's total cluster CPU per delivery at
+/// most this share of each other run's (Switchyard first, Sockudo after).
+pub const CLUSTER_CPU_SHARE_TARGET: f64 = 0.5;
+
+const CLUSTER_TOTAL: &str = "/results/cluster/total";
+
+/// `subject / reference` of total CPU per delivery, and of its user and
+/// kernel parts: (total, user, sys), each `None` when unknown.
+pub fn cpu_shares(subject: &Value, reference: &Value) -> [Option<f64>; 3] {
+    let get = |d: &Value, k: &str| {
+        d.pointer(&format!("{CLUSTER_TOTAL}/{k}"))
+            .and_then(Value::as_f64)
+    };
+    [
+        "cpu_s_per_million_deliveries",
+        "user_cpu_s_per_million_deliveries",
+        "sys_cpu_s_per_million_deliveries",
+    ]
+    .map(|k| {
+        let (s, r) = (get(subject, k)?, get(reference, k)?);
+        (r > 0.0).then(|| (s / r * 1000.0).round() / 1000.0)
+    })
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "not met"
+    }
+}
+
+/// The cluster targets of every run, and the first run's CPU against each
+/// other run's; empty if no run has cluster results.
+pub fn cluster_targets(docs: &[Value], labels: &[String]) -> String {
+    let with: Vec<usize> = (0..docs.len())
+        .filter(|&i| docs[i].pointer(CLUSTER_TOTAL).is_some())
+        .collect();
+    if with.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("\nCluster targets (issue 11):\n\n");
+    for &i in &with {
+        let t = |k: &str| docs[i].pointer(&format!("/results/cluster/targets/{k}"));
+        let check = |k: &str, unit: &str| {
+            let c = t(k);
+            let value = c.and_then(|c| c.get("value")).map(|v| render(Some(v), 1.0));
+            let ok = c.and_then(|c| c.get("met")).and_then(Value::as_bool);
+            match (value, ok) {
+                (Some(v), Some(ok)) => format!("{v}{unit} ({})", met(ok)),
+                _ => "–".into(),
+            }
+        };
+        s.push_str(&format!(
+            "* {}: delivery ratio {} (target 1.0); cross-node p99 − same-node p99 {} (target ≤ 2 ms)\n",
+            labels[i],
+            check("delivery_ratio", ""),
+            check("cross_node_p99_minus_same_node_ms", " ms"),
+        ));
+    }
+    let first = with[0];
+    for &j in &with[1..] {
+        let [total, user, sys] = cpu_shares(&docs[first], &docs[j]);
+        let r = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{x:.3}"));
+        s.push_str(&format!(
+            "* {} total CPU (nodes + Redis) per delivery = {} × {}'s (target ≤ {CLUSTER_CPU_SHARE_TARGET}: {}); user space {} ×, kernel {} ×\n",
+            labels[first],
+            r(total),
+            labels[j],
+            total.map_or("unknown", |x| met(x <= CLUSTER_CPU_SHARE_TARGET)),
+            r(user),
+            r(sys),
+        ));
+    }
+    s
+}
 
 /// Parsed [`HEADLINES`]: (label, pointer, scale, target).
 fn headlines() -> impl Iterator<Item = (&'static str, &'static str, f64, &'static str)> {
@@ -148,6 +246,7 @@ pub fn compare(docs: &[Value]) -> String {
         }
         s.push('\n');
     }
+    s.push_str(&cluster_targets(docs, &labels));
     // Full detail.
     let mut keys: Vec<String> = Vec::new();
     let per_doc: Vec<Vec<(String, String)>> = docs
@@ -234,6 +333,43 @@ mod tests {
         assert_eq!(m[0]["results"]["idle"]["x"], 1);
         assert_eq!(m[0]["results"]["churn"]["y"], 3);
         assert_eq!(m[1]["results"]["idle"]["x"], 2);
+    }
+
+    #[test]
+    fn cluster_cpu_share_and_targets() {
+        let doc = |label: &str, total: f64, user: f64, sys: f64, ok: bool| {
+            json!({"target": {"label": label}, "results": {"cluster": {
+                "total": {
+                    "cpu_s_per_million_deliveries": total,
+                    "user_cpu_s_per_million_deliveries": user,
+                    "sys_cpu_s_per_million_deliveries": sys,
+                },
+                "targets": {
+                    "delivery_ratio": {"value": 1.0, "met": ok},
+                    "cross_node_p99_minus_same_node_ms": {"value": 0.5, "met": true},
+                },
+            }}})
+        };
+        let a = doc("switchyard", 7.0, 2.0, 5.0, true);
+        let b = doc("sockudo", 10.0, 4.0, 6.0, false);
+        assert_eq!(cpu_shares(&a, &b), [Some(0.7), Some(0.5), Some(0.833)]);
+        assert_eq!(cpu_shares(&a, &json!({}))[0], None);
+        let md = compare(&[a, b.clone()]);
+        assert!(
+            md.contains("* switchyard: delivery ratio 1.000 (met)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("* sockudo: delivery ratio 1.000 (not met)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("* switchyard total CPU (nodes + Redis) per delivery = 0.700 × sockudo's (target ≤ 0.5: not met); user space 0.500 ×, kernel 0.833 ×"),
+            "{md}"
+        );
+        let half = doc("switchyard", 5.0, 2.0, 3.0, true);
+        assert!(compare(&[half, b]).contains("0.500 × sockudo's (target ≤ 0.5: met)"));
+        assert_eq!(cluster_targets(&[json!({})], &["x".into()]), "");
     }
 
     #[test]

@@ -98,6 +98,13 @@ impl ShardedHistogram {
         record(&mut h, us);
     }
 
+    /// Empties every shard.
+    pub fn reset(&self) {
+        for s in &self.shards {
+            s.lock().unwrap_or_else(|e| e.into_inner()).reset();
+        }
+    }
+
     pub fn merged(&self) -> Histogram<u64> {
         let mut out = new_histogram();
         for s in &self.shards {
@@ -251,6 +258,8 @@ mod tests {
         let m = s.merged();
         assert_eq!(m.len(), 100);
         assert_eq!(m.min(), 10);
+        s.reset();
+        assert_eq!(s.merged().len(), 0);
     }
 
     #[test]

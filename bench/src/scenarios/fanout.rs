@@ -23,7 +23,7 @@ pub(super) struct Deliveries {
 }
 
 impl Deliveries {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Deliveries {
             received: AtomicU64::new(0),
             latency: ShardedHistogram::new(64),
@@ -41,6 +41,50 @@ impl Deliveries {
         self.latency.record(shard, now.saturating_sub(sent) / 1000);
         self.received.fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    pub(super) fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn latency(&self) -> Latency {
+        Latency::from_histogram(&self.latency.merged())
+    }
+
+    /// Forgets everything recorded so far (after a warm-up).
+    pub(super) fn reset(&self) {
+        self.latency.reset();
+        self.received.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Waits for in-flight deliveries: until `received()` reaches `expected`,
+/// stops moving for 2 s, or `limit_secs` pass.
+pub(super) async fn drain(received: impl Fn() -> u64, expected: u64, limit_secs: f64) {
+    let deadline = Instant::now() + Duration::from_secs_f64(limit_secs);
+    let mut last = received();
+    let mut last_change = Instant::now();
+    while Instant::now() < deadline {
+        let now = received();
+        if now >= expected {
+            break;
+        }
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// received / expected, rounded to 4 decimals (0 when nothing was expected).
+pub(super) fn delivery_ratio(delivered: u64, expected: u64) -> f64 {
+    if expected > 0 {
+        (delivered as f64 / expected as f64 * 10_000.0).round() / 10_000.0
+    } else {
+        0.0
     }
 }
 
@@ -130,6 +174,122 @@ struct Job {
     sched_ns: u64,
 }
 
+/// What an open-loop publishing run did.
+pub(super) struct OpenLoop {
+    /// When the schedule started (just before the first publish).
+    pub started: Instant,
+    /// Publishes scheduled; publish `seq` went to channel `seq % channels`.
+    pub attempted: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub late: u64,
+    pub http_latency: Latency,
+    pub http_reconnects: u64,
+    /// From the first publish until the last one was answered.
+    pub secs: f64,
+}
+
+/// Publishes `rate × secs` events open loop (publish `i` is due at start +
+/// i / rate regardless of how earlier requests fared) over `publishers`
+/// keep-alive connections, round robin over the channels `{prefix}{0..channels}`;
+/// each event's data carries its scheduled send time (see [`event_data`]).
+pub(super) async fn open_loop(
+    t: &Target,
+    prefix: &str,
+    channels: usize,
+    rate: f64,
+    secs: f64,
+    publishers: usize,
+    event_size: usize,
+) -> OpenLoop {
+    let channels = channels.max(1);
+    let total = (rate * secs).round() as u64;
+    let period_ns = (1e9 / rate.max(0.001)) as u64;
+    let (job_tx, job_rx) = mpsc::channel::<Job>(1_000_000);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(Errors::default());
+    let late = Arc::new(AtomicU64::new(0));
+    let http_lat = Arc::new(ShardedHistogram::new(publishers));
+
+    let start = Instant::now();
+    let start_ns = client::unix_nanos();
+    let mut workers = JoinSet::new();
+    for w in 0..publishers.max(1) {
+        let t = t.clone();
+        let job_rx = job_rx.clone();
+        let (ok, errors, late, http_lat) =
+            (ok.clone(), errors.clone(), late.clone(), http_lat.clone());
+        let prefix = prefix.to_string();
+        workers.spawn(async move {
+            let mut conn: Option<HttpConn> = None;
+            loop {
+                let job = { job_rx.lock().await.recv().await };
+                let Some(job) = job else { break };
+                let ch = (job.seq % channels as u64) as usize;
+                let data = event_data(job.sched_ns, job.seq, event_size);
+                let post =
+                    client::signed_trigger(&t.creds, &format!("{prefix}{ch}"), "bench", &data);
+                if client::unix_nanos() > job.sched_ns + 10_000_000 {
+                    late.fetch_add(1, Ordering::Relaxed);
+                }
+                let t0 = Instant::now();
+                if conn.is_none() {
+                    conn = HttpConn::connect(&t).await.ok();
+                }
+                let r = match conn.as_mut() {
+                    Some(c) => c.post(post.uri, post.body).await,
+                    None => Err("http connect failed".to_string()),
+                };
+                http_lat.record(w, t0.elapsed().as_micros() as u64);
+                match r {
+                    Ok(200) => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => errors.record(|| format!("{other:?}")),
+                }
+            }
+            conn.map_or(0, |c| c.reconnects)
+        });
+    }
+    let t_start = tokio::time::Instant::from_std(start);
+    for seq in 0..total {
+        let due = t_start + Duration::from_nanos(seq * period_ns);
+        tokio::time::sleep_until(due).await;
+        let job = Job {
+            seq,
+            sched_ns: start_ns + seq * period_ns,
+        };
+        if job_tx.send(job).await.is_err() {
+            break;
+        }
+    }
+    drop(job_tx);
+    let mut http_reconnects = 0;
+    while let Some(r) = workers.join_next().await {
+        http_reconnects += r.unwrap_or(0);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    OpenLoop {
+        started: start,
+        attempted: total,
+        ok: ok.load(Ordering::Relaxed),
+        errors: errors.count(),
+        first_error: errors.first(),
+        late: late.load(Ordering::Relaxed),
+        http_latency: Latency::from_histogram(&http_lat.merged()),
+        http_reconnects,
+        secs,
+    }
+}
+
+/// Publishes of an open loop of `total` that went to channel `c` of `channels`.
+pub(super) fn attempted_on(total: u64, channels: usize, c: usize) -> u64 {
+    let channels = channels.max(1) as u64;
+    total / channels + u64::from((c as u64) < total % channels)
+}
+
 pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> {
     let channels = o.channels.max(1);
     let deliveries = Arc::new(Deliveries::new());
@@ -156,116 +316,28 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
     let scale = fleet.ok as f64 / o.subscribers as f64;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let total = (o.rate * o.secs).round() as u64;
-    let period_ns = (1e9 / o.rate.max(0.001)) as u64;
-    let (job_tx, job_rx) = mpsc::channel::<Job>(1_000_000);
-    let job_rx = Arc::new(Mutex::new(job_rx));
-    let ok_per_ch: Arc<Vec<AtomicU64>> =
-        Arc::new((0..channels).map(|_| AtomicU64::new(0)).collect());
-    let errors = Arc::new(Errors::default());
-    let late = Arc::new(AtomicU64::new(0));
-    let http_lat = Arc::new(ShardedHistogram::new(o.publishers));
-
     let (cpu0, ccpu0) = (p.cpu_split(), p.client_cpu());
-    let start = Instant::now();
-    let start_ns = client::unix_nanos();
-    let mut workers = JoinSet::new();
-    for w in 0..o.publishers.max(1) {
-        let t = t.clone();
-        let job_rx = job_rx.clone();
-        let (ok_per_ch, errors, late, http_lat) = (
-            ok_per_ch.clone(),
-            errors.clone(),
-            late.clone(),
-            http_lat.clone(),
-        );
-        let size = o.event_size;
-        workers.spawn(async move {
-            let mut conn: Option<HttpConn> = None;
-            loop {
-                let job = { job_rx.lock().await.recv().await };
-                let Some(job) = job else { break };
-                let ch = (job.seq % channels as u64) as usize;
-                let data = event_data(job.sched_ns, job.seq, size);
-                let post =
-                    client::signed_trigger(&t.creds, &format!("bench-fan-{ch}"), "bench", &data);
-                if client::unix_nanos() > job.sched_ns + 10_000_000 {
-                    late.fetch_add(1, Ordering::Relaxed);
-                }
-                let t0 = Instant::now();
-                if conn.is_none() {
-                    conn = HttpConn::connect(&t).await.ok();
-                }
-                let r = match conn.as_mut() {
-                    Some(c) => c.post(post.uri, post.body).await,
-                    None => Err("http connect failed".to_string()),
-                };
-                http_lat.record(w, t0.elapsed().as_micros() as u64);
-                match r {
-                    Ok(200) => {
-                        ok_per_ch[ch].fetch_add(1, Ordering::Relaxed);
-                    }
-                    other => errors.record(|| format!("{other:?}")),
-                }
-            }
-            conn.map_or(0, |c| c.reconnects)
-        });
-    }
-    // Open-loop schedule: job i is due at start + i * period regardless of
-    // how earlier requests fared.
-    let t_start = tokio::time::Instant::from_std(start);
-    for seq in 0..total {
-        let due = t_start + Duration::from_nanos(seq * period_ns);
-        tokio::time::sleep_until(due).await;
-        let job = Job {
-            seq,
-            sched_ns: start_ns + seq * period_ns,
-        };
-        if job_tx.send(job).await.is_err() {
-            break;
-        }
-    }
-    drop(job_tx);
-    let mut http_reconnects = 0;
-    while let Some(r) = workers.join_next().await {
-        http_reconnects += r.unwrap_or(0);
-    }
-    let publish_secs = start.elapsed().as_secs_f64();
-
-    let published_ok: Vec<u64> = ok_per_ch
-        .iter()
-        .map(|a| a.load(Ordering::Relaxed))
-        .collect();
-    let publishes_ok: u64 = published_ok.iter().sum();
+    let run = open_loop(
+        t,
+        "bench-fan-",
+        channels,
+        o.rate,
+        o.secs,
+        o.publishers,
+        o.event_size,
+    )
+    .await;
+    let (start, total) = (run.started, run.attempted);
+    let publishes_ok = run.ok;
     let expected_attempted: f64 = (0..channels)
-        .map(|c| {
-            let attempted =
-                total / channels as u64 + u64::from((c as u64) < total % channels as u64);
-            attempted as f64 * subs[c] as f64 * scale
-        })
+        .map(|c| attempted_on(total, channels, c) as f64 * subs[c] as f64 * scale)
         .sum();
     let expected = expected_attempted.round() as u64;
-    // Drain: wait for in-flight deliveries.
-    let drain_deadline = Instant::now() + Duration::from_secs_f64(o.drain_secs);
-    let mut last = deliveries.received.load(Ordering::Relaxed);
-    let mut last_change = Instant::now();
-    while Instant::now() < drain_deadline {
-        let now = deliveries.received.load(Ordering::Relaxed);
-        if now >= expected {
-            break;
-        }
-        if now != last {
-            last = now;
-            last_change = Instant::now();
-        } else if last_change.elapsed() > Duration::from_secs(2) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    drain(|| deliveries.received(), expected, o.drain_secs).await;
     let total_secs = start.elapsed().as_secs_f64();
     let (cpu1, ccpu1) = (p.cpu_split(), p.client_cpu());
     let rss = p.rss();
-    let delivered = deliveries.received.load(Ordering::Relaxed);
+    let delivered = deliveries.received();
     let (user, sys) = match (cpu0, cpu1) {
         (Some(a), Some(b)) => (Some(b.0 - a.0), Some(b.1 - a.1)),
         _ => (None, None),
@@ -298,23 +370,19 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
         channels,
         event_size_bytes: o.event_size,
         publish_rate_per_s: o.rate,
-        publish_secs: round3(publish_secs),
+        publish_secs: round3(run.secs),
         publishes_attempted: total,
         publishes_ok,
-        publish_errors: errors.count(),
-        first_error: errors.first().or(fleet_error),
-        publishes_late: late.load(Ordering::Relaxed),
+        publish_errors: run.errors,
+        first_error: run.first_error.or(fleet_error),
+        publishes_late: run.late,
         expected_deliveries: expected,
         delivered,
-        delivery_ratio: if expected > 0 {
-            (delivered as f64 / expected as f64 * 10_000.0).round() / 10_000.0
-        } else {
-            0.0
-        },
+        delivery_ratio: delivery_ratio(delivered, expected),
         deliveries_per_s: round1(stats::rate(delivered, total_secs)),
-        latency: Latency::from_histogram(&deliveries.latency.merged()),
-        publish_http_latency: Latency::from_histogram(&http_lat.merged()),
-        http_reconnects,
+        latency: deliveries.latency(),
+        publish_http_latency: run.http_latency,
+        http_reconnects: run.http_reconnects,
         server_cpu_s: cpu.map(round3),
         server_cpu_s_per_million_deliveries: per_million(cpu),
         server_user_cpu_s_per_million_deliveries: per_million(user),

@@ -1,13 +1,16 @@
-//! The four scenarios: idle connections, fan-out, HTTP publish, churn, and
-//! the pieces they share (server probe, fleets of subscribed sockets).
+//! The scenarios: idle connections, fan-out, HTTP publish, churn, the
+//! loopback floor, a two-node cluster, and the pieces they share (server
+//! probe, fleets of subscribed sockets).
 
 mod churn;
+mod cluster;
 mod fanout;
 mod floor;
 mod idle;
 mod publish;
 
 pub use churn::{churn, ChurnOpts};
+pub use cluster::{cluster, ClusterOpts, ClusterProbes};
 pub use fanout::{fanout, frame_bytes, FanoutOpts};
 pub use floor::{floor, FloorOpts};
 pub use idle::{idle, IdleOpts};

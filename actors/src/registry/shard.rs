@@ -426,13 +426,13 @@ impl Handler<WatchJoin> for Shard {
             user_id: watch.user_id.clone(),
             user_info: None,
         };
-        // A presence channel without limits: the user is online while any
-        // of its sockets is a member, on any node.
+        // Members without a presence channel's limit or roster frame: the
+        // user is online while any of its sockets is a member, on any node.
         let joined = self.table.subscribe(
             NewSubscriber {
                 app_id: &watch.app_id,
                 channel: &channel,
-                kind: ChannelKind::Presence,
+                kind: ChannelKind::Public,
                 socket: watch.session.id(),
                 handle: &watch.session,
                 member: Some(&member),

@@ -191,7 +191,8 @@ impl<H: Clone> ChannelTable<H> {
     ) -> Result<Joined, Refused> {
         // Decided before any state exists for the channel: a refused join
         // must leave nothing behind, not even a channel created and removed.
-        if let Some(member) = join.member {
+        // (Counting the roster is skipped where nothing limits it.)
+        if let Some(member) = join.member.filter(|_| join.max_members != usize::MAX) {
             let (already, present, members) = match self.channel(join.app_id, join.channel) {
                 Some(c) => (
                     c.subscribers.contains_key(&join.socket),
@@ -261,9 +262,13 @@ impl<H: Clone> ChannelTable<H> {
                 count: state.subscribers.len(),
             }));
         }
-        let snapshot = join.member.map(|_| match app.remote.get(&**join.channel) {
-            Some(r) => state.roster.snapshot_json_with(r.members()),
-            None => state.roster.snapshot_json(),
+        // The roster for `subscription_succeeded`: presence channels only
+        // (`#watchlist` has members but nobody to show them to).
+        let snapshot = join.member.filter(|_| join.kind.is_presence()).map(|_| {
+            match app.remote.get(&**join.channel) {
+                Some(r) => state.roster.snapshot_json_with(r.members()),
+                None => state.roster.snapshot_json(),
+            }
         });
         let cached = match cached {
             // Last, after the occupancy and count changes.

@@ -362,8 +362,15 @@ impl Dispatcher {
                             self.handle(input);
                         }
                     }
-                    self.ledger.flush(&mut self.told);
-                    self.route_told(Instant::now());
+                    // Alone, this node tells the leaves still in their
+                    // grace now. With other nodes, they tell them when the
+                    // grace is over (their ledgers hold the same leaves):
+                    // told now, a rejoin within the grace could leave the
+                    // backend believing a busy channel empty.
+                    if self.view.members.borrow().len() <= 1 {
+                        self.ledger.flush(&mut self.told);
+                        self.route_told(Instant::now());
+                    }
                     // Closing the lanes' queues lets them finish.
                     self.apps.clear();
                     let _ = done.send(());

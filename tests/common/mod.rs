@@ -74,9 +74,20 @@ fn fresh_dir() -> PathBuf {
     dir
 }
 
+/// A port free now and never handed out before in this test process: the
+/// kernel may give a just-released port again, and a test that picks two
+/// (a server's and its metrics port) must not get the same one twice.
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().unwrap().port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn read_file(path: &Path) -> String {

@@ -59,8 +59,11 @@ async fn events_queued_when_the_server_is_killed_are_delivered_after_the_restart
     let mut server = Server::start_app(&borrowed(&env)).await;
     let mut ws = server.connect().await;
     let channels: Vec<String> = (0..30).map(|i| format!("queued-{i}")).collect();
+    // Spread over ~600 ms: most arrive while their lane is retrying a
+    // batch, and must reach Redis all the same.
     for c in &channels {
         ws.subscribe(c).await;
+        tokio::time::sleep(ms(20)).await;
     }
     rx.wait_requests(1, Duration::from_secs(5)).await;
     // Every event reaches its list within a batching window or two.
@@ -126,6 +129,9 @@ async fn a_refused_batch_is_kept_in_the_dead_letter_list() {
     let server = Server::start_app(&borrowed(&env)).await;
     let mut ws = server.connect().await;
     ws.subscribe("doomed").await;
+    // One at a time: channels may take different lanes, and the 410 is
+    // for the first request.
+    rx.wait_requests(1, Duration::from_secs(5)).await;
     ws.subscribe_private("private-after").await;
     rx.wait_delivered(Duration::from_secs(5), "the next batch", |e| {
         e.iter().any(|e| e["channel"] == "private-after")

@@ -145,9 +145,7 @@ async fn run_durable(mut rx: mpsc::Receiver<Event>, job: LaneJob, store: Arc<Sto
                     Some(first) => {
                         let (batch, still) = gather(&mut rx, first, job.batching).await;
                         open = still;
-                        unsaved.extend(batch.iter().map(|e| {
-                            store::item(rand::random(), unix_ms_of(e.at), &e.json)
-                        }));
+                        unsaved.extend(batch.iter().map(stored_item));
                     }
                     None => open = false,
                 },
@@ -209,6 +207,24 @@ async fn run_durable(mut rx: mpsc::Receiver<Event>, job: LaneJob, store: Arc<Sto
                 tokio::select! {
                     d = &mut delivering => break d,
                     _ = renew.tick() => { let _ = store.lease(&key).await; }
+                    // Events keep reaching Redis while a batch is retried
+                    // (a receiver down for minutes must not leave them in
+                    // memory).
+                    more = rx.recv(), if open => match more {
+                        Some(e) => {
+                            let mut items = vec![stored_item(&e)];
+                            while let Ok(e) = rx.try_recv() {
+                                items.push(stored_item(&e));
+                            }
+                            unsaved.extend(items);
+                            if let Ok(len) = store.append(&key, &unsaved).await {
+                                job.stats.add_queued(-(unsaved.len() as i64));
+                                unsaved.clear();
+                                stored = len;
+                            }
+                        }
+                        None => open = false,
+                    },
                 }
             };
             if delivered {
@@ -226,8 +242,14 @@ async fn run_durable(mut rx: mpsc::Receiver<Event>, job: LaneJob, store: Arc<Sto
         while store.pop(&key, items.len()).await.is_err() {
             tokio::time::sleep(POLL).await;
         }
+        // (Appends during the delivery already counted in `stored`.)
         stored = stored.saturating_sub(items.len());
     }
+}
+
+/// An event as its lane's list keeps it.
+fn stored_item(e: &Event) -> String {
+    store::item(rand::random(), unix_ms_of(e.at), &e.json)
 }
 
 /// The dead-letter list's entry: what, where, and the body.

@@ -130,13 +130,18 @@ pub(crate) struct Adapter {
 }
 
 /// `cluster_health`: how nodes watch each other. Times in milliseconds;
-/// `None` where the file does not say.
+/// `None` where the file does not say. Sockudo's keys end in `_ms`
+/// (`heartbeat_interval_ms`); the names without it, which earlier Switchyard
+/// versions read, are accepted too.
 #[derive(Deserialize, Default, Clone, Copy)]
 #[serde(default)]
 pub(crate) struct ClusterHealth {
     pub enabled: Option<bool>,
+    #[serde(rename = "heartbeat_interval_ms", alias = "heartbeat_interval")]
     pub heartbeat_interval: Option<u64>,
+    #[serde(rename = "node_timeout_ms", alias = "node_timeout")]
     pub node_timeout: Option<u64>,
+    #[serde(rename = "cleanup_interval_ms", alias = "cleanup_interval")]
     pub cleanup_interval: Option<u64>,
 }
 

@@ -815,8 +815,10 @@ fn cluster_health_settings() {
         (h.heartbeat_interval, h.node_timeout, h.cleanup_interval),
         (ms(1000), ms(3000), ms(500))
     );
-    let file = r#"{"adapter": {"cluster_health": {"enabled": false, "heartbeat_interval": 200,
-                                                  "node_timeout": 900}},
+    // Sockudo's `_ms` names in one place, the names without `_ms` (read by
+    // earlier versions) in the other.
+    let file = r#"{"adapter": {"cluster_health": {"enabled": false, "heartbeat_interval_ms": 200,
+                                                  "node_timeout_ms": 900}},
                    "cluster_health": {"node_timeout": 1200, "cleanup_interval": 100}}"#;
     let h = cfg(Some(file), &[]).unwrap().adapter.health;
     assert!(!h.enabled);

@@ -101,15 +101,15 @@ pub(crate) fn globals(c: &Config) -> Result<(), ConfigError> {
     for (value, key) in [
         (
             health.heartbeat_interval,
-            "cluster_health.heartbeat_interval (CLUSTER_HEALTH_HEARTBEAT_INTERVAL)",
+            "cluster_health.heartbeat_interval_ms (CLUSTER_HEALTH_HEARTBEAT_INTERVAL)",
         ),
         (
             health.node_timeout,
-            "cluster_health.node_timeout (CLUSTER_HEALTH_NODE_TIMEOUT)",
+            "cluster_health.node_timeout_ms (CLUSTER_HEALTH_NODE_TIMEOUT)",
         ),
         (
             health.cleanup_interval,
-            "cluster_health.cleanup_interval (CLUSTER_HEALTH_CLEANUP_INTERVAL)",
+            "cluster_health.cleanup_interval_ms (CLUSTER_HEALTH_CLEANUP_INTERVAL)",
         ),
     ] {
         at_least_one(value.as_millis() as u64, key)?;
@@ -117,7 +117,7 @@ pub(crate) fn globals(c: &Config) -> Result<(), ConfigError> {
     // One late heartbeat must not declare a live node dead.
     if health.node_timeout < health.heartbeat_interval * 2 {
         return Err(ConfigError::invalid(
-            "cluster_health.node_timeout (CLUSTER_HEALTH_NODE_TIMEOUT)",
+            "cluster_health.node_timeout_ms (CLUSTER_HEALTH_NODE_TIMEOUT)",
             format!(
                 "{} ms is less than twice the heartbeat interval ({} ms): a live node would be \
                  declared dead",

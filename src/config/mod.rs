@@ -9,6 +9,7 @@
 //! - `env`: overrides under Sockudo's variable names; `<NAME>_FILE` for secrets.
 //! - `apps`: inline apps, the `SOCKUDO_DEFAULT_APP_*` app, the dev fallback.
 //! - `validate`: cross-field checks and start-up warnings.
+//! - `keys`: the keys of the file that nothing reads, reported one by one.
 
 mod apps;
 mod cli;
@@ -18,6 +19,7 @@ mod drivers;
 mod env;
 mod error;
 mod file;
+pub(crate) mod keys;
 mod sections;
 mod validate;
 pub mod vars;
@@ -176,7 +178,12 @@ pub(crate) fn build(
                     path.display()
                 ));
             }
-            file::parse(path, &text)?
+            let parsed = file::parse(path, &text)?;
+            let source = format!("config file {}", path.display());
+            for key in &parsed.ignored {
+                warnings.push(keys::warning(&source, key));
+            }
+            parsed.config
         }
         None => FileConfig::default(),
     };

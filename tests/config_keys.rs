@@ -16,7 +16,6 @@ const REFERENCE: &str = include_str!("fixtures/sockudo_reference_keys.json");
 /// What the reference file carries that Switchyard does not implement — and
 /// nothing else: a key Switchyard reads must never be in this list.
 const NOT_SUPPORTED: &[&str] = &[
-    "path_prefix",
     "adapter.enable_socket_counting",
     "adapter.aggregate_counts",
     "adapter.fast_presence_transitions",

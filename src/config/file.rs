@@ -28,6 +28,9 @@ pub(crate) struct FileConfig {
     pub debug: bool,
     pub host: String,
     pub port: u16,
+    /// Sockudo's `path_prefix` (its default `/` = none): the WebSocket
+    /// endpoint and the HTTP API are served under it.
+    pub path_prefix: String,
     /// `None` when the file does not say: the mode then depends on whether
     /// any app is configured (see `apps::resolve`).
     pub mode: Option<String>,
@@ -82,6 +85,7 @@ impl Default for FileConfig {
             debug: false,
             host: "0.0.0.0".into(),
             port: 6001,
+            path_prefix: "/".into(),
             mode: None,
             server_role: ServerRole::Default,
             activity_timeout: d::ACTIVITY_TIMEOUT_SECS,

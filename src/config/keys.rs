@@ -33,8 +33,6 @@ pub(crate) const NOT_SUPPORTED: &[&str] = &[
     "push_rules",
     "tag_filtering",
     "versioned_messages",
-    // Parsed by Sockudo, never applied; Switchyard does not serve under a prefix yet.
-    "path_prefix",
     // Adapters other than local and Redis, and their tuning.
     "adapter.aggregate_counts",
     "adapter.buffer_multiplier_per_cpu",

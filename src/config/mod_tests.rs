@@ -967,3 +967,34 @@ fn each_flat_field_ignored_for_policy_is_named() {
     assert!(!app.enable_client_messages, "the flat value is not used");
     assert!(app.allowed_origins.is_empty());
 }
+
+/// `path_prefix` (file) < `PATH_PREFIX` (environment); Sockudo's default `/`
+/// is no prefix; a bad one stops start-up naming the key and variable.
+#[test]
+fn path_prefix_from_file_and_environment() {
+    assert_eq!(cfg(None, &[]).unwrap().path_prefix, "");
+    let file = r#"{"path_prefix": "/"}"#;
+    assert_eq!(cfg(Some(file), &[]).unwrap().path_prefix, "");
+    let file = r#"{"path_prefix": "/from-file"}"#;
+    let c = cfg(Some(file), &[]).unwrap();
+    assert_eq!(c.path_prefix, "/from-file");
+    assert!(
+        c.summary().contains(" path_prefix=/from-file "),
+        "{}",
+        c.summary()
+    );
+    let c = cfg(Some(file), &[("PATH_PREFIX", "/from-env")]).unwrap();
+    assert_eq!(c.path_prefix, "/from-env");
+    assert!(
+        !c.warnings.iter().any(|w| w.contains("path_prefix")),
+        "{:?}",
+        c.warnings
+    );
+    let e = cfg(None, &[("PATH_PREFIX", "/ws/")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("path_prefix (PATH_PREFIX)") && e.contains("end with /"),
+        "{e}"
+    );
+}

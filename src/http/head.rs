@@ -19,6 +19,7 @@ use actix_web::http::ConnectionType;
 use actix_web::{Error, ResponseError};
 use futures_util::future::{ready, Either, MapOk, Ready, TryFutureExt};
 use log::warn;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// The size of `head` as an HTTP/1.1 client sends it in canonical form:
@@ -47,13 +48,15 @@ pub fn head_size(head: &RequestHead) -> usize {
 }
 
 /// The middleware, wrapped outermost on every listener's app.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct HeadLimit {
     max: usize,
     /// Trusted proxy hops for the logged client address: WebSocket upgrades
-    /// (`/app/…`) and everything else.
+    /// (`{path_prefix}/app/…`) and everything else.
     ws_trust_hops: u32,
     api_trust_hops: u32,
+    /// Where WebSocket upgrades start: `{path_prefix}/app/`.
+    ws_path: Arc<str>,
 }
 
 impl HeadLimit {
@@ -64,7 +67,14 @@ impl HeadLimit {
             max: max_bytes,
             ws_trust_hops,
             api_trust_hops,
+            ws_path: Arc::from("/app/"),
         }
+    }
+
+    /// WebSocket upgrades are under `prefix` (`path_prefix`, `""` for none).
+    pub fn with_path_prefix(mut self, prefix: &str) -> Self {
+        self.ws_path = Arc::from(format!("{prefix}/app/"));
+        self
     }
 }
 
@@ -81,7 +91,7 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(HeadLimitService {
             service,
-            limit: *self,
+            limit: self.clone(),
         }))
     }
 }
@@ -113,7 +123,7 @@ where
             let passed: Passed<B> = ServiceResponse::map_into_left_body;
             return Either::Left(self.service.call(req).map_ok(passed));
         }
-        let hops = if req.path().starts_with("/app/") {
+        let hops = if req.path().starts_with(&*self.limit.ws_path) {
             self.limit.ws_trust_hops
         } else {
             self.limit.api_trust_hops

@@ -76,6 +76,15 @@ impl HeadLimit {
         self.ws_path = Arc::from(format!("{prefix}/app/"));
         self
     }
+
+    /// The trusted hops of the client address logged for a refusal at `path`.
+    fn trust_hops(&self, path: &str) -> u32 {
+        if path.starts_with(&*self.ws_path) {
+            self.ws_trust_hops
+        } else {
+            self.api_trust_hops
+        }
+    }
 }
 
 impl<S, B> Transform<S, ServiceRequest> for HeadLimit
@@ -123,11 +132,7 @@ where
             let passed: Passed<B> = ServiceResponse::map_into_left_body;
             return Either::Left(self.service.call(req).map_ok(passed));
         }
-        let hops = if req.path().starts_with(&*self.limit.ws_path) {
-            self.limit.ws_trust_hops
-        } else {
-            self.limit.api_trust_hops
-        };
+        let hops = self.limit.trust_hops(req.path());
         let peer = client_ip(req.headers(), req.peer_addr(), hops)
             .map_or_else(|| "unix".to_string(), |ip| ip.to_string());
         warn!(
@@ -151,6 +156,17 @@ where
 mod tests {
     use super::*;
     use actix_web::test::TestRequest;
+
+    #[test]
+    fn websocket_upgrades_are_told_by_their_path_under_the_prefix() {
+        let plain = HeadLimit::new(1024, 1, 2);
+        assert_eq!(plain.trust_hops("/app/key"), 2);
+        assert_eq!(plain.trust_hops("/apps/1/events"), 1);
+        let prefixed = plain.with_path_prefix("/ws");
+        assert_eq!(prefixed.trust_hops("/ws/app/key"), 2);
+        assert_eq!(prefixed.trust_hops("/app/key"), 1);
+        assert_eq!(prefixed.trust_hops("/ws/apps/1/events"), 1);
+    }
 
     #[test]
     fn head_size_counts_the_request_line_and_fields_as_sent() {

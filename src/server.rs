@@ -271,6 +271,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         connections: Arc::default(),
         max_connections: config.max_connections as usize,
         usage_enabled: config.http_api.usage_enabled,
+        path_prefix: Arc::from(config.path_prefix.as_str()),
         cluster: cluster.clone(),
     };
     let data = web::Data::new(state.clone());
@@ -315,16 +316,18 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
     // Outermost on every listener (TCP, TLS, Unix socket, redirect, metrics):
     // an oversized head is refused before anything else looks at it.
     let max_head = config.http_max_header_size_kb as usize * 1024;
-    let head_limit = HeadLimit::new(max_head, state.api_trust_hops, state.ws_trust_hops);
+    let head_limit = HeadLimit::new(max_head, state.api_trust_hops, state.ws_trust_hops)
+        .with_path_prefix(&config.path_prefix);
+    let prefix = config.path_prefix.clone();
     let public = HttpServer::new(move || {
         ActixApp::new()
             .wrap(actix_web::middleware::Condition::new(
                 metrics_on,
                 middleware.clone(),
             ))
-            .wrap(head_limit)
+            .wrap(head_limit.clone())
             .app_data(data.clone())
-            .configure(|cfg| http::routes(cfg, &api_limit, &ws_limit, &cors))
+            .configure(|cfg| http::routes(cfg, &prefix, &api_limit, &ws_limit, &cors))
     })
     .on_connect(on_connect)
     .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)

@@ -30,6 +30,9 @@ pub struct ServerState {
     pub max_connections: usize,
     /// `GET /usage` is served (`HTTP_API_USAGE_ENABLED`).
     pub usage_enabled: bool,
+    /// `path_prefix` (`""` for none): the API's signatures are checked
+    /// against the path with it and, failing that, without it.
+    pub path_prefix: Arc<str>,
     /// The Redis bridge's state, when `ADAPTER_DRIVER=redis`.
     pub cluster: Option<Arc<BridgeStats>>,
 }

@@ -157,12 +157,15 @@ pub(crate) fn resolve(
             }
             _ => source.key("webhooks"),
         };
-        if spec.flat_webhooks_ignored {
-            warnings.push(format!(
-                "{}: ignored because the app has `policy` (as Sockudo does); move the webhooks \
-                 to {key}",
-                source.key("webhooks")
-            ));
+        // Sockudo reads nothing but id, key, secret and enabled beside
+        // `policy`; say so for each flat field given, naming where it goes.
+        if let AppSource::File(i) = source {
+            for (flat, nested) in &spec.flat_ignored {
+                warnings.push(format!(
+                    "app_manager.array.apps[{i}].{flat}: ignored because the app has `policy` \
+                     (as Sockudo does); set app_manager.array.apps[{i}].policy.{nested} instead"
+                ));
+            }
         }
         let Some(raw) = spec.webhooks.take() else {
             continue;
@@ -236,7 +239,7 @@ fn env_app(env: &Env, id: String, key: String, secret: String) -> Result<FileApp
         secret,
         enabled: true,
         max_connections: rate("MAX_CONNECTIONS")?,
-        enable_client_messages: client_messages,
+        enable_client_messages: Some(client_messages),
         max_client_events_per_second: rate("MAX_CLIENT_EVENTS_PER_SECOND")?,
         max_backend_events_per_second: rate("MAX_BACKEND_EVENTS_PER_SECOND")?,
         max_read_requests_per_second: rate("MAX_READ_REQUESTS_PER_SECOND")?,
@@ -288,7 +291,7 @@ fn env_webhooks(env: &Env) -> Result<Option<serde_json::Value>, ConfigError> {
 fn build(spec: FileApp, base: &AppLimits) -> App {
     let mut app = App::new(spec.id, spec.key, spec.secret);
     app.enabled = spec.enabled;
-    app.enable_client_messages = spec.enable_client_messages;
+    app.enable_client_messages = spec.enable_client_messages.unwrap_or(false);
     app.enable_user_authentication = spec.enable_user_authentication.unwrap_or(false);
     app.enable_watchlist_events = spec.enable_watchlist_events.unwrap_or(false);
     app.enable_subscription_count = spec.enable_subscription_count.unwrap_or(false);
@@ -298,7 +301,7 @@ fn build(spec: FileApp, base: &AppLimits) -> App {
         max_connections: spec.max_connections.unwrap_or(0) as usize,
         max_client_events_per_second: spec.max_client_events_per_second.unwrap_or(0),
         client_event_window_secs: spec.decay_seconds.unwrap_or(1),
-        terminate_on_limit: spec.terminate_on_limit,
+        terminate_on_limit: spec.terminate_on_limit.unwrap_or(false),
         max_backend_events_per_second: spec.max_backend_events_per_second.unwrap_or(0),
         max_read_requests_per_second: spec.max_read_requests_per_second.unwrap_or(0),
         max_presence_members_per_channel: or(

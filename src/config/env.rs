@@ -218,6 +218,7 @@ fn set<T>(field: &mut T, value: Option<T>) {
 pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
     set(&mut c.host, env.word("HOST"));
     set(&mut c.port, env.num("PORT")?);
+    set(&mut c.path_prefix, env.word("PATH_PREFIX"));
     set(&mut c.debug, env.bool("DEBUG_MODE")?);
     // `DEBUG` can only force debug on, as in Sockudo.
     if env.bool("DEBUG")? == Some(true) {

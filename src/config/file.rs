@@ -1,9 +1,11 @@
 //! The config file: Sockudo's `config.json` (or `config.toml`) shape.
 //!
-//! Every struct is `#[serde(default)]` and unknown keys are ignored, so an
-//! unmodified Sockudo file loads: blocks Switchyard does not use (cache,
-//! feature blocks, ...) are skipped by serde. A value of the
-//! wrong type is an error naming the key path (via `serde_path_to_error`).
+//! Every struct is `#[serde(default)]` and keys no field reads are skipped,
+//! so an unmodified Sockudo file loads: blocks Switchyard does not use (cache,
+//! feature blocks, ...) are skipped by serde — but never silently: `parse`
+//! collects each one's path (`serde_ignored`) and `keys` words the warning.
+//! A value of the wrong type is an error naming the key path (via
+//! `serde_path_to_error`).
 
 use std::path::Path;
 
@@ -26,6 +28,9 @@ pub(crate) struct FileConfig {
     pub debug: bool,
     pub host: String,
     pub port: u16,
+    /// Sockudo's `path_prefix` (its default `/` = none): the WebSocket
+    /// endpoint and the HTTP API are served under it.
+    pub path_prefix: String,
     /// `None` when the file does not say: the mode then depends on whether
     /// any app is configured (see `apps::resolve`).
     pub mode: Option<String>,
@@ -80,6 +85,7 @@ impl Default for FileConfig {
             debug: false,
             host: "0.0.0.0".into(),
             port: 6001,
+            path_prefix: "/".into(),
             mode: None,
             server_role: ServerRole::Default,
             activity_timeout: d::ACTIVITY_TIMEOUT_SECS,
@@ -130,13 +136,18 @@ pub(crate) struct Adapter {
 }
 
 /// `cluster_health`: how nodes watch each other. Times in milliseconds;
-/// `None` where the file does not say.
+/// `None` where the file does not say. Sockudo's keys end in `_ms`
+/// (`heartbeat_interval_ms`); the names without it, which earlier Switchyard
+/// versions read, are accepted too.
 #[derive(Deserialize, Default, Clone, Copy)]
 #[serde(default)]
 pub(crate) struct ClusterHealth {
     pub enabled: Option<bool>,
+    #[serde(rename = "heartbeat_interval_ms", alias = "heartbeat_interval")]
     pub heartbeat_interval: Option<u64>,
+    #[serde(rename = "node_timeout_ms", alias = "node_timeout")]
     pub node_timeout: Option<u64>,
+    #[serde(rename = "cleanup_interval_ms", alias = "cleanup_interval")]
     pub cleanup_interval: Option<u64>,
 }
 
@@ -204,8 +215,9 @@ pub(crate) struct Database {
 /// One `app_manager.array.apps[]` entry in Sockudo's flat shape. `None` means
 /// "not given": the resolver applies the global fallback.
 ///
-/// The nested `policy` shape reuses this type for its `limits`, `features`
-/// and `channels` objects (their keys are the flat names); see [`FileApp::flatten`].
+/// With Sockudo 5's grouped `policy` block every field but `id`, `key`,
+/// `secret` and `enabled` comes from `policy` instead, and the flat ones are
+/// ignored (as in Sockudo); see [`FileApp::flatten`].
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct FileApp {
@@ -216,12 +228,14 @@ pub(crate) struct FileApp {
     pub enabled: bool,
     #[serde(deserialize_with = "de::opt_num")]
     pub max_connections: Option<u32>,
-    pub enable_client_messages: bool,
+    /// `None` = false; an `Option` only to tell "given" from "not given".
+    pub enable_client_messages: Option<bool>,
     #[serde(deserialize_with = "de::opt_num")]
     pub max_client_events_per_second: Option<u32>,
     #[serde(deserialize_with = "de::opt_num")]
     pub decay_seconds: Option<u64>,
-    pub terminate_on_limit: bool,
+    /// `None` = false, likewise.
+    pub terminate_on_limit: Option<bool>,
     #[serde(deserialize_with = "de::opt_num")]
     pub max_backend_events_per_second: Option<u32>,
     #[serde(deserialize_with = "de::opt_num")]
@@ -252,28 +266,183 @@ pub(crate) struct FileApp {
     /// Set by [`FileApp::flatten`]: `webhooks` came from `policy.webhooks`.
     #[serde(skip)]
     pub webhooks_in_policy: bool,
-    /// Set by [`FileApp::flatten`]: a flat `webhooks` was ignored for `policy`.
+    /// Set by [`FileApp::flatten`]: the flat fields that were given but
+    /// ignored because the app has `policy`, each with where it belongs
+    /// under `policy` (`max_connections` → `limits.max_connections`).
     #[serde(skip)]
-    pub flat_webhooks_ignored: bool,
+    pub flat_ignored: Vec<(&'static str, &'static str)>,
 }
 
-/// Sockudo's nested app shape; when present the flat fields are ignored.
+/// Sockudo's grouped app shape (`policy`); when present the flat fields are
+/// ignored. Only the keys Sockudo has in each group are read from it.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct FilePolicy {
-    pub limits: FileApp,
-    pub features: FileApp,
-    pub channels: FileApp,
+    pub limits: PolicyLimits,
+    pub features: PolicyFeatures,
+    pub channels: PolicyChannels,
     pub webhooks: Option<serde_json::Value>,
 }
 
+/// `policy.limits`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct PolicyLimits {
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_connections: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_client_events_per_second: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub decay_seconds: Option<u64>,
+    pub terminate_on_limit: Option<bool>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_backend_events_per_second: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_read_requests_per_second: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_presence_members_per_channel: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_presence_member_size_in_kb: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_channel_name_length: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_event_channels_at_once: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_event_name_length: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_event_payload_in_kb: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max_event_batch_size: Option<u32>,
+}
+
+/// `policy.features`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct PolicyFeatures {
+    pub enable_client_messages: Option<bool>,
+    pub enable_user_authentication: Option<bool>,
+    pub enable_watchlist_events: Option<bool>,
+    /// Switchyard extension, as in the flat shape.
+    pub enable_subscription_count: Option<bool>,
+}
+
+/// `policy.channels`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct PolicyChannels {
+    pub allowed_origins: Option<Vec<OriginPattern>>,
+}
+
 impl FileApp {
+    /// Each flat field that was given, with where it belongs under `policy`.
+    fn flat_fields_given(&self) -> Vec<(&'static str, &'static str)> {
+        let given = [
+            (
+                "max_connections",
+                "limits.max_connections",
+                self.max_connections.is_some(),
+            ),
+            (
+                "enable_client_messages",
+                "features.enable_client_messages",
+                self.enable_client_messages.is_some(),
+            ),
+            (
+                "max_client_events_per_second",
+                "limits.max_client_events_per_second",
+                self.max_client_events_per_second.is_some(),
+            ),
+            (
+                "decay_seconds",
+                "limits.decay_seconds",
+                self.decay_seconds.is_some(),
+            ),
+            (
+                "terminate_on_limit",
+                "limits.terminate_on_limit",
+                self.terminate_on_limit.is_some(),
+            ),
+            (
+                "max_backend_events_per_second",
+                "limits.max_backend_events_per_second",
+                self.max_backend_events_per_second.is_some(),
+            ),
+            (
+                "max_read_requests_per_second",
+                "limits.max_read_requests_per_second",
+                self.max_read_requests_per_second.is_some(),
+            ),
+            (
+                "max_presence_members_per_channel",
+                "limits.max_presence_members_per_channel",
+                self.max_presence_members_per_channel.is_some(),
+            ),
+            (
+                "max_presence_member_size_in_kb",
+                "limits.max_presence_member_size_in_kb",
+                self.max_presence_member_size_in_kb.is_some(),
+            ),
+            (
+                "max_channel_name_length",
+                "limits.max_channel_name_length",
+                self.max_channel_name_length.is_some(),
+            ),
+            (
+                "max_event_channels_at_once",
+                "limits.max_event_channels_at_once",
+                self.max_event_channels_at_once.is_some(),
+            ),
+            (
+                "max_event_name_length",
+                "limits.max_event_name_length",
+                self.max_event_name_length.is_some(),
+            ),
+            (
+                "max_event_payload_in_kb",
+                "limits.max_event_payload_in_kb",
+                self.max_event_payload_in_kb.is_some(),
+            ),
+            (
+                "max_event_batch_size",
+                "limits.max_event_batch_size",
+                self.max_event_batch_size.is_some(),
+            ),
+            (
+                "enable_user_authentication",
+                "features.enable_user_authentication",
+                self.enable_user_authentication.is_some(),
+            ),
+            (
+                "enable_watchlist_events",
+                "features.enable_watchlist_events",
+                self.enable_watchlist_events.is_some(),
+            ),
+            (
+                "enable_subscription_count",
+                "features.enable_subscription_count",
+                self.enable_subscription_count.is_some(),
+            ),
+            (
+                "allowed_origins",
+                "channels.allowed_origins",
+                self.allowed_origins.is_some(),
+            ),
+            ("webhooks", "webhooks", self.webhooks.is_some()),
+        ];
+        given
+            .into_iter()
+            .filter(|(_, _, set)| *set)
+            .map(|(flat, nested, _)| (flat, nested))
+            .collect()
+    }
+
     /// The flat view: limits from `policy.limits`, flags from
     /// `policy.features`, origins from `policy.channels` when `policy` is set.
     pub fn flatten(mut self) -> FileApp {
         let Some(policy) = self.policy.take() else {
             return self;
         };
+        let flat_ignored = self.flat_fields_given();
         let FilePolicy {
             limits,
             features,
@@ -285,16 +454,28 @@ impl FileApp {
             key: self.key,
             secret: self.secret,
             enabled: self.enabled,
+            max_connections: limits.max_connections,
             enable_client_messages: features.enable_client_messages,
+            max_client_events_per_second: limits.max_client_events_per_second,
+            decay_seconds: limits.decay_seconds,
+            terminate_on_limit: limits.terminate_on_limit,
+            max_backend_events_per_second: limits.max_backend_events_per_second,
+            max_read_requests_per_second: limits.max_read_requests_per_second,
+            max_presence_members_per_channel: limits.max_presence_members_per_channel,
+            max_presence_member_size_in_kb: limits.max_presence_member_size_in_kb,
+            max_channel_name_length: limits.max_channel_name_length,
+            max_event_channels_at_once: limits.max_event_channels_at_once,
+            max_event_name_length: limits.max_event_name_length,
+            max_event_payload_in_kb: limits.max_event_payload_in_kb,
+            max_event_batch_size: limits.max_event_batch_size,
             enable_user_authentication: features.enable_user_authentication,
             enable_watchlist_events: features.enable_watchlist_events,
             enable_subscription_count: features.enable_subscription_count,
             allowed_origins: channels.allowed_origins,
-            flat_webhooks_ignored: self.webhooks.is_some(),
             webhooks_in_policy: webhooks.is_some(),
             webhooks,
             policy: None,
-            ..limits
+            flat_ignored,
         }
     }
 }
@@ -348,8 +529,15 @@ fn is_var_name(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// A parsed file and the keys in it that nothing read, as dotted paths
+/// (`app_manager.array.apps[0].policy.limits.max_conections`), in file order.
+pub(crate) struct Parsed {
+    pub config: FileConfig,
+    pub ignored: Vec<String>,
+}
+
 /// Parse substituted file text; `.toml` → TOML, anything else → JSON.
-pub(crate) fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+pub(crate) fn parse(path: &Path, text: &str) -> Result<Parsed, ConfigError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let is_toml = path
         .extension()
@@ -359,20 +547,26 @@ pub(crate) fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> 
         key: key_path(key),
         message,
     };
-    if is_toml {
-        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+    let mut ignored = Vec::new();
+    let mut record = |p: serde_ignored::Path| ignored.push(super::keys::dotted(&p));
+    let config = if is_toml {
+        let de = serde_ignored::Deserializer::new(toml::Deserializer::new(text), &mut record);
+        serde_path_to_error::deserialize(de).map_err(|e| {
             error(
                 e.path().to_string(),
                 e.inner().to_string().trim_end().to_string(),
             )
-        })
+        })?
     } else {
         let mut de = serde_json::Deserializer::from_str(text);
-        let config: FileConfig = serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| error(e.path().to_string(), e.inner().to_string()))?;
+        let config: FileConfig = serde_path_to_error::deserialize(
+            serde_ignored::Deserializer::new(&mut de, &mut record),
+        )
+        .map_err(|e| error(e.path().to_string(), e.inner().to_string()))?;
         de.end().map_err(|e| error(".".into(), e.to_string()))?;
-        Ok(config)
-    }
+        config
+    };
+    Ok(Parsed { config, ignored })
 }
 
 #[cfg(test)]
@@ -381,7 +575,14 @@ mod tests {
     use std::collections::HashMap;
 
     fn json(text: &str) -> Result<FileConfig, ConfigError> {
-        parse(Path::new("config.json"), text)
+        parse(Path::new("config.json"), text).map(|p| p.config)
+    }
+
+    fn ignored(path: &str, text: &str) -> Vec<String> {
+        match parse(Path::new(path), text) {
+            Ok(p) => p.ignored,
+            Err(e) => panic!("{e}"),
+        }
     }
 
     /// `unwrap_err` without requiring `Debug` (which would print secrets).
@@ -461,7 +662,8 @@ mod tests {
             "port = 7000\n[rate_limiter.api]\nmax_requests = 5\n\
              [[app_manager.array.apps]]\nid = \"a\"\nmax_connections = \"10\"\n",
         )
-        .unwrap();
+        .unwrap()
+        .config;
         assert_eq!(f.port, 7000);
         assert_eq!(f.rate_limiter.api_rate_limit.max_requests, 5);
         assert_eq!(f.app_manager.array.apps[0].max_connections, Some(10));
@@ -503,12 +705,89 @@ mod tests {
         assert_eq!(app.max_connections, Some(50));
         assert_eq!(app.max_event_batch_size, Some(3));
         assert_eq!(app.decay_seconds, Some(2));
-        assert!(app.enable_client_messages);
+        assert_eq!(app.enable_client_messages, Some(true));
         assert_eq!(app.enable_watchlist_events, Some(true));
         assert_eq!(
             app.allowed_origins,
             Some(vec![OriginPattern::parse("https://x.test").unwrap()])
         );
+    }
+
+    #[test]
+    fn every_key_nothing_reads_is_reported_with_its_full_path() {
+        let text = r#"{"port": 6001, "prot": 1, "cache": {"driver": "memory"},
+            "adapter": {"driver": "local", "nats": {"servers": []}, "redis": {"prefix": "p", "cluster_mode": false},
+                        "cluster_health": {"heartbeat_interval_ms": 1000, "heartbeat": 1}},
+            "metrics": {"prometheus": {"prefix": "x_", "suffix": "y"}},
+            "rate_limiter": {"api": {"max_requests": 1, "identifier": "ip"}},
+            "app_manager": {"array": {"apps": [
+                {"id": "a", "max_connections": 1, "allowed_origns": []},
+                {"id": "b", "policy": {"limits": {"max_conections": 5, "message_rate_limit": {"enabled": true}},
+                                       "features": {"enable_client_messages": true, "max_connections": 3},
+                                       "channels": {"channel_namespaces": []}, "idempotency": {}}}]}}}"#;
+        assert_eq!(
+            ignored("config.json", text),
+            [
+                "prot",
+                "cache",
+                "adapter.nats",
+                "adapter.redis.cluster_mode",
+                "adapter.cluster_health.heartbeat",
+                "metrics.prometheus.suffix",
+                "rate_limiter.api.identifier",
+                "app_manager.array.apps[0].allowed_origns",
+                "app_manager.array.apps[1].policy.limits.max_conections",
+                "app_manager.array.apps[1].policy.limits.message_rate_limit",
+                "app_manager.array.apps[1].policy.features.max_connections",
+                "app_manager.array.apps[1].policy.channels.channel_namespaces",
+                "app_manager.array.apps[1].policy.idempotency",
+            ]
+        );
+        // TOML alike.
+        let toml = "prot = 1\n[websocket]\nmax_messages = 5\ncompression = \"on\"\n\
+                    [[app_manager.array.apps]]\nid = \"a\"\nmax_conections = 1\n";
+        assert_eq!(
+            ignored("c.toml", toml),
+            [
+                "prot",
+                "websocket.compression",
+                "app_manager.array.apps[0].max_conections"
+            ]
+        );
+        // Nothing for a file of keys that are all read.
+        assert!(ignored(
+            "c.json",
+            r#"{"port": 1, "metrics": {"prometheus": {"prefix": "a"}}}"#
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn flat_fields_beside_policy_are_listed_with_where_they_belong() {
+        let f = json(
+            r#"{"app_manager": {"array": {"apps": [
+                {"id": "a", "max_connections": 5, "enable_client_messages": false,
+                 "allowed_origins": ["*"], "decay_seconds": "", "webhooks": [],
+                 "policy": {"limits": {"max_connections": 50}}},
+                {"id": "b", "max_connections": 5}]}}}"#,
+        )
+        .unwrap();
+        let mut apps = f.app_manager.array.apps.into_iter().map(FileApp::flatten);
+        let a = apps.next().unwrap();
+        assert_eq!(a.max_connections, Some(50));
+        assert_eq!(
+            a.flat_ignored,
+            [
+                ("max_connections", "limits.max_connections"),
+                ("enable_client_messages", "features.enable_client_messages"),
+                ("allowed_origins", "channels.allowed_origins"),
+                ("webhooks", "webhooks"),
+            ],
+            "\"\" is \"not set\" for a number, so decay_seconds is not listed"
+        );
+        let b = apps.next().unwrap();
+        assert!(b.flat_ignored.is_empty());
+        assert_eq!(b.max_connections, Some(5));
     }
 
     #[test]

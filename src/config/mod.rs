@@ -9,6 +9,7 @@
 //! - `env`: overrides under Sockudo's variable names; `<NAME>_FILE` for secrets.
 //! - `apps`: inline apps, the `SOCKUDO_DEFAULT_APP_*` app, the dev fallback.
 //! - `validate`: cross-field checks and start-up warnings.
+//! - `keys`: the keys of the file that nothing reads, reported one by one.
 
 mod apps;
 mod cli;
@@ -18,6 +19,7 @@ mod drivers;
 mod env;
 mod error;
 mod file;
+pub(crate) mod keys;
 mod sections;
 mod validate;
 pub mod vars;
@@ -48,6 +50,11 @@ pub struct Config {
     pub debug: bool,
     pub host: String,
     pub port: u16,
+    /// `path_prefix` / `PATH_PREFIX`: the WebSocket endpoint and the HTTP
+    /// API are served under it (`/ws/app/{key}`, `/ws/apps/{id}/events`);
+    /// the health endpoints stay at the root. Validated and normalized:
+    /// `""` for none (Sockudo's default `/`), else `/segment[/segment…]`.
+    pub path_prefix: String,
     /// `ENVIRONMENT` / `mode`; `production` enables extra warnings. When
     /// neither is set: `production`, or `development` if the development app
     /// is served because no app is configured.
@@ -176,7 +183,12 @@ pub(crate) fn build(
                     path.display()
                 ));
             }
-            file::parse(path, &text)?
+            let parsed = file::parse(path, &text)?;
+            let source = format!("config file {}", path.display());
+            for key in &parsed.ignored {
+                warnings.push(keys::warning(&source, key));
+            }
+            parsed.config
         }
         None => FileConfig::default(),
     };
@@ -189,6 +201,7 @@ pub(crate) fn build(
         debug: file.debug,
         host: file.host,
         port: file.port,
+        path_prefix: file.path_prefix,
         mode: file.mode.clone().unwrap_or_else(|| "production".into()),
         server_role: file.server_role,
         activity_timeout: file.activity_timeout,
@@ -237,6 +250,7 @@ pub(crate) fn build(
     c.adapter.prefix = adapter_redis
         .prefix
         .unwrap_or_else(|| c.redis.key_prefix.clone());
+    c.path_prefix = validate::path_prefix(&c.path_prefix)?;
     validate::globals(&c)?;
 
     let explicit_mode = env.word("ENVIRONMENT").or(file.mode);
@@ -290,6 +304,11 @@ impl Config {
             let scheme = if self.ssl.enabled { "https" } else { "http" };
             format!("{scheme}://{}:{}", self.host, self.port)
         };
+        let prefix = if self.path_prefix.is_empty() {
+            String::new()
+        } else {
+            format!(" path_prefix={}", self.path_prefix)
+        };
         let apps: Vec<String> = self
             .apps
             .iter()
@@ -310,7 +329,7 @@ impl Config {
             "off"
         };
         format!(
-            "listen={listen} mode={} role={} apps=[{}]{} adapter={} rate_limiter={rate_limiter} \
+            "listen={listen}{prefix} mode={} role={} apps=[{}]{} adapter={} rate_limiter={rate_limiter} \
              metrics={metrics} max_connections={} registry_shards={} instance={} config={}",
             self.mode,
             self.server_role.name(),
@@ -338,6 +357,7 @@ impl fmt::Debug for Config {
             .field("debug", &self.debug)
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("path_prefix", &self.path_prefix)
             .field("mode", &self.mode)
             .field("server_role", &self.server_role)
             .field("activity_timeout", &self.activity_timeout)

@@ -609,7 +609,15 @@ fn the_reference_example_loads_unchanged() {
         ],
     )
     .unwrap();
-    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // Its Sockudo-only blocks are reported, nothing else.
+    assert_eq!(
+        c.warnings,
+        [
+            "config file config.json: cache: not supported by Switchyard, ignored",
+            "config file config.json: app_manager.cache: not supported by Switchyard, ignored",
+            "config file config.json: metrics.driver: not supported by Switchyard, ignored",
+        ]
+    );
     assert_eq!(c.instance_id, "switchyard-1");
     assert_eq!(c.adapter_driver, AdapterDriver::Redis);
     assert_eq!(c.redis.password.as_deref(), Some("pw"));
@@ -815,8 +823,10 @@ fn cluster_health_settings() {
         (h.heartbeat_interval, h.node_timeout, h.cleanup_interval),
         (ms(1000), ms(3000), ms(500))
     );
-    let file = r#"{"adapter": {"cluster_health": {"enabled": false, "heartbeat_interval": 200,
-                                                  "node_timeout": 900}},
+    // Sockudo's `_ms` names in one place, the names without `_ms` (read by
+    // earlier versions) in the other.
+    let file = r#"{"adapter": {"cluster_health": {"enabled": false, "heartbeat_interval_ms": 200,
+                                                  "node_timeout_ms": 900}},
                    "cluster_health": {"node_timeout": 1200, "cleanup_interval": 100}}"#;
     let h = cfg(Some(file), &[]).unwrap().adapter.health;
     assert!(!h.enabled);
@@ -872,5 +882,119 @@ fn redis_password_from_the_guides_variable() {
     assert_eq!(
         cfg(Some(file), &[]).unwrap().redis.password.as_deref(),
         Some("from-file")
+    );
+}
+
+/// Issue 13: every key nothing reads is a warning naming its full path,
+/// Sockudo features told apart from typos; inside webhook entries too.
+#[test]
+fn ignored_keys_are_warnings_with_their_full_path() {
+    let file = r#"{"delta_compression": {"enabled": true}, "activity_timout": 5,
+        "app_manager": {"array": {"apps": [{"id": "a", "key": "k", "secret": "s", "enabled": true,
+            "policy": {"limits": {"max_conections": 5}},
+            "webhooks": [{"url": "https://h.test/", "event_types": ["channel_occupied"], "evnt": 1}]},
+            {"id": "b", "key": "k2", "secret": "s2", "enabled": true,
+            "webhooks": [{"url": "https://h.test/", "event_types": ["channel_occupied"], "evnt": 1}]}]}}}"#;
+    let c = cfg(Some(file), &[]).unwrap();
+    // Without the production-mode warnings (short secrets, CORS, metrics).
+    let w: Vec<&String> = c
+        .warnings
+        .iter()
+        .filter(|w| w.starts_with("config file") || w.starts_with("app_manager"))
+        .collect();
+    let has = |s: &str| w.iter().any(|x| x.as_str() == s);
+    assert!(
+        has("config file config.json: delta_compression: not supported by Switchyard, ignored"),
+        "{w:#?}"
+    );
+    assert!(
+        has("config file config.json: activity_timout: unknown key, ignored — a typo?"),
+        "{w:#?}"
+    );
+    assert!(
+        has(
+            "config file config.json: app_manager.array.apps[0].policy.limits.max_conections: \
+             unknown key, ignored — a typo?"
+        ),
+        "{w:#?}"
+    );
+    // App 0's flat webhooks are ignored for its `policy`: said once, as such.
+    assert!(
+        has(
+            "app_manager.array.apps[0].webhooks: ignored because the app has `policy` (as \
+             Sockudo does); set app_manager.array.apps[0].policy.webhooks instead"
+        ),
+        "{w:#?}"
+    );
+    assert!(
+        has("app_manager.array.apps[1].webhooks[0].evnt: unknown key, ignored — a typo?"),
+        "{w:#?}"
+    );
+    assert_eq!(w.len(), 5, "{w:#?}");
+}
+
+/// Beside `policy`, Sockudo reads no flat field but id, key, secret and
+/// enabled: one warning per flat field given, naming where it belongs.
+#[test]
+fn each_flat_field_ignored_for_policy_is_named() {
+    let file = r#"{"app_manager": {"array": {"apps": [{"id": "a", "key": "k", "secret": "s",
+        "enabled": true, "max_connections": 5, "enable_client_messages": true,
+        "max_event_batch_size": "3", "allowed_origins": ["https://x.test"],
+        "policy": {"limits": {"max_connections": 50}}}]}}}"#;
+    let c = cfg(Some(file), &[]).unwrap();
+    let expected: Vec<String> = [
+        ("max_connections", "limits.max_connections"),
+        ("enable_client_messages", "features.enable_client_messages"),
+        ("max_event_batch_size", "limits.max_event_batch_size"),
+        ("allowed_origins", "channels.allowed_origins"),
+    ]
+    .iter()
+    .map(|(flat, nested)| {
+        format!(
+            "app_manager.array.apps[0].{flat}: ignored because the app has `policy` (as Sockudo \
+             does); set app_manager.array.apps[0].policy.{nested} instead"
+        )
+    })
+    .collect();
+    let ignored: Vec<&String> = c
+        .warnings
+        .iter()
+        .filter(|w| w.contains("because the app has `policy`"))
+        .collect();
+    assert_eq!(ignored, expected.iter().collect::<Vec<_>>());
+    let app = &c.apps[0];
+    assert_eq!(app.limits.max_connections, 50);
+    assert!(!app.enable_client_messages, "the flat value is not used");
+    assert!(app.allowed_origins.is_empty());
+}
+
+/// `path_prefix` (file) < `PATH_PREFIX` (environment); Sockudo's default `/`
+/// is no prefix; a bad one stops start-up naming the key and variable.
+#[test]
+fn path_prefix_from_file_and_environment() {
+    assert_eq!(cfg(None, &[]).unwrap().path_prefix, "");
+    let file = r#"{"path_prefix": "/"}"#;
+    assert_eq!(cfg(Some(file), &[]).unwrap().path_prefix, "");
+    let file = r#"{"path_prefix": "/from-file"}"#;
+    let c = cfg(Some(file), &[]).unwrap();
+    assert_eq!(c.path_prefix, "/from-file");
+    assert!(
+        c.summary().contains(" path_prefix=/from-file "),
+        "{}",
+        c.summary()
+    );
+    let c = cfg(Some(file), &[("PATH_PREFIX", "/from-env")]).unwrap();
+    assert_eq!(c.path_prefix, "/from-env");
+    assert!(
+        !c.warnings.iter().any(|w| w.contains("path_prefix")),
+        "{:?}",
+        c.warnings
+    );
+    let e = cfg(None, &[("PATH_PREFIX", "/ws/")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("path_prefix (PATH_PREFIX)") && e.contains("end with /"),
+        "{e}"
     );
 }

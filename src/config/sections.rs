@@ -1,7 +1,8 @@
 //! The blocks of the resolved configuration.
 //!
 //! Each block deserializes straight from its Sockudo config-file block (every
-//! struct is `#[serde(default)]` and unknown keys are ignored), so the file
+//! struct is `#[serde(default)]`; keys no field reads are skipped and
+//! reported, see `keys`), so the file
 //! layer needs no mirror types for them. Fields that only come from the
 //! environment are `#[serde(skip)]`.
 

@@ -20,6 +20,48 @@ fn at_least_one(value: u64, key: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+const PATH_PREFIX_KEY: &str = "path_prefix (PATH_PREFIX)";
+
+/// `path_prefix` normalized: `""` for none (empty, or Sockudo's default
+/// `/`), else `/segment[/segment…]` as given. Refused, naming the key: no
+/// leading `/`, a trailing `/`, an empty, `.` or `..` segment, or a
+/// character other than ASCII letters, digits and `-._~` — a prefix is
+/// matched against the request path as sent, so it must need no escaping.
+pub(crate) fn path_prefix(raw: &str) -> Result<String, ConfigError> {
+    if raw.is_empty() || raw == "/" {
+        return Ok(String::new());
+    }
+    let invalid = |why: &str| {
+        Err(ConfigError::invalid(
+            PATH_PREFIX_KEY,
+            format!("{raw:?} {why}; write it like /ws or /realtime/v1 (or / for none)"),
+        ))
+    };
+    let Some(rest) = raw.strip_prefix('/') else {
+        return invalid("must start with /");
+    };
+    if rest.ends_with('/') {
+        return invalid("must not end with /");
+    }
+    for segment in rest.split('/') {
+        if segment.is_empty() {
+            return invalid("has an empty segment (//)");
+        }
+        if segment == "." || segment == ".." {
+            return invalid("has a . or .. segment");
+        }
+        if let Some(c) = segment
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-._~".contains(*c)))
+        {
+            return invalid(&format!(
+                "has {c:?}: only ASCII letters, digits, -, ., _, ~ and / are allowed"
+            ));
+        }
+    }
+    Ok(raw.to_string())
+}
+
 /// Everything except the apps (validated where they are resolved).
 pub(crate) fn globals(c: &Config) -> Result<(), ConfigError> {
     let limits = [
@@ -101,15 +143,15 @@ pub(crate) fn globals(c: &Config) -> Result<(), ConfigError> {
     for (value, key) in [
         (
             health.heartbeat_interval,
-            "cluster_health.heartbeat_interval (CLUSTER_HEALTH_HEARTBEAT_INTERVAL)",
+            "cluster_health.heartbeat_interval_ms (CLUSTER_HEALTH_HEARTBEAT_INTERVAL)",
         ),
         (
             health.node_timeout,
-            "cluster_health.node_timeout (CLUSTER_HEALTH_NODE_TIMEOUT)",
+            "cluster_health.node_timeout_ms (CLUSTER_HEALTH_NODE_TIMEOUT)",
         ),
         (
             health.cleanup_interval,
-            "cluster_health.cleanup_interval (CLUSTER_HEALTH_CLEANUP_INTERVAL)",
+            "cluster_health.cleanup_interval_ms (CLUSTER_HEALTH_CLEANUP_INTERVAL)",
         ),
     ] {
         at_least_one(value.as_millis() as u64, key)?;
@@ -117,7 +159,7 @@ pub(crate) fn globals(c: &Config) -> Result<(), ConfigError> {
     // One late heartbeat must not declare a live node dead.
     if health.node_timeout < health.heartbeat_interval * 2 {
         return Err(ConfigError::invalid(
-            "cluster_health.node_timeout (CLUSTER_HEALTH_NODE_TIMEOUT)",
+            "cluster_health.node_timeout_ms (CLUSTER_HEALTH_NODE_TIMEOUT)",
             format!(
                 "{} ms is less than twice the heartbeat interval ({} ms): a live node would be \
                  declared dead",
@@ -315,6 +357,38 @@ mod tests {
         assert!(warnings(&c).iter().any(|w| w.contains("CORS")));
         c.mode = "development".into();
         assert!(!warnings(&c).iter().any(|w| w.contains("CORS")));
+    }
+
+    #[test]
+    fn path_prefixes_are_normalized_or_refused_naming_the_key() {
+        assert_eq!(path_prefix("").unwrap(), "");
+        assert_eq!(path_prefix("/").unwrap(), "", "Sockudo's default: none");
+        assert_eq!(path_prefix("/ws").unwrap(), "/ws");
+        assert_eq!(
+            path_prefix("/realtime/v1.2_a~b-c").unwrap(),
+            "/realtime/v1.2_a~b-c"
+        );
+        for (bad, why) in [
+            ("ws", "must start with /"),
+            ("/ws/", "must not end with /"),
+            ("//", "must not end with /"),
+            ("/a//b", "empty segment"),
+            ("/a/../b", ". or .. segment"),
+            ("/a b", "has ' '"),
+            ("/ws?x=1", "has '?'"),
+            ("/%41", "has '%'"),
+            ("/é", "has 'é'"),
+            ("/{key}", "has '{'"),
+        ] {
+            match path_prefix(bad) {
+                Err(ConfigError::Invalid { key, message }) => {
+                    assert_eq!(key, "path_prefix (PATH_PREFIX)", "{bad}");
+                    assert!(message.contains(why), "{bad}: {message}");
+                }
+                Err(other) => panic!("{bad}: {other}"),
+                Ok(p) => panic!("{bad}: accepted as {p}"),
+            }
+        }
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub const VARIABLES: &[Group] = &[
         vars: &[
             v("HOST", "0.0.0.0", "Listen address of the WebSocket + HTTP API listener."),
             v("PORT", "6001", "Listen port."),
+            v("PATH_PREFIX", "/", "(S) Serve /app/{key} and /apps/{id}/... under this prefix (e.g. /ws); health endpoints stay at the root; / = none. Sockudo's config key path_prefix, which Sockudo itself never applies."),
             v("ENVIRONMENT", "production", "Mode; production warns about permissive settings and never serves the development app (S: development when unset and no app is configured)."),
             v("DEBUG_MODE", "false", "Debug mode."),
             v("DEBUG", "false", "true forces debug mode on (false does not turn it off)."),

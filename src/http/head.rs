@@ -19,6 +19,7 @@ use actix_web::http::ConnectionType;
 use actix_web::{Error, ResponseError};
 use futures_util::future::{ready, Either, MapOk, Ready, TryFutureExt};
 use log::warn;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// The size of `head` as an HTTP/1.1 client sends it in canonical form:
@@ -47,13 +48,15 @@ pub fn head_size(head: &RequestHead) -> usize {
 }
 
 /// The middleware, wrapped outermost on every listener's app.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct HeadLimit {
     max: usize,
     /// Trusted proxy hops for the logged client address: WebSocket upgrades
-    /// (`/app/…`) and everything else.
+    /// (`{path_prefix}/app/…`) and everything else.
     ws_trust_hops: u32,
     api_trust_hops: u32,
+    /// Where WebSocket upgrades start: `{path_prefix}/app/`.
+    ws_path: Arc<str>,
 }
 
 impl HeadLimit {
@@ -64,6 +67,22 @@ impl HeadLimit {
             max: max_bytes,
             ws_trust_hops,
             api_trust_hops,
+            ws_path: Arc::from("/app/"),
+        }
+    }
+
+    /// WebSocket upgrades are under `prefix` (`path_prefix`, `""` for none).
+    pub fn with_path_prefix(mut self, prefix: &str) -> Self {
+        self.ws_path = Arc::from(format!("{prefix}/app/"));
+        self
+    }
+
+    /// The trusted hops of the client address logged for a refusal at `path`.
+    fn trust_hops(&self, path: &str) -> u32 {
+        if path.starts_with(&*self.ws_path) {
+            self.ws_trust_hops
+        } else {
+            self.api_trust_hops
         }
     }
 }
@@ -81,7 +100,7 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(HeadLimitService {
             service,
-            limit: *self,
+            limit: self.clone(),
         }))
     }
 }
@@ -113,11 +132,7 @@ where
             let passed: Passed<B> = ServiceResponse::map_into_left_body;
             return Either::Left(self.service.call(req).map_ok(passed));
         }
-        let hops = if req.path().starts_with("/app/") {
-            self.limit.ws_trust_hops
-        } else {
-            self.limit.api_trust_hops
-        };
+        let hops = self.limit.trust_hops(req.path());
         let peer = client_ip(req.headers(), req.peer_addr(), hops)
             .map_or_else(|| "unix".to_string(), |ip| ip.to_string());
         warn!(
@@ -141,6 +156,17 @@ where
 mod tests {
     use super::*;
     use actix_web::test::TestRequest;
+
+    #[test]
+    fn websocket_upgrades_are_told_by_their_path_under_the_prefix() {
+        let plain = HeadLimit::new(1024, 1, 2);
+        assert_eq!(plain.trust_hops("/app/key"), 2);
+        assert_eq!(plain.trust_hops("/apps/1/events"), 1);
+        let prefixed = plain.with_path_prefix("/ws");
+        assert_eq!(prefixed.trust_hops("/ws/app/key"), 2);
+        assert_eq!(prefixed.trust_hops("/app/key"), 1);
+        assert_eq!(prefixed.trust_hops("/ws/apps/1/events"), 1);
+    }
 
     #[test]
     fn head_size_counts_the_request_line_and_fields_as_sent() {

@@ -16,8 +16,14 @@ use actix_web::web;
 /// Every route of the public listener, with the per-address limits of the
 /// HTTP API and of WebSocket connection attempts (of the two middlewares of
 /// each, the one of the configured driver is on, the other a no-op).
+///
+/// `prefix` (`path_prefix`, validated: `""` or `/segment[/…]`) goes in front
+/// of the WebSocket endpoint and the HTTP API; without it they answer 404.
+/// The health endpoints stay at the root, where load balancers, container
+/// health checks and `switchyard --health` probe the node itself.
 pub fn routes(
     cfg: &mut web::ServiceConfig,
+    prefix: &str,
     api_limit: &limits::IpLimit,
     ws_limit: &limits::IpLimit,
     cors: &crate::config::CorsConfig,
@@ -25,13 +31,13 @@ pub fn routes(
     cfg.service(
         // `{key:.+}`: a key made by `openssl rand -base64` may contain `/`,
         // and pusher-js puts the key in the path unencoded.
-        web::resource("/app/{key:.+}")
+        web::resource(format!("{prefix}/app/{{key:.+}}"))
             .wrap(ws_limit.middleware())
             .wrap(ws_limit.shared_middleware())
             .route(web::get().to(ws::connect)),
     )
     .service(
-        web::scope("/apps/{app_id}")
+        web::scope(&format!("{prefix}/apps/{{app_id}}"))
             // CORS outermost: preflights are answered before the rate limit,
             // and refusals (429, 401) still carry CORS headers browsers need.
             .wrap(api_limit.middleware())

@@ -146,10 +146,19 @@ async fn check<'r>(
 ) -> Result<Signed<'r>, ApiError> {
     let app = state.apps.by_id(app_id).ok_or(ApiError::AppNotFound)?;
     let body = read_body(payload, state.http_body_limit).await?;
-    let params = verify(
+    // Under a `path_prefix` the path as sent comes first; the path without
+    // the prefix is what an SDK signs whose prefix is only part of its base
+    // URL (pusher-http-php's `path` signs `/apps/{id}/…`).
+    let path = req.path();
+    let unprefixed = match &*state.path_prefix {
+        "" => None,
+        prefix => path.strip_prefix(prefix),
+    };
+    let paths = [Some(path), unprefixed];
+    let params = verify_paths(
         &app,
         req.method().as_str(),
-        req.path(),
+        &paths.iter().flatten().copied().collect::<Vec<_>>(),
         req.query_string(),
         &body,
         now_secs(),
@@ -165,6 +174,19 @@ pub fn verify<'q>(
     app: &App,
     method: &str,
     path: &str,
+    query: &'q str,
+    body: &[u8],
+    now: i64,
+) -> Result<Params<'q>, ApiError> {
+    verify_paths(app, method, &[path], query, body, now)
+}
+
+/// [`verify`] where the signature may cover any of `paths` (the request path
+/// with and without the `path_prefix`), tried in order.
+pub fn verify_paths<'q>(
+    app: &App,
+    method: &str,
+    paths: &[&str],
     query: &'q str,
     body: &[u8],
     now: i64,
@@ -232,12 +254,14 @@ pub fn verify<'q>(
     // signed as is (the Node SDK) signed the raw text. Either must verify;
     // both are HMACs under the app's secret over this exact request.
     let secret = app.secret.expose();
-    let to_sign = auth::api_string_to_sign(method, path, &params);
-    let verified = auth::verify(secret, &[&to_sign], signature) || {
-        // Only when the decoded form failed: no extra work on the hot path.
-        let raw_to_sign = auth::api_string_to_sign(method, path, &raw_pairs(query));
-        raw_to_sign != to_sign && auth::verify(secret, &[&raw_to_sign], signature)
-    };
+    let verified = paths.iter().any(|path| {
+        let to_sign = auth::api_string_to_sign(method, path, &params);
+        auth::verify(secret, &[&to_sign], signature) || {
+            // Only when the decoded form failed: no extra work on the hot path.
+            let raw_to_sign = auth::api_string_to_sign(method, path, &raw_pairs(query));
+            raw_to_sign != to_sign && auth::verify(secret, &[&raw_to_sign], signature)
+        }
+    });
     if !verified {
         return Err(ApiError::Unauthorized("Invalid API signature".into()));
     }
@@ -271,6 +295,30 @@ mod tests {
         );
         assert!(parse_query("a=%ff").is_err(), "invalid UTF-8 is refused");
         assert!(parse_query("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn under_a_prefix_the_full_path_or_the_path_without_it_verifies() {
+        let app = App::new("id", "key", "s3cret");
+        let query = "auth_key=key&auth_timestamp=1700000000&auth_version=1.0";
+        let signed = |path: &str| {
+            let sig = auth::sign("s3cret", &[&format!("GET\n{path}\n{query}")]);
+            format!("{query}&auth_signature={sig}")
+        };
+        let paths = ["/ws/apps/id/channels", "/apps/id/channels"];
+        let now = 1_700_000_000;
+        for path in paths {
+            assert!(
+                verify_paths(&app, "GET", &paths, &signed(path), b"", now).is_ok(),
+                "{path}"
+            );
+        }
+        // Any other path is another request.
+        let other = signed("/other/apps/id/channels");
+        assert!(verify_paths(&app, "GET", &paths, &other, b"", now).is_err());
+        // Without a prefix only the path as sent counts.
+        let full = signed("/ws/apps/id/channels");
+        assert!(verify(&app, "GET", "/apps/id/channels", &full, b"", now).is_err());
     }
 
     #[test]

@@ -300,7 +300,12 @@ impl WebhookSettings {
         key: &str,
         warnings: &mut Vec<String>,
     ) -> Result<Vec<Target>, ConfigError> {
-        let entries: Vec<FileWebhook> = serde_path_to_error::deserialize(raw).map_err(|e| {
+        // Keys no field reads are reported (a misspelt `event_type` must not
+        // pass unnoticed); Sockudo's webhook has no key Switchyard leaves out.
+        let mut ignored = Vec::new();
+        let mut record = |p: serde_ignored::Path| ignored.push(crate::config::keys::dotted(&p));
+        let de = serde_ignored::Deserializer::new(raw, &mut record);
+        let entries: Vec<FileWebhook> = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let at = if path == "." {
                 key.to_string()
@@ -309,6 +314,12 @@ impl WebhookSettings {
             };
             ConfigError::invalid(at, e.into_inner().to_string())
         })?;
+        for path in ignored {
+            warnings.push(crate::config::keys::describe(&format!(
+                "{key}{}",
+                dotted(&path)
+            )));
+        }
         entries
             .into_iter()
             .enumerate()

@@ -1,16 +1,35 @@
 //! The app store: every configured app, looked up by id (HTTP API) or key (WebSocket).
 //!
-//! Apps come from configuration at start-up and do not change while running,
-//! so lookups are plain hash-map reads with no locking.
+//! Apps from configuration are fixed at start-up: plain hash-map reads with
+//! no locking. With a database app manager ([`database`]), the apps not
+//! configured are looked up in the database through its cache: the entry
+//! points (a WebSocket connecting, an API request, `/up/{app_id}`) call
+//! [`AppStore::find_by_key`] / [`AppStore::find_by_id`], which may query it;
+//! everything else ([`AppStore::by_id`], [`AppStore::all`]) sees what is
+//! cached, fresh or not.
+
+pub mod database;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use switchyard_actors::app::App;
 
-#[derive(Debug, Default)]
+use database::AppDatabase;
+
+#[derive(Default)]
 pub struct AppStore {
     by_id: HashMap<Arc<str>, Arc<App>>,
     by_key: HashMap<String, Arc<App>>,
+    database: Option<Arc<AppDatabase>>,
+}
+
+impl std::fmt::Debug for AppStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppStore")
+            .field("apps", &self.by_id.keys().collect::<Vec<_>>())
+            .field("database", &self.database.as_ref().map(|d| d.label()))
+            .finish()
+    }
 }
 
 impl AppStore {
@@ -24,18 +43,62 @@ impl AppStore {
         store
     }
 
+    /// Also serve the apps of `database` (after the configured ones).
+    pub fn with_database(mut self, database: Arc<AppDatabase>) -> AppStore {
+        self.database = Some(database);
+        self
+    }
+
+    pub fn database(&self) -> Option<&Arc<AppDatabase>> {
+        self.database.as_ref()
+    }
+
+    /// A configured app, or a database app as cached (never a query).
     pub fn by_id(&self, id: &str) -> Option<Arc<App>> {
-        self.by_id.get(id).cloned()
+        self.by_id
+            .get(id)
+            .cloned()
+            .or_else(|| self.database.as_ref()?.cached(true, id))
     }
 
+    /// A configured app, or a database app as cached (never a query).
     pub fn by_key(&self, key: &str) -> Option<Arc<App>> {
-        self.by_key.get(key).cloned()
+        self.by_key
+            .get(key)
+            .cloned()
+            .or_else(|| self.database.as_ref()?.cached(false, key))
     }
 
-    pub fn all(&self) -> impl Iterator<Item = &Arc<App>> {
-        self.by_id.values()
+    /// A configured app, or the database's current version of one.
+    pub async fn find_by_id(&self, id: &str) -> Option<Arc<App>> {
+        if let Some(app) = self.by_id.get(id) {
+            return Some(app.clone());
+        }
+        self.database.as_ref()?.find_by_id(id).await
     }
 
+    /// A configured app, or the database's current version of one.
+    pub async fn find_by_key(&self, key: &str) -> Option<Arc<App>> {
+        if let Some(app) = self.by_key.get(key) {
+            return Some(app.clone());
+        }
+        self.database.as_ref()?.find_by_key(key).await
+    }
+
+    /// The configured apps, then the database apps in the cache.
+    pub fn all(&self) -> Vec<Arc<App>> {
+        let mut apps: Vec<Arc<App>> = self.by_id.values().cloned().collect();
+        if let Some(db) = &self.database {
+            apps.extend(
+                db.cached_apps()
+                    .into_iter()
+                    .filter(|app| !self.by_id.contains_key(&app.id)),
+            );
+        }
+        apps
+    }
+
+    /// The configured apps (database apps are not counted).
     pub fn len(&self) -> usize {
         self.by_id.len()
     }

@@ -189,7 +189,8 @@ impl Metrics {
     }
 
     fn render_stats(&self, out: &mut String) {
-        let apps: Vec<&App> = self.apps.all().map(|a| &**a).collect();
+        let all = self.apps.all();
+        let apps: Vec<&App> = all.iter().map(|a| &**a).collect();
         self.family(out, "connected", "Sockets currently connected", "gauge");
         for app in &apps {
             self.row(
@@ -259,7 +260,7 @@ impl Metrics {
         // Refusals before an app is known are counted with app_id="".
         let rows: Vec<(&str, &Stats)> = apps
             .iter()
-            .map(|a| (a.id.as_ref(), &a.stats))
+            .map(|a| (a.id.as_ref(), &*a.stats))
             .chain(std::iter::once(("", &*self.server_stats)))
             .collect();
         let name = "connection_errors_total";

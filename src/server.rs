@@ -238,7 +238,20 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         Duration::from_secs(config.channel_limits.cache_ttl.max(1)),
         listeners,
     );
-    let apps = Arc::new(AppStore::new(std::mem::take(&mut config.apps)));
+    let mut apps = AppStore::new(std::mem::take(&mut config.apps));
+    // The app database connects lazily: down now, it is retried (and logged
+    // once) while the server runs; only its apps are refused meanwhile.
+    if let Some(db) = config.database() {
+        let database = Arc::new(crate::apps::database::AppDatabase::new(
+            config.app_manager.driver,
+            db,
+            Duration::from_secs(config.app_manager.cache_ttl),
+            config.global_app_limits(),
+        ));
+        actix_web::rt::spawn(database.clone().prepare());
+        apps = apps.with_database(database);
+    }
+    let apps = Arc::new(apps);
     let cluster = match bridge {
         Some((bridge, outbox, stats)) => {
             join_cluster(&config, &registry, &apps, bridge, outbox).await?;

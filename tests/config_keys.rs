@@ -33,7 +33,6 @@ const NOT_SUPPORTED: &[&str] = &[
     "app_manager.array.apps[0].policy.channels.channel_delta_compression",
     "app_manager.array.apps[0].policy.idempotency",
     "app_manager.array.apps[0].policy.connection_recovery",
-    "app_manager.cache",
     "ably_compat",
     "cache",
     "queue.reliability",

@@ -80,12 +80,29 @@ pub struct App {
     pub allowed_origins: Vec<OriginPattern>,
     pub limits: AppLimits,
     /// Live sockets of this app on this node, capped at `limits.max_connections`.
+    /// Shared by every version of the app (a database app read again).
     connections: Arc<Capacity>,
     /// Live sockets of this app on the other nodes of a cluster, as their
     /// last heartbeats said; counted against `limits.max_connections`.
-    remote_connections: AtomicUsize,
-    /// Counters for the metrics exporter.
-    pub stats: Stats,
+    remote_connections: Arc<AtomicUsize>,
+    /// Counters for the metrics exporter, shared like `connections`.
+    pub stats: Arc<Stats>,
+}
+
+/// An app's runtime state without the app: what a newer version of the
+/// same app takes over (see [`App::adopt`]). Weak, so holding it keeps nothing alive.
+#[derive(Debug, Clone)]
+pub struct AppRuntime {
+    connections: std::sync::Weak<Capacity>,
+    remote_connections: std::sync::Weak<AtomicUsize>,
+    stats: std::sync::Weak<Stats>,
+}
+
+impl AppRuntime {
+    /// Whether any version of the app holding this state is still alive.
+    pub fn is_alive(&self) -> bool {
+        self.connections.strong_count() > 0
+    }
 }
 
 impl App {
@@ -103,8 +120,36 @@ impl App {
             allowed_origins: Vec::new(),
             limits: AppLimits::default(),
             connections: Arc::default(),
-            remote_connections: AtomicUsize::new(0),
-            stats: Stats::default(),
+            remote_connections: Arc::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// A weak handle on this app's runtime state (connection counts, stats).
+    pub fn runtime(&self) -> AppRuntime {
+        AppRuntime {
+            connections: Arc::downgrade(&self.connections),
+            remote_connections: Arc::downgrade(&self.remote_connections),
+            stats: Arc::downgrade(&self.stats),
+        }
+    }
+
+    /// Take over the runtime state of an earlier version of this app, so
+    /// its sockets count against this version's `max_connections` and its
+    /// counters go on. False (nothing changed) when that state is gone.
+    pub fn adopt(&mut self, earlier: &AppRuntime) -> bool {
+        match (
+            earlier.connections.upgrade(),
+            earlier.remote_connections.upgrade(),
+            earlier.stats.upgrade(),
+        ) {
+            (Some(c), Some(r), Some(s)) => {
+                self.connections = c;
+                self.remote_connections = r;
+                self.stats = s;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -191,5 +236,28 @@ mod tests {
         drop(a);
         assert_eq!(app.connection_count(), 1);
         assert!(app.try_connect().is_some());
+    }
+
+    #[test]
+    fn a_new_version_adopts_the_counts_of_the_old_one() {
+        let mut old = App::new("id", "key", "secret");
+        old.limits.max_connections = 2;
+        let old = Arc::new(old);
+        let _a = old.try_connect().unwrap();
+        let mut new = App::new("id", "key", "rotated");
+        new.limits.max_connections = 2;
+        assert!(new.adopt(&old.runtime()));
+        let new = Arc::new(new);
+        let _b = new.try_connect().unwrap();
+        assert!(
+            new.try_connect().is_none(),
+            "one socket of the old version counts"
+        );
+        assert!(old.try_connect().is_none());
+        drop(old);
+        let runtime = new.runtime();
+        assert!(runtime.is_alive());
+        drop((new, _a, _b));
+        assert!(!runtime.is_alive());
     }
 }

@@ -592,6 +592,7 @@ impl Node {
         let connections = self
             .apps
             .all()
+            .into_iter()
             .filter_map(|app| {
                 let count = app.connection_count();
                 (count > 0).then(|| AppConnections {

@@ -42,6 +42,8 @@ pub enum AppSource {
     Env,
     /// The built-in development app.
     Development,
+    /// A row of the app manager's database table.
+    Database,
 }
 
 impl AppSource {
@@ -50,6 +52,7 @@ impl AppSource {
             AppSource::File(i) => format!("app_manager.array.apps[{i}].{field}"),
             AppSource::Env => format!("SOCKUDO_DEFAULT_APP_{}", field.to_ascii_uppercase()),
             AppSource::Development => format!("development app {field}"),
+            AppSource::Database => format!("column {field}"),
         }
     }
 }
@@ -60,6 +63,7 @@ impl std::fmt::Display for AppSource {
             AppSource::File(i) => write!(f, "file:apps[{i}]"),
             AppSource::Env => f.write_str("env"),
             AppSource::Development => f.write_str("development"),
+            AppSource::Database => f.write_str("database"),
         }
     }
 }
@@ -99,14 +103,18 @@ pub(crate) fn resolve(
     webhook_settings: &WebhookSettings,
     env: &Env,
     explicit_mode: Option<&str>,
+    database: bool,
 ) -> Result<Resolved, ConfigError> {
     // Any app an operator defined or disabled counts as "configured", even if
     // nothing ends up served: the development app must never stand in for an
     // app that was disabled or cleared.
     let enabled = env.bool(ENABLED)?;
     let creds = [ID, KEY, SECRET].map(|var| env.word(var));
-    let configured =
-        !inline.is_empty() || enabled == Some(false) || creds.iter().any(Option::is_some);
+    // Apps in a database count too: the development app never stands in for them.
+    let configured = database
+        || !inline.is_empty()
+        || enabled == Some(false)
+        || creds.iter().any(Option::is_some);
 
     let mut specs: Vec<(AppSource, FileApp)> = inline
         .into_iter()
@@ -286,6 +294,112 @@ fn env_webhooks(env: &Env) -> Result<Option<serde_json::Value>, ConfigError> {
         ));
     }
     Ok(Some(value))
+}
+
+/// One row of the app manager's table (Sockudo's `applications` columns),
+/// as read: `None` is NULL or a column the table does not have.
+#[derive(Debug, Default, Clone)]
+pub struct AppRow {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+    pub enabled: Option<bool>,
+    pub max_connections: Option<i64>,
+    pub enable_client_messages: Option<bool>,
+    pub max_backend_events_per_second: Option<i64>,
+    pub max_client_events_per_second: Option<i64>,
+    pub max_read_requests_per_second: Option<i64>,
+    pub max_presence_members_per_channel: Option<i64>,
+    pub max_presence_member_size_in_kb: Option<i64>,
+    pub max_channel_name_length: Option<i64>,
+    pub max_event_channels_at_once: Option<i64>,
+    pub max_event_name_length: Option<i64>,
+    pub max_event_payload_in_kb: Option<i64>,
+    pub max_event_batch_size: Option<i64>,
+    pub enable_user_authentication: Option<bool>,
+    pub enable_watchlist_events: Option<bool>,
+    pub policy: Option<serde_json::Value>,
+    pub webhooks: Option<serde_json::Value>,
+    pub allowed_origins: Option<serde_json::Value>,
+}
+
+/// A database row as an app, through the same path as the config file's
+/// apps (`policy` flattened, unset limits from `base`, the same checks).
+/// Returns the app and whether the row has webhooks (not served yet).
+/// The error names the column.
+pub fn app_from_row(row: AppRow, base: &AppLimits) -> Result<(App, bool), String> {
+    fn num(column: &str, v: Option<i64>) -> Result<Option<u32>, String> {
+        v.map(|v| {
+            u32::try_from(v).map_err(|_| format!("column {column}: {v} is not in 0-4294967295"))
+        })
+        .transpose()
+    }
+    fn json<T: serde::de::DeserializeOwned>(
+        column: &str,
+        v: Option<serde_json::Value>,
+    ) -> Result<Option<T>, String> {
+        match v {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value(v)
+                .map(Some)
+                .map_err(|e| format!("column {column}: {e}")),
+        }
+    }
+    let webhooks = row
+        .webhooks
+        .as_ref()
+        .is_some_and(|w| !w.is_null() && w.as_array().is_none_or(|a| !a.is_empty()));
+    let policy: Option<super::file::FilePolicy> = json("policy", row.policy)?;
+    let policy_webhooks = policy
+        .as_ref()
+        .and_then(|p| p.webhooks.as_ref())
+        .is_some_and(|w| !w.is_null() && w.as_array().is_none_or(|a| !a.is_empty()));
+    let spec = FileApp {
+        id: row.id,
+        key: row.key,
+        secret: row.secret,
+        enabled: row.enabled.unwrap_or(false),
+        max_connections: num("max_connections", row.max_connections)?,
+        enable_client_messages: row.enable_client_messages,
+        max_client_events_per_second: num(
+            "max_client_events_per_second",
+            row.max_client_events_per_second,
+        )?,
+        max_backend_events_per_second: num(
+            "max_backend_events_per_second",
+            row.max_backend_events_per_second,
+        )?,
+        max_read_requests_per_second: num(
+            "max_read_requests_per_second",
+            row.max_read_requests_per_second,
+        )?,
+        max_presence_members_per_channel: num(
+            "max_presence_members_per_channel",
+            row.max_presence_members_per_channel,
+        )?,
+        max_presence_member_size_in_kb: num(
+            "max_presence_member_size_in_kb",
+            row.max_presence_member_size_in_kb,
+        )?,
+        max_channel_name_length: num("max_channel_name_length", row.max_channel_name_length)?,
+        max_event_channels_at_once: num(
+            "max_event_channels_at_once",
+            row.max_event_channels_at_once,
+        )?,
+        max_event_name_length: num("max_event_name_length", row.max_event_name_length)?,
+        max_event_payload_in_kb: num("max_event_payload_in_kb", row.max_event_payload_in_kb)?,
+        max_event_batch_size: num("max_event_batch_size", row.max_event_batch_size)?,
+        enable_user_authentication: row.enable_user_authentication,
+        enable_watchlist_events: row.enable_watchlist_events,
+        allowed_origins: json("allowed_origins", row.allowed_origins)?,
+        policy: policy.map(Box::new),
+        ..FileApp::default()
+    }
+    .flatten();
+    let checked = [(AppSource::Database, build(spec, base))];
+    validate(&checked).map_err(|e| e.to_string())?;
+    let [(_, app)] = checked;
+    Ok((app, webhooks || policy_webhooks))
 }
 
 fn build(spec: FileApp, base: &AppLimits) -> App {

@@ -1,8 +1,9 @@
 //! App resolution: inline apps, the env default app, the dev fallback, validation.
 
 use crate::config::tests::cfg;
-use crate::config::{AppSource, Config, ConfigError};
+use crate::config::{app_from_row, AppRow, AppSource, Config, ConfigError};
 use switchyard_actors::app::App;
+use switchyard_actors::app::AppLimits;
 
 const APP: &str = r#""id": "a", "key": "ka", "secret": "sa""#;
 
@@ -501,4 +502,62 @@ fn invalid_env_app_values_name_the_variable() {
         Err(ConfigError::Env { var, .. }) => assert_eq!(var, "SOCKUDO_DEFAULT_APP_ALLOWED_ORIGINS"),
         other => panic!("{:?}", other.map(|_| ())),
     }
+}
+
+/// A database row goes the config file's way: `policy` wins over the flat
+/// columns, unset limits fall back to the global blocks, the checks apply.
+#[test]
+fn database_rows_are_apps_like_the_file_ones() {
+    let base = AppLimits::default();
+    let row = AppRow {
+        id: "db1".into(),
+        key: "dbkey".into(),
+        secret: "dbsecret".into(),
+        enabled: Some(true),
+        max_connections: Some(5),
+        enable_client_messages: Some(true),
+        max_client_events_per_second: Some(10),
+        max_event_batch_size: Some(3),
+        allowed_origins: Some(serde_json::json!(["https://a.example"])),
+        ..AppRow::default()
+    };
+    let (app, webhooks) = app_from_row(row.clone(), &base).unwrap();
+    assert!(!webhooks);
+    assert!(app.enabled && app.enable_client_messages);
+    assert_eq!(app.limits.max_connections, 5);
+    assert_eq!(app.limits.max_event_batch_size, 3);
+    assert_eq!(
+        app.limits.max_event_payload_bytes,
+        base.max_event_payload_bytes
+    );
+    assert_eq!(app.allowed_origins.len(), 1);
+
+    let with_policy = AppRow {
+        policy: Some(serde_json::json!({
+            "limits": {"max_connections": 7, "max_event_batch_size": 4},
+            "features": {"enable_client_messages": false},
+            "webhooks": [{"url": "https://h.example/hook", "event_types": ["channel_occupied"]}]
+        })),
+        ..row.clone()
+    };
+    let (app, webhooks) = app_from_row(with_policy, &base).unwrap();
+    assert!(webhooks, "webhooks are reported (not served yet)");
+    assert!(!app.enable_client_messages);
+    assert_eq!(app.limits.max_connections, 7);
+    assert_eq!(app.limits.max_event_batch_size, 4);
+    assert!(app.allowed_origins.is_empty(), "policy.channels wins");
+
+    let zero = AppRow {
+        max_event_batch_size: Some(0),
+        ..row.clone()
+    };
+    let err = app_from_row(zero, &base).unwrap_err();
+    assert!(err.contains("column max_event_batch_size"), "{err}");
+    let negative = AppRow {
+        max_connections: Some(-1),
+        ..row
+    };
+    assert!(app_from_row(negative, &base)
+        .unwrap_err()
+        .contains("column max_connections"));
 }

@@ -24,7 +24,7 @@ use switchyard_actors::origin::OriginPattern;
 /// Switchyard variable: Sockudo's example config file reads it through
 /// `${REDIS_PASSWORD}`, and substitution goes through [`Env::raw`] too.
 /// `REDIS_URL` may embed a password. The MySQL and Postgres passwords are
-/// read and held for the database app manager.
+/// the database app manager's.
 pub const SECRET_VARS: [&str; 6] = [
     "SOCKUDO_DEFAULT_APP_SECRET",
     "DATABASE_REDIS_PASSWORD",
@@ -327,13 +327,27 @@ pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
     set(&mut r.db, env.num("DATABASE_REDIS_DB")?);
     set(&mut r.key_prefix, env.string("DATABASE_REDIS_KEY_PREFIX"));
 
-    // Held for the database app manager; nothing connects to MySQL/Postgres yet.
-    if let Some(password) = env.string("DATABASE_MYSQL_PASSWORD") {
-        c.mysql.password = Some(password);
+    // The databases of the app manager (APP_MANAGER_DRIVER=mysql|pgsql).
+    for (db, prefix) in [
+        (&mut c.mysql, "DATABASE_MYSQL"),
+        (&mut c.postgres, "DATABASE_POSTGRES"),
+    ] {
+        let var = |field: &str| format!("{prefix}_{field}");
+        set(&mut db.host, env.word(&var("HOST")));
+        set(&mut db.port, env.num(&var("PORT"))?);
+        set(&mut db.username, env.word(&var("USERNAME")));
+        if let Some(password) = env.string(&var("PASSWORD")) {
+            db.password = Some(password);
+        }
+        set(&mut db.database, env.word(&var("DATABASE")));
+        set(&mut db.table_name, env.word(&var("TABLE_NAME")));
+        set(&mut db.pool_min, env.num(&var("POOL_MIN"))?);
+        set(&mut db.pool_max, env.num(&var("POOL_MAX"))?);
     }
-    if let Some(password) = env.string("DATABASE_POSTGRES_PASSWORD") {
-        c.postgres.password = Some(password);
-    }
+    set(
+        &mut c.app_manager.cache_ttl,
+        env.num("APP_MANAGER_CACHE_TTL")?,
+    );
 
     let rl = &mut c.rate_limiter;
     set(&mut rl.enabled, env.bool("RATE_LIMITER_ENABLED")?);

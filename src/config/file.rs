@@ -186,9 +186,10 @@ impl Default for AdapterRedis {
 #[derive(Deserialize)]
 #[serde(default)]
 pub(crate) struct AppManager {
-    /// Only `memory` (inline apps) is served; others produce a warning.
+    /// `memory` (inline apps), `mysql`, `pgsql`; others produce a warning.
     pub driver: String,
     pub array: AppArray,
+    pub cache: AppCache,
 }
 
 impl Default for AppManager {
@@ -196,7 +197,66 @@ impl Default for AppManager {
         AppManager {
             driver: "memory".into(),
             array: AppArray::default(),
+            cache: AppCache::default(),
         }
+    }
+}
+
+/// Sockudo's `app_manager.cache` block.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct AppCache {
+    pub enabled: Option<bool>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub ttl: Option<u64>,
+}
+
+/// Sockudo's `database.mysql` / `database.postgres` block; `None` = not
+/// given (the database's default applies). Its cache keys are not read:
+/// `app_manager.cache` is.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct SqlDatabase {
+    pub host: Option<String>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub port: Option<u16>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub database: Option<String>,
+    pub table_name: Option<String>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub connection_pool_size: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub pool_min: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub pool_max: Option<u32>,
+}
+
+impl SqlDatabase {
+    /// The block over `base` (the database's defaults).
+    pub fn over(self, mut base: super::SqlDatabaseConfig) -> super::SqlDatabaseConfig {
+        let set = |field: &mut String, v: Option<String>| {
+            if let Some(v) = v.filter(|v| !v.trim().is_empty()) {
+                *field = v;
+            }
+        };
+        set(&mut base.host, self.host);
+        set(&mut base.username, self.username);
+        set(&mut base.database, self.database);
+        set(&mut base.table_name, self.table_name);
+        if let Some(v) = self.port {
+            base.port = v;
+        }
+        if let Some(v) = self.password.filter(|v| !v.is_empty()) {
+            base.password = Some(v);
+        }
+        if let Some(v) = self.pool_max.or(self.connection_pool_size) {
+            base.pool_max = v;
+        }
+        if let Some(v) = self.pool_min {
+            base.pool_min = v;
+        }
+        base
     }
 }
 
@@ -210,6 +270,8 @@ pub(crate) struct AppArray {
 #[serde(default)]
 pub(crate) struct Database {
     pub redis: RedisConfig,
+    pub mysql: SqlDatabase,
+    pub postgres: SqlDatabase,
 }
 
 /// One `app_manager.array.apps[]` entry in Sockudo's flat shape. `None` means

@@ -49,12 +49,16 @@ pub(crate) const NOT_SUPPORTED: &[&str] = &[
     "adapter.redis.cluster_mode",
     "adapter.redis.redis_pub_options",
     "adapter.redis.redis_sub_options",
-    // App managers other than memory.
-    "app_manager.cache",
+    // App managers other than memory, MySQL and PostgreSQL, and the
+    // per-database cache settings (`app_manager.cache` is the one read).
     "app_manager.scylladb",
     "database.dynamodb",
-    "database.mysql",
-    "database.postgres",
+    "database.mysql.cache_cleanup_interval",
+    "database.mysql.cache_max_capacity",
+    "database.mysql.cache_ttl",
+    "database.postgres.cache_cleanup_interval",
+    "database.postgres.cache_max_capacity",
+    "database.postgres.cache_ttl",
     "database.scylladb",
     "database.surrealdb",
     // Redis Sentinel and Cluster connections.

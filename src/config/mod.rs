@@ -31,14 +31,14 @@ use std::path::{Path, PathBuf};
 
 use switchyard_actors::app::App;
 
-pub use apps::AppSource;
+pub use apps::{app_from_row, AppRow, AppSource};
 pub use cli::Cli;
 pub use drivers::{AdapterDriver, RateLimiterDriver, ServerRole};
 pub use error::ConfigError;
 pub use sections::{
-    AdapterConfig, ChannelLimits, CorsConfig, EventLimits, HttpApiConfig, LoggingConfig,
-    MetricsConfig, PresenceConfig, RateLimit, RateLimiterConfig, RateLimiterRedis, RedisConfig,
-    SqlDatabaseConfig, SslConfig, UnixSocketConfig, WebsocketConfig,
+    AdapterConfig, AppManagerConfig, AppManagerDriver, ChannelLimits, CorsConfig, EventLimits,
+    HttpApiConfig, LoggingConfig, MetricsConfig, PresenceConfig, RateLimit, RateLimiterConfig,
+    RateLimiterRedis, RedisConfig, SqlDatabaseConfig, SslConfig, UnixSocketConfig, WebsocketConfig,
 };
 
 use env::Env;
@@ -99,9 +99,11 @@ pub struct Config {
     /// The Redis adapter's prefix and timeouts (used with `ADAPTER_DRIVER=redis`).
     pub adapter: AdapterConfig,
     pub redis: RedisConfig,
-    /// `DATABASE_MYSQL_PASSWORD` / `DATABASE_POSTGRES_PASSWORD`, held for the
-    /// database app manager (not used yet).
+    /// Where apps are read besides the config file and environment.
+    pub app_manager: AppManagerConfig,
+    /// The database of `APP_MANAGER_DRIVER=mysql` (`database.mysql`, `DATABASE_MYSQL_*`).
     pub mysql: SqlDatabaseConfig,
+    /// The database of `APP_MANAGER_DRIVER=pgsql` (`database.postgres`, `DATABASE_POSTGRES_*`).
     pub postgres: SqlDatabaseConfig,
     /// Webhook delivery and every app's webhooks.
     pub webhooks: crate::webhooks::config::WebhookSettings,
@@ -197,6 +199,13 @@ pub(crate) fn build(
     let app_manager_driver = env
         .string("APP_MANAGER_DRIVER")
         .unwrap_or(file.app_manager.driver);
+    let driver = match app_manager_driver.trim().to_ascii_lowercase().as_str() {
+        "mysql" => Some(AppManagerDriver::Mysql),
+        "pgsql" | "postgres" | "postgresql" => Some(AppManagerDriver::Postgres),
+        "memory" | "" => Some(AppManagerDriver::Memory),
+        _ => None,
+    };
+    let app_cache = file.app_manager.cache;
     let mut c = Config {
         debug: file.debug,
         host: file.host,
@@ -235,8 +244,17 @@ pub(crate) fn build(
             health: health_from(file.cluster_health.or(file.adapter.cluster_health)),
         },
         redis: file.database.redis,
-        mysql: SqlDatabaseConfig::default(),
-        postgres: SqlDatabaseConfig::default(),
+        app_manager: AppManagerConfig {
+            driver: driver.unwrap_or_default(),
+            cache_ttl: match app_cache.enabled {
+                Some(false) => 0,
+                _ => app_cache
+                    .ttl
+                    .unwrap_or(AppManagerConfig::default().cache_ttl),
+            },
+        },
+        mysql: file.database.mysql.over(SqlDatabaseConfig::mysql()),
+        postgres: file.database.postgres.over(SqlDatabaseConfig::postgres()),
         webhooks: crate::webhooks::config::WebhookSettings::from_file(file.webhooks),
         queue_driver: file.queue.driver,
         instance_id: file.instance.process_id.unwrap_or_default(),
@@ -260,6 +278,7 @@ pub(crate) fn build(
         &c.webhooks,
         &env,
         explicit_mode.as_deref(),
+        c.app_manager.driver != AppManagerDriver::Memory,
     )?;
     (c.app_sources, c.apps) = resolved.apps.into_iter().unzip();
     c.webhooks.apps = resolved.webhooks;
@@ -279,10 +298,10 @@ pub(crate) fn build(
     if c.instance_id.trim().is_empty() {
         c.instance_id = format!("switchyard-{:016x}", rand::random::<u64>());
     }
-    if !app_manager_driver.trim().eq_ignore_ascii_case("memory") {
+    if driver.is_none() {
         c.warnings.push(format!(
-            "app manager driver {app_manager_driver:?} is not supported; only apps from \
-             app_manager.array.apps and SOCKUDO_DEFAULT_APP_* are served"
+            "app manager driver {app_manager_driver:?} is not supported (memory, mysql, pgsql); \
+             only apps from app_manager.array.apps and SOCKUDO_DEFAULT_APP_* are served"
         ));
     }
     let extra = validate::warnings(&c);
@@ -291,6 +310,20 @@ pub(crate) fn build(
 }
 
 impl Config {
+    /// The database apps are read from, if the app manager has one.
+    pub fn database(&self) -> Option<&SqlDatabaseConfig> {
+        match self.app_manager.driver {
+            AppManagerDriver::Memory => None,
+            AppManagerDriver::Mysql => Some(&self.mysql),
+            AppManagerDriver::Postgres => Some(&self.postgres),
+        }
+    }
+
+    /// The limits an app gets where it sets none (the global blocks).
+    pub fn global_app_limits(&self) -> switchyard_actors::app::AppLimits {
+        apps::global_limits(self)
+    }
+
     pub fn is_production(&self) -> bool {
         self.mode.eq_ignore_ascii_case("production")
     }
@@ -327,6 +360,22 @@ impl Config {
             self.rate_limiter.driver.name()
         } else {
             "off"
+        };
+        let apps = match self.database() {
+            Some(db) => {
+                let mut apps = apps;
+                apps.push(format!(
+                    "{}:{}:{}/{}.{}(ttl={}s)",
+                    self.app_manager.driver.name(),
+                    db.host,
+                    db.port,
+                    db.database,
+                    db.table_name,
+                    self.app_manager.cache_ttl
+                ));
+                apps
+            }
+            None => apps,
         };
         format!(
             "listen={listen}{prefix} mode={} role={} apps=[{}]{} adapter={} rate_limiter={rate_limiter} \
@@ -392,6 +441,7 @@ impl fmt::Debug for Config {
             .field("adapter_driver", &self.adapter_driver)
             .field("adapter", &self.adapter)
             .field("redis", &self.redis)
+            .field("app_manager", &self.app_manager)
             .field("mysql", &self.mysql)
             .field("postgres", &self.postgres)
             .field("instance_id", &self.instance_id)

@@ -385,12 +385,13 @@ fn buffer_limits_of_zero_mean_unlimited_in_the_file_too() {
 
 #[test]
 fn unsupported_app_manager_driver_warns() {
-    let c = cfg(None, &[("APP_MANAGER_DRIVER", "mysql")]).unwrap();
+    let c = cfg(None, &[("APP_MANAGER_DRIVER", "dynamodb")]).unwrap();
     assert!(
-        c.warnings.iter().any(|w| w.contains("\"mysql\"")),
+        c.warnings.iter().any(|w| w.contains("\"dynamodb\"")),
         "{:?}",
         c.warnings
     );
+    assert_eq!(c.app_manager.driver, AppManagerDriver::Memory);
     let c = cfg(Some(r#"{"app_manager": {"driver": "memory"}}"#), &[]).unwrap();
     assert!(!c.warnings.iter().any(|w| w.contains("app manager")));
 }
@@ -614,7 +615,6 @@ fn the_reference_example_loads_unchanged() {
         c.warnings,
         [
             "config file config.json: cache: not supported by Switchyard, ignored",
-            "config file config.json: app_manager.cache: not supported by Switchyard, ignored",
             "config file config.json: metrics.driver: not supported by Switchyard, ignored",
         ]
     );
@@ -997,4 +997,125 @@ fn path_prefix_from_file_and_environment() {
         e.contains("path_prefix (PATH_PREFIX)") && e.contains("end with /"),
         "{e}"
     );
+}
+
+/// The database app manager: the driver's spellings, Sockudo's
+/// `database.mysql` / `database.postgres` blocks under the environment,
+/// each database's defaults, and no development app in its place.
+#[test]
+fn database_app_manager_from_file_and_environment() {
+    for (name, driver) in [
+        ("mysql", AppManagerDriver::Mysql),
+        ("pgsql", AppManagerDriver::Postgres),
+        ("postgres", AppManagerDriver::Postgres),
+        ("PostgreSQL", AppManagerDriver::Postgres),
+    ] {
+        let c = cfg(None, &[("APP_MANAGER_DRIVER", name)]).unwrap();
+        assert_eq!(c.app_manager.driver, driver, "{name}");
+        assert!(c.apps.is_empty() && !c.dev_credentials, "{name}");
+        assert!(!c.warnings.iter().any(|w| w.contains("app manager")));
+    }
+    let c = cfg(None, &[("APP_MANAGER_DRIVER", "pgsql")]).unwrap();
+    let pg = c.database().unwrap();
+    assert_eq!((pg.port, pg.username.as_str()), (5432, "postgres"));
+    assert_eq!(
+        (pg.database.as_str(), pg.table_name.as_str()),
+        ("sockudo", "applications")
+    );
+    assert_eq!(c.mysql.port, 3306);
+    assert_eq!(c.app_manager.cache_ttl, 300);
+
+    let file = r#"{"app_manager": {"driver": "mysql", "cache": {"ttl": 7}},
+        "database": {"mysql": {"host": "db", "port": "3307", "username": "u",
+            "password": "p", "database": "d", "table_name": "apps", "connection_pool_size": 4,
+            "cache_ttl": 60}}}"#;
+    let c = cfg(Some(file), &[]).unwrap();
+    let config_warnings: Vec<&String> = c
+        .warnings
+        .iter()
+        .filter(|w| w.starts_with("config file"))
+        .collect();
+    assert_eq!(
+        config_warnings,
+        ["config file config.json: database.mysql.cache_ttl: not supported by Switchyard, ignored"],
+        "app_manager.cache is read; the database's own cache keys are not"
+    );
+    let my = c.database().unwrap();
+    assert_eq!(
+        (my.host.as_str(), my.port, my.username.as_str()),
+        ("db", 3307, "u")
+    );
+    assert_eq!(my.password.as_deref(), Some("p"));
+    assert_eq!(
+        (my.database.as_str(), my.table_name.as_str()),
+        ("d", "apps")
+    );
+    assert_eq!((my.pool_min, my.pool_max), (0, 4));
+    assert_eq!(c.app_manager.cache_ttl, 7);
+    assert!(!format!("{c:?}").contains("\"p\""), "password redacted");
+
+    let c = cfg(
+        Some(file),
+        &[
+            ("DATABASE_MYSQL_HOST", "env-db"),
+            ("DATABASE_MYSQL_PORT", "3308"),
+            ("DATABASE_MYSQL_USERNAME", "eu"),
+            ("DATABASE_MYSQL_DATABASE", "ed"),
+            ("DATABASE_MYSQL_TABLE_NAME", "tenant.apps"),
+            ("DATABASE_MYSQL_POOL_MIN", "1"),
+            ("DATABASE_MYSQL_POOL_MAX", "3"),
+            ("APP_MANAGER_CACHE_TTL", "1"),
+        ],
+    )
+    .unwrap();
+    let my = c.database().unwrap();
+    assert_eq!(
+        (
+            my.host.as_str(),
+            my.port,
+            my.username.as_str(),
+            my.database.as_str()
+        ),
+        ("env-db", 3308, "eu", "ed")
+    );
+    assert_eq!(
+        (my.table_name.as_str(), my.pool_min, my.pool_max),
+        ("tenant.apps", 1, 3)
+    );
+    assert_eq!(c.app_manager.cache_ttl, 1);
+    let c = cfg(
+        Some(r#"{"app_manager": {"driver": "pgsql", "cache": {"enabled": false}}}"#),
+        &[("DATABASE_POSTGRES_TABLE_NAME", "t1")],
+    )
+    .unwrap();
+    assert_eq!(c.app_manager.cache_ttl, 0);
+    assert_eq!(c.database().unwrap().table_name, "t1");
+}
+
+#[test]
+fn database_table_names_and_pools_are_checked() {
+    for (var, value) in [
+        ("DATABASE_MYSQL_TABLE_NAME", "apps; DROP TABLE x"),
+        ("DATABASE_MYSQL_TABLE_NAME", "a.b.c"),
+        ("DATABASE_MYSQL_TABLE_NAME", "1apps"),
+        ("DATABASE_MYSQL_POOL_MAX", "0"),
+    ] {
+        let err = cfg(None, &[("APP_MANAGER_DRIVER", "mysql"), (var, value)]).unwrap_err();
+        assert!(err.to_string().contains(var), "{var}={value}: {err}");
+    }
+    let err = cfg(
+        None,
+        &[
+            ("APP_MANAGER_DRIVER", "pgsql"),
+            ("DATABASE_POSTGRES_POOL_MIN", "5"),
+            ("DATABASE_POSTGRES_POOL_MAX", "2"),
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("DATABASE_POSTGRES_POOL_MIN"),
+        "{err}"
+    );
+    // The memory driver does not look at the databases.
+    assert!(cfg(None, &[("DATABASE_MYSQL_TABLE_NAME", "a.b.c")]).is_ok());
 }

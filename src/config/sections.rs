@@ -489,19 +489,107 @@ impl Default for AdapterConfig {
     }
 }
 
-/// A SQL database (MySQL, Postgres) as far as Switchyard reads it today: the
-/// password (`DATABASE_MYSQL_PASSWORD` / `DATABASE_POSTGRES_PASSWORD`, or
-/// their `_FILE`), held for the database app manager. `Debug` redacts it.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// A SQL database holding apps (Sockudo's `database.mysql` /
+/// `database.postgres` blocks, `DATABASE_MYSQL_*` / `DATABASE_POSTGRES_*`).
+/// `Debug` redacts the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SqlDatabaseConfig {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
     pub password: Option<String>,
+    pub database: String,
+    /// Checked at load: letters, digits and `_` (optionally `schema.table`).
+    pub table_name: String,
+    /// Connections kept open; 0 = none until needed.
+    pub pool_min: u32,
+    /// Most connections at once, at least 1.
+    pub pool_max: u32,
+}
+
+impl SqlDatabaseConfig {
+    /// Sockudo's defaults for MySQL.
+    pub fn mysql() -> Self {
+        SqlDatabaseConfig {
+            host: "localhost".into(),
+            port: 3306,
+            username: "root".into(),
+            password: None,
+            database: "sockudo".into(),
+            table_name: "applications".into(),
+            pool_min: 0,
+            pool_max: 10,
+        }
+    }
+
+    /// Sockudo's defaults, with PostgreSQL's own port and user.
+    pub fn postgres() -> Self {
+        SqlDatabaseConfig {
+            port: 5432,
+            username: "postgres".into(),
+            ..Self::mysql()
+        }
+    }
+}
+
+impl Default for SqlDatabaseConfig {
+    fn default() -> Self {
+        Self::mysql()
+    }
 }
 
 impl fmt::Debug for SqlDatabaseConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqlDatabaseConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("database", &self.database)
+            .field("table_name", &self.table_name)
+            .field("pool_min", &self.pool_min)
+            .field("pool_max", &self.pool_max)
             .finish()
+    }
+}
+
+/// Where apps come from besides the config file and environment
+/// (`APP_MANAGER_DRIVER`, `app_manager.driver`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppManagerDriver {
+    /// The config file and environment only.
+    #[default]
+    Memory,
+    Mysql,
+    Postgres,
+}
+
+impl AppManagerDriver {
+    pub fn name(self) -> &'static str {
+        match self {
+            AppManagerDriver::Memory => "memory",
+            AppManagerDriver::Mysql => "mysql",
+            AppManagerDriver::Postgres => "pgsql",
+        }
+    }
+}
+
+/// The app manager, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppManagerConfig {
+    pub driver: AppManagerDriver,
+    /// Seconds a database app is served before it is read again
+    /// (`app_manager.cache.ttl`, `APP_MANAGER_CACHE_TTL`); 0 = read on
+    /// every lookup (also `app_manager.cache.enabled: false`).
+    pub cache_ttl: u64,
+}
+
+impl Default for AppManagerConfig {
+    fn default() -> Self {
+        AppManagerConfig {
+            driver: AppManagerDriver::Memory,
+            cache_ttl: 300,
+        }
     }
 }
 
@@ -555,6 +643,7 @@ mod tests {
         };
         let sql = SqlDatabaseConfig {
             password: Some("hunter2".into()),
+            ..SqlDatabaseConfig::mysql()
         };
         let debug = format!("{redis:?}{ssl:?}{sql:?}");
         assert!(!debug.contains("hunter2"), "{debug}");

@@ -64,6 +64,43 @@ pub(crate) fn path_prefix(raw: &str) -> Result<String, ConfigError> {
 
 /// Everything except the apps (validated where they are resolved).
 pub(crate) fn globals(c: &Config) -> Result<(), ConfigError> {
+    if let Some(db) = c.database() {
+        let prefix = match c.app_manager.driver {
+            super::AppManagerDriver::Postgres => "DATABASE_POSTGRES",
+            _ => "DATABASE_MYSQL",
+        };
+        let name_ok = |part: &str| {
+            !part.is_empty()
+                && part.len() <= 64
+                && part
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                && !part.starts_with(|ch: char| ch.is_ascii_digit())
+        };
+        let parts: Vec<&str> = db.table_name.split('.').collect();
+        if parts.len() > 2 || !parts.iter().all(|p| name_ok(p)) {
+            return Err(ConfigError::invalid(
+                format!("{prefix}_TABLE_NAME"),
+                format!(
+                    "{:?} is not a table name: letters, digits and _ (not first), at most 64, \
+                     optionally schema.table",
+                    db.table_name
+                ),
+            ));
+        }
+        if db.pool_max == 0 {
+            return Err(ConfigError::invalid(
+                format!("{prefix}_POOL_MAX"),
+                "must be at least 1",
+            ));
+        }
+        if db.pool_min > db.pool_max {
+            return Err(ConfigError::invalid(
+                format!("{prefix}_POOL_MIN"),
+                format!("must not exceed the pool's maximum ({})", db.pool_max),
+            ));
+        }
+    }
     let limits = [
         (
             c.channel_limits.max_name_length,

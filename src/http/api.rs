@@ -171,11 +171,7 @@ async fn check_backend_budget(
     app: &App,
     events: usize,
 ) -> Result<(), ApiError> {
-    if state
-        .app_limiters
-        .allow_events(&app.id, events as u32)
-        .await
-    {
+    if state.app_limiters.allow_events(app, events as u32).await {
         return Ok(());
     }
     app.stats.rate_limited(RateLimit::BackendEvent);
@@ -193,7 +189,7 @@ async fn check_backend_budget(
 
 /// Spend one read from the app's read budget, or refuse with 429.
 async fn check_read_budget(state: &ServerState, app: &App) -> Result<(), ApiError> {
-    if state.app_limiters.allow_read(&app.id).await {
+    if state.app_limiters.allow_read(app).await {
         return Ok(());
     }
     app.stats.rate_limited(RateLimit::ReadRequest);

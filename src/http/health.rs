@@ -46,7 +46,7 @@ pub async fn live() -> HttpResponse {
 /// `REDIS_UNAVAILABLE` as for `/up`.
 pub async fn up_app(path: web::Path<String>, state: web::Data<ServerState>) -> HttpResponse {
     use actix_web::http::StatusCode;
-    match state.apps.by_id(&path) {
+    match state.apps.find_by_id(&path).await {
         Some(app) if app.enabled => {
             cluster_down(&state).unwrap_or_else(|| health(StatusCode::OK, "OK"))
         }
@@ -117,6 +117,7 @@ pub async fn usage(state: web::Data<ServerState>) -> Result<HttpResponse, ApiErr
     let apps: serde_json::Map<String, serde_json::Value> = state
         .apps
         .all()
+        .iter()
         .map(|app| (app.id.to_string(), app.connection_count().into()))
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({

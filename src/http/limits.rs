@@ -395,6 +395,10 @@ where
 pub struct AppLimiters {
     backend: HashMap<Arc<str>, Budget>,
     read: HashMap<Arc<str>, Budget>,
+    /// Database apps' budgets, made on first use and again when the app's
+    /// limit changes: (publishes?, app id) → (limit, budget).
+    #[allow(clippy::type_complexity)]
+    later: std::sync::Mutex<HashMap<(bool, Arc<str>), (u32, Arc<Budget>)>>,
     shared: Option<Arc<RedisLimiter>>,
 }
 
@@ -424,7 +428,7 @@ impl Budget {
 impl AppLimiters {
     pub fn new(apps: &AppStore, shared: Option<Arc<RedisLimiter>>) -> AppLimiters {
         let mut limiters = AppLimiters::default();
-        for app in apps.all() {
+        for app in &apps.all() {
             let limits = &app.limits;
             let (id, redis) = (&app.id, shared.as_ref());
             if let Some(b) = Budget::per_second(
@@ -449,13 +453,51 @@ impl AppLimiters {
     }
 
     /// Take `events` publishes from the app's budget; `false` = refuse (429).
-    pub async fn allow_events(&self, app_id: &str, events: u32) -> bool {
-        self.allow(self.backend.get(app_id), events).await
+    pub async fn allow_events(&self, app: &App, events: u32) -> bool {
+        match self.backend.get(&*app.id) {
+            Some(budget) => self.allow(Some(budget), events).await,
+            None => {
+                let budget = self.later(true, app);
+                self.allow(budget.as_deref(), events).await
+            }
+        }
     }
 
     /// Take one read request from the app's budget.
-    pub async fn allow_read(&self, app_id: &str) -> bool {
-        self.allow(self.read.get(app_id), 1).await
+    pub async fn allow_read(&self, app: &App) -> bool {
+        match self.read.get(&*app.id) {
+            Some(budget) => self.allow(Some(budget), 1).await,
+            None => {
+                let budget = self.later(false, app);
+                self.allow(budget.as_deref(), 1).await
+            }
+        }
+    }
+
+    /// The budget of an app not known at start (a database app), as its
+    /// current limit says; `None` when it has none.
+    fn later(&self, publishes: bool, app: &App) -> Option<Arc<Budget>> {
+        let (n, scope) = if publishes {
+            (app.limits.max_backend_events_per_second, "backend_events")
+        } else {
+            (app.limits.max_read_requests_per_second, "read_requests")
+        };
+        if n == 0 {
+            return None;
+        }
+        let mut later = self.later.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (publishes, app.id.clone());
+        if let Some((limit, budget)) = later.get(&key) {
+            if *limit == n {
+                return Some(budget.clone());
+            }
+        }
+        if later.len() >= 20_000 {
+            later.clear();
+        }
+        let budget = Arc::new(Budget::per_second(n, scope, &app.id, self.shared.as_ref())?);
+        later.insert(key, (n, budget.clone()));
+        Some(budget)
     }
 
     async fn allow(&self, budget: Option<&Budget>, n: u32) -> bool {
@@ -528,22 +570,20 @@ mod tests {
         app.limits.max_backend_events_per_second = 3;
         let store = AppStore::new(vec![app, switchyard_actors::app::App::new("b", "k2", "s")]);
         let limiters = AppLimiters::new(&store, None);
-        assert!(limiters.allow_events("a", 2).await);
-        assert!(limiters.allow_events("a", 1).await);
+        let (a, b) = (store.by_id("a").unwrap(), store.by_id("b").unwrap());
+        assert!(limiters.allow_events(&a, 2).await);
+        assert!(limiters.allow_events(&a, 1).await);
         assert!(
-            !limiters.allow_events("a", 1).await,
+            !limiters.allow_events(&a, 1).await,
             "budget of 3 per second is spent"
         );
         assert!(
-            !limiters.allow_events("a", 10).await,
+            !limiters.allow_events(&a, 10).await,
             "more than the burst never passes"
         );
+        assert!(limiters.allow_events(&b, 1000).await, "app without a limit");
         assert!(
-            limiters.allow_events("b", 1000).await,
-            "app without a limit"
-        );
-        assert!(
-            limiters.allow_read("a").await,
+            limiters.allow_read(&a).await,
             "reads are limited separately"
         );
     }

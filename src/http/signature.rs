@@ -144,7 +144,11 @@ async fn check<'r>(
     state: &ServerState,
     app_id: &str,
 ) -> Result<Signed<'r>, ApiError> {
-    let app = state.apps.by_id(app_id).ok_or(ApiError::AppNotFound)?;
+    let app = state
+        .apps
+        .find_by_id(app_id)
+        .await
+        .ok_or(ApiError::AppNotFound)?;
     let body = read_body(payload, state.http_body_limit).await?;
     // Under a `path_prefix` the path as sent comes first; the path without
     // the prefix is what an SDK signs whose prefix is only part of its base

@@ -37,10 +37,10 @@ fn form_value(query: &str, name: &str) -> Option<String> {
 /// origin, app quota (4004), server capacity (4100).
 fn admit(
     state: &ServerState,
-    key: &str,
+    app: Option<Arc<App>>,
     req: &HttpRequest,
 ) -> Result<(Arc<App>, Vec<ConnectionSlot>), PusherError> {
-    let app = state.apps.by_key(key).ok_or(PusherError::AppNotFound)?;
+    let app = app.ok_or(PusherError::AppNotFound)?;
     if !app.enabled {
         return Err(PusherError::AppDisabled);
     }
@@ -72,7 +72,8 @@ pub async fn connect(
     // The socket under this request, recorded at accept: the session closes
     // it itself once the closing handshake is done.
     let conn = req.conn_data::<Conn>().copied().unwrap_or_default();
-    match admit(&state, &key, &req) {
+    let found = state.apps.find_by_key(&key).await;
+    match admit(&state, found, &req) {
         Ok((app, slots)) => {
             let session = Session::new(
                 app,

@@ -95,6 +95,13 @@ impl Shard {
         if !self.cluster_view {
             return;
         }
+        // No other node: nothing to adjust, the list is the cluster's view.
+        if self.cluster.get().is_none() {
+            for listener in self.listeners.iter() {
+                listener.on_cluster_transitions(&self.out, transition::Origin::Local);
+            }
+            return;
+        }
         let mut view = std::mem::take(&mut self.cluster_out);
         for t in &self.out {
             let elsewhere = self.table.remote_count(&t.app_id, &t.channel);

@@ -98,6 +98,18 @@ impl AppStore {
         apps
     }
 
+    /// The id to keep another node's state or events under: a known app's
+    /// own id; with a database, any id (the app may simply not have been
+    /// read here yet, and its channels must still count cluster-wide);
+    /// otherwise `None` (an app this node is not configured with).
+    pub fn cluster_id(&self, id: &str) -> Option<Arc<str>> {
+        match self.by_id(id) {
+            Some(app) => Some(app.id.clone()),
+            None if self.database.is_some() && !id.is_empty() => Some(Arc::from(id)),
+            None => None,
+        }
+    }
+
     /// The configured apps (database apps are not counted).
     pub fn len(&self) -> usize {
         self.by_id.len()

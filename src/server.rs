@@ -196,11 +196,33 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
     if let Some((bridge, _, _)) = &bridge {
         listeners.push(bridge.clone());
     }
-    // Webhooks listen too; nothing starts when no app has any.
+    // The app database connects lazily: down now, it is retried (and logged
+    // once) while the server runs; only its apps are refused meanwhile.
+    let cache_ttl = Duration::from_secs(config.app_manager.cache_ttl);
+    let database_ttl = config.database().map(|_| cache_ttl);
+    // Which apps have webhooks: the configured ones now, database apps as
+    // their rows are read (any row may have some, so webhooks then run).
+    let directory = Arc::new(crate::webhooks::directory::Directory::new(
+        &config.webhooks,
+        &config.apps,
+        database_ttl,
+    ));
+    let database = config.database().map(|db| {
+        Arc::new(
+            crate::apps::database::AppDatabase::new(
+                config.app_manager.driver,
+                db,
+                cache_ttl,
+                config.global_app_limits(),
+            )
+            .with_webhooks(directory.clone()),
+        )
+    });
+    // Webhooks listen too; nothing starts when no app can have any.
     // QUEUE_DRIVER=redis: the queue must work before anything is accepted;
     // webhooks are never silently off or silently not durable.
     let store = match config.webhooks.queue {
-        QueueDriver::Redis if !config.webhooks.apps.is_empty() => {
+        QueueDriver::Redis if !directory.is_idle() => {
             let store = crate::webhooks::store::Store::connect(
                 &config.redis,
                 &config.adapter.prefix,
@@ -224,30 +246,26 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         let horizon = health.node_timeout + health.cleanup_interval + Duration::from_secs(1);
         (bridge.members(), horizon)
     });
-    let webhooks =
-        match crate::webhooks::Webhooks::start(&config.webhooks, &config.apps, store, cluster_view)
-        {
-            Some((webhooks, listener)) => {
-                listeners.push(listener);
-                Some(webhooks)
-            }
-            None => None,
-        };
+    let webhooks = match crate::webhooks::Webhooks::start(
+        &config.webhooks,
+        directory,
+        database.clone(),
+        store,
+        cluster_view,
+    ) {
+        Some((webhooks, listener)) => {
+            listeners.push(listener);
+            Some(webhooks)
+        }
+        None => None,
+    };
     let registry = Registry::start(
         shards,
         Duration::from_secs(config.channel_limits.cache_ttl.max(1)),
         listeners,
     );
     let mut apps = AppStore::new(std::mem::take(&mut config.apps));
-    // The app database connects lazily: down now, it is retried (and logged
-    // once) while the server runs; only its apps are refused meanwhile.
-    if let Some(db) = config.database() {
-        let database = Arc::new(crate::apps::database::AppDatabase::new(
-            config.app_manager.driver,
-            db,
-            Duration::from_secs(config.app_manager.cache_ttl),
-            config.global_app_limits(),
-        ));
+    if let Some(database) = database {
         actix_web::rt::spawn(database.clone().prepare());
         apps = apps.with_database(database);
     }

@@ -9,6 +9,9 @@
 
 mod common;
 
+use common::cluster::{acquainted, node_with};
+use common::receiver::Receiver;
+use common::redis::RedisServer;
 use common::*;
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::postgres::PgPoolOptions;
@@ -371,11 +374,12 @@ async fn sockudo_table(kind: Kind, test: &str) {
     };
     db.exec(&create.replace("{table}", &table)).await;
     // Flat columns say 100 connections and no client events; the policy
-    // (which wins) says one connection and client events on. The webhooks
-    // column is not used yet (a warning says so).
+    // (which wins) says one connection and client events on. The policy
+    // has no webhooks: the webhooks column's are used.
     let policy = r#"{"limits": {"max_connections": 1, "max_client_events_per_second": 0},
         "features": {"enable_client_messages": true}, "channels": {}}"#;
-    let webhooks = r#"[{"url": "http://127.0.0.1:9/hook", "event_types": ["channel_occupied"]}]"#;
+    let rx = Receiver::start().await;
+    let webhooks = hook(&rx, &["channel_occupied"]).to_string();
     db.exec(&format!(
         "INSERT INTO {table} (id, {}, secret, max_connections, enable_client_messages, enabled, \
          max_client_events_per_second, policy, webhooks, allowed_origins) VALUES \
@@ -402,11 +406,12 @@ async fn sockudo_table(kind: Kind, test: &str) {
         .get("/channels", &[])
         .await
         .assert_ok();
-    server
-        .wait_for_logs("webhooks warning", Duration::from_secs(5), |l| {
-            l.contains("webhooks in the database are not used yet")
-        })
-        .await;
+    rx.wait_delivered(Duration::from_secs(5), "channel_occupied", |e| {
+        e.iter()
+            .any(|e| e["name"] == "channel_occupied" && e["channel"] == channel)
+    })
+    .await;
+    rx.requests()[0].assert_signed("sockudo-key", "sockudo-secret");
     // Never altered: the table keeps Sockudo's extra columns.
     assert_eq!(db.columns(&table).await.len(), 26);
     db.exec(&format!("DROP TABLE {table}")).await;
@@ -470,4 +475,345 @@ async fn mysql_unreachable_at_start_up_refuses_unknown_keys_without_hanging() {
 #[tokio::test]
 async fn postgres_unreachable_at_start_up_refuses_unknown_keys_without_hanging() {
     unreachable(Kind::Postgres, "pg_down").await;
+}
+
+/// `UPDATE … SET {column} = '{json}'` for a JSON column of `kind`.
+fn set_json(table: &str, column: &str, json: &serde_json::Value) -> String {
+    let text = json.to_string().replace('\'', "''");
+    format!("UPDATE {table} SET {column} = '{text}' WHERE id = 'hook-app'")
+}
+
+/// Insert the app `hook-app` (key `hook-key`, secret `hook-secret`) with
+/// `webhooks` in its webhooks column.
+async fn insert_hook_app(db: &Db, kind: Kind, table: &str, webhooks: &serde_json::Value) {
+    db.exec(&insert(
+        kind,
+        table,
+        "hook-app",
+        "hook-key",
+        "hook-secret",
+        0,
+    ))
+    .await;
+    db.exec(&set_json(table, "webhooks", webhooks)).await;
+}
+
+fn hook(rx: &Receiver, events: &[&str]) -> serde_json::Value {
+    serde_json::json!([{"url": rx.url("/"), "event_types": events}])
+}
+
+/// The channels `rx` was told `name` about, in order.
+fn told(rx: &Receiver, name: &str) -> Vec<String> {
+    rx.delivered()
+        .iter()
+        .filter(|e| e["name"] == name)
+        .map(|e| e["channel"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Wait until `rx` was told `name` about `channel`; the request carrying
+/// it is signed with `secret`.
+async fn expect_told(rx: &Receiver, name: &str, channel: &str, secret: &str) {
+    rx.wait_delivered(Duration::from_secs(5), &format!("{name} {channel}"), |e| {
+        e.iter()
+            .any(|e| e["name"] == name && e["channel"] == channel)
+    })
+    .await;
+    let request = rx
+        .requests()
+        .into_iter()
+        .find(|r| {
+            r.events()
+                .iter()
+                .any(|e| e["name"] == name && e["channel"] == channel)
+        })
+        .unwrap();
+    request.assert_signed("hook-key", secret);
+}
+
+/// An app's webhooks come from its row — the `webhooks` column, or
+/// `policy.webhooks`, which wins — and a change to them (another receiver,
+/// other events, a rotated secret, invalid JSON) applies within the TTL to
+/// channels of sockets that were open all along.
+async fn webhooks_from_the_row(kind: Kind, test: &str) {
+    let Some(db) = Db::open(kind).await else {
+        return;
+    };
+    let table = table(test);
+    db.exec(&format!("DROP TABLE IF EXISTS {table}")).await;
+    let (rx1, rx2) = (Receiver::start().await, Receiver::start().await);
+    let mut env = env_for(kind, &table, None);
+    env.push(("WEBHOOK_LEAVE_GRACE_MS".into(), "0".into()));
+    env.push(("WEBHOOK_BATCHING_ENABLED".into(), "false".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = Server::start(&env).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !db.has_table(&table).await {
+        assert!(Instant::now() < deadline, "table not created");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    insert_hook_app(
+        &db,
+        kind,
+        &table,
+        &hook(&rx1, &["channel_occupied", "channel_vacated"]),
+    )
+    .await;
+
+    let mut ws = server.connect_key("hook-key").await;
+    ws.subscribe("public-a").await;
+    expect_told(&rx1, "channel_occupied", "public-a", "hook-secret").await;
+    ws.unsubscribe("public-a").await;
+    expect_told(&rx1, "channel_vacated", "public-a", "hook-secret").await;
+
+    // Another receiver, occupied only: the socket open all along, and no
+    // new connection or API call to read the row again.
+    db.exec(&set_json(
+        &table,
+        "webhooks",
+        &hook(&rx2, &["channel_occupied"]),
+    ))
+    .await;
+    past_ttl().await;
+    ws.subscribe("public-b").await;
+    expect_told(&rx2, "channel_occupied", "public-b", "hook-secret").await;
+    ws.unsubscribe("public-b").await;
+
+    // policy.webhooks wins over the column.
+    let policy = serde_json::json!({"webhooks": hook(&rx1, &["channel_occupied"])});
+    db.exec(&set_json(&table, "policy", &policy)).await;
+    past_ttl().await;
+    ws.subscribe("public-c").await;
+    expect_told(&rx1, "channel_occupied", "public-c", "hook-secret").await;
+
+    // A rotated secret signs the next requests.
+    db.exec(&format!(
+        "UPDATE {table} SET secret = 'rotated' WHERE id = 'hook-app'"
+    ))
+    .await;
+    past_ttl().await;
+    ws.subscribe("public-d").await;
+    expect_told(&rx1, "channel_occupied", "public-d", "rotated").await;
+
+    // Invalid webhooks: the app is served without them, and says why.
+    let bad = serde_json::json!([{"url": "ftp://nowhere", "event_types": ["channel_occupied"]}]);
+    db.exec(&format!(
+        "UPDATE {table} SET policy = NULL WHERE id = 'hook-app'"
+    ))
+    .await;
+    db.exec(&set_json(&table, "webhooks", &bad)).await;
+    past_ttl().await;
+    ws.subscribe("public-e").await;
+    let mut second = server.connect_key("hook-key").await;
+    second.subscribe("public-f").await;
+    server
+        .wait_for_logs("invalid webhooks", Duration::from_secs(5), |l| {
+            l.contains("app_webhooks_invalid") || l.contains("served without webhooks")
+        })
+        .await;
+    // Webhooks back on rx2: what happens from now on is told again.
+    db.exec(&set_json(
+        &table,
+        "webhooks",
+        &hook(&rx2, &["channel_occupied"]),
+    ))
+    .await;
+    past_ttl().await;
+    ws.subscribe("public-g").await;
+    expect_told(&rx2, "channel_occupied", "public-g", "rotated").await;
+
+    assert_eq!(
+        told(&rx1, "channel_occupied"),
+        ["public-a", "public-c", "public-d"]
+    );
+    assert_eq!(told(&rx1, "channel_vacated"), ["public-a"]);
+    assert_eq!(told(&rx2, "channel_occupied"), ["public-b", "public-g"]);
+    assert!(told(&rx2, "channel_vacated").is_empty());
+    db.exec(&format!("DROP TABLE {table}")).await;
+}
+
+#[tokio::test]
+async fn mysql_webhooks_come_from_the_row_and_follow_its_changes() {
+    webhooks_from_the_row(Kind::Mysql, "mysql_hooks").await;
+}
+
+#[tokio::test]
+async fn postgres_webhooks_come_from_the_row_and_follow_its_changes() {
+    webhooks_from_the_row(Kind::Postgres, "pg_hooks").await;
+}
+
+/// Two nodes, one database app with a webhook, sockets only on node A:
+/// node B never served the app, yet it keeps A's state of it (its API
+/// lists A's channels) and tells the changes of the channels it owns (it
+/// reads the app itself), so each channel is told once.
+#[tokio::test]
+async fn a_node_that_never_served_a_database_app_still_tells_its_channels() {
+    let Some(db) = Db::open(Kind::Mysql).await else {
+        return;
+    };
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let table = fresh_table(&db, Kind::Mysql, "mysql_hooks_cluster").await;
+    let rx = Receiver::start().await;
+    insert_hook_app(
+        &db,
+        Kind::Mysql,
+        &table,
+        &hook(&rx, &["channel_occupied", "channel_vacated"]),
+    )
+    .await;
+    let mut env: Vec<(&'static str, String)> = env_for(Kind::Mysql, &table, None)
+        .into_iter()
+        .map(|(k, v)| (&*Box::leak(k.into_boxed_str()), v))
+        .collect();
+    env.extend([
+        ("WEBHOOK_LEAVE_GRACE_MS", "0".to_string()),
+        ("CLUSTER_HEALTH_HEARTBEAT_INTERVAL", "200".into()),
+        ("CLUSTER_HEALTH_NODE_TIMEOUT", "1000".into()),
+        ("CLUSTER_HEALTH_CLEANUP_INTERVAL", "200".into()),
+    ]);
+    let a = node_with(&redis, "dbh1:", &env).await;
+    let b = node_with(&redis, "dbh1:", &env).await;
+    acquainted(&a, &b).await;
+    // Past the warm-up: B owns channels.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+
+    let channels: Vec<String> = (0..12).map(|i| format!("public-{i}")).collect();
+    let mut ws = a.connect_key("hook-key").await;
+    for c in &channels {
+        ws.subscribe(c).await;
+    }
+    let all = |name: &'static str| {
+        let channels = channels.clone();
+        move |e: &[serde_json::Value]| {
+            channels
+                .iter()
+                .all(|c| e.iter().any(|e| e["name"] == name && e["channel"] == *c))
+        }
+    };
+    // B kept A's state of the app it had not read: its API lists them all.
+    let api_b = b.api_for("hook-app", "hook-key", "hook-secret");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let listed = api_b.get("/channels", &[]).await.assert_ok();
+        if channels.iter().all(|c| listed["channels"].get(c).is_some()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B lists {listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rx.wait_delivered(
+        Duration::from_secs(5),
+        "every channel occupied",
+        all("channel_occupied"),
+    )
+    .await;
+    for c in &channels {
+        ws.unsubscribe(c).await;
+    }
+    rx.wait_delivered(
+        Duration::from_secs(5),
+        "every channel vacated",
+        all("channel_vacated"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for name in ["channel_occupied", "channel_vacated"] {
+        let mut seen = told(&rx, name);
+        seen.sort();
+        let mut want = channels.clone();
+        want.sort();
+        assert_eq!(seen, want, "{name}: each channel once");
+    }
+    for r in rx.requests() {
+        r.assert_signed("hook-key", "hook-secret");
+    }
+    db.exec(&format!("DROP TABLE {table}")).await;
+}
+
+/// A new table of the test's own, created as the server would.
+async fn fresh_table(db: &Db, kind: Kind, test: &str) -> String {
+    let table = table(test);
+    db.exec(&format!("DROP TABLE IF EXISTS {table}")).await;
+    db.exec(&create_table_sql(kind, &table)).await;
+    table
+}
+
+/// Sockudo's table, as the server would create it.
+fn create_table_sql(kind: Kind, table: &str) -> String {
+    use switchyard::config::AppManagerDriver;
+    let driver = match kind {
+        Kind::Mysql => AppManagerDriver::Mysql,
+        Kind::Postgres => AppManagerDriver::Postgres,
+    };
+    switchyard::apps::database::create_table_sql(driver, table)
+}
+
+/// `QUEUE_DRIVER=redis` with a database app: events queued in Redis when
+/// the node is killed are delivered after the restart before the app has
+/// anything new to tell (its lanes start from the lists in Redis).
+#[tokio::test]
+async fn queued_events_of_a_database_app_are_delivered_after_a_restart() {
+    use common::receiver::Reply;
+    let Some(db) = Db::open(Kind::Postgres).await else {
+        return;
+    };
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let table = fresh_table(&db, Kind::Postgres, "pg_hooks_queue").await;
+    let rx = Receiver::start().await;
+    rx.then(Reply::Status(503));
+    let hooks = serde_json::json!([{"url": rx.url("/"), "event_types": ["channel_occupied"],
+        "retry": {"initial_backoff_ms": 200, "max_backoff_ms": 400}}]);
+    insert_hook_app(&db, Kind::Postgres, &table, &hooks).await;
+    let mut env = env_for(Kind::Postgres, &table, None);
+    env.extend([
+        ("QUEUE_DRIVER".to_string(), "redis".to_string()),
+        ("REDIS_URL".into(), redis.url()),
+        ("DATABASE_REDIS_KEY_PREFIX".into(), "dbq1:".into()),
+        ("INSTANCE_PROCESS_ID".into(), "db-queue-node".into()),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut server = Server::start(&env).await;
+    let mut ws = server.connect_key("hook-key").await;
+    let channels: Vec<String> = (0..5).map(|i| format!("queued-{i}")).collect();
+    for c in &channels {
+        ws.subscribe(c).await;
+    }
+    rx.wait_requests(1, Duration::from_secs(5)).await;
+    let queued = || -> i64 {
+        redis
+            .keys("dbq1:webhooks:*")
+            .iter()
+            .filter(|k| !k.ends_with(":owner") && !k.ends_with(":dead"))
+            .map(|k| match redis.command(&["LLEN", k]) {
+                common::redis::Reply::Integer(n) => n,
+                other => panic!("LLEN {k}: {other:?}"),
+            })
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while queued() < 5 {
+        assert!(Instant::now() < deadline, "only {} of 5 in Redis", queued());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.signal("KILL");
+    assert!(server.wait_exit(Duration::from_secs(5)).await.is_some());
+    drop(ws);
+    rx.then(Reply::Status(200));
+    // No socket, no API call: nothing but the lists makes the app read.
+    let restarted = Server::start(&env).await;
+    rx.wait_delivered(Duration::from_secs(10), "every queued event", |e| {
+        channels
+            .iter()
+            .all(|c| e.iter().any(|e| e["channel"] == c.as_str()))
+    })
+    .await;
+    for r in rx.requests() {
+        r.assert_signed("hook-key", "hook-secret");
+    }
+    drop(restarted);
+    db.exec(&format!("DROP TABLE {table}")).await;
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::node_with;
+use common::cluster::{acquainted, node_with};
 use common::redis::RedisServer;
 use common::*;
 use serde_json::{json, Value};
@@ -166,13 +166,7 @@ async fn online_means_on_any_node_and_a_killed_nodes_users_go_offline() {
     let a = node_with(&redis, "wl1:", &env).await;
     let b = node_with(&redis, "wl1:", &env).await;
     // The nodes know each other (and so each other's state).
-    let mut probe = a.connect().await;
-    probe.subscribe("probe").await;
-    b.api()
-        .wait_channel_info("probe", "subscription_count", |v| {
-            v["subscription_count"] == 1
-        })
-        .await;
+    acquainted(&a, &b).await;
 
     let mut bob_on_a = a.connect().await;
     bob_on_a.signin(&user("bob", &[])).await;
@@ -204,5 +198,5 @@ async fn online_means_on_any_node_and_a_killed_nodes_users_go_offline() {
     );
     ada.expect_silence(SILENCE).await;
     eve.expect_silence(SILENCE).await;
-    drop((dora, carl_on_a, carl_on_b, probe));
+    drop((dora, carl_on_a, carl_on_b));
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::node_with;
+use common::cluster::{acquainted, node_with};
 use common::receiver::Receiver;
 use common::redis::RedisServer;
 use common::*;
@@ -45,16 +45,7 @@ fn count_user(events: &[Value], name: &str, channel: &str, user: &str) -> usize 
 
 /// Both nodes know each other and have warmed up (they own channels).
 async fn warmed_up(a: &Server, b: &Server) {
-    for (x, y) in [(a, b), (b, a)] {
-        let mut ws = x.connect().await;
-        ws.subscribe("warm-up").await;
-        y.api()
-            .wait_channel_info("warm-up", "subscription_count", |v| {
-                v["subscription_count"] == 1
-            })
-            .await;
-        ws.close().await;
-    }
+    acquainted(a, b).await;
     tokio::time::sleep(ms(1300)).await;
 }
 

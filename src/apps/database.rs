@@ -24,6 +24,7 @@ use sqlx::{Column, Row};
 use switchyard_actors::app::{App, AppLimits, AppRuntime};
 
 use crate::config::{app_from_row, AppManagerDriver, AppRow, SqlDatabaseConfig};
+use crate::webhooks::directory::Directory;
 
 /// The longest a lookup waits for the database (a connection and the query).
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -132,8 +133,6 @@ struct Cache {
     by_key: HashMap<String, Entry>,
     /// Each app id's runtime state, for the next version of the app.
     runtimes: HashMap<Arc<str>, AppRuntime>,
-    /// Apps whose unused `webhooks` were warned about.
-    webhooks_warned: HashSet<Arc<str>>,
 }
 
 impl Cache {
@@ -180,6 +179,8 @@ pub struct AppDatabase {
     base: AppLimits,
     cache: Mutex<Cache>,
     health: Mutex<Health>,
+    /// Told each row's webhooks as it is read.
+    webhooks: Option<Arc<Directory>>,
 }
 
 impl AppDatabase {
@@ -257,7 +258,14 @@ impl AppDatabase {
             base,
             cache: Mutex::default(),
             health: Mutex::default(),
+            webhooks: None,
         }
+    }
+
+    /// Tell `directory` the webhooks of each row read.
+    pub fn with_webhooks(mut self, directory: Arc<Directory>) -> AppDatabase {
+        self.webhooks = Some(directory);
+        self
     }
 
     pub fn label(&self) -> &str {
@@ -400,7 +408,12 @@ impl AppDatabase {
     }
 
     /// Cache what a lookup found (`None`: nothing, or an unusable row).
-    fn install(&self, by: By, value: &str, found: Option<(App, bool)>) -> Option<Arc<App>> {
+    fn install(
+        &self,
+        by: By,
+        value: &str,
+        found: Option<(App, Option<serde_json::Value>)>,
+    ) -> Option<Arc<App>> {
         let now = Instant::now();
         let mut cache = self.cache.lock().unwrap();
         cache.prune(now);
@@ -414,13 +427,8 @@ impl AppDatabase {
             );
             return None;
         };
-        if webhooks && cache.webhooks_warned.insert(app.id.clone()) {
-            warn!(
-                event = "app_webhooks_unused", app_id = app.id.as_ref();
-                "app {}: webhooks in the database are not used yet (only those of the config \
-                 file and SOCKUDO_DEFAULT_APP_WEBHOOKS are)",
-                app.id
-            );
+        if let Some(directory) = &self.webhooks {
+            directory.read_from_database(&app, webhooks.as_ref());
         }
         if let Some(earlier) = cache.runtimes.get(&app.id) {
             app.adopt(earlier);

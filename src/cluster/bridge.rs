@@ -667,7 +667,7 @@ impl Node {
             self.stats.set_peers(peers.len() as u64);
             self.bridge.set_members(peers);
         }
-        let Some(app) = self.apps.by_id(e.app_id) else {
+        let Some(app_id) = self.apps.cluster_id(e.app_id) else {
             self.stats.add_dropped(DropReason::UnknownApp, 1);
             return;
         };
@@ -676,7 +676,7 @@ impl Node {
         let frame = ByteString::from(e.frame);
         if let Err(err) = self
             .registry
-            .fan_out_remote(&app.id, e.channel, frame, e.except)
+            .fan_out_remote(&app_id, e.channel, frame, e.except)
             .await
         {
             // Only while the process shuts down.
@@ -770,9 +770,9 @@ impl Node {
                 let channels = channels
                     .into_iter()
                     .filter_map(|c| {
-                        let app = self.apps.by_id(&c.app_id)?;
+                        let app_id = self.apps.cluster_id(&c.app_id)?;
                         Some(RemoteChannelState {
-                            app_id: app.id.clone(),
+                            app_id,
                             channel: Arc::from(c.channel),
                             count: c.count,
                             members: c
@@ -798,10 +798,10 @@ impl Node {
             Control::Terminate {
                 app_id, user_id, ..
             } => {
-                let Some(app) = self.apps.by_id(&app_id) else {
+                let Some(app_id) = self.apps.cluster_id(&app_id) else {
                     return;
                 };
-                if let Err(e) = self.registry.terminate_user_here(&app.id, &user_id).await {
+                if let Err(e) = self.registry.terminate_user_here(&app_id, &user_id).await {
                     debug!("terminate_connections from another node failed: {e}");
                 }
             }
@@ -811,7 +811,7 @@ impl Node {
     /// A delta's change as the registry takes it; `None` for an app this
     /// node does not serve.
     fn transition(&self, c: control::StateChange) -> Option<Transition> {
-        let app = self.apps.by_id(&c.app_id)?;
+        let app_id = self.apps.cluster_id(&c.app_id)?;
         let change = match c.kind {
             ChangeKind::Count { count } => Change::CountChanged { count },
             ChangeKind::MemberAdded { user_id, user_info } => Change::MemberAdded {
@@ -823,7 +823,7 @@ impl Node {
             },
         };
         Some(Transition {
-            app_id: app.id.clone(),
+            app_id,
             channel: Arc::from(c.channel),
             change,
         })

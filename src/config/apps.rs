@@ -325,9 +325,13 @@ pub struct AppRow {
 
 /// A database row as an app, through the same path as the config file's
 /// apps (`policy` flattened, unset limits from `base`, the same checks).
-/// Returns the app and whether the row has webhooks (not served yet).
+/// Returns the app and its webhooks as JSON (parsed by the webhooks'
+/// directory, which serves the app without them if they are invalid).
 /// The error names the column.
-pub fn app_from_row(row: AppRow, base: &AppLimits) -> Result<(App, bool), String> {
+pub fn app_from_row(
+    row: AppRow,
+    base: &AppLimits,
+) -> Result<(App, Option<serde_json::Value>), String> {
     fn num(column: &str, v: Option<i64>) -> Result<Option<u32>, String> {
         v.map(|v| {
             u32::try_from(v).map_err(|_| format!("column {column}: {v} is not in 0-4294967295"))
@@ -345,15 +349,12 @@ pub fn app_from_row(row: AppRow, base: &AppLimits) -> Result<(App, bool), String
                 .map_err(|e| format!("column {column}: {e}")),
         }
     }
-    let webhooks = row
-        .webhooks
-        .as_ref()
-        .is_some_and(|w| !w.is_null() && w.as_array().is_none_or(|a| !a.is_empty()));
     let policy: Option<super::file::FilePolicy> = json("policy", row.policy)?;
-    let policy_webhooks = policy
-        .as_ref()
-        .and_then(|p| p.webhooks.as_ref())
-        .is_some_and(|w| !w.is_null() && w.as_array().is_none_or(|a| !a.is_empty()));
+    // As for the config file's apps: `policy.webhooks` wins when present.
+    let webhooks = match policy.as_ref().and_then(|p| p.webhooks.clone()) {
+        Some(w) if !w.is_null() => Some(w),
+        _ => row.webhooks.filter(|w| !w.is_null()),
+    };
     let spec = FileApp {
         id: row.id,
         key: row.key,
@@ -399,7 +400,7 @@ pub fn app_from_row(row: AppRow, base: &AppLimits) -> Result<(App, bool), String
     let checked = [(AppSource::Database, build(spec, base))];
     validate(&checked).map_err(|e| e.to_string())?;
     let [(_, app)] = checked;
-    Ok((app, webhooks || policy_webhooks))
+    Ok((app, webhooks))
 }
 
 fn build(spec: FileApp, base: &AppLimits) -> App {

@@ -522,7 +522,7 @@ fn database_rows_are_apps_like_the_file_ones() {
         ..AppRow::default()
     };
     let (app, webhooks) = app_from_row(row.clone(), &base).unwrap();
-    assert!(!webhooks);
+    assert_eq!(webhooks, None);
     assert!(app.enabled && app.enable_client_messages);
     assert_eq!(app.limits.max_connections, 5);
     assert_eq!(app.limits.max_event_batch_size, 3);
@@ -540,8 +540,26 @@ fn database_rows_are_apps_like_the_file_ones() {
         })),
         ..row.clone()
     };
+    let column =
+        serde_json::json!([{"url": "https://column.example/", "event_types": ["cache_miss"]}]);
+    let both = AppRow {
+        webhooks: Some(column.clone()),
+        ..with_policy.clone()
+    };
+    let (_, webhooks) = app_from_row(both, &base).unwrap();
+    assert_eq!(
+        webhooks.unwrap()[0]["url"],
+        "https://h.example/hook",
+        "policy.webhooks wins over the column"
+    );
+    let column_only = AppRow {
+        webhooks: Some(column.clone()),
+        ..row.clone()
+    };
+    let (_, webhooks) = app_from_row(column_only, &base).unwrap();
+    assert_eq!(webhooks, Some(column));
     let (app, webhooks) = app_from_row(with_policy, &base).unwrap();
-    assert!(webhooks, "webhooks are reported (not served yet)");
+    assert!(webhooks.is_some());
     assert!(!app.enable_client_messages);
     assert_eq!(app.limits.max_connections, 7);
     assert_eq!(app.limits.max_event_batch_size, 4);

@@ -217,7 +217,7 @@ impl std::str::FromStr for QueueDriver {
 }
 
 /// The global `webhooks` block, resolved, plus every app's targets.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WebhookSettings {
     pub batching: bool,
     /// How long events of one app and webhook gather before they are sent.

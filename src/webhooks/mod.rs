@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod delivery;
+pub mod directory;
 pub mod event;
 pub mod ledger;
 pub mod stats;
@@ -34,21 +35,26 @@ use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 use log::{error, warn};
-use switchyard_actors::app::App;
 use switchyard_actors::protocol::WATCHLIST_CHANNEL;
 use switchyard_actors::registry::{Change, Origin, Transition, TransitionListener};
 use switchyard_actors::socket::SocketId;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::apps::database::AppDatabase;
 use crate::cluster::members::{Member, MembersView};
-use config::{EventKind, EventSet, Target, WebhookSettings};
+use config::{EventKind, Target, WebhookSettings};
 use delivery::{Batching, LaneJob, LANES, LANE_QUEUE};
+use directory::{Directory, Hooks};
 use event::Event;
 use ledger::{Ledger, Told};
 pub use stats::WebhookStats;
 
 /// Inputs queued for the dispatcher before new ones are refused.
 const INBOX: usize = 65_536;
+
+/// An app the dispatcher could not read from the database is not looked
+/// up again for this long (its events are routed as last known).
+pub const LOOKUP_BACKOFF: Duration = Duration::from_secs(5);
 
 enum Input {
     Transitions(Vec<Transition>, Instant),
@@ -67,8 +73,8 @@ enum Input {
 /// blocking a shard.
 pub struct Listener {
     inbox: mpsc::Sender<Input>,
-    /// App id → the event kinds any of its webhooks selects.
-    interest: HashMap<String, EventSet>,
+    /// Which apps want which event kinds.
+    directory: Arc<Directory>,
     stats: Arc<WebhookStats>,
     overflowing: AtomicBool,
 }
@@ -89,9 +95,7 @@ fn kind_of(change: &Change) -> &'static [EventKind] {
 
 impl Listener {
     fn wants(&self, app_id: &str, kinds: &[EventKind]) -> bool {
-        self.interest
-            .get(app_id)
-            .is_some_and(|set| kinds.iter().any(|k| set.contains(*k)))
+        self.directory.may_want(app_id, kinds)
     }
 
     fn queue(&self, input: Input, events: u64) {
@@ -168,14 +172,64 @@ pub struct Webhooks {
     pub stats: Arc<WebhookStats>,
 }
 
-/// One app's webhooks, with the lanes of each.
-struct AppHooks {
-    targets: Arc<[Target]>,
+/// The lanes of one app's webhooks, for the hooks they were opened for.
+struct AppLanes {
+    hooks: Arc<Hooks>,
     lanes: Vec<[mpsc::Sender<Event>; LANES]>,
 }
 
+/// What opening an app's lanes takes.
+struct LaneFactory {
+    batching: Batching,
+    client: reqwest::Client,
+    stats: Arc<WebhookStats>,
+    store: Option<Arc<store::Store>>,
+    /// Held by every lane and the dispatcher: closed when all have ended.
+    alive: mpsc::Sender<()>,
+}
+
+impl LaneFactory {
+    /// Start a lane task per webhook and lane, on the current arbiter.
+    fn open(&self, app_id: &Arc<str>, hooks: Arc<Hooks>) -> AppLanes {
+        let mut lanes = Vec::new();
+        for index in 0..hooks.targets.len() {
+            let name = webhook_name(index, &hooks.targets[index]);
+            let senders = std::array::from_fn(|lane| {
+                let (tx, rx) = mpsc::channel(LANE_QUEUE);
+                let job = LaneJob {
+                    app_id: app_id.clone(),
+                    app_key: hooks.key.clone(),
+                    app_secret: hooks.secret.clone(),
+                    targets: hooks.targets.clone(),
+                    index,
+                    batching: self.batching,
+                    client: self.client.clone(),
+                    stats: self.stats.clone(),
+                    durable: self
+                        .store
+                        .as_ref()
+                        .map(|st| (st.clone(), st.key(app_id, &name, lane))),
+                };
+                let alive = self.alive.clone();
+                actix::spawn(async move {
+                    delivery::run(rx, job).await;
+                    drop(alive);
+                });
+                tx
+            });
+            lanes.push(senders);
+        }
+        AppLanes { hooks, lanes }
+    }
+}
+
 struct Dispatcher {
-    apps: HashMap<String, AppHooks>,
+    /// Lanes of the apps that had events (configured apps: from the start).
+    apps: HashMap<Arc<str>, AppLanes>,
+    directory: Arc<Directory>,
+    /// Reads apps the directory does not know (or no longer trusts).
+    database: Option<Arc<AppDatabase>>,
+    factory: LaneFactory,
     ledger: Ledger,
     stats: Arc<WebhookStats>,
     told: Vec<Told>,
@@ -204,73 +258,42 @@ const PARKED: usize = 100_000;
 
 impl Webhooks {
     /// Start the dispatcher and lanes on an arbiter of their own; `None`
-    /// when no app has webhooks (nothing is started and nothing listens).
+    /// when no app can have webhooks (nothing is started and nothing
+    /// listens). `database`: where apps the directory does not know are
+    /// read (their webhooks with them).
     pub fn start(
         settings: &WebhookSettings,
-        apps: &[App],
+        directory: Arc<Directory>,
+        database: Option<Arc<AppDatabase>>,
         store: Option<Arc<store::Store>>,
         cluster: Option<(MembersView, Duration)>,
     ) -> Option<(Arc<Webhooks>, Arc<Listener>)> {
-        if settings.apps.is_empty() {
+        if directory.is_idle() {
             return None;
         }
         let stats = Arc::new(WebhookStats::default());
         let (inbox, rx) = mpsc::channel(INBOX);
         let (alive, finished) = mpsc::channel::<()>(1);
         let arbiter = actix::Arbiter::new();
-        let client = delivery::client();
-        let batching = Batching {
-            enabled: settings.batching,
-            duration: settings.batch_duration,
-            size: settings.batch_size,
+        let factory = LaneFactory {
+            batching: Batching {
+                enabled: settings.batching,
+                duration: settings.batch_duration,
+                size: settings.batch_size,
+            },
+            client: delivery::client(),
+            stats: stats.clone(),
+            store: store.clone(),
+            alive,
         };
-        let mut interest = HashMap::new();
-        let mut lanes_to_start = Vec::new();
-        let mut hooks = HashMap::new();
-        for app in apps {
-            let Some(targets) = settings.apps.get(app.id.as_ref()) else {
-                continue;
-            };
-            let set = targets
-                .iter()
-                .fold(EventSet::default(), |s, t| s.union(t.events));
-            interest.insert(app.id.to_string(), set);
-            let mut lanes = Vec::new();
-            for index in 0..targets.len() {
-                let name = webhook_name(index, &targets[index]);
-                let senders = std::array::from_fn(|lane| {
-                    let (tx, rx) = mpsc::channel(LANE_QUEUE);
-                    let job = LaneJob {
-                        app_id: app.id.clone(),
-                        app_key: Arc::from(app.key.as_str()),
-                        app_secret: Arc::from(app.secret.expose()),
-                        targets: targets.clone(),
-                        index,
-                        batching,
-                        client: client.clone(),
-                        stats: stats.clone(),
-                        durable: store
-                            .as_ref()
-                            .map(|st| (st.clone(), st.key(&app.id, &name, lane))),
-                    };
-                    lanes_to_start.push((rx, job));
-                    tx
-                });
-                lanes.push(senders);
-            }
-            hooks.insert(
-                app.id.to_string(),
-                AppHooks {
-                    targets: targets.clone(),
-                    lanes,
-                },
-            );
-        }
         let (view, horizon) =
             cluster.unwrap_or_else(|| (MembersView::alone(rand::random()), Duration::ZERO));
         let known = view.members.borrow().clone();
         let dispatcher = Dispatcher {
-            apps: hooks,
+            apps: HashMap::new(),
+            directory: directory.clone(),
+            database,
+            factory,
             ledger: Ledger::new(settings.leave_grace),
             stats: stats.clone(),
             told: Vec::new(),
@@ -280,20 +303,10 @@ impl Webhooks {
             horizon,
             parked_overflow: false,
         };
-        for (rx, job) in lanes_to_start {
-            let alive = alive.clone();
-            arbiter.spawn(async move {
-                delivery::run(rx, job).await;
-                drop(alive);
-            });
-        }
-        arbiter.spawn(async move {
-            dispatcher.run(rx).await;
-            drop(alive);
-        });
+        arbiter.spawn(dispatcher.run(rx));
         let listener = Arc::new(Listener {
             inbox: inbox.clone(),
-            interest,
+            directory,
             stats: stats.clone(),
             overflowing: AtomicBool::new(false),
         });
@@ -335,7 +348,41 @@ impl Webhooks {
 }
 
 impl Dispatcher {
+    /// Runs until the drain (or every input sender is gone); dropping
+    /// `self` then closes the lanes' queues and the `alive` sender.
     async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        // Configured apps' lanes start now: a durable queue may hold what
+        // an earlier run could not deliver.
+        for (app_id, hooks) in self.directory.configured() {
+            let lanes = self.factory.open(&app_id, hooks);
+            self.apps.insert(app_id, lanes);
+        }
+        // Database apps whose lists hold such events: read them and start
+        // their lanes too, without waiting for their next event.
+        if let (Some(store), Some(database)) = (&self.factory.store, &self.database) {
+            let ids = match store.apps_with_lists().await {
+                Ok(ids) => ids,
+                Err(e) => {
+                    warn!(
+                        event = "webhook_queue_scan_failed";
+                        "could not list the webhook queue's lists ({e}): events an earlier run \
+                         left for database apps are sent with those apps' next events"
+                    );
+                    Vec::new()
+                }
+            };
+            for id in ids {
+                if self.apps.contains_key(id.as_str()) {
+                    continue;
+                }
+                let id: Arc<str> = Arc::from(id);
+                let _ = database.find_by_id(&id).await;
+                if let Some(hooks) = self.directory.hooks(&id) {
+                    let lanes = self.factory.open(&id, hooks);
+                    self.apps.insert(id, lanes);
+                }
+            }
+        }
         let mut members = self.view.members.clone();
         loop {
             let next = self.ledger.next_due();
@@ -359,6 +406,7 @@ impl Dispatcher {
                         if let Input::Drain(other) = input {
                             let _ = other.send(());
                         } else {
+                            self.read_apps(&input).await;
                             self.handle(input);
                         }
                     }
@@ -376,8 +424,39 @@ impl Dispatcher {
                     let _ = done.send(());
                     return;
                 }
-                Some(input) => self.handle(input),
+                Some(input) => {
+                    self.read_apps(&input).await;
+                    self.handle(input);
+                }
                 None => return,
+            }
+        }
+    }
+
+    /// Read from the database the apps of `input` that the directory does
+    /// not know or no longer trusts, so their current webhooks decide.
+    /// In order with everything else: the ledger sees each channel's
+    /// transitions as they happened. A lookup waits at most the database's
+    /// lookup timeout, and not at all while it is known to be down.
+    async fn read_apps(&mut self, input: &Input) {
+        let Some(database) = &self.database else {
+            return;
+        };
+        let now = Instant::now();
+        let mut ids: Vec<&Arc<str>> = match input {
+            Input::Transitions(batch, _) => batch.iter().map(|t| &t.app_id).collect(),
+            Input::ClientEvent { app_id, .. } => vec![app_id],
+            Input::Drain(_) => return,
+        };
+        ids.dedup();
+        for id in ids {
+            if !self.directory.needs_lookup(id, now) {
+                continue;
+            }
+            // Reading the row refreshes the directory (see AppDatabase).
+            let _ = database.find_by_id(id).await;
+            if self.directory.needs_lookup(id, Instant::now()) {
+                self.directory.keep(id);
             }
         }
     }
@@ -523,13 +602,25 @@ impl Dispatcher {
         }
     }
 
-    /// Hand `e` to the lane of each webhook of the app that wants it.
-    fn send(&self, app_id: &str, e: Event) {
-        let Some(hooks) = self.apps.get(app_id) else {
+    /// Hand `e` to the lane of each webhook of the app that wants it,
+    /// opening the app's lanes first when its webhooks are new or changed
+    /// (lanes of the old ones finish what they hold, then end).
+    fn send(&mut self, app_id: &Arc<str>, e: Event) {
+        let Some(hooks) = self.directory.hooks(app_id) else {
+            self.apps.remove(app_id);
             return;
         };
+        let current = self
+            .apps
+            .get(app_id)
+            .is_some_and(|a| Arc::ptr_eq(&a.hooks, &hooks));
+        if !current {
+            let lanes = self.factory.open(app_id, hooks);
+            self.apps.insert(app_id.clone(), lanes);
+        }
+        let app = &self.apps[app_id];
         let lane = delivery::lane_of(&e.channel);
-        for (target, lanes) in hooks.targets.iter().zip(&hooks.lanes) {
+        for (target, lanes) in app.hooks.targets.iter().zip(&app.lanes) {
             if !target.wants(e.kind, &e.channel) {
                 continue;
             }
@@ -538,7 +629,7 @@ impl Dispatcher {
                 Err(_) => {
                     self.stats.add_dropped(1);
                     error!(
-                        event = "webhook_dead_letter", app_id = app_id,
+                        event = "webhook_dead_letter", app_id = &**app_id,
                         url = delivery::shown(&target.url).as_str(), events = 1,
                         body = &*e.json;
                         "webhook to {} dropped: {LANE_QUEUE} events already wait for it",

@@ -98,6 +98,47 @@ impl Store {
         format!("{}webhooks:{app_id}:{webhook}:{lane}", self.prefix)
     }
 
+    /// The apps that have lane lists (events an earlier run left), so
+    /// their lanes can start before the apps have anything new to tell.
+    pub async fn apps_with_lists(&self) -> Result<Vec<String>, redis::RedisError> {
+        let head = format!("{}webhooks:", self.prefix);
+        let pattern = format!("{head}*");
+        let mut conn = self.conn.clone();
+        let mut cursor = 0u64;
+        let mut apps = std::collections::BTreeSet::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .timed(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            for key in keys {
+                // <prefix>webhooks:<app id>:<webhook>:<lane>; app ids may
+                // hold ':', webhook names and lanes do not.
+                let Some(rest) = key.strip_prefix(&head) else {
+                    continue;
+                };
+                let mut parts = rest.rsplitn(3, ':');
+                let (lane, webhook, app) = (parts.next(), parts.next(), parts.next());
+                if let (Some(lane), Some(_), Some(app)) = (lane, webhook, app) {
+                    if lane.parse::<usize>().is_ok() {
+                        apps.insert(app.to_string());
+                    }
+                }
+            }
+            if next == 0 {
+                return Ok(apps.into_iter().collect());
+            }
+            cursor = next;
+        }
+    }
+
     fn ok<T>(&self, r: Result<T, redis::RedisError>) -> Result<T, redis::RedisError> {
         match &r {
             Ok(_) => {

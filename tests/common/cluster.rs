@@ -40,3 +40,18 @@ pub async fn node_tcp_ready(url: &str, prefix: &str) -> Server {
     env.extend(borrowed(&cluster));
     Server::start_ready(&env, None, Ready::TcpOpen).await
 }
+
+/// Wait until each node sees a subscription made on the other (they know
+/// each other, so each other's state), with the standard test app.
+pub async fn acquainted(a: &Server, b: &Server) {
+    for (x, y) in [(a, b), (b, a)] {
+        let mut ws = x.connect().await;
+        ws.subscribe("acquainted").await;
+        y.api()
+            .wait_channel_info("acquainted", "subscription_count", |v| {
+                v["subscription_count"] == 1
+            })
+            .await;
+        ws.close().await;
+    }
+}

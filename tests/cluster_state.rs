@@ -207,7 +207,8 @@ async fn the_channel_api_of_any_node_reports_the_whole_cluster() {
 }
 
 #[tokio::test]
-async fn terminate_connections_and_send_to_user_reach_the_users_sockets_on_every_node() {
+async fn terminate_connections_force_reconnect_and_send_to_user_reach_the_users_sockets_on_every_node(
+) {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
@@ -244,6 +245,12 @@ async fn terminate_connections_and_send_to_user_reach_the_users_sockets_on_every
         ws.expect_close(4009).await;
     }
     bob_b.assert_alive().await;
+
+    // force_reconnect through A: bob, on B, is told to reconnect (4200).
+    let r = a.api().post("/users/7/force_reconnect", "{}").await;
+    assert_eq!(r.status, 200, "{:?}", r.text);
+    bob_b.expect_error(4200).await;
+    bob_b.expect_close(4200).await;
 }
 
 #[tokio::test]

@@ -166,6 +166,46 @@ async fn terminate_connections_closes_every_socket_of_the_user_with_4009() {
     bob.assert_alive().await;
 }
 
+/// Sockudo's `force_reconnect`: the user's sockets get 4200 ("reconnect
+/// immediately"), not 4009; others stay; it must be signed like any call.
+#[tokio::test]
+async fn force_reconnect_closes_every_socket_of_the_user_with_4200() {
+    let server = Server::start_app(&[]).await;
+    let api = server.api();
+    let mut s1 = server.connect().await;
+    let mut s2 = server.connect().await;
+    let mut bob = server.connect().await;
+    s1.signin(ADA).await;
+    s2.signin(r#"{"id":"42"}"#).await;
+    bob.signin(r#"{"id":"7"}"#).await;
+
+    let wrong_secret = Sign {
+        secret: Some("not-the-secret".into()),
+        ..Sign::default()
+    };
+    api.post_with("/users/42/force_reconnect", "{}", &wrong_secret)
+        .await
+        .assert_error(401, "auth_failed");
+    s1.assert_alive().await;
+
+    let r = api.post("/users/42/force_reconnect", "{}").await;
+    assert_eq!(r.status, 200, "{:?}", r.text);
+    assert_eq!(r.json(), json!({}));
+    for ws in [&mut s1, &mut s2] {
+        let f = ws.expect_error(4200).await;
+        assert_eq!(
+            f.json["data"]["message"], "Reconnect requested by the application",
+            "{}",
+            f.raw
+        );
+        ws.expect_close(4200).await;
+    }
+    bob.assert_alive().await;
+    let mut again = server.connect().await;
+    again.signin(ADA).await;
+    again.assert_alive().await;
+}
+
 #[tokio::test]
 async fn terminated_user_can_reconnect() {
     let server = Server::start_app(&[]).await;

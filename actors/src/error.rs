@@ -45,6 +45,10 @@ pub enum PusherError {
     /// The server is shutting down: reconnect (to another node) right away.
     #[error("Server shutting down, reconnect immediately")]
     ReconnectImmediately,
+    /// The application asked this user's sockets to reconnect
+    /// (`force_reconnect`): pusher-js reconnects at once and signs in again.
+    #[error("Reconnect requested by the application")]
+    ReconnectRequested,
     #[error("Pong reply not received")]
     PongTimeout,
     /// Malformed frame, unknown event, bad payload: the socket stays open.
@@ -72,7 +76,7 @@ impl PusherError {
             | PusherError::Unauthorized(_)
             | PusherError::SigninFailed(_) => 4009,
             PusherError::OverCapacity => 4100,
-            PusherError::ReconnectImmediately => 4200,
+            PusherError::ReconnectImmediately | PusherError::ReconnectRequested => 4200,
             PusherError::PongTimeout => 4201,
             PusherError::InvalidMessage(_) => 4300,
             PusherError::ClientEventRejected(_)
@@ -195,6 +199,12 @@ mod tests {
                 true,
                 "Server shutting down, reconnect immediately",
             ),
+            (
+                ReconnectRequested,
+                4200,
+                true,
+                "Reconnect requested by the application",
+            ),
             (PongTimeout, 4201, true, "Pong reply not received"),
             (InvalidMessage("m".into()), 4300, false, "m"),
             (ClientEventRejected("r".into()), 4301, false, "r"),
@@ -224,6 +234,7 @@ mod tests {
                 | SigninFailed(_)
                 | OverCapacity
                 | ReconnectImmediately
+                | ReconnectRequested
                 | PongTimeout
                 | InvalidMessage(_)
                 | ClientEventRejected(_)
@@ -240,7 +251,7 @@ mod tests {
                 "{e:?}"
             );
         }
-        assert_eq!(table.len(), 16);
+        assert_eq!(table.len(), 17);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::presence::Member;
 use crate::protocol::frames;
 use crate::registry::{
     Change, ChannelStats, ClientEvent, Cluster, NodeId, Relayed, RemoteChannelState, Transition,
+    UserClose,
 };
 use crate::session::SessionSettings;
 use crate::socket::SocketId;
@@ -777,8 +778,15 @@ impl Cluster for Relays {
         self.0.lock().unwrap().push(event);
     }
 
-    fn terminate_user(&self, app_id: &Arc<str>, user_id: &str) {
-        self.1.lock().unwrap().push(format!("{app_id}/{user_id}"));
+    fn close_user(&self, app_id: &Arc<str>, user_id: &str, how: UserClose) {
+        let how = match how {
+            UserClose::Terminate => "",
+            UserClose::Reconnect => " (reconnect)",
+        };
+        self.1
+            .lock()
+            .unwrap()
+            .push(format!("{app_id}/{user_id}{how}"));
     }
 }
 

@@ -43,6 +43,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchyard_actors::presence::Member;
 use switchyard_actors::registry::{
     Change, Cluster, Registry, Relayed, RemoteChannelState, Transition, TransitionListener,
+    UserClose,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -249,11 +250,12 @@ impl Cluster for Bridge {
         }
     }
 
-    fn terminate_user(&self, app_id: &Arc<str>, user_id: &str) {
+    fn close_user(&self, app_id: &Arc<str>, user_id: &str, how: UserClose) {
         self.send_control(&Control::Terminate {
             node: self.id,
             app_id: app_id.to_string(),
             user_id: user_id.to_string(),
+            reconnect: how == UserClose::Reconnect,
         });
     }
 }
@@ -796,12 +798,20 @@ impl Node {
                 }
             }
             Control::Terminate {
-                app_id, user_id, ..
+                app_id,
+                user_id,
+                reconnect,
+                ..
             } => {
                 let Some(app_id) = self.apps.cluster_id(&app_id) else {
                     return;
                 };
-                if let Err(e) = self.registry.terminate_user_here(&app_id, &user_id).await {
+                let how = if reconnect {
+                    UserClose::Reconnect
+                } else {
+                    UserClose::Terminate
+                };
+                if let Err(e) = self.registry.close_user_here(&app_id, &user_id, how).await {
                     debug!("terminate_connections from another node failed: {e}");
                 }
             }

@@ -49,11 +49,15 @@ pub enum Control {
     /// "Send your snapshot": from a node that (re)joined (`target` none:
     /// everyone answers) or that missed a change of `target`.
     Sync { node: u64, target: Option<u64> },
-    /// Close this user's sockets (the HTTP API's `terminate_connections`).
+    /// Close this user's sockets (the HTTP API's `terminate_connections`,
+    /// or with `reconnect`, `force_reconnect`).
     Terminate {
         node: u64,
         app_id: String,
         user_id: String,
+        /// Absent from nodes older than `force_reconnect`: terminate.
+        #[serde(default)]
+        reconnect: bool,
     },
 }
 

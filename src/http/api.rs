@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use switchyard_actors::app::App;
 use switchyard_actors::command;
 use switchyard_actors::protocol::{truncate, validate_channel_name, ChannelKind};
-use switchyard_actors::registry::{ChannelInfo, ChannelStats, Publish, RegistryError};
+use switchyard_actors::registry::{ChannelInfo, ChannelStats, Publish, RegistryError, UserClose};
 use switchyard_actors::socket::SocketId;
 use switchyard_actors::stats::{self, RateLimit};
 
@@ -555,15 +555,41 @@ pub async fn terminate_user(
     path: web::Path<(String, String)>,
     state: web::Data<ServerState>,
 ) -> Result<HttpResponse, ApiError> {
+    close_user(req, payload, path, state, UserClose::Terminate).await
+}
+
+/// `POST /apps/{app_id}/users/{user_id}/force_reconnect` (Sockudo's): the
+/// user's sockets are closed with 4200, so clients reconnect at once (and
+/// sign in again, picking up new user data or rights).
+pub async fn force_reconnect(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<(String, String)>,
+    state: web::Data<ServerState>,
+) -> Result<HttpResponse, ApiError> {
+    close_user(req, payload, path, state, UserClose::Reconnect).await
+}
+
+async fn close_user(
+    req: HttpRequest,
+    payload: web::Payload,
+    path: web::Path<(String, String)>,
+    state: web::Data<ServerState>,
+    how: UserClose,
+) -> Result<HttpResponse, ApiError> {
     let (app_id, user_id) = path.into_inner();
     let signed = authenticate(&req, payload, &state, &app_id).await?;
     let closed = state
         .registry
-        .terminate_user(&signed.app.id, &user_id)
+        .close_user(&signed.app.id, &user_id, how)
         .await?;
+    let what = match how {
+        UserClose::Terminate => "terminate_connections",
+        UserClose::Reconnect => "force_reconnect",
+    };
     log::info!(
         app_id = signed.app.id.as_ref(), user_id = truncate(&user_id, 128), sockets = closed;
-        "terminate_connections"
+        "{what}"
     );
     Ok(empty_ok())
 }

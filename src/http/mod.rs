@@ -54,6 +54,10 @@ pub fn routes(
             .route(
                 "/users/{user_id}/terminate_connections",
                 web::post().to(api::terminate_user),
+            )
+            .route(
+                "/users/{user_id}/force_reconnect",
+                web::post().to(api::force_reconnect),
             ),
     )
     .route("/", web::get().to(health::root))

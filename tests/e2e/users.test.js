@@ -1,6 +1,7 @@
 'use strict';
 // User authentication with pusher-js's signin() + the SDK's
-// authenticateUser(), sendToUser() and terminateUserConnections().
+// authenticateUser(), sendToUser() and terminateUserConnections(), and
+// Sockudo's force_reconnect endpoint (through the SDK's signed post()).
 
 const { describe, it, before, after, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
@@ -118,5 +119,33 @@ describe('user authentication', { timeout: 30000 }, () => {
     const got = waitEvent(other.user, 'still-here');
     await sdk.sendToUser(otherId, 'still-here', { ok: true });
     assert.deepEqual((await got).data, { ok: true });
+  });
+
+  it('force_reconnect closes the user\'s sockets with 4200: pusher-js reconnects at once and signs in again', async () => {
+    const id = unique('again-');
+    const client = await server.connectedClient({ user: { id } });
+    const otherId = unique('stay-');
+    const other = await server.connectedClient({ user: { id: otherId } });
+    await Promise.all([signedIn(client, id), signedIn(other, otherId)]);
+    const before = client.connection.socket_id;
+    const otherSocket = other.connection.socket_id;
+
+    const err = waitEvent(client.connection, 'error', 'force_reconnect error');
+    const res = await sdk.post({ path: `/users/${encodeURIComponent(id)}/force_reconnect`, body: {} });
+    assert.equal(res.status, 200);
+    const { data } = await err;
+    assert.equal(errorCode(data), 4200, JSON.stringify(data));
+    // 4200-4299 means "reconnect immediately" to pusher-js.
+    await waitUntil(
+      () => client.connection.state === 'connected' && client.connection.socket_id !== before,
+      'reconnected with a new socket',
+    );
+    await signedIn(client, id);
+    const got = waitEvent(client.user, 'welcome-back', 'sendToUser after reconnect');
+    await sdk.sendToUser(id, 'welcome-back', { ok: true });
+    assert.deepEqual((await got).data, { ok: true });
+    // Nobody else was touched.
+    assert.equal(other.connection.state, 'connected');
+    assert.equal(other.connection.socket_id, otherSocket);
   });
 });

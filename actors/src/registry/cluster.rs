@@ -32,7 +32,7 @@ pub trait Cluster: Send + Sync + 'static {
     fn relay(&self, event: Relayed);
 
     /// Close the user's sockets on the other nodes too. Must not block.
-    fn terminate_user(&self, app_id: &Arc<str>, user_id: &str);
+    fn close_user(&self, app_id: &Arc<str>, user_id: &str, how: super::UserClose);
 }
 
 /// The attached cluster, shared by the registry handle and its shards: set

@@ -35,6 +35,15 @@ mod table;
 mod transition;
 
 pub use cluster::{Cluster, Relayed};
+
+/// How a user's sockets are closed by the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserClose {
+    /// `terminate_connections`: 4009, clients do not reconnect.
+    Terminate,
+    /// `force_reconnect` (Sockudo's): 4200, clients reconnect at once.
+    Reconnect,
+}
 pub use remote::{NodeId, RemoteChannelState};
 pub use transition::{Change, Origin, Transition, TransitionListener};
 
@@ -438,23 +447,36 @@ impl Registry {
         app_id: &Arc<str>,
         user_id: &str,
     ) -> Result<usize, RegistryError> {
-        if let Some(cluster) = self.cluster.get() {
-            cluster.terminate_user(app_id, user_id);
-        }
-        self.terminate_user_here(app_id, user_id).await
+        self.close_user(app_id, user_id, UserClose::Terminate).await
     }
 
-    /// [`Self::terminate_user`] on this node only (another node asked).
-    pub async fn terminate_user_here(
+    /// Close every socket signed in as this user, on every node, as `how`
+    /// says; returns how many were closed on this one.
+    pub async fn close_user(
         &self,
         app_id: &Arc<str>,
         user_id: &str,
+        how: UserClose,
+    ) -> Result<usize, RegistryError> {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.close_user(app_id, user_id, how);
+        }
+        self.close_user_here(app_id, user_id, how).await
+    }
+
+    /// [`Self::close_user`] on this node only (another node asked).
+    pub async fn close_user_here(
+        &self,
+        app_id: &Arc<str>,
+        user_id: &str,
+        how: UserClose,
     ) -> Result<usize, RegistryError> {
         Ok(self
             .user_shard(app_id, user_id)
             .send(shard::Terminate {
                 app_id: app_id.clone(),
                 user_id: Arc::from(user_id),
+                how,
             })
             .await?)
     }

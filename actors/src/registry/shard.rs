@@ -10,7 +10,7 @@ use super::cluster::{ClusterCell, Relayed};
 use super::remote::{NodeId, RemoteChannelState};
 use super::table::{ChannelTable, NewSubscriber, Refused};
 use super::transition::{self, Change, Transition, TransitionListener};
-use super::{ChannelInfo, ChannelStats, Join, Occupancy};
+use super::{ChannelInfo, ChannelStats, Join, Occupancy, UserClose};
 use crate::error::{PusherError, SubscriptionError};
 use crate::presence::Member;
 use crate::protocol::{frames, ChannelKind, WATCHLIST_CHANNEL};
@@ -348,6 +348,7 @@ pub(super) struct SignOut {
 pub(super) struct Terminate {
     pub app_id: Arc<str>,
     pub user_id: Arc<str>,
+    pub how: UserClose,
 }
 
 /// Changes another node made to its state, in the order it made them.
@@ -635,7 +636,12 @@ impl Handler<Terminate> for Shard {
 
     fn handle(&mut self, msg: Terminate, _: &mut Context<Self>) -> usize {
         let sessions = self.table.terminate(&msg.app_id, &msg.user_id);
-        let err = PusherError::Unauthorized("Connection terminated by the application".into());
+        let err = match msg.how {
+            UserClose::Terminate => {
+                PusherError::Unauthorized("Connection terminated by the application".into())
+            }
+            UserClose::Reconnect => PusherError::ReconnectRequested,
+        };
         for session in &sessions {
             session.disconnect(err.clone());
         }

@@ -12,8 +12,9 @@
 //! How each is started (the commands, as run here):
 //!
 //! - **MariaDB**: `mariadb-install-db --no-defaults --datadir=DIR/data
-//!   --auth-root-authentication-method=normal --skip-test-db [--user=root]`,
-//!   then `mariadbd --no-defaults --datadir=DIR/data --port=PORT
+//!   --tmpdir=DIR/tmp --auth-root-authentication-method=normal --skip-test-db
+//!   [--user=root]`, then `mariadbd --no-defaults --datadir=DIR/data
+//!   --tmpdir=DIR/tmp --port=PORT
 //!   --bind-address=127.0.0.1 --socket=DIR/sock --pid-file=DIR/pid
 //!   --skip-name-resolve [--user=root] …`. `--user=root` only when running as
 //!   root (mariadbd refuses root without it). `root@127.0.0.1` has no
@@ -262,6 +263,15 @@ impl SqlServer {
         self.dir.join("data")
     }
 
+    /// MariaDB's `--tmpdir`, a directory of its own: in the shared `/tmp`,
+    /// concurrent `mariadb-install-db` runs now and then fail on each
+    /// other's temporary tables (`Unknown table 'mysql.tmp_user_sys'`).
+    fn tmpdir(&self) -> String {
+        let dir = self.dir.join("tmp");
+        std::fs::create_dir_all(&dir).expect("MariaDB tmpdir");
+        format!("--tmpdir={}", dir.display())
+    }
+
     fn log_file(&self, name: &str) -> Stdio {
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -291,6 +301,7 @@ impl SqlServer {
             Engine::Mariadb => {
                 cmd.arg("--no-defaults")
                     .arg(format!("--datadir={}", self.data().display()))
+                    .arg(self.tmpdir())
                     .args([
                         "--auth-root-authentication-method=normal",
                         "--skip-test-db",
@@ -330,6 +341,7 @@ impl SqlServer {
             Engine::Mariadb => {
                 cmd.arg("--no-defaults")
                     .arg(format!("--datadir={}", self.data().display()))
+                    .arg(self.tmpdir())
                     .arg(format!("--port={}", self.port))
                     .arg("--bind-address=127.0.0.1")
                     .arg(format!("--socket={}", self.dir.join("sock").display()))

@@ -5,13 +5,14 @@
 //!
 //! - **stopped and restarted**: apps read before keep being served from the
 //!   cache, stale, to open sockets, new sockets and signed API calls; unknown
-//!   keys and ids, and apps never read, are refused within 3 s; one ERROR
-//!   for the outage; after the restart, apps are read again (an app added
+//!   keys and ids, and apps never read, are refused within 3 s, and at once
+//!   (under 0.5 s) once a lookup has failed, for the rest of the outage;
+//!   one ERROR for the outage; after the restart, apps are read again (an app added
 //!   before the outage appears, a rotated secret takes effect within the
 //!   TTL) and one INFO says the database answers again;
 //! - **hung** (a table lock held by the test) with a pool of one connection:
-//!   a burst of unknown keys is refused within 3 s each, never hanging;
-//!   cached apps connect, publish and answer pings promptly meanwhile; the
+//!   a burst of unknown keys is refused within 3 s each, never hanging,
+//!   and later bursts at once; cached apps connect, publish and answer pings promptly meanwhile; the
 //!   server never holds more connections than the pool's maximum; once the
 //!   lock is released, lookups work again.
 //!
@@ -33,6 +34,9 @@ use std::time::{Duration, Instant};
 const REFUSED_WITHIN: Duration = Duration::from_secs(3);
 /// A cached app's new socket, ping or publish while the database is hung.
 const PROMPT: Duration = Duration::from_secs(1);
+/// Once a lookup has failed, until the database answers again: every
+/// answer, cached app or refusal, comes without waiting for the database.
+const AT_ONCE: Duration = Duration::from_millis(500);
 
 /// A table name of the test's own (PostgreSQL folds names to lower case).
 fn table(test: &str) -> String {
@@ -107,8 +111,14 @@ async fn past_ttl() {
 /// `key` is refused with 4001 (error frame, then close) within
 /// [`REFUSED_WITHIN`] of the connect; how long it took.
 async fn refused_promptly(server: &Server, key: &str) -> Duration {
+    refused_within(server, key, REFUSED_WITHIN).await
+}
+
+/// `key` is refused with 4001 (error frame, then close) within `within`
+/// of the connect; how long it took.
+async fn refused_within(server: &Server, key: &str, within: Duration) -> Duration {
     let t = Instant::now();
-    let refused = tokio::time::timeout(REFUSED_WITHIN, async {
+    let refused = tokio::time::timeout(within, async {
         let mut ws = server
             .connect_raw(&format!("/app/{key}?protocol=7&client=rust&version=1.0"))
             .await;
@@ -118,7 +128,7 @@ async fn refused_promptly(server: &Server, key: &str) -> Duration {
     .await;
     assert!(
         refused.is_ok(),
-        "{key}: not refused within {REFUSED_WITHIN:?}\n{}",
+        "{key}: not refused within {within:?}\n{}",
         server.logs()
     );
     t.elapsed()
@@ -248,14 +258,21 @@ async fn outage(engine: Engine, test: &str) {
         "{engine:?} down: stale publish {published:?}, stale connect {connected:?}, \
          unknown key refused {unknown:?}, unread key refused {unread:?}"
     );
-    // Past the fail-fast second, the database is asked (and fails) again:
-    // the same answers, and still one ERROR.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let mut a3 = connects_within(&server, "key-a", REFUSED_WITHIN).await;
-    refused_promptly(&server, "key-b").await;
-    publishes_within(&api_a, "news", "still", REFUSED_WITHIN).await;
-    a1.expect_channel_event("still", "news").await;
-    a3.assert_alive().await;
+    // The outage is known now: for the rest of it, past the first second
+    // too, the same answers come at once, without waiting on the database.
+    let mut later = Vec::new();
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        later.push(connects_within(&server, "key-a", AT_ONCE).await);
+        refused_within(&server, "key-b", AT_ONCE).await;
+        refused_within(&server, &format!("unknown-{round}"), AT_ONCE).await;
+        let event = format!("still-{round}");
+        publishes_within(&api_a, "news", &event, AT_ONCE).await;
+        a1.expect_channel_event(&event, "news").await;
+    }
+    for mut ws in later {
+        ws.assert_alive().await;
+    }
     // (d) One ERROR for the outage.
     one_error(&server, "the outage").await;
     let logs = server.logs();
@@ -381,6 +398,17 @@ async fn hung(engine: Engine, test: &str) {
     eprintln!("refusals while hung: slowest {slowest:?}");
     for mut ws in opened {
         ws.assert_alive().await;
+    }
+    // The hang is known now: past the first second too, another burst is
+    // refused at once, without waiting on the database again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for wave in 0..2 {
+        let burst = futures_util::future::join_all((0..20).map(|i| async move {
+            refused_within(s, &format!("later-{wave}-{i}"), AT_ONCE).await
+        }));
+        burst.await;
+        connects_within(&server, "key-a", AT_ONCE).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
     }
     // The database was really asked, and did not answer in time.
     one_error(&server, "the hang").await;

@@ -10,8 +10,13 @@
 //! The pool connects lazily: a database that is down at start-up does not
 //! stop the server. It logs one ERROR, keeps trying to create the table, and
 //! meanwhile serves the apps it has (none at first): an unknown app is
-//! refused. A lookup waits at most [`LOOKUP_TIMEOUT`]; after a failure, the
-//! next [`FAIL_FAST`] refuse unknown apps without asking the database.
+//! refused. A lookup waits at most [`LOOKUP_TIMEOUT`]. After a failure,
+//! lookups answer from the cache alone (apps read before, even stale, are
+//! served; others refused) without waiting, until the database answers
+//! again: one lookup at a time, at most every [`FAIL_FAST`], asks it in the
+//! background. (Waiting on it instead would cost every lookup up to
+//! [`LOOKUP_TIMEOUT`] even when it refuses connections outright: the pool
+//! retries a refused connection until its acquire timeout.)
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -30,7 +35,7 @@ use crate::webhooks::directory::Directory;
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest an unknown key or id is remembered as unknown.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
-/// After a failed lookup, misses are refused without a query for this long.
+/// After a failed lookup, the next background probe waits this long.
 pub const FAIL_FAST: Duration = Duration::from_secs(1);
 /// Entries kept per lookup kind; past it, expired ones go, then all.
 const CACHE_CAPACITY: usize = 10_000;
@@ -164,6 +169,8 @@ struct Health {
     failed_at: Option<Instant>,
     /// The ERROR of the current outage was logged.
     down_logged: bool,
+    /// A background lookup is asking the failed database again.
+    probing: bool,
 }
 
 /// The app manager's database and its cache.
@@ -349,15 +356,15 @@ impl AppDatabase {
             .collect()
     }
 
-    pub async fn find_by_id(&self, id: &str) -> Option<Arc<App>> {
+    pub async fn find_by_id(self: &Arc<Self>, id: &str) -> Option<Arc<App>> {
         self.find(By::Id, id).await
     }
 
-    pub async fn find_by_key(&self, key: &str) -> Option<Arc<App>> {
+    pub async fn find_by_key(self: &Arc<Self>, key: &str) -> Option<Arc<App>> {
         self.find(By::Key, key).await
     }
 
-    async fn find(&self, by: By, value: &str) -> Option<Arc<App>> {
+    async fn find(self: &Arc<Self>, by: By, value: &str) -> Option<Arc<App>> {
         if value.is_empty() || value.len() > 255 {
             return None;
         }
@@ -370,15 +377,47 @@ impl AppDatabase {
                 None => None,
             }
         };
-        let recently_failed = self
-            .health
-            .lock()
-            .unwrap()
-            .failed_at
-            .is_some_and(|at| at.elapsed() < FAIL_FAST);
-        if recently_failed {
+        if self.down(by, value) {
             return stale;
         }
+        match self.lookup(by, value).await {
+            Some(found) => found,
+            None => stale,
+        }
+    }
+
+    /// Whether the database is failing (the last query failed): then the
+    /// cache answers alone, and at most every [`FAIL_FAST`] one lookup (this
+    /// one) asks the database in the background, one at a time.
+    fn down(self: &Arc<Self>, by: By, value: &str) -> bool {
+        let mut health = self.health.lock().unwrap();
+        let Some(failed_at) = health.failed_at else {
+            return false;
+        };
+        if !health.probing && failed_at.elapsed() >= FAIL_FAST {
+            health.probing = true;
+            let this = self.clone();
+            let value = value.to_string();
+            tokio::spawn(async move {
+                /// Ends the probe however the lookup ends.
+                struct Done(Arc<AppDatabase>);
+                impl Drop for Done {
+                    fn drop(&mut self) {
+                        if let Ok(mut health) = self.0.health.lock() {
+                            health.probing = false;
+                        }
+                    }
+                }
+                let done = Done(this);
+                done.0.lookup(by, &value).await;
+            });
+        }
+        true
+    }
+
+    /// Ask the database (waiting at most [`LOOKUP_TIMEOUT`]) and cache the
+    /// answer; `None`: it failed (logged, and the database is down).
+    async fn lookup(&self, by: By, value: &str) -> Option<Option<Arc<App>>> {
         let row = match tokio::time::timeout(LOOKUP_TIMEOUT, self.query(by, value)).await {
             Ok(Ok(row)) => {
                 self.succeeded();
@@ -386,11 +425,11 @@ impl AppDatabase {
             }
             Ok(Err(e)) => {
                 self.failed(&e);
-                return stale;
+                return None;
             }
             Err(_) => {
                 self.failed("no answer in time");
-                return stale;
+                return None;
             }
         };
         let app = match row.map(|row| row.and_then(|row| app_from_row(row, &self.base))) {
@@ -404,7 +443,7 @@ impl AppDatabase {
                 None
             }
         };
-        self.install(by, value, app)
+        Some(self.install(by, value, app))
     }
 
     /// Cache what a lookup found (`None`: nothing, or an unusable row).

@@ -29,6 +29,7 @@ pub mod prereq;
 pub mod raw;
 pub mod receiver;
 pub mod redis;
+pub mod sqlserver;
 
 // ---------------------------------------------------------------------------
 // The app every `Server::start_app` server serves (through the env app).

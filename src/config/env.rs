@@ -328,6 +328,13 @@ pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
     set(&mut r.key_prefix, env.string("DATABASE_REDIS_KEY_PREFIX"));
 
     // The databases of the app manager (APP_MANAGER_DRIVER=mysql|pgsql).
+    // Sockudo's shared pool settings first, each database's own over them.
+    let pool_size: Option<u32> = env.num("DATABASE_CONNECTION_POOL_SIZE")?;
+    let (shared_min, shared_max): (Option<u32>, Option<u32>) =
+        match env.bool("DATABASE_POOLING_ENABLED")? {
+            Some(false) => (None, None),
+            _ => (env.num("DATABASE_POOL_MIN")?, env.num("DATABASE_POOL_MAX")?),
+        };
     for (db, prefix) in [
         (&mut c.mysql, "DATABASE_MYSQL"),
         (&mut c.postgres, "DATABASE_POSTGRES"),
@@ -341,8 +348,17 @@ pub(crate) fn apply(c: &mut Config, env: &Env) -> Result<(), ConfigError> {
         }
         set(&mut db.database, env.word(&var("DATABASE")));
         set(&mut db.table_name, env.word(&var("TABLE_NAME")));
+        set(&mut db.pool_max, pool_size);
+        set(&mut db.pool_max, shared_max);
+        set(&mut db.pool_min, shared_min);
         set(&mut db.pool_min, env.num(&var("POOL_MIN"))?);
         set(&mut db.pool_max, env.num(&var("POOL_MAX"))?);
+    }
+    // Sockudo's CACHE_TTL_SECONDS is every cache's TTL, the app cache's
+    // too (unless the config file turned that cache off);
+    // APP_MANAGER_CACHE_TTL is the app cache's alone and wins.
+    if c.app_manager.cache_ttl != 0 {
+        set(&mut c.app_manager.cache_ttl, env.num("CACHE_TTL_SECONDS")?);
     }
     set(
         &mut c.app_manager.cache_ttl,

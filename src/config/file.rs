@@ -70,6 +70,21 @@ pub(crate) struct FileConfig {
     /// Delivery settings for every app's webhooks.
     pub webhooks: crate::webhooks::config::FileWebhooks,
     pub queue: Queue,
+    /// Sockudo's shared pool bounds for the app databases.
+    pub database_pooling: DatabasePooling,
+}
+
+/// `database_pooling`: when enabled (the default), `min` / `max` bound the
+/// pool of each app database that does not set its own `pool_min` /
+/// `pool_max`; disabled, a database's `connection_pool_size` does.
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(default)]
+pub(crate) struct DatabasePooling {
+    pub enabled: Option<bool>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub min: Option<u32>,
+    #[serde(deserialize_with = "de::opt_num")]
+    pub max: Option<u32>,
 }
 
 /// `queue`: where webhook batches wait for delivery.
@@ -116,6 +131,7 @@ impl Default for FileConfig {
             cluster_health: ClusterHealth::default(),
             webhooks: Default::default(),
             queue: Queue::default(),
+            database_pooling: DatabasePooling::default(),
         }
     }
 }
@@ -233,8 +249,13 @@ pub(crate) struct SqlDatabase {
 }
 
 impl SqlDatabase {
-    /// The block over `base` (the database's defaults).
-    pub fn over(self, mut base: super::SqlDatabaseConfig) -> super::SqlDatabaseConfig {
+    /// The block over `base` (the database's defaults), with the shared
+    /// `database_pooling` bounds under its own.
+    pub fn over(
+        self,
+        mut base: super::SqlDatabaseConfig,
+        pooling: DatabasePooling,
+    ) -> super::SqlDatabaseConfig {
         let set = |field: &mut String, v: Option<String>| {
             if let Some(v) = v.filter(|v| !v.trim().is_empty()) {
                 *field = v;
@@ -250,10 +271,14 @@ impl SqlDatabase {
         if let Some(v) = self.password.filter(|v| !v.is_empty()) {
             base.password = Some(v);
         }
-        if let Some(v) = self.pool_max.or(self.connection_pool_size) {
+        let (shared_min, shared_max) = match pooling.enabled {
+            Some(false) => (None, None),
+            _ => (pooling.min, pooling.max),
+        };
+        if let Some(v) = self.pool_max.or(shared_max).or(self.connection_pool_size) {
             base.pool_max = v;
         }
-        if let Some(v) = self.pool_min {
+        if let Some(v) = self.pool_min.or(shared_min) {
             base.pool_min = v;
         }
         base

@@ -21,7 +21,6 @@ pub(crate) const NOT_SUPPORTED: &[&str] = &[
     "cache",
     "cleanup",
     "connection_recovery",
-    "database_pooling",
     "delta_compression",
     "echo_control",
     "ephemeral",

@@ -253,8 +253,14 @@ pub(crate) fn build(
                     .unwrap_or(AppManagerConfig::default().cache_ttl),
             },
         },
-        mysql: file.database.mysql.over(SqlDatabaseConfig::mysql()),
-        postgres: file.database.postgres.over(SqlDatabaseConfig::postgres()),
+        mysql: file
+            .database
+            .mysql
+            .over(SqlDatabaseConfig::mysql(), file.database_pooling),
+        postgres: file
+            .database
+            .postgres
+            .over(SqlDatabaseConfig::postgres(), file.database_pooling),
         webhooks: crate::webhooks::config::WebhookSettings::from_file(file.webhooks),
         queue_driver: file.queue.driver,
         instance_id: file.instance.process_id.unwrap_or_default(),

@@ -1090,6 +1090,81 @@ fn database_app_manager_from_file_and_environment() {
     .unwrap();
     assert_eq!(c.app_manager.cache_ttl, 0);
     assert_eq!(c.database().unwrap().table_name, "t1");
+    // CACHE_TTL_SECONDS does not turn a disabled app cache back on.
+    let c = cfg(
+        Some(r#"{"app_manager": {"driver": "pgsql", "cache": {"enabled": false}}}"#),
+        &[("CACHE_TTL_SECONDS", "60")],
+    )
+    .unwrap();
+    assert_eq!(c.app_manager.cache_ttl, 0);
+}
+
+/// Sockudo's shared settings reach the app databases: CACHE_TTL_SECONDS
+/// is the app cache's TTL too (APP_MANAGER_CACHE_TTL wins), and the
+/// shared pool bounds apply under each database's own.
+#[test]
+fn sockudo_shared_cache_and_pool_settings_reach_the_app_databases() {
+    let c = cfg(
+        None,
+        &[("APP_MANAGER_DRIVER", "mysql"), ("CACHE_TTL_SECONDS", "42")],
+    )
+    .unwrap();
+    assert_eq!(
+        (c.app_manager.cache_ttl, c.channel_limits.cache_ttl),
+        (42, 42)
+    );
+    let c = cfg(
+        None,
+        &[
+            ("APP_MANAGER_DRIVER", "mysql"),
+            ("CACHE_TTL_SECONDS", "42"),
+            ("APP_MANAGER_CACHE_TTL", "5"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        (c.app_manager.cache_ttl, c.channel_limits.cache_ttl),
+        (5, 42)
+    );
+
+    let pools = |c: &Config| {
+        (
+            (c.mysql.pool_min, c.mysql.pool_max),
+            (c.postgres.pool_min, c.postgres.pool_max),
+        )
+    };
+    let env = [
+        ("DATABASE_POOL_MIN", "2"),
+        ("DATABASE_POOL_MAX", "7"),
+        ("DATABASE_POSTGRES_POOL_MAX", "9"),
+    ];
+    assert_eq!(pools(&cfg(None, &env).unwrap()), ((2, 7), (2, 9)));
+    let off = [
+        ("DATABASE_POOLING_ENABLED", "false"),
+        ("DATABASE_POOL_MIN", "2"),
+        ("DATABASE_POOL_MAX", "7"),
+        ("DATABASE_CONNECTION_POOL_SIZE", "4"),
+    ];
+    assert_eq!(pools(&cfg(None, &off).unwrap()), ((0, 4), (0, 4)));
+    let size = [
+        ("DATABASE_CONNECTION_POOL_SIZE", "4"),
+        ("DATABASE_POOL_MAX", "6"),
+    ];
+    assert_eq!(pools(&cfg(None, &size).unwrap()), ((0, 6), (0, 6)));
+
+    // The file's database_pooling, under each database's own keys.
+    let file = r#"{"database_pooling": {"enabled": true, "min": 1, "max": 8},
+        "database": {"mysql": {"pool_max": 3}, "postgres": {"connection_pool_size": 5}}}"#;
+    let c = cfg(Some(file), &[]).unwrap();
+    assert_eq!(pools(&c), ((1, 3), (1, 8)));
+    assert!(
+        !c.warnings.iter().any(|w| w.contains("database_pooling")),
+        "{:?}",
+        c.warnings
+    );
+    let file = r#"{"database_pooling": {"enabled": false, "min": 1, "max": 8},
+        "database": {"postgres": {"connection_pool_size": 5}}}"#;
+    assert_eq!(pools(&cfg(Some(file), &[]).unwrap()), ((0, 10), (0, 5)));
 }
 
 #[test]

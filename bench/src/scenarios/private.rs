@@ -42,6 +42,9 @@ pub struct PrivateResult {
     pub subscribe_rate_per_s: f64,
     pub subscribe_latency: Latency,
     pub server_cpu_us_per_subscribed_user: Option<f64>,
+    /// Server CPU over 2 s with every user subscribed and no publishes, %
+    /// of one core (part of the per-publish CPU below when not ~0).
+    pub server_cpu_idle_pct: Option<f64>,
     pub event_size_bytes: usize,
     pub publish_rate_per_s: f64,
     pub publish_secs: f64,
@@ -98,6 +101,11 @@ pub async fn private(t: &Target, p: &Probe, o: &PrivateOpts) -> Res<PrivateResul
     }
     let subscribe_secs = fleet.elapsed.as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // What the server spends with every user subscribed and nothing published.
+    let (idle0, idle_t0) = (p.cpu(), std::time::Instant::now());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_pct =
+        diff(idle0, p.cpu()).map(|c| round1(c / idle_t0.elapsed().as_secs_f64() * 100.0));
 
     let (creds, size) = (t.creds.clone(), o.event_size);
     let make: MakePost = Arc::new(move |seq, sched_ns| {
@@ -130,6 +138,7 @@ pub async fn private(t: &Target, p: &Probe, o: &PrivateOpts) -> Res<PrivateResul
         subscribe_latency: fleet.connect_latency.clone(),
         server_cpu_us_per_subscribed_user: diff(cpu_sub0, cpu_sub1)
             .map(|c| round1(c * 1e6 / ok as f64)),
+        server_cpu_idle_pct: idle_pct,
         event_size_bytes: o.event_size,
         publish_rate_per_s: o.rate,
         publish_secs: round3(run.secs),

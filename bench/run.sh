@@ -8,8 +8,10 @@
 # Builds Switchyard and switchyard-bench in release mode, starts the server
 # pinned to SERVER_CORE with an app that allows the load, runs every scenario
 # of `all` (idle, fanout — which ends by measuring the loopback floor with its
-# own traffic, see `switchyard-bench floor` — publish, churn) from CLIENT_CORE, each against a
-# freshly started server (ONE_SERVER=1: `all` against a single server), then
+# own traffic, see `switchyard-bench floor` — publish, churn), then private,
+# presence, batch and reconnect from CLIENT_CORE, each against a freshly
+# started server (ONE_SERVER=1: `all`, then the others, against a single
+# server), then
 # the same for SOCKUDO_BIN if given, and writes <label>.<scenario>.json/.txt,
 # <label>.server.log and the side-by-side comparison.md to OUT_DIR (default
 # bench/results/<timestamp>, ignored by git).
@@ -33,7 +35,8 @@
 #   BENCH_ARGS    extra switchyard-bench arguments, e.g. "--churn-secs 30"
 #   ONE_SERVER    1 = run `all` against one server process instead (the
 #                 cluster scenario still gets its own nodes and Redis)
-#   SCENARIOS     scenarios to run, in order  (default "idle fanout publish churn cluster")
+#   SCENARIOS     scenarios to run, in order  (default "idle fanout publish
+#                 churn cluster private presence batch reconnect")
 #   PORT_B        port of the cluster's node B          (default PORT+1)
 #   REDIS_SERVER  redis-server binary                   (default redis-server)
 #   CARGO_TARGET_DIR  as for cargo (default <repo>/target)
@@ -44,8 +47,19 @@
 # deliveries/s); publish 15 s over 8 keep-alive connections; churn 60 s with
 # 32 loops; cluster 2,000 subscribers (1,000 per node) / 10 channels, 100-byte
 # events at 100 publishes/s to node A for 20 s (20,000 deliveries/s, half of
-# them across Redis; both nodes and Redis share SERVER_CORE). Only 127.0.0.1
+# them across Redis; both nodes and Redis share SERVER_CORE); private
+# 10,000 sockets each on its own private-user-N channel (signed
+# subscriptions), 2,000 publishes/s to random users for 20 s; presence 1,000
+# users joining one presence channel over 5 s, then leaving over 5 s (about
+# 500,000 member_added and as many member_removed); batch 400 subscribers
+# over 10 channels, 100 batch_events/s of 10 events (one per channel) for
+# 20 s (40,000 deliveries/s); reconnect 10,000 sockets over 100 channels,
+# dropped at once and reconnecting within 1 s of jitter. Only 127.0.0.1
 # is contacted; every phase is bounded in time.
+#
+# The app allows 20,000 presence members per channel
+# (SOCKUDO_DEFAULT_APP_MAX_PRESENCE_MEMBERS_PER_CHANNEL; Sockudo also gets
+# PRESENCE_MAX_MEMBERS): the default of 100 would refuse the presence storm.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -54,10 +68,10 @@ SERVER_CORE="${SERVER_CORE:-0}"
 CLIENT_CORE="${CLIENT_CORE:-1}"
 PORT_B="${PORT_B:-$((PORT + 1))}"
 REDIS_SERVER="${REDIS_SERVER:-redis-server}"
-read -r -a SCENARIO_LIST <<<"${SCENARIOS:-idle fanout publish churn cluster}"
+read -r -a SCENARIO_LIST <<<"${SCENARIOS:-idle fanout publish churn cluster private presence batch reconnect}"
 for s in "${SCENARIO_LIST[@]}"; do
   case "$s" in
-    idle | fanout | publish | churn | cluster) ;;
+    idle | fanout | publish | churn | cluster | private | presence | batch | reconnect) ;;
     *) echo "unknown scenario in SCENARIOS: $s" >&2; exit 1 ;;
   esac
 done
@@ -90,6 +104,7 @@ common_env=(
   SOCKUDO_DEFAULT_APP_MAX_CONNECTIONS=0
   SOCKUDO_DEFAULT_APP_MAX_BACKEND_EVENTS_PER_SECOND=0
   SOCKUDO_DEFAULT_APP_MAX_READ_REQUESTS_PER_SECOND=0
+  SOCKUDO_DEFAULT_APP_MAX_PRESENCE_MEMBERS_PER_CHANNEL=20000
   RATE_LIMITER_ENABLED=false
   METRICS_ENABLED=false
   WEBSOCKET_MAX_MESSAGES=100000
@@ -103,6 +118,8 @@ sockudo_env=(
   APP_MANAGER_DRIVER=memory
   RATE_LIMITER_DRIVER=memory
   SOCKUDO_MAX_CONNECTIONS=0
+  # Its server-wide presence limit, besides the app's.
+  PRESENCE_MAX_MEMBERS=20000
   # Sockudo preallocates a bounded queue of this many slots per socket
   # (~11 MB per socket at 100000): keep its default of 1000 so that 15,000
   # sockets fit in memory. Switchyard only counts against the limit.
@@ -299,9 +316,19 @@ run_one() {
     echo "== $label: all scenarios against one server ($bin, core $SERVER_CORE)"
     start_server "$label" "$bin" "$@"
     bench "$label" all
+    files+=("$OUT_DIR/$label.all.json")
+    # The scenarios `all` leaves out, listed in SCENARIOS, on the same server.
+    for scenario in "${SCENARIO_LIST[@]}"; do
+      case "$scenario" in
+        private | presence | batch | reconnect)
+          sleep 3
+          bench "$label" "$scenario"
+          files+=("$OUT_DIR/$label.$scenario.json")
+          ;;
+      esac
+    done
     stop_server
     sleep 2
-    files+=("$OUT_DIR/$label.all.json")
     if [[ " ${SCENARIO_LIST[*]} " == *" cluster "* ]]; then
       run_cluster "$label" "$bin" "$@"
     fi

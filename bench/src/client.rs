@@ -53,6 +53,24 @@ const PONG: &str = r#"{"event":"pusher:pong","data":{}}"#;
 
 /// Opens a WebSocket to the app and waits for `pusher:connection_established`.
 pub async fn connect(t: &Target) -> Res<Ws> {
+    Ok(connect_id(t).await?.0)
+}
+
+/// The `socket_id` in a `pusher:connection_established` frame (its `data`
+/// is a JSON string, so the id follows `socket_id\":\"`).
+pub fn socket_id_of(frame: &str) -> Option<String> {
+    let rest = &frame[frame.find("socket_id")? + "socket_id".len()..];
+    let start = rest.find(|c: char| c.is_ascii_digit())?;
+    let id: String = rest[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    id.contains('.').then_some(id)
+}
+
+/// [`connect`], also returning the socket's `socket_id` (needed to sign
+/// private and presence subscriptions).
+pub async fn connect_id(t: &Target) -> Res<(Ws, String)> {
     let fut = async {
         let tcp = TcpStream::connect(t.addr)
             .await
@@ -69,7 +87,9 @@ pub async fn connect(t: &Target) -> Res<Ws> {
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(s))) if s.contains("pusher:connection_established") => {
-                    return Ok(ws)
+                    let id = socket_id_of(&s)
+                        .ok_or_else(|| format!("no socket_id in connection_established: {s}"))?;
+                    return Ok((ws, id));
                 }
                 Some(Ok(Message::Text(s))) if s.contains("pusher:error") => {
                     return Err(format!("server error: {s}"))
@@ -89,6 +109,31 @@ pub async fn connect(t: &Target) -> Res<Ws> {
 /// Subscribes to a public channel and waits for its `subscription_succeeded`.
 pub async fn subscribe(t: &Target, ws: &mut Ws, channel: &str) -> Res<()> {
     let frame = format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}"}}}}"#);
+    subscribe_frame(t, ws, frame).await.map(drop)
+}
+
+/// The `pusher:subscribe` frame of a private (`auth`) or presence (`auth`
+/// and `channel_data`) channel.
+pub fn auth_subscribe_frame(channel: &str, auth: &str, channel_data: Option<&str>) -> String {
+    let mut data = serde_json::json!({ "channel": channel, "auth": auth });
+    if let Some(cd) = channel_data {
+        data["channel_data"] = cd.into();
+    }
+    serde_json::json!({ "event": "pusher:subscribe", "data": data }).to_string()
+}
+
+/// Subscribes to a private channel, signing with the app secret as an auth
+/// endpoint would.
+pub async fn subscribe_private(t: &Target, ws: &mut Ws, socket_id: &str, channel: &str) -> Res<()> {
+    let auth = sign::channel_auth(&t.creds, socket_id, channel);
+    subscribe_frame(t, ws, auth_subscribe_frame(channel, &auth, None))
+        .await
+        .map(drop)
+}
+
+/// Sends a `pusher:subscribe` frame and waits for `subscription_succeeded`,
+/// returning that frame (a presence channel's carries the member list).
+pub async fn subscribe_frame(t: &Target, ws: &mut Ws, frame: String) -> Res<String> {
     let fut = async {
         ws.send(Message::Text(frame))
             .await
@@ -97,7 +142,7 @@ pub async fn subscribe(t: &Target, ws: &mut Ws, channel: &str) -> Res<()> {
             match ws.next().await {
                 Some(Ok(Message::Text(s))) => {
                     if s.contains("subscription_succeeded") {
-                        return Ok(());
+                        return Ok(s);
                     }
                     if s.contains("subscription_error") || s.contains("pusher:error") {
                         return Err(format!("subscribe failed: {s}"));
@@ -264,5 +309,42 @@ pub fn signed_trigger(creds: &Credentials, channel: &str, name: &str, data: &str
     SignedPost {
         uri: uri.parse().expect("signed URI is a valid path and query"),
         body: Bytes::from(body),
+    }
+}
+
+/// A signed batch trigger (`POST /apps/{id}/batch_events`) of `events`
+/// (channel, name, data), ready to send.
+pub fn signed_batch<'a>(
+    creds: &Credentials,
+    events: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+) -> SignedPost {
+    let body = sign::batch_body(events);
+    let uri = sign::signed_batch_uri(creds, &body, unix_secs());
+    SignedPost {
+        uri: uri.parse().expect("signed URI is a valid path and query"),
+        body: Bytes::from(body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_id_from_connection_established() {
+        let f = r#"{"event":"pusher:connection_established","data":"{\"socket_id\":\"1234.5678\",\"activity_timeout\":120}"}"#;
+        assert_eq!(socket_id_of(f).as_deref(), Some("1234.5678"));
+        assert_eq!(socket_id_of(r#"{"event":"pusher:ping"}"#), None);
+    }
+
+    #[test]
+    fn presence_subscribe_frame_embeds_channel_data_as_a_string() {
+        let f = auth_subscribe_frame("presence-x", "k:s", Some(r#"{"user_id":"1"}"#));
+        let v: serde_json::Value = serde_json::from_str(&f).unwrap();
+        assert_eq!(v["event"], "pusher:subscribe");
+        assert_eq!(v["data"]["auth"], "k:s");
+        assert_eq!(v["data"]["channel_data"], r#"{"user_id":"1"}"#);
+        let f = auth_subscribe_frame("private-x", "k:s", None);
+        assert!(!f.contains("channel_data"));
     }
 }

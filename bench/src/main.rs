@@ -20,7 +20,10 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use client::Target;
-use scenarios::{ChurnOpts, ClusterOpts, ClusterProbes, FanoutOpts, IdleOpts, Probe, PublishOpts};
+use scenarios::{
+    BatchOpts, ChurnOpts, ClusterOpts, ClusterProbes, FanoutOpts, IdleOpts, PresenceOpts,
+    PrivateOpts, Probe, PublishOpts, ReconnectOpts,
+};
 use sign::Credentials;
 
 #[derive(Parser, Debug)]
@@ -49,8 +52,21 @@ enum Cmd {
     /// subscribers spread over both, publishes to A only; same-node and
     /// cross-node latency, delivery ratio, CPU per delivery of A, B and Redis.
     Cluster,
+    /// N sockets, each on its own authorised `private-user-N` channel; HTTP
+    /// publishes to random users: server CPU per publish, latency, ratio, RSS.
+    Private,
+    /// U users join one presence channel within a few seconds, then leave:
+    /// time until all know all, member_added rate and latency, RSS, CPU.
+    Presence,
+    /// Open-loop `batch_events` (one event per channel, subscribers on
+    /// each): server CPU per event, delivery ratio, latency.
+    Batch,
+    /// N subscribed sockets dropped at once, then reconnecting with
+    /// pusher-js-like jitter and back-off: time until all are back,
+    /// failures, peak RSS and CPU.
+    Reconnect,
     /// idle, fanout, publish and churn in that order (not cluster: it needs
-    /// two nodes and Redis).
+    /// two nodes and Redis; nor private, presence, batch, reconnect).
     All,
     /// Side-by-side markdown of JSON result files (`--json` outputs); files
     /// with the same label (e.g. one per scenario) are merged.
@@ -184,6 +200,72 @@ struct Opts {
     /// Longest wait for both nodes to deliver a warm-up round, seconds.
     #[arg(long, global = true, default_value_t = 15.0)]
     cluster_warmup_secs: f64,
+
+    // private
+    /// Sockets, one per user, each on its own `private-user-{i}` channel.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    private_users: usize,
+    /// Publishes per second, each to one random user (open loop).
+    #[arg(long, global = true, default_value_t = 2_000.0)]
+    private_rate: f64,
+    #[arg(long, global = true, default_value_t = 20.0)]
+    private_secs: f64,
+    /// Keep-alive HTTP connections publishing.
+    #[arg(long, global = true, default_value_t = 8)]
+    private_publishers: usize,
+
+    // presence
+    /// Users (one socket each) of the one presence channel. Each pair costs
+    /// one member_added and one member_removed: the load grows with U².
+    #[arg(long, global = true, default_value_t = 1_000)]
+    presence_users: usize,
+    /// The joins are spread evenly over this many seconds.
+    #[arg(long, global = true, default_value_t = 5.0)]
+    presence_join_secs: f64,
+    /// The leaves likewise.
+    #[arg(long, global = true, default_value_t = 5.0)]
+    presence_leave_secs: f64,
+    /// Longest wait after the last join (leave) for every member to know
+    /// every other (to be told of every leave), seconds.
+    #[arg(long, global = true, default_value_t = 30.0)]
+    presence_wait_secs: f64,
+
+    // batch
+    /// Subscribers, spread evenly over the batch's channels.
+    #[arg(long, global = true, default_value_t = 400)]
+    batch_subscribers: usize,
+    /// Events per batch, each to its own channel (servers default to at most 10).
+    #[arg(long, global = true, default_value_t = 10)]
+    batch_size: usize,
+    /// Batches per second (open loop); deliveries/s = rate × subscribers.
+    #[arg(long, global = true, default_value_t = 100.0)]
+    batch_rate: f64,
+    #[arg(long, global = true, default_value_t = 20.0)]
+    batch_secs: f64,
+    /// Keep-alive HTTP connections publishing.
+    #[arg(long, global = true, default_value_t = 4)]
+    batch_publishers: usize,
+
+    // reconnect
+    #[arg(long, global = true, default_value_t = 10_000)]
+    reconnect_sockets: usize,
+    #[arg(long, global = true, default_value_t = 100)]
+    reconnect_channels: usize,
+    /// First attempt after a uniform random delay in [0, this), ms.
+    #[arg(long, global = true, default_value_t = 1_000)]
+    reconnect_jitter_ms: u64,
+    /// Wait after a failed attempt (× 0.5–1.5), doubling per failure, ms.
+    #[arg(long, global = true, default_value_t = 1_000)]
+    reconnect_backoff_ms: u64,
+    /// Cap of that wait, ms.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    reconnect_backoff_max_ms: u64,
+    /// A socket not back this long after the drop gives up, seconds.
+    #[arg(long, global = true, default_value_t = 60.0)]
+    reconnect_limit_secs: f64,
+    /// Drop with a TCP reset (SO_LINGER 0) instead of a FIN.
+    #[arg(long, global = true)]
+    reconnect_rst: bool,
 }
 
 /// Upper bounds that keep every run finite and within this machine's limits.
@@ -217,6 +299,38 @@ fn validate(o: &Opts) -> Result<(), String> {
     bounded("churn-concurrency", o.churn_concurrency as f64, 5_000.0)?;
     bounded("publish-connections", o.publish_connections as f64, 1_000.0)?;
     bounded("event-size", o.event_size as f64, 1_000_000.0)?;
+    bounded("private-users", o.private_users as f64, 19_000.0)?;
+    bounded("private-rate", o.private_rate, 1_000_000.0)?;
+    bounded("private-secs", o.private_secs, 600.0)?;
+    bounded("private-publishers", o.private_publishers as f64, 1_000.0)?;
+    bounded("presence-users", o.presence_users as f64, 5_000.0)?;
+    if o.presence_users < 2 {
+        return Err("--presence-users must be at least 2".into());
+    }
+    bounded("presence-join-secs", o.presence_join_secs, 600.0)?;
+    bounded("presence-leave-secs", o.presence_leave_secs, 600.0)?;
+    bounded("presence-wait-secs", o.presence_wait_secs, 600.0)?;
+    bounded("batch-subscribers", o.batch_subscribers as f64, 19_000.0)?;
+    bounded("batch-size", o.batch_size as f64, 100.0)?;
+    bounded("batch-rate", o.batch_rate, 100_000.0)?;
+    bounded("batch-secs", o.batch_secs, 600.0)?;
+    bounded("batch-publishers", o.batch_publishers as f64, 1_000.0)?;
+    // The dropped connections' ports may still be in TIME_WAIT while the
+    // same number reconnect: both must fit one address's ephemeral range.
+    bounded("reconnect-sockets", o.reconnect_sockets as f64, 14_000.0)?;
+    bounded("reconnect-channels", o.reconnect_channels as f64, 10_000.0)?;
+    bounded("reconnect-limit-secs", o.reconnect_limit_secs, 600.0)?;
+    if o.reconnect_jitter_ms > 600_000 || o.reconnect_backoff_max_ms > 600_000 {
+        return Err("--reconnect-jitter-ms and --reconnect-backoff-max-ms must be ≤ 600000".into());
+    }
+    for (name, rate, secs) in [
+        ("private", o.private_rate, o.private_secs),
+        ("batch", o.batch_rate, o.batch_secs),
+    ] {
+        if rate * secs > 10_000_000.0 {
+            return Err(format!("{name} would publish more than 10 million times"));
+        }
+    }
     if o.fanout_rate * o.fanout_secs > 10_000_000.0 {
         return Err("fanout would publish more than 10 million events".into());
     }
@@ -391,6 +505,10 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Churn => vec![Step::Churn],
         Cmd::Floor => vec![Step::Floor],
         Cmd::Cluster => vec![Step::Cluster],
+        Cmd::Private => vec![Step::Private],
+        Cmd::Presence => vec![Step::Presence],
+        Cmd::Batch => vec![Step::Batch],
+        Cmd::Reconnect => vec![Step::Reconnect],
         Cmd::Compare { .. } => unreachable!("handled in main"),
     };
     let mut failed = Vec::new();
@@ -430,6 +548,10 @@ enum Step {
     Churn,
     Floor,
     Cluster,
+    Private,
+    Presence,
+    Batch,
+    Reconnect,
 }
 
 /// Node B and the probes of the cluster scenario.
@@ -564,7 +686,98 @@ async fn run_step(
                 to_value(scenarios::cluster(t, &c.probes, &opts).await),
             )
         }
+        Step::Private => {
+            eprintln!(
+                "[private] {} users on private-user-N channels, {} publishes/s to random users for {} s",
+                o.private_users, o.private_rate, o.private_secs
+            );
+            let opts = PrivateOpts {
+                users: o.private_users,
+                event_size: o.event_size,
+                rate: o.private_rate,
+                secs: o.private_secs,
+                publishers: o.private_publishers,
+                drain_secs: o.drain_secs,
+                concurrency: o.connect_concurrency,
+            };
+            let r = match fits_nofile(o.private_users) {
+                Ok(()) => scenarios::private(t, p, &opts).await,
+                Err(e) => Err(e),
+            };
+            ("private", to_value(r))
+        }
+        Step::Presence => {
+            eprintln!(
+                "[presence] {} users join one presence channel over {} s, then leave over {} s",
+                o.presence_users, o.presence_join_secs, o.presence_leave_secs
+            );
+            let opts = PresenceOpts {
+                users: o.presence_users,
+                join_secs: o.presence_join_secs,
+                leave_secs: o.presence_leave_secs,
+                wait_secs: o.presence_wait_secs,
+                concurrency: o.connect_concurrency,
+            };
+            let r = match fits_nofile(o.presence_users) {
+                Ok(()) => scenarios::presence(t, p, &opts).await,
+                Err(e) => Err(e),
+            };
+            ("presence", to_value(r))
+        }
+        Step::Batch => {
+            eprintln!(
+                "[batch] {} subscribers over {} channels, {} batches/s of {} events for {} s",
+                o.batch_subscribers, o.batch_size, o.batch_rate, o.batch_size, o.batch_secs
+            );
+            let opts = BatchOpts {
+                subscribers: o.batch_subscribers,
+                size: o.batch_size,
+                event_size: o.event_size,
+                rate: o.batch_rate,
+                secs: o.batch_secs,
+                publishers: o.batch_publishers,
+                drain_secs: o.drain_secs,
+                concurrency: o.connect_concurrency,
+            };
+            ("batch", to_value(scenarios::batch(t, p, &opts).await))
+        }
+        Step::Reconnect => {
+            eprintln!(
+                "[reconnect] {} sockets over {} channels dropped at once ({}), reconnecting within {} ms of jitter",
+                o.reconnect_sockets,
+                o.reconnect_channels,
+                if o.reconnect_rst { "RST" } else { "FIN" },
+                o.reconnect_jitter_ms
+            );
+            let opts = ReconnectOpts {
+                sockets: o.reconnect_sockets,
+                channels: o.reconnect_channels,
+                concurrency: o.connect_concurrency,
+                jitter_ms: o.reconnect_jitter_ms,
+                backoff_ms: o.reconnect_backoff_ms,
+                backoff_max_ms: o.reconnect_backoff_max_ms,
+                limit_secs: o.reconnect_limit_secs,
+                rst: o.reconnect_rst,
+                drain_secs: o.drain_secs,
+            };
+            let r = match fits_nofile(o.reconnect_sockets) {
+                Ok(()) => scenarios::reconnect(t, p, &opts).await,
+                Err(e) => Err(e),
+            };
+            ("reconnect", to_value(r))
+        }
     }
+}
+
+/// Fails if `sockets` client sockets would not fit the open-file limit.
+fn fits_nofile(sockets: usize) -> Result<(), String> {
+    let limit = procfs::nofile_limit();
+    if (sockets as u64) + 100 > limit {
+        return Err(format!(
+            "{sockets} sockets need more than the open-file limit {limit} allows"
+        ));
+    }
+    Ok(())
 }
 
 fn print_machine(doc: &Value) {
@@ -625,5 +838,19 @@ mod tests {
         .unwrap();
         assert!(validate(&cli.o).is_ok());
         assert_eq!((cli.o.port_b, cli.o.redis_port), (16002, Some(16379)));
+        for cmd in ["private", "presence", "batch", "reconnect"] {
+            let cli = Cli::try_parse_from(["switchyard-bench", cmd]).unwrap();
+            assert!(validate(&cli.o).is_ok(), "{cmd}");
+        }
+        for bad in [
+            ["--presence-users", "1"],
+            ["--presence-users", "6000"],
+            ["--reconnect-sockets", "20000"],
+            ["--batch-size", "0"],
+        ] {
+            let cli =
+                Cli::try_parse_from(["switchyard-bench", "presence", bad[0], bad[1]]).unwrap();
+            assert!(validate(&cli.o).is_err(), "{bad:?}");
+        }
     }
 }

@@ -90,6 +90,41 @@ cluster: node A RSS (MiB) | /results/cluster/node_a/rss_bytes | 1048576 |
 cluster: node B RSS (MiB) | /results/cluster/node_b/rss_bytes | 1048576 |
 cluster: Redis RSS (MiB) | /results/cluster/redis/rss_bytes | 1048576 |
 cluster: publish HTTP latency p99 (ms) | /results/cluster/publish_http_latency/p99_ms | 1 |
+private: users subscribed | /results/private/users_ok | 1 |
+private: server CPU µs per publish | /results/private/server_cpu_us_per_publish | 1 |
+private: delivery ratio | /results/private/delivery_ratio | 1 | 1.0
+private: latency p50 (ms) | /results/private/latency/p50_ms | 1 |
+private: latency p99 (ms) | /results/private/latency/p99_ms | 1 |
+private: server RSS loaded (MiB) | /results/private/server_rss_loaded_bytes | 1048576 |
+private: server RSS per user (KiB) | /results/private/server_rss_per_user_bytes | 1024 |
+private: server CPU µs per subscribed user | /results/private/server_cpu_us_per_subscribed_user | 1 |
+presence: users joined | /results/presence/joined | 1 |
+presence: seconds until all know all (from first join) | /results/presence/secs_until_all_know_all | 1 |
+presence: … after the last join | /results/presence/secs_after_last_join | 1 |
+presence: member_added ratio | /results/presence/member_added_ratio | 1 | 1.0
+presence: member_added deliveries/s | /results/presence/member_added_per_s | 1 |
+presence: member_added latency p99 (ms) | /results/presence/member_added_latency/p99_ms | 1 |
+presence: member_removed ratio | /results/presence/member_removed_ratio | 1 | 1.0
+presence: member_removed latency p99 (ms) | /results/presence/member_removed_latency/p99_ms | 1 |
+presence: server CPU µs per member_added | /results/presence/server_cpu_us_per_member_added | 1 |
+presence: server CPU of the join phase (s) | /results/presence/server_cpu_join_s | 1 |
+presence: peak server RSS (MiB) | /results/presence/server_rss_peak_bytes | 1048576 |
+batch: events/s | /results/batch/events_per_s | 1 |
+batch: server CPU µs per event | /results/batch/server_cpu_us_per_event | 1 |
+batch: server CPU s per million deliveries | /results/batch/server_cpu_s_per_million_deliveries | 1 |
+batch: delivery ratio | /results/batch/delivery_ratio | 1 | 1.0
+batch: latency p50 (ms) | /results/batch/latency/p50_ms | 1 |
+batch: latency p99 (ms) | /results/batch/latency/p99_ms | 1 |
+batch: HTTP latency p99 (ms) | /results/batch/batch_http_latency/p99_ms | 1 |
+reconnect: sockets back | /results/reconnect/sockets_back | 1 |
+reconnect: seconds until all back | /results/reconnect/secs_until_all_back | 1 |
+reconnect: time back p99 (ms) | /results/reconnect/time_back/p99_ms | 1 |
+reconnect: failed attempts | /results/reconnect/failed_attempts | 1 | 0
+reconnect: gave up | /results/reconnect/sockets_gave_up | 1 | 0
+reconnect: server CPU during the storm (s) | /results/reconnect/server_cpu_storm_s | 1 |
+reconnect: server CPU µs per reconnect | /results/reconnect/server_cpu_us_per_reconnect | 1 |
+reconnect: peak server RSS (MiB) | /results/reconnect/server_rss_peak_bytes | 1048576 |
+reconnect: check delivery ratio | /results/reconnect/check_delivery_ratio | 1 | 1.0
 ";
 
 /// Issue 11's CPU target: the first run's total cluster CPU per delivery at

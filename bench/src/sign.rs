@@ -71,6 +71,50 @@ pub fn signed_events_uri(creds: &Credentials, body: &[u8], timestamp: u64) -> St
     format!("{path}?{q}")
 }
 
+/// Path and query of a signed `POST /apps/{id}/batch_events` for `body`.
+pub fn signed_batch_uri(creds: &Credentials, body: &[u8], timestamp: u64) -> String {
+    let path = format!("/apps/{}/batch_events", creds.app_id);
+    let (_, q) = sign_query(creds, "POST", &path, &[], body, timestamp);
+    format!("{path}?{q}")
+}
+
+/// `auth` of a private-channel subscription (§4.1):
+/// `key:HMAC-SHA256(secret, "socket_id:channel")`.
+pub fn channel_auth(creds: &Credentials, socket_id: &str, channel: &str) -> String {
+    let sig = hmac_hex(&creds.secret, format!("{socket_id}:{channel}").as_bytes());
+    format!("{}:{sig}", creds.key)
+}
+
+/// `auth` of a presence-channel subscription (§4.2):
+/// `key:HMAC-SHA256(secret, "socket_id:channel:channel_data")`.
+pub fn presence_auth(
+    creds: &Credentials,
+    socket_id: &str,
+    channel: &str,
+    channel_data: &str,
+) -> String {
+    let sig = hmac_hex(
+        &creds.secret,
+        format!("{socket_id}:{channel}:{channel_data}").as_bytes(),
+    );
+    format!("{}:{sig}", creds.key)
+}
+
+/// Body of a batch trigger: `{"batch":[{"name":…,"channel":…,"data":…},…]}`
+/// with one event per `(channel, name, data)`.
+pub fn batch_body<'a>(events: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"batch\":[");
+    for (i, (channel, name, data)) in events.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&event_body(channel, name, data));
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
 /// Body of a trigger call on one channel: `{"name":…,"channel":…,"data":…}`
 /// with each value JSON-escaped.
 pub fn event_body(channel: &str, name: &str, data: &str) -> Vec<u8> {
@@ -152,6 +196,34 @@ mod tests {
             hmac_hex("app-secret", b"1234.5678:private-orders"),
             "2d1e5109f17c93a347d0a52f060df3a517761ce1ddcd7bce2998c4f1925a7cab"
         );
+    }
+
+    #[test]
+    fn subscription_auths() {
+        let c = creds();
+        assert_eq!(
+            channel_auth(&c, "1234.5678", "private-orders"),
+            "app-key:2d1e5109f17c93a347d0a52f060df3a517761ce1ddcd7bce2998c4f1925a7cab"
+        );
+        let data = r#"{"user_id":"7"}"#;
+        assert_eq!(
+            presence_auth(&c, "1.2", "presence-room", data),
+            format!(
+                "app-key:{}",
+                hmac_hex("app-secret", br#"1.2:presence-room:{"user_id":"7"}"#)
+            )
+        );
+    }
+
+    #[test]
+    fn batch_body_is_a_json_batch() {
+        let b = batch_body([("a", "e", "1"), ("b", "e", r#"{"t":2}"#)]);
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["batch"].as_array().unwrap().len(), 2);
+        assert_eq!(v["batch"][1]["channel"], "b");
+        assert_eq!(v["batch"][1]["data"], r#"{"t":2}"#);
+        let uri = signed_batch_uri(&creds(), &b, 1_700_000_000);
+        assert!(uri.starts_with("/apps/app-id/batch_events?auth_key=app-key&"));
     }
 
     #[test]

@@ -203,7 +203,32 @@ pub(super) async fn open_loop(
     publishers: usize,
     event_size: usize,
 ) -> OpenLoop {
-    let channels = channels.max(1);
+    let channels = channels.max(1) as u64;
+    let (creds, prefix) = (t.creds.clone(), prefix.to_string());
+    let make: MakePost = Arc::new(move |seq, sched_ns| {
+        let data = event_data(sched_ns, seq, event_size);
+        client::signed_trigger(
+            &creds,
+            &format!("{prefix}{}", seq % channels),
+            "bench",
+            &data,
+        )
+    });
+    open_loop_with(t, rate, secs, publishers, make).await
+}
+
+/// Builds the signed request of publish `seq` scheduled at `sched_ns`
+/// (unix nanos), which its events' data should carry (see [`event_data`]).
+pub(super) type MakePost = Arc<dyn Fn(u64, u64) -> client::SignedPost + Send + Sync>;
+
+/// [`open_loop`] with any request: `make(seq, sched_ns)` builds publish `seq`.
+pub(super) async fn open_loop_with(
+    t: &Target,
+    rate: f64,
+    secs: f64,
+    publishers: usize,
+    make: MakePost,
+) -> OpenLoop {
     let total = (rate * secs).round() as u64;
     let period_ns = (1e9 / rate.max(0.001)) as u64;
     let (job_tx, job_rx) = mpsc::channel::<Job>(1_000_000);
@@ -221,16 +246,13 @@ pub(super) async fn open_loop(
         let job_rx = job_rx.clone();
         let (ok, errors, late, http_lat) =
             (ok.clone(), errors.clone(), late.clone(), http_lat.clone());
-        let prefix = prefix.to_string();
+        let make = make.clone();
         workers.spawn(async move {
             let mut conn: Option<HttpConn> = None;
             loop {
                 let job = { job_rx.lock().await.recv().await };
                 let Some(job) = job else { break };
-                let ch = (job.seq % channels as u64) as usize;
-                let data = event_data(job.sched_ns, job.seq, event_size);
-                let post =
-                    client::signed_trigger(&t.creds, &format!("{prefix}{ch}"), "bench", &data);
+                let post = make(job.seq, job.sched_ns);
                 if client::unix_nanos() > job.sched_ns + 10_000_000 {
                     late.fetch_add(1, Ordering::Relaxed);
                 }

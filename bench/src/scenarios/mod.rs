@@ -1,20 +1,29 @@
 //! The scenarios: idle connections, fan-out, HTTP publish, churn, the
-//! loopback floor, a two-node cluster, and the pieces they share (server
-//! probe, fleets of subscribed sockets).
+//! loopback floor, a two-node cluster, private channels per user, a presence
+//! storm, batch publishes, a reconnect storm, and the pieces they share
+//! (server probe, fleets of subscribed sockets).
 
+mod batch;
 mod churn;
 mod cluster;
 mod fanout;
 mod floor;
 mod idle;
+mod presence;
+mod private;
 mod publish;
+mod reconnect;
 
+pub use batch::{batch, BatchOpts};
 pub use churn::{churn, ChurnOpts};
 pub use cluster::{cluster, ClusterOpts, ClusterProbes};
 pub use fanout::{fanout, frame_bytes, FanoutOpts};
 pub use floor::{floor, FloorOpts};
 pub use idle::{idle, IdleOpts};
+pub use presence::{presence, PresenceOpts};
+pub use private::{private, PrivateOpts};
 pub use publish::{publish, PublishOpts};
+pub use reconnect::{reconnect, ReconnectOpts};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,6 +96,20 @@ async fn open_fleet(
     channel: impl Fn(usize) -> String,
     on_text: OnText,
 ) -> Fleet {
+    open_fleet_with(t, n, concurrency, channel, false, on_text).await
+}
+
+/// [`open_fleet`]; with `private`, each subscription carries the channel
+/// auth signature computed here with the app secret, as an auth endpoint
+/// would (for `private-` channels).
+async fn open_fleet_with(
+    t: &Target,
+    n: usize,
+    concurrency: usize,
+    channel: impl Fn(usize) -> String,
+    private: bool,
+    on_text: OnText,
+) -> Fleet {
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
     let (stop, stop_rx) = watch::channel(false);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Result<u64, String>>();
@@ -102,14 +125,19 @@ async fn open_fleet(
         set.spawn(async move {
             let permit = sem.acquire_owned().await.expect("semaphore never closed");
             let t0 = Instant::now();
-            let mut ws = match client::connect(&t).await {
-                Ok(ws) => ws,
+            let (mut ws, socket_id) = match client::connect_id(&t).await {
+                Ok(c) => c,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
                     return;
                 }
             };
-            if let Err(e) = client::subscribe(&t, &mut ws, &ch).await {
+            let subscribed = if private {
+                client::subscribe_private(&t, &mut ws, &socket_id, &ch).await
+            } else {
+                client::subscribe(&t, &mut ws, &ch).await
+            };
+            if let Err(e) = subscribed {
                 let _ = ready_tx.send(Err(e));
                 return;
             }
@@ -179,6 +207,37 @@ impl Fleet {
         {}
         self.set.abort_all();
     }
+}
+
+/// SplitMix64: a cheap, well-mixed hash of `x`, for reproducible "random"
+/// choices (which user a publish goes to, reconnect jitter).
+pub(crate) fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Uniform in [0, 1) from a hash.
+pub(crate) fn unit(h: u64) -> f64 {
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Samples the server's RSS every `every` until `stop` is set; returns the
+/// highest value seen.
+fn spawn_peak_rss(
+    p: Probe,
+    every: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Option<u64>> {
+    tokio::spawn(async move {
+        let mut peak = p.rss();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(every).await;
+            peak = peak.max(p.rss());
+        }
+        peak
+    })
 }
 
 async fn sample_rss_for(p: &Probe, secs: u64) -> Option<u64> {

@@ -53,6 +53,12 @@ const PONG: &str = r#"{"event":"pusher:pong","data":{}}"#;
 
 /// Opens a WebSocket to the app and waits for `pusher:connection_established`.
 pub async fn connect(t: &Target) -> Res<Ws> {
+    connect_with_id(t).await.map(|(ws, _)| ws)
+}
+
+/// [`connect`], also returning the socket id the server assigned (signed
+/// into private and presence channel auth).
+pub async fn connect_with_id(t: &Target) -> Res<(Ws, String)> {
     let fut = async {
         let tcp = TcpStream::connect(t.addr)
             .await
@@ -69,7 +75,7 @@ pub async fn connect(t: &Target) -> Res<Ws> {
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(s))) if s.contains("pusher:connection_established") => {
-                    return Ok(ws)
+                    return Ok((ws, socket_id(&s)?))
                 }
                 Some(Ok(Message::Text(s))) if s.contains("pusher:error") => {
                     return Err(format!("server error: {s}"))
@@ -84,6 +90,19 @@ pub async fn connect(t: &Target) -> Res<Ws> {
     timeout(t.op_timeout, fut)
         .await
         .map_err(|_| "timed out waiting for connection_established".to_string())?
+}
+
+/// The `socket_id` of a `pusher:connection_established` frame (its `data`
+/// is a JSON-encoded string).
+fn socket_id(frame: &str) -> Res<String> {
+    let bad = || format!("unexpected connection_established: {frame}");
+    let v: serde_json::Value = serde_json::from_str(frame).map_err(|_| bad())?;
+    let data: serde_json::Value =
+        serde_json::from_str(v["data"].as_str().ok_or_else(bad)?).map_err(|_| bad())?;
+    data["socket_id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(bad)
 }
 
 /// Subscribes to a public channel and waits for its `subscription_succeeded`.
@@ -264,5 +283,17 @@ pub fn signed_trigger(creds: &Credentials, channel: &str, name: &str, data: &str
     SignedPost {
         uri: uri.parse().expect("signed URI is a valid path and query"),
         body: Bytes::from(body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_id_from_connection_established() {
+        let frame = r#"{"event":"pusher:connection_established","data":"{\"socket_id\":\"123.456\",\"activity_timeout\":120}"}"#;
+        assert_eq!(socket_id(frame).unwrap(), "123.456");
+        assert!(socket_id(r#"{"event":"pusher:connection_established","data":"{}"}"#).is_err());
     }
 }

@@ -1,10 +1,12 @@
 //! The scenarios: idle connections, fan-out, HTTP publish, churn, the
-//! loopback floor, a two-node cluster, and the pieces they share (server
-//! probe, fleets of subscribed sockets).
+//! loopback floor, a two-node cluster, fixed operation counts (for
+//! instruction counting), and the pieces they share (server probe, fleets of
+//! subscribed sockets).
 
 mod churn;
 mod cluster;
 mod fanout;
+mod fixed;
 mod floor;
 mod idle;
 mod publish;
@@ -12,6 +14,7 @@ mod publish;
 pub use churn::{churn, ChurnOpts};
 pub use cluster::{cluster, ClusterOpts, ClusterProbes};
 pub use fanout::{fanout, frame_bytes, FanoutOpts};
+pub use fixed::{fixed, verify as verify_fixed, FixedOp, FixedOpts};
 pub use floor::{floor, FloorOpts};
 pub use idle::{idle, IdleOpts};
 pub use publish::{publish, PublishOpts};

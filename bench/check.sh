@@ -115,7 +115,8 @@ BENCH="$TARGET_DIR/release/switchyard-bench"
 for b in "$SWITCHYARD_BIN" "$BENCH"; do
   [ -x "$b" ] || { echo "bench/check.sh: $b not built" >&2; exit 2; }
 done
-RUSTC_VERSION="$(rustc --version 2>/dev/null || echo unknown)"
+# From the repository, so that a rust-toolchain override applies as for cargo.
+RUSTC_VERSION="$(cd "$ROOT" && rustc --version 2>/dev/null || echo unknown)"
 VALGRIND_VERSION="$(valgrind --version)"
 
 # The server's whole environment: nothing is inherited from the caller's
@@ -241,6 +242,10 @@ for r in $(seq 1 "$REPEAT"); do
         per_op presence "${PRESENCE_COUNTS[0]}" "${PRESENCE_COUNTS[1]}" 1 ;;
     esac
     v="$PER"
+    if ! [[ "$v" =~ ^[0-9]+$ ]] || [ "$v" -le 0 ]; then
+      echo "bench/check.sh: $metric came out as '$v' [$IRS]: the measurement is broken" >&2
+      exit 2
+    fi
     echo "   $metric: $v instructions  [$IRS; $((SECONDS - t0)) s]"
     RUNS[$metric]="${RUNS[$metric]:-}${RUNS[$metric]:+ }$v"
     if [ -z "${NOW[$metric]:-}" ] || [ "$v" -lt "${NOW[$metric]}" ]; then
@@ -272,7 +277,7 @@ if [ "$UPDATE" = 1 ]; then
     echo "  \"rustc\": \"$RUSTC_VERSION\","
     echo "  \"valgrind\": \"$VALGRIND_VERSION\","
     echo "  \"arch\": \"$(uname -m)\","
-    echo "  \"git\": \"$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)\","
+    echo "  \"git\": \"$(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)\","
     echo "  \"recorded\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
     echo "  \"workload\": \"$WORKLOAD\","
     last=$((${#METRICS[@]} - 1))

@@ -4,6 +4,9 @@
 #   make lint   rustfmt check + clippy with warnings as errors + hadolint on the Dockerfile
 #   make build  release binary (target/release/switchyard)
 #   make fuzz   fuzz the client-frame parser for FUZZ_SECONDS (nightly + cargo-fuzz; not part of test)
+#   make bench-check     instructions per delivery / publish / presence cycle under
+#                        callgrind vs bench/baseline.json; fails over +10 % (valgrind; not part of test)
+#   make bench-baseline  re-record bench/baseline.json (after an intended change or a new rustc)
 
 CARGO ?= cargo
 NPM   ?= npm
@@ -12,7 +15,7 @@ E2E_DIR := tests/e2e
 SWITCHYARD_BIN ?= $(CURDIR)/target/debug/switchyard
 
 .DEFAULT_GOAL := test
-.PHONY: test test-rust build build-debug e2e e2e-deps lint fmt clippy lint-docker fuzz clean
+.PHONY: test test-rust build build-debug e2e e2e-deps lint fmt clippy lint-docker fuzz bench-check bench-baseline clean
 
 test: test-rust e2e
 
@@ -50,6 +53,13 @@ lint-docker:
 FUZZ_SECONDS ?= 60
 fuzz:
 	cd fuzz && $(CARGO) +nightly fuzz run client_frame -- -max_total_time=$(FUZZ_SECONDS)
+
+# Wall-time-independent performance guard (bench/check.sh; about a minute plus the release build).
+bench-check:
+	CARGO="$(CARGO)" bench/check.sh
+
+bench-baseline:
+	BENCH_CHECK_UPDATE=1 CARGO="$(CARGO)" bench/check.sh
 
 clean:
 	$(CARGO) clean

@@ -21,8 +21,8 @@ use serde_json::{json, Value};
 
 use client::Target;
 use scenarios::{
-    BatchOpts, ChurnOpts, ClusterOpts, ClusterProbes, FanoutOpts, IdleOpts, PresenceOpts,
-    PrivateOpts, Probe, PublishOpts, ReconnectOpts,
+    BatchOpts, ChurnOpts, ClusterOpts, ClusterProbes, FanoutOpts, FixedOp, FixedOpts, IdleOpts,
+    PresenceOpts, PrivateOpts, Probe, PublishOpts, ReconnectOpts,
 };
 use sign::Credentials;
 
@@ -65,6 +65,12 @@ enum Cmd {
     /// pusher-js-like jitter and back-off: time until all are back,
     /// failures, peak RSS and CPU.
     Reconnect,
+    /// Exactly --fixed-count operations of --fixed-op, closed loop (each
+    /// finished before the next starts), then exit; fails unless all
+    /// completed. Sizes and names are the same in every run, so that the
+    /// server's instructions per operation can be counted under callgrind
+    /// (bench/check.sh). Not a throughput measurement.
+    Fixed,
     /// idle, fanout, publish and churn in that order (not cluster: it needs
     /// two nodes and Redis; nor private, presence, batch, reconnect).
     All,
@@ -168,6 +174,17 @@ struct Opts {
     churn_warmup_secs: f64,
     #[arg(long, global = true, default_value_t = 1000)]
     rss_sample_ms: u64,
+
+    // fixed
+    /// The operation `fixed` repeats.
+    #[arg(long, global = true, value_enum, default_value_t = FixedOp::Fanout)]
+    fixed_op: FixedOp,
+    /// How many times `fixed` does it.
+    #[arg(long, global = true, default_value_t = 100)]
+    fixed_count: u64,
+    /// Subscribed sockets of `fixed --fixed-op fanout`.
+    #[arg(long, global = true, default_value_t = 50)]
+    fixed_subscribers: usize,
 
     // cluster
     /// Node B's port (cluster; node A is --port).
@@ -295,6 +312,8 @@ fn validate(o: &Opts) -> Result<(), String> {
         return Err("--floor-secs must be in [0, 600]".into());
     }
     bounded("idle-connections", o.idle_connections as f64, 19_000.0)?;
+    bounded("fixed-count", o.fixed_count as f64, 1_000_000.0)?;
+    bounded("fixed-subscribers", o.fixed_subscribers as f64, 5_000.0)?;
     bounded("fanout-subscribers", o.fanout_subscribers as f64, 19_000.0)?;
     bounded("churn-concurrency", o.churn_concurrency as f64, 5_000.0)?;
     bounded("publish-connections", o.publish_connections as f64, 1_000.0)?;
@@ -509,6 +528,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Presence => vec![Step::Presence],
         Cmd::Batch => vec![Step::Batch],
         Cmd::Reconnect => vec![Step::Reconnect],
+        Cmd::Fixed => vec![Step::Fixed],
         Cmd::Compare { .. } => unreachable!("handled in main"),
     };
     let mut failed = Vec::new();
@@ -552,6 +572,7 @@ enum Step {
     Presence,
     Batch,
     Reconnect,
+    Fixed,
 }
 
 /// Node B and the probes of the cluster scenario.
@@ -655,6 +676,28 @@ async fn run_step(
                 writer_core: o.pin_server,
             };
             ("floor", to_value(scenarios::floor(&opts).await))
+        }
+        Step::Fixed => {
+            eprintln!(
+                "[fixed] {} × {:?}{}",
+                o.fixed_count,
+                o.fixed_op,
+                if o.fixed_op == FixedOp::Fanout {
+                    format!(" to {} subscribers", o.fixed_subscribers)
+                } else {
+                    String::new()
+                }
+            );
+            let opts = FixedOpts {
+                op: o.fixed_op,
+                count: o.fixed_count,
+                subscribers: o.fixed_subscribers,
+                event_size: o.event_size,
+            };
+            let r = scenarios::fixed(t, &opts)
+                .await
+                .and_then(|r| scenarios::verify_fixed(&r).map(|()| r));
+            ("fixed", to_value(r))
         }
         Step::Cluster => {
             eprintln!(

@@ -1,12 +1,14 @@
 //! The scenarios: idle connections, fan-out, HTTP publish, churn, the
 //! loopback floor, a two-node cluster, private channels per user, a presence
-//! storm, batch publishes, a reconnect storm, and the pieces they share
-//! (server probe, fleets of subscribed sockets).
+//! storm, batch publishes, a reconnect storm, fixed operation counts (for
+//! instruction counting), and the pieces they share (server probe, fleets of
+//! subscribed sockets).
 
 mod batch;
 mod churn;
 mod cluster;
 mod fanout;
+mod fixed;
 mod floor;
 mod idle;
 mod presence;
@@ -18,6 +20,7 @@ pub use batch::{batch, BatchOpts};
 pub use churn::{churn, ChurnOpts};
 pub use cluster::{cluster, ClusterOpts, ClusterProbes};
 pub use fanout::{fanout, frame_bytes, FanoutOpts};
+pub use fixed::{fixed, verify as verify_fixed, FixedOp, FixedOpts};
 pub use floor::{floor, FloorOpts};
 pub use idle::{idle, IdleOpts};
 pub use presence::{presence, PresenceOpts};

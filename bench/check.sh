@@ -25,6 +25,9 @@
 #                        per delivery (so it includes 1/FANOUT_SUBSCRIBERS of
 #                        the publish itself)
 #   publish_per_publish  one HTTP publish to a channel without subscribers
+#   single_per_publish   one HTTP publish to a channel with one subscriber,
+#                        which receives it (the private-channel-per-user
+#                        pattern: the publish and its one delivery)
 #   presence_per_cycle   subscribe to a presence channel (signed auth, member
 #                        data), subscription_succeeded, unsubscribe
 # The server runs on one core (taskset: one HTTP worker, one registry shard)
@@ -71,9 +74,10 @@ FANOUT_SUBSCRIBERS=50
 FANOUT_COUNTS=(20 220)    # publishes: 1000 and 11000 deliveries
 PUBLISH_COUNTS=(100 1100)
 PRESENCE_COUNTS=(50 1050)
+SINGLE_COUNTS=(100 1100)
 EVENT_SIZE=100
-WORKLOAD="fanout ${FANOUT_SUBSCRIBERS} subscribers x ${FANOUT_COUNTS[*]} publishes; publish ${PUBLISH_COUNTS[*]}; presence ${PRESENCE_COUNTS[*]} cycles; ${EVENT_SIZE}-byte events"
-METRICS=(fanout_per_delivery publish_per_publish presence_per_cycle)
+WORKLOAD="fanout ${FANOUT_SUBSCRIBERS} subscribers x ${FANOUT_COUNTS[*]} publishes; publish ${PUBLISH_COUNTS[*]}; presence ${PRESENCE_COUNTS[*]} cycles; single subscriber ${SINGLE_COUNTS[*]} publishes; ${EVENT_SIZE}-byte events"
+METRICS=(fanout_per_delivery publish_per_publish presence_per_cycle single_per_publish)
 
 APP_ID=app-id
 APP_KEY=app-key
@@ -154,7 +158,7 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 # this shell (not in $(...)) so that the EXIT trap can stop the server.
 IR=
 measure() {
-  local op="$1" count="$2"
+  local op="$1" count="$2" subscribers="${3:-$FANOUT_SUBSCRIBERS}"
   local tag="$op-$count-$RANDOM"
   local out="$WORK/callgrind.$tag.out" log="$WORK/server.$tag.log"
   if port_open; then
@@ -179,7 +183,7 @@ measure() {
   port_open || { echo "the server did not open port $PORT" >&2; return 1; }
   if ! taskset -c "$CLIENT_CORE" "$BENCH" fixed --port "$PORT" --app-id "$APP_ID" \
     --key "$APP_KEY" --secret "$APP_SECRET" --server-pid "$SERVER_PID" \
-    --fixed-op "$op" --fixed-count "$count" --fixed-subscribers "$FANOUT_SUBSCRIBERS" \
+    --fixed-op "$op" --fixed-count "$count" --fixed-subscribers "$subscribers" \
     --event-size "$EVENT_SIZE" --op-timeout-secs 120 \
     >"$WORK/bench.$tag.log" 2>&1; then
     echo "switchyard-bench fixed --fixed-op $op --fixed-count $count failed:" >&2
@@ -211,16 +215,16 @@ measure() {
   IR="$((ir - ${excluded:-0}))"
 }
 
-# per_op OP N1 N2 UNITS_PER_OP: sets PER to the instructions per unit from
+# per_op OP N1 N2 UNITS_PER_OP [SUBSCRIBERS]: sets PER to the instructions per unit from
 # two runs (and IRS to their totals).
 PER=""
 IRS=""
 per_op() {
-  local op="$1" n1="$2" n2="$3" units="$4"
+  local op="$1" n1="$2" n2="$3" units="$4" subscribers="${5:-$FANOUT_SUBSCRIBERS}"
   local ir1 ir2
-  measure "$op" "$n1" || exit 1
+  measure "$op" "$n1" "$subscribers" || exit 1
   ir1="$IR"
-  measure "$op" "$n2" || exit 1
+  measure "$op" "$n2" "$subscribers" || exit 1
   ir2="$IR"
   IRS="Ir($n1)=$ir1 Ir($n2)=$ir2"
   PER="$(awk -v a="$ir1" -v b="$ir2" -v n1="$n1" -v n2="$n2" -v u="$units" \
@@ -240,6 +244,8 @@ for r in $(seq 1 "$REPEAT"); do
         per_op publish "${PUBLISH_COUNTS[0]}" "${PUBLISH_COUNTS[1]}" 1 ;;
       presence_per_cycle)
         per_op presence "${PRESENCE_COUNTS[0]}" "${PRESENCE_COUNTS[1]}" 1 ;;
+      single_per_publish)
+        per_op fanout "${SINGLE_COUNTS[0]}" "${SINGLE_COUNTS[1]}" 1 1 ;;
     esac
     v="$PER"
     if ! [[ "$v" =~ ^[0-9]+$ ]] || [ "$v" -le 0 ]; then

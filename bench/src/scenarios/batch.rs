@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::fanout::{delivery_ratio, drain, event_data, open_loop_with, Deliveries, MakePost};
-use super::{open_fleet, OnText, Probe};
+use super::{open_fleet, split_diff, OnText, Probe};
 use crate::client::{self, Res, Target};
 use crate::stats::{self, round1, round3, Latency};
 
@@ -74,11 +74,7 @@ pub async fn batch(t: &Target, p: &Probe, o: &BatchOpts) -> Res<BatchResult> {
         OnText::Deliveries(deliveries.clone()),
     )
     .await;
-    if fleet.ok == 0 {
-        let e = fleet.first_error.clone().unwrap_or_default();
-        fleet.shutdown(Duration::from_secs(10)).await;
-        return Err(format!("no subscriber connected: {e}"));
-    }
+    let fleet = fleet.or_none_subscribed("no subscriber connected").await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let channels: Arc<Vec<String>> =
@@ -105,11 +101,7 @@ pub async fn batch(t: &Target, p: &Probe, o: &BatchOpts) -> Res<BatchResult> {
     let (cpu1, ccpu1) = (p.cpu_split(), p.client_cpu());
     let rss = p.rss();
     let delivered = deliveries.received();
-    let (user, sys) = match (cpu0, cpu1) {
-        (Some(a), Some(b)) => (Some(b.0 - a.0), Some(b.1 - a.1)),
-        _ => (None, None),
-    };
-    let cpu = user.zip(sys).map(|(u, s)| u + s);
+    let (user, sys, cpu) = split_diff(cpu0, cpu1);
     let per_million = |c: Option<f64>| {
         c.filter(|_| delivered > 0)
             .map(|c| round3(c * 1e6 / delivered as f64))

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 
 use super::floor::{floor, FloorOpts, FloorResult};
-use super::{open_fleet, OnText, Probe};
+use super::{open_fleet, split_diff, OnText, Probe};
 use crate::client::{self, HttpConn, Res, Target};
 use crate::stats::{self, round1, round3, Errors, Latency, ShardedHistogram};
 
@@ -323,11 +323,7 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
         OnText::Deliveries(deliveries.clone()),
     )
     .await;
-    if fleet.ok == 0 {
-        let e = fleet.first_error.clone().unwrap_or_default();
-        fleet.shutdown(Duration::from_secs(10)).await;
-        return Err(format!("no subscriber connected: {e}"));
-    }
+    let fleet = fleet.or_none_subscribed("no subscriber connected").await?;
     // Subscribers per channel, for the expected delivery count.
     let mut subs = vec![0u64; channels];
     for i in 0..o.subscribers {
@@ -360,11 +356,7 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
     let (cpu1, ccpu1) = (p.cpu_split(), p.client_cpu());
     let rss = p.rss();
     let delivered = deliveries.received();
-    let (user, sys) = match (cpu0, cpu1) {
-        (Some(a), Some(b)) => (Some(b.0 - a.0), Some(b.1 - a.1)),
-        _ => (None, None),
-    };
-    let cpu = user.zip(sys).map(|(u, s)| u + s);
+    let (user, sys, cpu) = split_diff(cpu0, cpu1);
     let per_million = |c: Option<f64>| {
         c.filter(|_| delivered > 0)
             .map(|c| round3(c * 1e6 / delivered as f64))

@@ -71,6 +71,21 @@ fn diff(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     Some(b? - a?)
 }
 
+/// The server's (user, system, total) CPU seconds between two
+/// [`Probe::cpu_split`] readings.
+fn split_diff(
+    a: Option<(f64, f64)>,
+    b: Option<(f64, f64)>,
+) -> (Option<f64>, Option<f64>, Option<f64>) {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let (user, sys) = (b.0 - a.0, b.1 - a.1);
+            (Some(user), Some(sys), Some(user + sys))
+        }
+        _ => (None, None, None),
+    }
+}
+
 /// Sockets of one scenario, connected and subscribed, each served by a task
 /// that answers pings (and, in fan-out, records deliveries) until stopped.
 struct Fleet {
@@ -198,6 +213,17 @@ async fn serve(ws: &mut Ws, stop_rx: &mut watch::Receiver<bool>, on_text: &OnTex
 }
 
 impl Fleet {
+    /// The fleet, or (after shutting it down) `what` and the first error
+    /// when no socket subscribed.
+    async fn or_none_subscribed(self, what: &str) -> crate::client::Res<Fleet> {
+        if self.ok > 0 {
+            return Ok(self);
+        }
+        let e = self.first_error.clone().unwrap_or_default();
+        self.shutdown(Duration::from_secs(10)).await;
+        Err(format!("{what}: {e}"))
+    }
+
     /// Tells every socket to close and waits (bounded) for them.
     async fn shutdown(mut self, limit: Duration) {
         let _ = self.stop.send(true);

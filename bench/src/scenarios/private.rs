@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::fanout::{delivery_ratio, drain, event_data, open_loop_with, Deliveries, MakePost};
-use super::{diff, open_fleet_with, splitmix64, OnText, Probe};
+use super::{diff, open_fleet_with, split_diff, splitmix64, OnText, Probe};
 use crate::client::{self, Res, Target};
 use crate::stats::{self, round1, round3, Latency};
 
@@ -94,11 +94,7 @@ pub async fn private(t: &Target, p: &Probe, o: &PrivateOpts) -> Res<PrivateResul
     )
     .await;
     let cpu_sub1 = p.cpu();
-    if fleet.ok == 0 {
-        let e = fleet.first_error.clone().unwrap_or_default();
-        fleet.shutdown(Duration::from_secs(10)).await;
-        return Err(format!("no user subscribed: {e}"));
-    }
+    let fleet = fleet.or_none_subscribed("no user subscribed").await?;
     let subscribe_secs = fleet.elapsed.as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
     // What the server spends with every user subscribed and nothing published.
@@ -121,11 +117,7 @@ pub async fn private(t: &Target, p: &Probe, o: &PrivateOpts) -> Res<PrivateResul
     let (cpu1, ccpu1) = (p.cpu_split(), p.client_cpu());
     let rss = p.rss();
     let delivered = deliveries.received();
-    let (user, sys) = match (cpu0, cpu1) {
-        (Some(a), Some(b)) => (Some(b.0 - a.0), Some(b.1 - a.1)),
-        _ => (None, None),
-    };
-    let cpu = user.zip(sys).map(|(u, s)| u + s);
+    let (user, sys, cpu) = split_diff(cpu0, cpu1);
     let n = run.ok;
     let per_publish = |c: Option<f64>| c.filter(|_| n > 0).map(|c| round3(c * 1e6 / n as f64));
     let ok = fleet.ok;

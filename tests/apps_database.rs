@@ -783,17 +783,7 @@ async fn queued_events_of_a_database_app_are_delivered_after_a_restart() {
         ws.subscribe(c).await;
     }
     rx.wait_requests(1, Duration::from_secs(5)).await;
-    let queued = || -> i64 {
-        redis
-            .keys("dbq1:webhooks:*")
-            .iter()
-            .filter(|k| !k.ends_with(":owner") && !k.ends_with(":dead"))
-            .map(|k| match redis.command(&["LLEN", k]) {
-                common::redis::Reply::Integer(n) => n,
-                other => panic!("LLEN {k}: {other:?}"),
-            })
-            .sum()
-    };
+    let queued = || redis.queued_webhook_events("dbq1:");
     let deadline = Instant::now() + Duration::from_secs(5);
     while queued() < 5 {
         assert!(Instant::now() < deadline, "only {} of 5 in Redis", queued());

@@ -32,19 +32,6 @@ fn env(
     ]
 }
 
-/// Events waiting in the lane lists under `prefix`.
-fn queued(redis: &RedisServer, prefix: &str) -> i64 {
-    redis
-        .keys(&format!("{prefix}webhooks:*"))
-        .iter()
-        .filter(|k| !k.ends_with(":owner") && !k.ends_with(":dead"))
-        .map(|k| match redis.command(&["LLEN", k]) {
-            RedisReply::Integer(n) => n,
-            other => panic!("LLEN {k}: {other:?}"),
-        })
-        .sum()
-}
-
 #[tokio::test]
 async fn events_queued_when_the_server_is_killed_are_delivered_after_the_restart() {
     let Some(redis) = RedisServer::start().await else {
@@ -68,15 +55,15 @@ async fn events_queued_when_the_server_is_killed_are_delivered_after_the_restart
     rx.wait_requests(1, Duration::from_secs(5)).await;
     // Every event reaches its list within a batching window or two.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while queued(&redis, "whq1:") < 30 {
+    while redis.queued_webhook_events("whq1:") < 30 {
         assert!(
             std::time::Instant::now() < deadline,
             "only {} of 30 events in Redis",
-            queued(&redis, "whq1:")
+            redis.queued_webhook_events("whq1:")
         );
         tokio::time::sleep(ms(50)).await;
     }
-    assert_eq!(queued(&redis, "whq1:"), 30);
+    assert_eq!(redis.queued_webhook_events("whq1:"), 30);
     assert!(rx.delivered().is_empty());
 
     server.signal("KILL");
@@ -110,7 +97,7 @@ async fn events_queued_when_the_server_is_killed_are_delivered_after_the_restart
     }
     // Delivered means trimmed.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while queued(&redis, "whq1:") != 0 {
+    while redis.queued_webhook_events("whq1:") != 0 {
         assert!(std::time::Instant::now() < deadline, "lists not emptied");
         tokio::time::sleep(ms(50)).await;
     }

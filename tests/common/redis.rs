@@ -142,6 +142,19 @@ impl RedisServer {
         keys
     }
 
+    /// Webhook events waiting in the durable queue's lane lists under
+    /// `prefix` (`QUEUE_DRIVER=redis`; not the lease or dead-letter keys).
+    pub fn queued_webhook_events(&self, prefix: &str) -> i64 {
+        self.keys(&format!("{prefix}webhooks:*"))
+            .iter()
+            .filter(|k| !k.ends_with(":owner") && !k.ends_with(":dead"))
+            .map(|k| match self.command(&["LLEN", k]) {
+                Reply::Integer(n) => n,
+                other => panic!("LLEN {k}: {other:?}"),
+            })
+            .sum()
+    }
+
     /// One command over a fresh connection (RESP), for checks and readiness.
     pub fn command(&self, args: &[&str]) -> Reply {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");

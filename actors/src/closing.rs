@@ -35,11 +35,13 @@
 //!   its session began to close (or ended) is reset (RST): that is the bound
 //!   for a peer that does not read, whose last bytes can never be flushed.
 
+use crate::wire::Wire;
 use actix::prelude::*;
 use actix_web_actors::ws;
 use socket2::SockRef;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a close the server starts waits for the client's close frame
@@ -206,6 +208,8 @@ enum Phase {
 #[derive(Debug)]
 pub struct Ending {
     conn: Conn,
+    /// Where the close frame goes: the socket's outbound queue.
+    wire: Arc<Wire>,
     phase: Phase,
     /// The [`CLOSE_ABORT_TIMEOUT`] backstop is armed (once).
     armed: bool,
@@ -217,9 +221,10 @@ pub trait Ends: Actor<Context = ws::WebsocketContext<Self>> {
 }
 
 impl Ending {
-    pub fn new(conn: Conn) -> Ending {
+    pub fn new(conn: Conn, wire: Arc<Wire>) -> Ending {
         Ending {
             conn,
+            wire,
             phase: Phase::Open,
             armed: false,
         }
@@ -250,7 +255,7 @@ impl Ending {
         if self.phase != Phase::Open {
             return;
         }
-        ctx.close(Some(ws::CloseReason {
+        self.wire.close(Some(ws::CloseReason {
             code: ws::CloseCode::Other(code),
             description: Some(reason),
         }));
@@ -270,7 +275,7 @@ impl Ending {
     ) {
         if self.phase == Phase::Open {
             // RFC 6455 §5.5.1: echo the status code received.
-            ctx.close(reason);
+            self.wire.close(reason);
         }
         self.finish(ctx);
     }

@@ -6,6 +6,7 @@
 //! - [`hub::Hubs`]: one hub per worker thread for its sessions' heartbeats and shutdown.
 //! - [`closing`]: how a WebSocket ends: the closing handshake, then its connection.
 //! - [`socket`]: socket ids, the bounded outbound queue, and [`socket::SessionHandle`], how the registry and hubs reach a session.
+//! - [`wire`]: a WebSocket's way out: frames encoded once, queued per socket, written by its connection.
 //! - [`presence`]: presence members and rosters.
 //! - [`frame_limit`]: the payload limit, checked on each inbound frame's header.
 //! - [`command`]: client frames parsed into typed commands (the only door for inbound frames).
@@ -27,6 +28,7 @@ pub mod secret;
 pub mod session;
 pub mod socket;
 pub mod stats;
+pub mod wire;
 
 #[cfg(test)]
 pub(crate) mod testing;

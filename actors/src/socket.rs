@@ -5,9 +5,9 @@
 use crate::app::App;
 use crate::error::PusherError;
 use crate::stats;
+use crate::wire::{Frame, Wire};
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Message};
-use bytestring::ByteString;
 use log::warn;
 use std::fmt;
 use std::str::FromStr;
@@ -176,19 +176,15 @@ impl Outbox {
 }
 
 /// Everything other actors tell a session, in one message so a session has
-/// one mailbox to hand out ([`SessionHandle`]) and one handler. Sent only
-/// through [`SessionHandle`], which does the outbox accounting `Deliver`
-/// relies on. Small: a `ByteString` and a tag (the size test below keeps it so).
+/// one mailbox to hand out ([`SessionHandle`]) and one handler. Frames are
+/// not among them: they go to the socket's [`Wire`] without waking the actor.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) enum ToSession {
-    /// A frame to write to the socket, shared with every other recipient;
-    /// its room in the outbox was reserved by the sender.
-    Deliver(ByteString),
     /// From whoever found the socket's outbound queue full (disconnect
     /// policy), sent once when the outbox flips to overflowed. The queue may
-    /// be empty (one frame larger than `WEBSOCKET_MAX_BYTES`), so no later
-    /// `Deliver` can be relied on to wake the session: this closes it with 4100.
+    /// be empty (one frame larger than `WEBSOCKET_MAX_BYTES`): this closes it
+    /// with 4100.
     Overflowed,
     /// From the worker's hub: a liveness or sign-in deadline has passed.
     Heartbeat,
@@ -219,9 +215,9 @@ pub struct SessionHandle(Arc<Link<dyn Mailbox>>);
 
 struct Link<M: ?Sized> {
     id: SocketId,
-    /// Inline, not behind its own `Arc`: the fan-out reaches it with one
-    /// pointer hop.
-    outbox: Outbox,
+    /// Where frames go (with the outbox that bounds them); shared with the
+    /// connection that writes them.
+    wire: Arc<Wire>,
     mailbox: M,
 }
 
@@ -250,12 +246,8 @@ impl fmt::Debug for SessionHandle {
 
 impl SessionHandle {
     /// Made once per session, when it starts (its mailbox exists from then).
-    pub(crate) fn new(id: SocketId, outbox: Outbox, mailbox: impl Mailbox) -> Self {
-        SessionHandle(Arc::new(Link {
-            id,
-            outbox,
-            mailbox,
-        }))
+    pub(crate) fn new(id: SocketId, wire: Arc<Wire>, mailbox: impl Mailbox) -> Self {
+        SessionHandle(Arc::new(Link { id, wire, mailbox }))
     }
 
     pub fn id(&self) -> SocketId {
@@ -264,20 +256,19 @@ impl SessionHandle {
 
     /// The session's outbound queue accounting.
     pub fn outbox(&self) -> &Outbox {
-        &self.0.outbox
+        self.0.wire.outbox()
     }
 
-    /// Queue a frame for the session. The frame's bytes are shared, not copied.
+    /// Queue a frame for the socket. The frame's bytes are shared, not copied,
+    /// and go straight to the connection, not through the session's mailbox.
     /// Returns `false` if the frame was not queued: the socket's queue is full
-    /// (the session is told once and closes with 4100) or, under the drop
-    /// policy, the frame was dropped.
-    pub fn deliver(&self, frame: &ByteString) -> bool {
+    /// (the session is told once and closes with 4100), the socket is
+    /// closing, or, under the drop policy, the frame was dropped.
+    pub fn deliver(&self, frame: &Frame) -> bool {
         let link = &*self.0;
-        match link.outbox.reserve(frame.len()) {
-            Admission::Queued => {
-                link.mailbox.send(ToSession::Deliver(frame.clone()));
-                true
-            }
+        let outbox = link.wire.outbox();
+        match outbox.reserve(frame.text_len()) {
+            Admission::Queued => link.wire.deliver(frame),
             Admission::Overflowed { first } => {
                 if first {
                     link.mailbox.send(ToSession::Overflowed);
@@ -286,10 +277,9 @@ impl SessionHandle {
             }
             Admission::Dropped { first } => {
                 if first {
-                    let outbox = &link.outbox;
                     warn!(
                         event = "frames_dropped", app_id = outbox.app.id.as_ref(),
-                        socket_id:% = link.id, bytes = frame.len(),
+                        socket_id:% = link.id, bytes = frame.text_len(),
                         queued = outbox.pending(), queued_bytes = outbox.pending_bytes(),
                         reason = "outbound queue over WEBSOCKET_MAX_MESSAGES / WEBSOCKET_MAX_BYTES";
                         "outbound queue full, dropping frames for this socket \
@@ -403,14 +393,12 @@ mod tests {
         Arc::new(App::new("id", "key", "secret"))
     }
 
-    /// A registry keeps one handle per subscription, and every delivered
-    /// frame travels as one `ToSession`: keep both small.
+    /// A registry keeps one handle per subscription: keep it small.
     #[test]
-    fn a_handle_is_a_pointer_and_a_delivery_a_frame_and_a_tag() {
+    fn a_handle_is_a_pointer() {
         use std::mem::size_of;
         // A pointer to the link and the mailbox's vtable.
         assert_eq!(size_of::<SessionHandle>(), 2 * size_of::<usize>());
-        assert!(size_of::<ToSession>() <= size_of::<ByteString>() + size_of::<usize>());
     }
 
     #[test]

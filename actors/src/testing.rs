@@ -1,9 +1,9 @@
 //! Test harness: a real [`Session`] over an in-memory WebSocket, on a real
 //! [`Registry`].
 //!
-//! `WebsocketContext::create_with_addr` runs an actor over any byte stream and
-//! returns the bytes it writes, which is all the HTTP layer does with a
-//! session. [`TestSocket`] feeds it masked frames as a client writes them
+//! [`Session::into_stream`] runs a session over any byte stream and returns
+//! the bytes it and the fan-out write, which is all the HTTP layer does with
+//! a session. [`TestSocket`] feeds it masked frames as a client writes them
 //! (through a channel) and decodes what it writes as a client reads it, so the
 //! session, its hub and the registry shards run exactly as in the server.
 //! Nothing is mocked.
@@ -14,11 +14,10 @@
 //!    `pusher:ping` it has handled (and sent to the shards) everything the
 //!    client sent before;
 //! 2. a shard handles its mailbox in order, so once it answers a request every
-//!    message sent to it earlier has been handled and its deliveries queued in
-//!    the sessions' mailboxes;
-//! 3. an actor drains its mailbox before it reads its socket, so a session
-//!    writes every frame already queued for it before the `pusher:pong` of a
-//!    ping sent after they were queued.
+//!    message sent to it earlier has been handled and its deliveries queued on
+//!    the sockets' wires;
+//! 3. a wire is one queue, written in order, so a session's `pusher:pong`
+//!    queued after those deliveries is written after them.
 
 use crate::app::{App, ConnectionSlot};
 use crate::registry::{
@@ -29,7 +28,6 @@ use crate::socket::SocketId;
 use actix::prelude::*;
 use actix_http::ws::{OpCode, Parser};
 use actix_web::error::PayloadError;
-use actix_web_actors::ws::WebsocketContext;
 use bytes::{Bytes, BytesMut};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -328,7 +326,7 @@ impl TestSocket {
             crate::closing::Conn::default(),
         );
         let (input, inbound) = mpsc::unbounded_channel();
-        let (addr, out) = WebsocketContext::create_with_addr(session, Inbound(inbound));
+        let (addr, out) = session.into_stream_with_addr(Inbound(inbound));
         let (out_tx, output) = mpsc::unbounded_channel();
         // Polling the output stream is what runs the session.
         actix::spawn(async move {

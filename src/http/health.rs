@@ -72,11 +72,12 @@ pub async fn not_found(
             .conn_data::<switchyard_actors::closing::Conn>()
             .copied()
             .unwrap_or_default();
-        return actix_web_actors::ws::start(
-            switchyard_actors::session::Rejected::new(error, conn),
-            &req,
+        let rejected = switchyard_actors::session::Rejected::new(error, conn);
+        let body = rejected.into_stream(
             stream,
+            switchyard_actors::defaults::WEBSOCKET_MAX_PAYLOAD_KB as usize * 1024,
         );
+        return Ok(actix_web_actors::ws::handshake(&req)?.streaming(body));
     }
     Err(ApiError::NotFound.into())
 }

@@ -85,9 +85,8 @@ pub async fn connect(
             );
             // The codec checks `frame_size` only once a frame is buffered
             // whole; FrameLimit refuses it on its header.
-            ws::WsResponseBuilder::new(session, &req, FrameLimit::new(stream, max_frame))
-                .frame_size(max_frame)
-                .start()
+            let inbound = FrameLimit::new(stream, max_frame);
+            Ok(ws::handshake(&req)?.streaming(session.into_stream(inbound, max_frame)))
         }
         Err(error) => {
             let app = state.apps.by_key(&key);
@@ -109,9 +108,8 @@ pub async fn connect(
                 code = error.code(), reason:% = error;
                 "connection refused"
             );
-            ws::WsResponseBuilder::new(Rejected::new(error, conn), &req, stream)
-                .frame_size(max_frame)
-                .start()
+            let rejected = Rejected::new(error, conn);
+            Ok(ws::handshake(&req)?.streaming(rejected.into_stream(stream, max_frame)))
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::error::{PusherError, SubscriptionError};
 use crate::presence::Member;
 use crate::protocol::{frames, ChannelKind, WATCHLIST_CHANNEL};
 use crate::socket::{SessionHandle, SocketId};
+use crate::wire::Frame;
 use actix::prelude::*;
 use bytestring::ByteString;
 use std::collections::HashMap;
@@ -214,7 +215,7 @@ impl Shard {
                 }
                 Change::CacheMiss => {
                     if let Some(joiner) = joiner {
-                        joiner.deliver(&frames::cache_miss(&t.channel));
+                        joiner.deliver(&Frame::text(&frames::cache_miss(&t.channel)));
                     }
                 }
                 Change::Occupied | Change::Vacated => {}
@@ -235,9 +236,11 @@ fn deliver_all<'a>(
     frame: &ByteString,
     except: Option<SocketId>,
 ) {
+    // Encoded once for all of them, and only if someone receives it.
+    let mut encoded: Option<Frame> = None;
     for (id, session) in subscribers {
         if Some(id) != except {
-            session.deliver(frame);
+            session.deliver(encoded.get_or_insert_with(|| Frame::text(frame)));
         }
     }
 }
@@ -418,7 +421,7 @@ impl Watchers {
         let Some(sockets) = self.of_user.get(&(app_id.clone(), user_id.clone())) else {
             return;
         };
-        let frame = frames::watchlist_event(name, &[user_id]);
+        let frame = Frame::text(&frames::watchlist_event(name, &[user_id]));
         for session in sockets.values() {
             session.deliver(&frame);
         }
@@ -465,7 +468,7 @@ impl Handler<WatchJoin> for Shard {
         if !online.is_empty() {
             watch
                 .session
-                .deliver(&frames::watchlist_event("online", &online));
+                .deliver(&Frame::text(&frames::watchlist_event("online", &online)));
         }
         self.watchers
             .watch(&watch.app_id, &watch.session, &watch.watchlist);
@@ -499,7 +502,7 @@ impl Handler<Subscribe> for Shard {
                 let err = SubscriptionError::LimitReached(format!(
                     "Presence channel is full ({max_members} members)"
                 ));
-                session.deliver(&err.frame(&join.channel));
+                session.deliver(&Frame::text(&err.frame(&join.channel)));
                 session.refuse(join.channel.clone());
                 return;
             }
@@ -509,10 +512,10 @@ impl Handler<Subscribe> for Shard {
             Some(snapshot) => frames::presence_subscription_succeeded(&join.channel, snapshot),
             None => frames::subscription_succeeded(&join.channel),
         };
-        session.deliver(&succeeded);
+        session.deliver(&Frame::text(&succeeded));
         self.announce(Some(session), Origin::Local);
         if let Some(cached) = &joined.cached {
-            session.deliver(cached);
+            session.deliver(&Frame::text(cached));
         }
         self.out.clear();
     }

@@ -13,7 +13,6 @@ use crate::socket::ToSession;
 use crate::stats::ConnectionError;
 use actix::prelude::*;
 use actix_web_actors::ws;
-use bytestring::ByteString;
 use log::{debug, warn};
 use std::time::Instant;
 
@@ -22,7 +21,6 @@ impl Handler<ToSession> for Session {
 
     fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
         match msg {
-            ToSession::Deliver(frame) => self.deliver(frame, ctx),
             ToSession::Overflowed => self.overflowed(ctx),
             ToSession::Heartbeat => self.heartbeat(ctx),
             ToSession::Refused(channel) => self.forget_refused(&channel),
@@ -32,24 +30,14 @@ impl Handler<ToSession> for Session {
 }
 
 impl Session {
-    /// A frame a shard queued: release its room and write it.
-    fn deliver(&mut self, frame: ByteString, ctx: &mut ws::WebsocketContext<Self>) {
-        let outbox = self.outbox();
-        outbox.release(frame.len());
-        // Frames queued before the overflow are not sent: the client is told
-        // to reconnect (and resync) instead.
-        if outbox.overflowed() {
-            return self.overflowed(ctx);
-        }
-        self.send(ctx, frame);
-    }
-
     /// The outbound queue is full (disconnect policy): `pusher:error` 4100
-    /// and close 4100, once.
+    /// and close 4100, once. Frames queued before the overflow are not sent:
+    /// the client is told to reconnect (and resync) instead.
     fn overflowed(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         if !self.ending.is_open() {
             return;
         }
+        self.wire.discard_delivered();
         self.app
             .stats
             .connection_error(ConnectionError::SlowConsumer);
@@ -89,7 +77,7 @@ impl Session {
                     return self.fail(ctx, PusherError::PongTimeout);
                 }
                 Deadline::Ping => {
-                    self.send(ctx, frames::ping());
+                    self.send(frames::ping());
                     self.vitals.set_ping_sent(Some(now));
                     return;
                 }

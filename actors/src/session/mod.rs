@@ -40,10 +40,14 @@ use crate::protocol::frames;
 use crate::registry::Registry;
 use crate::socket::{Outbox, SessionHandle, SocketId};
 use crate::stats;
+use crate::wire::{self, SocketStream, Wire};
 use actix::prelude::*;
+use actix_http::error::PayloadError;
 use actix_web_actors::ws;
+use bytes::Bytes;
 use bytestring::ByteString;
 use client_event::RateWindow;
+use futures_core::Stream;
 use log::{debug, info};
 use reading::Reassembly;
 use std::rc::Rc;
@@ -93,9 +97,11 @@ pub struct Session {
     _slots: Vec<ConnectionSlot>,
     settings: Arc<SessionSettings>,
     registry: Registry,
-    /// How shards and the hub reach this session (with its outbox); made in
-    /// `started()`, when the session's mailbox exists.
+    /// How shards and the hub reach this session; made in `started()`,
+    /// when the session's mailbox exists.
     handle: Option<SessionHandle>,
+    /// The socket's outbound queue (and its outbox): every frame it sends.
+    wire: Arc<Wire>,
     peer: String,
     opened: Instant,
     subscriptions: Subscriptions,
@@ -126,6 +132,12 @@ impl Session {
     ) -> Session {
         let id = SocketId::next();
         let now = Instant::now();
+        let wire = Wire::new(Outbox::new(
+            settings.outbox_max_messages,
+            settings.outbox_max_bytes,
+            settings.disconnect_on_buffer_full,
+            app.clone(),
+        ));
         Session {
             id,
             id_text: id.to_string(),
@@ -141,6 +153,7 @@ impl Session {
             settings,
             registry,
             handle: None,
+            wire: wire.clone(),
             peer,
             opened: now,
             subscriptions: Subscriptions::new(),
@@ -149,12 +162,45 @@ impl Session {
             vitals: Rc::new(Vitals::new(now)),
             hub: None,
             close_reason: None,
-            ending: Ending::new(conn),
+            ending: Ending::new(conn, wire),
         }
+    }
+
+    /// The WebSocket's response body: runs this session and writes what it
+    /// and the fan-out queue. `max_frame` bounds inbound frames.
+    pub fn into_stream<S>(
+        self,
+        inbound: S,
+        max_frame: usize,
+    ) -> SocketStream<impl Stream<Item = Result<Bytes, actix_web::Error>>>
+    where
+        S: Stream<Item = Result<Bytes, PayloadError>> + 'static,
+    {
+        let (wire, vitals) = (self.wire.clone(), self.vitals.clone());
+        wire::run(self, inbound, max_frame, wire, Some(vitals))
     }
 
     pub fn socket_id(&self) -> SocketId {
         self.id
+    }
+
+    /// [`Self::into_stream`] with the session's address, for the in-process
+    /// harness (default codec).
+    #[cfg(test)]
+    pub(crate) fn into_stream_with_addr<S>(
+        self,
+        inbound: S,
+    ) -> (
+        Addr<Session>,
+        SocketStream<impl Stream<Item = Result<Bytes, actix_web::Error>>>,
+    )
+    where
+        S: Stream<Item = Result<Bytes, PayloadError>> + 'static,
+    {
+        let wire = self.wire.clone();
+        let vitals = self.vitals.clone();
+        let (addr, out) = ws::WebsocketContext::create_with_addr(self, inbound);
+        (addr, SocketStream::new(out, wire, Some(vitals)))
     }
 
     fn session_handle(&self) -> &SessionHandle {
@@ -162,22 +208,22 @@ impl Session {
     }
 
     fn outbox(&self) -> &Outbox {
-        self.session_handle().outbox()
+        self.wire.outbox()
     }
 
-    /// Write a frame to the socket, counting it. Nothing is written once
-    /// the closing handshake has begun (RFC 6455 §5.5.1).
-    fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: ByteString) {
+    /// Queue a frame of the session's own (a reply, an error) behind what is
+    /// queued already. Nothing is written once the closing handshake has
+    /// begun (RFC 6455 §5.5.1).
+    fn send(&mut self, frame: ByteString) {
         if !self.ending.is_open() {
             return;
         }
-        self.vitals.sent(frame.len());
-        ctx.text(frame);
+        self.wire.send_own(&frame);
     }
 
     /// Send `pusher:error`, and close the socket if the error is fatal.
     fn fail(&mut self, ctx: &mut ws::WebsocketContext<Self>, err: PusherError) {
-        self.send(ctx, err.frame());
+        self.send(err.frame());
         if err.closes() {
             self.close(ctx, err.code(), err.to_string());
         }
@@ -198,9 +244,9 @@ impl Session {
 
     fn handle_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         match command::parse(text) {
-            Ok(Command::Ping) => self.send(ctx, frames::pong()),
+            Ok(Command::Ping) => self.send(frames::pong()),
             Ok(Command::Pong) => {}
-            Ok(Command::Subscribe(sub)) => self.on_subscribe(sub, ctx),
+            Ok(Command::Subscribe(sub)) => self.on_subscribe(sub),
             Ok(Command::Unsubscribe { channel }) => self.on_unsubscribe(&channel),
             Ok(Command::Signin(signin)) => self.on_signin(signin, ctx),
             Ok(Command::ClientEvent(event)) => self.on_client_event(&event, ctx),
@@ -216,13 +262,7 @@ impl Actor for Session {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let outbox = Outbox::new(
-            self.settings.outbox_max_messages,
-            self.settings.outbox_max_bytes,
-            self.settings.disconnect_on_buffer_full,
-            self.app.clone(),
-        );
-        let handle = SessionHandle::new(self.id, outbox, ctx.address());
+        let handle = SessionHandle::new(self.id, self.wire.clone(), ctx.address());
         self.handle = Some(handle.clone());
         info!(
             app_id = self.app.id.as_ref(), socket_id = self.id_text.as_str(),
@@ -230,13 +270,10 @@ impl Actor for Session {
             "connection opened"
         );
         stats::add(&self.app.stats.new_connections, 1);
-        self.send(
-            ctx,
-            frames::connection_established(
-                &self.id_text,
-                self.settings.hubs.timing().activity_timeout.as_secs(),
-            ),
-        );
+        self.send(frames::connection_established(
+            &self.id_text,
+            self.settings.hubs.timing().activity_timeout.as_secs(),
+        ));
         if self.app.enable_user_authentication {
             self.vitals.set_signin_deadline(Some(
                 self.opened + self.settings.hubs.timing().signin_timeout,

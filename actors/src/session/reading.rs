@@ -167,7 +167,11 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 self.vitals.received_bytes(text.len());
                 self.handle_text(&text, ctx)
             }
-            ws::Message::Ping(payload) => ctx.pong(&payload),
+            ws::Message::Ping(payload) => {
+                if self.ending.is_open() {
+                    self.wire.pong(&payload);
+                }
+            }
             ws::Message::Pong(_) => {}
             ws::Message::Binary(_) => self.refuse_binary(ctx),
             ws::Message::Continuation(item) => match self.reassembly.push(item) {

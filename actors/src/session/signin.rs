@@ -73,7 +73,6 @@ impl Session {
             }
         };
         let previous = self.user_id.take();
-        self.sign_in_registry(previous, &user_id);
         let mut watchlist: Vec<Arc<str>> = command::signin_watchlist(&signin.user_data)
             .into_iter()
             .map(Arc::from)
@@ -81,14 +80,16 @@ impl Session {
         if self.app.enable_watchlist_events && watchlist.len() > MAX_WATCHLIST {
             // Signed in all the same, watching the first ones.
             watchlist.truncate(MAX_WATCHLIST);
-            self.send(
-                ctx,
-                frames::error(
-                    Some(4302),
-                    &format!("Watchlist limit exceeded: at most {MAX_WATCHLIST} users are watched"),
-                ),
-            );
+            self.send(frames::error(
+                Some(4302),
+                &format!("Watchlist limit exceeded: at most {MAX_WATCHLIST} users are watched"),
+            ));
         }
+        // Queued before the registry hears of the user: a shard queues the
+        // watchlist's `online` news on this socket's wire as soon as it
+        // does, and it must follow `signin_success`.
+        self.send(frames::signin_success(&signin.user_data));
+        self.sign_in_registry(previous, &user_id);
         self.watch_registry(&user_id, watchlist);
         info!(
             app_id = self.app.id.as_ref(), socket_id = self.id_text.as_str(),
@@ -96,7 +97,6 @@ impl Session {
             "signed in"
         );
         self.user_id = Some(user_id);
-        self.send(ctx, frames::signin_success(&signin.user_data));
     }
 
     /// The sign-in deadline passed (the hub woke us): close a socket of an

@@ -11,7 +11,6 @@ use crate::error::SubscriptionError;
 use crate::presence::Member;
 use crate::protocol::{self, truncate, ChannelKind};
 use crate::stats::{self, AuthFailure};
-use actix_web_actors::ws;
 use log::{debug, warn};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -95,11 +94,7 @@ pub(crate) fn check_subscription(
 }
 
 impl Session {
-    pub(super) fn on_subscribe(
-        &mut self,
-        sub: command::Subscribe,
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
+    pub(super) fn on_subscribe(&mut self, sub: command::Subscribe) {
         let checked = check_subscription(
             &self.app,
             &self.id_text,
@@ -134,7 +129,7 @@ impl Session {
                 } else {
                     debug!("subscription refused socket={}: {err}", self.id_text);
                 }
-                self.send(ctx, err.frame(channel));
+                self.send(err.frame(channel));
             }
         }
     }

@@ -219,6 +219,20 @@ impl Wire {
     pub(crate) fn queued(&self) -> usize {
         self.lock().frames.len()
     }
+
+    /// The text of the frames queued now, taken off the queue (tests).
+    #[cfg(test)]
+    pub(crate) fn take_texts(&self) -> Vec<String> {
+        let mut texts = Vec::new();
+        while let Some(entry) = self.pop() {
+            let mut buf = BytesMut::from(&entry.bytes[..]);
+            if let Ok(Some((_, OpCode::Text, payload))) = Parser::parse(&mut buf, false, 1 << 24) {
+                let payload = payload.unwrap_or_default();
+                texts.push(String::from_utf8_lossy(&payload).into_owned());
+            }
+        }
+        texts
+    }
 }
 
 /// Run `actor` over a WebSocket: its context reads `inbound` (frames up to

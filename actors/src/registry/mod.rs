@@ -15,8 +15,13 @@
 //!   thread, so fan-out uses every core) owns a `ChannelTable`, a
 //!   plain data structure that reports what each operation changed as
 //!   [`Transition`]s. The shard turns them into the frames local subscribers
-//!   see, keeps [`Occupancy`], and hands them to the [`TransitionListener`]s
-//!   (later: the bridge and webhooks), so all of these agree by construction.
+//!   see and hands them to the [`TransitionListener`]s (the bridge and
+//!   webhooks), so all of these agree by construction.
+//! - **Publishes skip the shard.** Each shard mirrors its subscribers into an
+//!   [`Audience`] any thread can read; a publish (and another node's event)
+//!   is delivered from there by the thread that handles it, with no thread
+//!   hop. Cache channels still go through their shard (it keeps the last
+//!   event), and so do client events (the shard confirms the sender).
 //! - **Between nodes.** A [`Cluster`] attached after start-up
 //!   ([`Registry::attach_cluster`]) is handed each publish intent and each
 //!   confirmed client event ([`Relayed`]); what other nodes relay comes back
@@ -28,6 +33,7 @@
 //!   keeps them beside its local channels, so presence news, rosters and
 //!   the API's counts are cluster-wide and answered without asking anyone.
 
+mod audience;
 mod cluster;
 mod remote;
 mod shard;
@@ -47,6 +53,7 @@ pub enum UserClose {
 pub use remote::{NodeId, RemoteChannelState};
 pub use transition::{Change, Origin, Transition, TransitionListener};
 
+use audience::Audience;
 use cluster::ClusterCell;
 
 use crate::presence::Member;
@@ -57,9 +64,9 @@ use bytestring::ByteString;
 use serde_json::value::RawValue;
 use shard::Shard;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
+
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why the registry could not answer.
@@ -136,46 +143,12 @@ pub struct ClientEvent {
 #[derive(Clone)]
 pub struct Registry {
     shards: Arc<[Addr<Shard>]>,
-    /// Each shard's occupied channels, same index as `shards`.
-    occupancy: Arc<[Arc<Occupancy>]>,
+    /// Each shard's subscribers, same index as `shards`: publishes are
+    /// delivered from here by the publishing thread.
+    audience: Arc<[Arc<Audience>]>,
     /// The other nodes, once attached; shared with the shards (they relay
     /// client events).
     cluster: ClusterCell,
-}
-
-/// The channels of a shard that have at least one subscriber, readable from
-/// any thread. Publishing to a channel nobody is subscribed to is common
-/// (a Laravel app broadcasting to an offline user's private channel); this
-/// lets the publisher skip the message to the shard — a thread hop — for it.
-///
-/// Only the owning shard writes, from the `Occupied` / `Vacated` transitions,
-/// before it confirms the subscription; a publish that starts after a client
-/// saw `subscription_succeeded` therefore sees the channel.
-#[derive(Debug, Default)]
-struct Occupancy(RwLock<HashMap<Arc<str>, HashSet<Arc<str>>>>);
-
-impl Occupancy {
-    fn insert(&self, app_id: &Arc<str>, channel: &Arc<str>) {
-        let mut apps = self.0.write().unwrap_or_else(|e| e.into_inner());
-        apps.entry(app_id.clone())
-            .or_default()
-            .insert(channel.clone());
-    }
-
-    fn remove(&self, app_id: &str, channel: &str) {
-        let mut apps = self.0.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(channels) = apps.get_mut(app_id) {
-            channels.remove(channel);
-            if channels.is_empty() {
-                apps.remove(app_id);
-            }
-        }
-    }
-
-    fn contains(&self, app_id: &str, channel: &str) -> bool {
-        let apps = self.0.read().unwrap_or_else(|e| e.into_inner());
-        apps.get(app_id).is_some_and(|c| c.contains(channel))
-    }
 }
 
 impl Registry {
@@ -188,22 +161,22 @@ impl Registry {
     ) -> Registry {
         let listeners: shard::Listeners = listeners.into();
         let cluster = ClusterCell::default();
-        let occupancy: Vec<Arc<Occupancy>> = (0..count.max(1)).map(|_| Arc::default()).collect();
-        let shards: Vec<Addr<Shard>> = occupancy
+        let audience: Vec<Arc<Audience>> = (0..count.max(1)).map(|_| Arc::default()).collect();
+        let shards: Vec<Addr<Shard>> = audience
             .iter()
-            .map(|occupied| {
+            .map(|audience| {
                 let arbiter = Arbiter::new();
-                let occupied = occupied.clone();
+                let audience = audience.clone();
                 let listeners = listeners.clone();
                 let cluster = cluster.clone();
                 Shard::start_in_arbiter(&arbiter.handle(), move |_| {
-                    Shard::new(cache_ttl, occupied, listeners, cluster)
+                    Shard::new(cache_ttl, audience, listeners, cluster)
                 })
             })
             .collect();
         Registry {
             shards: shards.into(),
-            occupancy: occupancy.into(),
+            audience: audience.into(),
             cluster,
         }
     }
@@ -248,54 +221,42 @@ impl Registry {
 
     /// [`Self::worth_publishing`] with the channel's shard index known.
     fn worth_publishing_at(&self, index: usize, app_id: &str, channel: &str) -> bool {
-        ChannelKind::of(channel).is_cache() || self.occupancy[index].contains(app_id, channel)
+        ChannelKind::of(channel).is_cache() || self.audience[index].contains(app_id, channel)
     }
 
     // ---- intents ----
 
-    /// Publish an event to a channel (the HTTP API). Returns once the owning
-    /// shard has handed the frame to every local subscriber's queue: awaiting
-    /// it keeps events in publish order across channels and requests, and is
-    /// the publisher's backpressure (shard mailboxes are bounded).
+    /// Publish an event to a channel (the HTTP API). Returns once the frame
+    /// is on every local subscriber's queue: awaiting it keeps events in
+    /// publish order across channels and requests (a cache channel's
+    /// publish waits for its shard, whose mailbox is bounded: the
+    /// publisher's backpressure).
     pub async fn publish(&self, p: Publish<'_>) -> Result<(), RegistryError> {
         let index = self.index(p.app_id, p.channel);
-        let local = self.worth_publishing_at(index, p.app_id, p.channel);
         let cluster = self.cluster.get();
-        // Nobody listens here and there is no other node: skip serialising
-        // and the thread hop.
-        if !local && cluster.is_none() {
+        // Nobody listens here and there is no other node: skip serialising.
+        if cluster.is_none() && !self.worth_publishing_at(index, p.app_id, p.channel) {
             return Ok(());
         }
         let frame = frames::channel_event(p.name, p.channel, p.data);
-        let channel: Arc<str> = Arc::from(p.channel);
         if let Some(cluster) = cluster {
             // Always relayed for now. Cluster occupancy (slice 2) goes here:
             // skip the relay when no other node has a subscriber (cache
             // channels always go, to keep their last event everywhere).
             cluster.relay(Relayed {
                 app_id: p.app_id.clone(),
-                channel: channel.clone(),
+                channel: Arc::from(p.channel),
                 frame: frame.clone(),
                 except: p.except,
             });
         }
-        if local {
-            self.shards[index]
-                .send(shard::FanOut {
-                    app_id: p.app_id.clone(),
-                    channel,
-                    frame,
-                    except: p.except,
-                })
-                .await?;
-        }
-        Ok(())
+        self.fan_out_local(index, p.app_id, p.channel, frame, p.except)
+            .await
     }
 
     /// Deliver an event another node relayed to this node's subscribers: the
     /// local fan-out, with no sender check (the relaying node checked) and
-    /// never relayed again. Stores a cache channel's last event; skips the
-    /// thread hop when nobody here listens to any other channel. Awaiting it
+    /// never relayed again. Stores a cache channel's last event. Awaiting it
     /// keeps the relayed events in order and is the bridge's backpressure.
     pub async fn fan_out_remote(
         &self,
@@ -305,7 +266,25 @@ impl Registry {
         except: Option<SocketId>,
     ) -> Result<(), RegistryError> {
         let index = self.index(app_id, channel);
-        if !self.worth_publishing_at(index, app_id, channel) {
+        self.fan_out_local(index, app_id, channel, frame, except)
+            .await
+    }
+
+    /// This node's subscribers of a channel get `frame`. Delivered by the
+    /// calling thread from the shard's [`Audience`] — no message to the
+    /// shard, no thread hop — except on cache channels, whose shard stores
+    /// the event as their last (awaited: that is the caller's backpressure
+    /// and keeps its events in order).
+    async fn fan_out_local(
+        &self,
+        index: usize,
+        app_id: &Arc<str>,
+        channel: &str,
+        frame: ByteString,
+        except: Option<SocketId>,
+    ) -> Result<(), RegistryError> {
+        if !ChannelKind::of(channel).is_cache() {
+            self.audience[index].deliver(app_id, channel, &frame, except);
             return Ok(());
         }
         self.shards[index]

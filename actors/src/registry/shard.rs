@@ -1,16 +1,18 @@
 //! One shard of the registry: an actor on its own thread owning a
 //! [`ChannelTable`] outright (no locks). It applies commands to the table,
-//! keeps its [`Occupancy`] from the resulting transitions and hands them to
-//! the listeners, then turns them into frames for local subscribers.
+//! mirrors its subscribers into the [`Audience`] publishers read, hands the
+//! resulting transitions to the listeners, then turns them into frames for
+//! local subscribers.
 //!
 //! Its messages are private to the registry: callers go through
 //! [`super::Registry`].
 
+use super::audience::Audience;
 use super::cluster::{ClusterCell, Relayed};
 use super::remote::{NodeId, RemoteChannelState};
 use super::table::{ChannelTable, NewSubscriber, Refused};
 use super::transition::{self, Change, Transition, TransitionListener};
-use super::{ChannelInfo, ChannelStats, Join, Occupancy, UserClose};
+use super::{ChannelInfo, ChannelStats, Join, UserClose};
 use crate::error::{PusherError, SubscriptionError};
 use crate::presence::Member;
 use crate::protocol::{frames, ChannelKind, WATCHLIST_CHANNEL};
@@ -26,7 +28,8 @@ pub(super) type Listeners = Arc<[Arc<dyn TransitionListener>]>;
 
 pub(super) struct Shard {
     table: ChannelTable<SessionHandle>,
-    occupancy: Arc<Occupancy>,
+    /// Mirrors the table's subscribers for publishers on other threads.
+    audience: Arc<Audience>,
     listeners: Listeners,
     /// The other nodes, once attached: told of each client event this shard
     /// has confirmed.
@@ -57,14 +60,14 @@ enum Origin {
 impl Shard {
     pub(super) fn new(
         cache_ttl: Duration,
-        occupancy: Arc<Occupancy>,
+        audience: Arc<Audience>,
         listeners: Listeners,
         cluster: ClusterCell,
     ) -> Self {
         let cluster_view = listeners.iter().any(|l| l.wants_cluster_view());
         Shard {
             table: ChannelTable::new(cache_ttl),
-            occupancy,
+            audience,
             listeners,
             cluster,
             out: Vec::new(),
@@ -75,7 +78,7 @@ impl Shard {
     }
 
     /// Tell local subscribers what another node's changes mean to them.
-    /// Never recorded: occupancy and the listeners follow this node's state.
+    /// Never recorded: the listeners follow this node's state.
     fn announce_remote(&mut self) {
         // The table already reports another node's changes as the cluster
         // sees them.
@@ -134,19 +137,10 @@ impl Shard {
     }
 
     /// Before any frame goes out: a client that has seen a frame caused by a
-    /// transition can rely on occupancy and the listeners having seen the
-    /// transition (a publish that starts after a client saw
-    /// `subscription_succeeded` finds the channel occupied).
+    /// transition can rely on the listeners having seen the transition.
     fn record(&mut self) {
         if self.out.is_empty() {
             return;
-        }
-        for t in &self.out {
-            match t.change {
-                Change::Occupied => self.occupancy.insert(&t.app_id, &t.channel),
-                Change::Vacated => self.occupancy.remove(&t.app_id, &t.channel),
-                _ => {}
-            }
         }
         for listener in self.listeners.iter() {
             listener.on_transitions(&self.out);
@@ -512,7 +506,10 @@ impl Handler<Subscribe> for Shard {
             Some(snapshot) => frames::presence_subscription_succeeded(&join.channel, snapshot),
             None => frames::subscription_succeeded(&join.channel),
         };
-        session.deliver(&Frame::text(&succeeded));
+        // Publishers find the socket from now on, and only after this frame.
+        self.audience.add(&join.app_id, &join.channel, session, || {
+            session.deliver(&Frame::text(&succeeded));
+        });
         self.announce(Some(session), Origin::Local);
         if let Some(cached) = &joined.cached {
             session.deliver(&Frame::text(cached));
@@ -528,6 +525,8 @@ impl Handler<Unsubscribe> for Shard {
         if &*msg.channel == WATCHLIST_CHANNEL {
             self.watchers.forget(&msg.app_id, msg.socket);
         }
+        self.audience
+            .remove(&msg.app_id, std::slice::from_ref(&msg.channel), msg.socket);
         self.table
             .unsubscribe(&msg.app_id, &msg.channel, msg.socket, &mut self.out);
         self.announce_departures();
@@ -541,6 +540,7 @@ impl Handler<Leave> for Shard {
         if msg.channels.iter().any(|c| &**c == WATCHLIST_CHANNEL) {
             self.watchers.forget(&msg.app_id, msg.socket);
         }
+        self.audience.remove(&msg.app_id, &msg.channels, msg.socket);
         self.table
             .leave(&msg.app_id, &msg.channels, msg.socket, &mut self.out);
         self.announce_departures();

@@ -1,8 +1,8 @@
 //! What changed on a channel, as the table reports it after each operation.
 //!
 //! The shard turns transitions into the frames local subscribers see
-//! (`member_added`, `member_removed`, `subscription_count`, `cache_miss`),
-//! keeps [`super::Occupancy`] from `Occupied` / `Vacated`, and hands every
+//! (`member_added`, `member_removed`, `subscription_count`, `cache_miss`)
+//! and hands every
 //! batch to the [`TransitionListener`]s given to [`super::Registry::start`]
 //! (later: the bridge between nodes and the webhook sender). Deriving all of
 //! these from one list is what keeps them agreeing with each other.

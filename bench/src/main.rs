@@ -6,11 +6,13 @@
 //! time.
 
 mod client;
+mod frame;
 mod procfs;
 mod report;
 mod scenarios;
 mod sign;
 mod stats;
+mod subscriber;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

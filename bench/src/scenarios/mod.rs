@@ -64,6 +64,10 @@ impl Probe {
     pub fn client_cpu(&self) -> f64 {
         procfs::cpu_seconds(std::process::id() as i32).unwrap_or(0.0)
     }
+    /// (user, system) CPU seconds of this process.
+    pub fn client_cpu_split(&self) -> (f64, f64) {
+        procfs::cpu_split(std::process::id() as i32).unwrap_or((0.0, 0.0))
+    }
 }
 
 fn diff(a: Option<f64>, b: Option<f64>) -> Option<f64> {

@@ -3,19 +3,21 @@
 //!
 //! Why not tungstenite here: with it, every received frame cost a
 //! `Message` and a `String` (allocated and UTF-8 checked) and a trip
-//! through its `Stream`/`Sink` state machine, which made the load generator
-//! the limit of the fan-out scenario before the server was. This client
-//! reads straight into one buffer per socket and hands out each text
-//! payload as a slice of it ([`crate::frame`] decodes in place), so a
-//! delivery costs a read and a scan for its timestamp.
+//! through its `Stream`/`Sink` state machine, all charged to the load
+//! generator's core. This client reads straight into one buffer per socket
+//! and hands out each text payload as a slice of it ([`crate::frame`]
+//! decodes in place), so in user space a delivery costs a read and a scan
+//! for its timestamp. (Most of what remains is the kernel's: the read, and
+//! the ACK that a read emptying the socket sends.)
 //!
 //! It does its own opening handshake so that nothing the server sends right
 //! after it (`connection_established`, or deliveries when a socket
 //! subscribes during a run) is left in another library's buffer. It answers
-//! WebSocket pings and the Pusher `pusher:ping` (the caller's job, see
-//! [`crate::client::is_ping`]), and performs the closing handshake. Server
-//! frames are never fragmented in practice; a fragmented message ends the
-//! socket with an error rather than being reassembled.
+//! WebSocket pings itself and replies to the server's Close; Pusher's
+//! `pusher:ping` is a text message that its caller answers (see
+//! [`crate::client::is_ping`]). Server frames are never fragmented in
+//! practice; a fragmented message ends the socket with an error rather than
+//! being reassembled.
 
 use std::time::Duration;
 

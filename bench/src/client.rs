@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{header, Method, Request, Uri};
 use hyper_util::rt::TokioIo;
+use memchr::memmem;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -30,11 +31,16 @@ pub struct Target {
 }
 
 impl Target {
-    fn ws_url(&self) -> String {
+    /// Path and query of the app's WebSocket endpoint.
+    pub fn ws_path(&self) -> String {
         format!(
-            "ws://{}/app/{}?protocol=7&client=js&version=8.4.0&flash=false",
-            self.addr, self.creds.key
+            "/app/{}?protocol=7&client=js&version=8.4.0&flash=false",
+            self.creds.key
         )
+    }
+
+    fn ws_url(&self) -> String {
+        format!("ws://{}{}", self.addr, self.ws_path())
     }
 }
 
@@ -49,7 +55,13 @@ pub fn unix_secs() -> u64 {
     unix_nanos() / 1_000_000_000
 }
 
-const PONG: &str = r#"{"event":"pusher:pong","data":{}}"#;
+/// The answer to a Pusher-level ping.
+pub const PONG: &str = r#"{"event":"pusher:pong","data":{}}"#;
+
+/// Whether a text frame is a Pusher-level ping (`pusher:ping`).
+pub fn is_ping(text: &[u8]) -> bool {
+    memmem::find(text, b"pusher:ping").is_some()
+}
 
 /// Opens a WebSocket to the app and waits for `pusher:connection_established`.
 pub async fn connect(t: &Target) -> Res<Ws> {
@@ -108,8 +120,14 @@ pub async fn connect_id(t: &Target) -> Res<(Ws, String)> {
 
 /// Subscribes to a public channel and waits for its `subscription_succeeded`.
 pub async fn subscribe(t: &Target, ws: &mut Ws, channel: &str) -> Res<()> {
-    let frame = format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}"}}}}"#);
-    subscribe_frame(t, ws, frame).await.map(drop)
+    subscribe_frame(t, ws, public_subscribe_frame(channel))
+        .await
+        .map(drop)
+}
+
+/// The `pusher:subscribe` frame of a public channel.
+pub fn public_subscribe_frame(channel: &str) -> String {
+    format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}"}}}}"#)
 }
 
 /// The `pusher:subscribe` frame of a private (`auth`) or presence (`auth`
@@ -122,13 +140,11 @@ pub fn auth_subscribe_frame(channel: &str, auth: &str, channel_data: Option<&str
     serde_json::json!({ "event": "pusher:subscribe", "data": data }).to_string()
 }
 
-/// Subscribes to a private channel, signing with the app secret as an auth
-/// endpoint would.
-pub async fn subscribe_private(t: &Target, ws: &mut Ws, socket_id: &str, channel: &str) -> Res<()> {
-    let auth = sign::channel_auth(&t.creds, socket_id, channel);
-    subscribe_frame(t, ws, auth_subscribe_frame(channel, &auth, None))
-        .await
-        .map(drop)
+/// The `pusher:subscribe` frame of a private channel for `socket_id`,
+/// signed with the app secret as an auth endpoint would.
+pub fn private_subscribe_frame(creds: &Credentials, socket_id: &str, channel: &str) -> String {
+    let auth = sign::channel_auth(creds, socket_id, channel);
+    auth_subscribe_frame(channel, &auth, None)
 }
 
 /// Sends a `pusher:subscribe` frame and waits for `subscription_succeeded`,
@@ -147,9 +163,7 @@ pub async fn subscribe_frame(t: &Target, ws: &mut Ws, frame: String) -> Res<Stri
                     if s.contains("subscription_error") || s.contains("pusher:error") {
                         return Err(format!("subscribe failed: {s}"));
                     }
-                    if s.contains("pusher:ping") {
-                        ws.send(Message::Text(PONG.into())).await.ok();
-                    }
+                    answer_ping(ws, &s).await;
                 }
                 Some(Ok(Message::Close(c))) => return Err(format!("closed by server: {c:?}")),
                 Some(Ok(_)) => {}
@@ -172,7 +186,7 @@ pub async fn unsubscribe(ws: &mut Ws, channel: &str) -> Res<()> {
 
 /// Answers a Pusher-level ping if `text` is one.
 pub async fn answer_ping(ws: &mut Ws, text: &str) {
-    if text.contains("pusher:ping") {
+    if is_ping(text.as_bytes()) {
         ws.send(Message::Text(PONG.into())).await.ok();
     }
 }

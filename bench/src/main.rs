@@ -6,11 +6,13 @@
 //! time.
 
 mod client;
+mod frame;
 mod procfs;
 mod report;
 mod scenarios;
 mod sign;
 mod stats;
+mod subscriber;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -457,8 +459,18 @@ fn run(cli: Cli) -> Result<(), String> {
         }
     }
     let workers = procfs::allowed_cpus();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    // On one core (`--pin-client`) a current-thread runtime: a single
+    // multi-thread worker would still pay for work stealing (atomic task
+    // states, idle bookkeeping, a separate I/O driver hand-off) on every
+    // wake-up of every socket.
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    let rt = builder
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;

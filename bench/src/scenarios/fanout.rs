@@ -166,6 +166,10 @@ pub struct FanoutResult {
     /// Server CPU per million deliveries minus the floor: the server's own cost.
     pub server_cpu_s_per_million_above_floor: Option<f64>,
     pub client_cpu_s: f64,
+    /// The kernel part of `client_cpu_s`. Over loopback it includes, besides
+    /// the reads, the ACK each read that empties a socket sends and that
+    /// ACK's processing for the server's socket, both run in this process.
+    pub client_sys_cpu_s: f64,
     pub server_rss_bytes: Option<u64>,
 }
 
@@ -334,7 +338,7 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
     let scale = fleet.ok as f64 / o.subscribers as f64;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let (cpu0, ccpu0) = (p.cpu_split(), p.client_cpu());
+    let (cpu0, ccpu0) = (p.cpu_split(), p.client_cpu_split());
     let run = open_loop(
         t,
         "bench-fan-",
@@ -353,7 +357,7 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
     let expected = expected_attempted.round() as u64;
     drain(|| deliveries.received(), expected, o.drain_secs).await;
     let total_secs = start.elapsed().as_secs_f64();
-    let (cpu1, ccpu1) = (p.cpu_split(), p.client_cpu());
+    let (cpu1, ccpu1) = (p.cpu_split(), p.client_cpu_split());
     let rss = p.rss();
     let delivered = deliveries.received();
     let (user, sys, cpu) = split_diff(cpu0, cpu1);
@@ -405,7 +409,8 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
             .zip(loopback_floor.as_ref())
             .map(|(c, f)| round3(c - f.cpu_s_per_million_writes)),
         loopback_floor,
-        client_cpu_s: round3(ccpu1 - ccpu0),
+        client_cpu_s: round3((ccpu1.0 + ccpu1.1) - (ccpu0.0 + ccpu0.1)),
+        client_sys_cpu_s: round3(ccpu1.1 - ccpu0.1),
         server_rss_bytes: rss,
     };
     Ok(res)

@@ -31,14 +31,13 @@ pub use reconnect::{reconnect, ReconnectOpts};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{self, Target, Ws};
+use crate::client::{self, Target};
 use crate::procfs::{self, StatusKb};
 use crate::stats::{self, Latency};
+use crate::subscriber::Subscriber;
 
 use fanout::Deliveries;
 
@@ -64,6 +63,10 @@ impl Probe {
     }
     pub fn client_cpu(&self) -> f64 {
         procfs::cpu_seconds(std::process::id() as i32).unwrap_or(0.0)
+    }
+    /// (user, system) CPU seconds of this process.
+    pub fn client_cpu_split(&self) -> (f64, f64) {
+        procfs::cpu_split(std::process::id() as i32).unwrap_or((0.0, 0.0))
     }
 }
 
@@ -143,27 +146,27 @@ async fn open_fleet_with(
         set.spawn(async move {
             let permit = sem.acquire_owned().await.expect("semaphore never closed");
             let t0 = Instant::now();
-            let (mut ws, socket_id) = match client::connect_id(&t).await {
+            let (mut sock, socket_id) = match Subscriber::connect(&t).await {
                 Ok(c) => c,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
                     return;
                 }
             };
-            let subscribed = if private {
-                client::subscribe_private(&t, &mut ws, &socket_id, &ch).await
+            let frame = if private {
+                client::private_subscribe_frame(&t.creds, &socket_id, &ch)
             } else {
-                client::subscribe(&t, &mut ws, &ch).await
+                client::public_subscribe_frame(&ch)
             };
-            if let Err(e) = subscribed {
+            if let Err(e) = sock.subscribe(&t, &frame).await {
                 let _ = ready_tx.send(Err(e));
                 return;
             }
             drop(permit);
             let _ = ready_tx.send(Ok(t0.elapsed().as_micros() as u64));
             drop(ready_tx);
-            serve(&mut ws, &mut stop_rx, &on_text, i).await;
-            let _ = client::close(ws, Duration::from_secs(3)).await;
+            serve(&mut sock, &mut stop_rx, &on_text, i).await;
+            let _ = sock.close(Duration::from_secs(3)).await;
         });
     }
     drop(ready_tx);
@@ -192,23 +195,33 @@ async fn open_fleet_with(
     }
 }
 
-async fn serve(ws: &mut Ws, stop_rx: &mut watch::Receiver<bool>, on_text: &OnText, idx: usize) {
-    loop {
-        tokio::select! {
-            m = ws.next() => match m {
-                Some(Ok(Message::Text(s))) => {
-                    if let OnText::Deliveries(d) = on_text {
-                        if d.record(s.as_bytes(), idx) {
-                            continue;
-                        }
-                    }
-                    client::answer_ping(ws, &s).await;
+/// Receives on `sock` until the server closes it or `stop_rx` changes,
+/// recording deliveries and answering Pusher pings.
+async fn serve(
+    sock: &mut Subscriber,
+    stop_rx: &mut watch::Receiver<bool>,
+    on_text: &OnText,
+    idx: usize,
+) {
+    let receive = async {
+        while let Ok(Some(text)) = sock.next_text().await {
+            if let OnText::Deliveries(d) = on_text {
+                if d.record(text, idx) {
+                    continue;
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
-            },
-            _ = stop_rx.changed() => return,
+            }
+            if client::is_ping(text) && sock.send_text(client::PONG).await.is_err() {
+                return;
+            }
         }
+    };
+    // One select for the socket's life, not one per message: a fresh
+    // `changed()` per message would register with the watch channel (a
+    // lock) every time.
+    tokio::select! {
+        biased;
+        () = receive => {}
+        _ = stop_rx.changed() => {}
     }
 }
 

@@ -20,16 +20,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::fanout::{delivery_ratio, drain, event_data, Deliveries};
 use super::{diff, serve, spawn_peak_rss, splitmix64, unit, OnText, Probe};
-use crate::client::{self, HttpConn, Res, Target, Ws};
+use crate::client::{self, HttpConn, Res, Target};
 use crate::stats::{round1, round3, Errors, Latency, ShardedHistogram};
+use crate::subscriber::Subscriber;
 
 pub const CHANNEL_PREFIX: &str = "bench-rc-";
 
@@ -105,10 +104,11 @@ struct Shared {
     deliveries: Arc<Deliveries>,
 }
 
-async fn connect_subscribe(t: &Target, channel: &str) -> Res<Ws> {
-    let mut ws = client::connect(t).await?;
-    client::subscribe(t, &mut ws, channel).await?;
-    Ok(ws)
+async fn connect_subscribe(t: &Target, channel: &str) -> Res<Subscriber> {
+    let (mut sock, _) = Subscriber::connect(t).await?;
+    sock.subscribe(t, &client::public_subscribe_frame(channel))
+        .await?;
+    Ok(sock)
 }
 
 /// Delay before attempt `k` (0 = the first) of socket `idx`, ms.
@@ -148,10 +148,13 @@ async fn socket(
     drop(ready_tx);
     let dropped_at = loop {
         tokio::select! {
-            m = ws.next() => match m {
-                Some(Ok(Message::Text(text))) => client::answer_ping(&mut ws, &text).await,
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
+            m = ws.next_text() => match m {
+                Ok(Some(text)) => {
+                    if client::is_ping(text) {
+                        ws.send_text(client::PONG).await.ok();
+                    }
+                }
+                Ok(None) | Err(_) => {
                     s.lost_before_drop.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
@@ -167,7 +170,7 @@ async fn socket(
         }
     };
     if o.rst {
-        ws.get_ref().set_zero_linger().ok();
+        ws.set_zero_linger();
     }
     drop(ws);
     let limit = dropped_at + Duration::from_secs_f64(o.limit_secs);
@@ -205,7 +208,7 @@ async fn socket(
         idx,
     )
     .await;
-    let _ = client::close(ws, Duration::from_secs(3)).await;
+    let _ = ws.close(Duration::from_secs(3)).await;
 }
 
 pub async fn reconnect(t: &Target, p: &Probe, o: &ReconnectOpts) -> Res<ReconnectResult> {

@@ -41,29 +41,33 @@ impl Audience {
     }
 
     /// Whether the channel has a subscriber on this node.
+    #[cfg(test)]
     pub(super) fn contains(&self, app_id: &str, channel: &str) -> bool {
         self.read()
             .get(app_id)
             .is_some_and(|c| c.contains_key(channel))
     }
 
-    /// Queue `frame` for every subscriber but `except`, encoding it once and
-    /// only if someone receives it. Returns whether anyone is subscribed.
+    /// Queue the frame `frame` makes for every subscriber but `except`: made
+    /// and encoded once, and only if someone receives it. Returns whether
+    /// anyone is subscribed.
     pub(super) fn deliver(
         &self,
         app_id: &str,
         channel: &str,
-        frame: &ByteString,
+        frame: impl FnOnce() -> ByteString,
         except: Option<SocketId>,
     ) -> bool {
         let apps = self.read();
         let Some(subscribers) = apps.get(app_id).and_then(|c| c.get(channel)) else {
             return false;
         };
-        let mut encoded: Option<Frame> = None;
-        for (id, session) in subscribers {
-            if Some(*id) != except {
-                session.deliver(encoded.get_or_insert_with(|| Frame::text(frame)));
+        let mut recipients = subscribers.iter().filter(|(id, _)| Some(**id) != except);
+        if let Some((_, first)) = recipients.next() {
+            let encoded = Frame::text(&frame());
+            first.deliver(&encoded);
+            for (_, session) in recipients {
+                session.deliver(&encoded);
             }
         }
         true
@@ -146,7 +150,7 @@ mod tests {
             // socket: give it time to overtake, then confirm.
             let audience = audience.clone();
             *publisher.lock().unwrap() = Some(std::thread::spawn(move || {
-                audience.deliver("app", "orders", &ByteString::from("event"), None)
+                audience.deliver("app", "orders", || ByteString::from("event"), None)
             }));
             std::thread::sleep(Duration::from_millis(50));
             session.deliver(&Frame::text("succeeded"));
@@ -162,17 +166,17 @@ mod tests {
         let (app, channel) = ids();
         let (a, wire_a) = socket();
         let (b, wire_b) = socket();
-        assert!(!audience.deliver("app", "orders", &ByteString::from("nobody"), None));
+        assert!(!audience.deliver("app", "orders", || ByteString::from("nobody"), None));
         audience.add(&app, &channel, &a, || {});
         audience.add(&app, &channel, &b, || {});
         assert!(audience.contains("app", "orders"));
         assert!(!audience.contains("other-app", "orders"), "per app");
-        assert!(audience.deliver("app", "orders", &ByteString::from("1"), Some(a.id())));
+        assert!(audience.deliver("app", "orders", || ByteString::from("1"), Some(a.id())));
         assert_eq!(wire_a.take_texts(), Vec::<String>::new());
         assert_eq!(wire_b.take_texts(), ["1"]);
 
         audience.remove("app", &[channel.clone(), Arc::from("elsewhere")], b.id());
-        assert!(audience.deliver("app", "orders", &ByteString::from("2"), None));
+        assert!(audience.deliver("app", "orders", || ByteString::from("2"), None));
         assert_eq!(wire_a.take_texts(), ["2"]);
         assert_eq!(wire_b.take_texts(), Vec::<String>::new(), "b left");
 

@@ -216,12 +216,8 @@ impl Registry {
     /// subscribers, or it is a cache channel (whose last event is kept).
     #[cfg(test)]
     pub(crate) fn worth_publishing(&self, app_id: &str, channel: &str) -> bool {
-        self.worth_publishing_at(self.index(app_id, channel), app_id, channel)
-    }
-
-    /// [`Self::worth_publishing`] with the channel's shard index known.
-    fn worth_publishing_at(&self, index: usize, app_id: &str, channel: &str) -> bool {
-        ChannelKind::of(channel).is_cache() || self.audience[index].contains(app_id, channel)
+        ChannelKind::of(channel).is_cache()
+            || self.audience[self.index(app_id, channel)].contains(app_id, channel)
     }
 
     // ---- intents ----
@@ -233,24 +229,25 @@ impl Registry {
     /// publisher's backpressure).
     pub async fn publish(&self, p: Publish<'_>) -> Result<(), RegistryError> {
         let index = self.index(p.app_id, p.channel);
-        let cluster = self.cluster.get();
-        // Nobody listens here and there is no other node: skip serialising.
-        if cluster.is_none() && !self.worth_publishing_at(index, p.app_id, p.channel) {
-            return Ok(());
-        }
-        let frame = frames::channel_event(p.name, p.channel, p.data);
-        if let Some(cluster) = cluster {
-            // Always relayed for now. Cluster occupancy (slice 2) goes here:
-            // skip the relay when no other node has a subscriber (cache
-            // channels always go, to keep their last event everywhere).
-            cluster.relay(Relayed {
-                app_id: p.app_id.clone(),
-                channel: Arc::from(p.channel),
-                frame: frame.clone(),
-                except: p.except,
-            });
-        }
-        self.fan_out_local(index, p.app_id, p.channel, frame, p.except)
+        let frame = || frames::channel_event(p.name, p.channel, p.data);
+        let Some(cluster) = self.cluster.get() else {
+            // No other node: the frame is serialised only if someone here
+            // listens (or the channel keeps its last event).
+            return self
+                .fan_out_local(index, p.app_id, p.channel, frame, p.except)
+                .await;
+        };
+        let frame = frame();
+        // Always relayed for now. Cluster occupancy (slice 2) goes here:
+        // skip the relay when no other node has a subscriber (cache
+        // channels always go, to keep their last event everywhere).
+        cluster.relay(Relayed {
+            app_id: p.app_id.clone(),
+            channel: Arc::from(p.channel),
+            frame: frame.clone(),
+            except: p.except,
+        });
+        self.fan_out_local(index, p.app_id, p.channel, || frame, p.except)
             .await
     }
 
@@ -266,32 +263,33 @@ impl Registry {
         except: Option<SocketId>,
     ) -> Result<(), RegistryError> {
         let index = self.index(app_id, channel);
-        self.fan_out_local(index, app_id, channel, frame, except)
+        self.fan_out_local(index, app_id, channel, || frame, except)
             .await
     }
 
-    /// This node's subscribers of a channel get `frame`. Delivered by the
-    /// calling thread from the shard's [`Audience`] — no message to the
-    /// shard, no thread hop — except on cache channels, whose shard stores
-    /// the event as their last (awaited: that is the caller's backpressure
-    /// and keeps its events in order).
+    /// This node's subscribers of a channel get the frame `frame` makes.
+    /// Delivered by the calling thread from the shard's [`Audience`] — one
+    /// lookup, no message to the shard, no thread hop, and the frame made
+    /// only if someone is subscribed — except on cache channels, whose shard
+    /// stores the event as their last (awaited: that is the caller's
+    /// backpressure and keeps its events in order).
     async fn fan_out_local(
         &self,
         index: usize,
         app_id: &Arc<str>,
         channel: &str,
-        frame: ByteString,
+        frame: impl FnOnce() -> ByteString,
         except: Option<SocketId>,
     ) -> Result<(), RegistryError> {
         if !ChannelKind::of(channel).is_cache() {
-            self.audience[index].deliver(app_id, channel, &frame, except);
+            self.audience[index].deliver(app_id, channel, frame, except);
             return Ok(());
         }
         self.shards[index]
             .send(shard::FanOut {
                 app_id: app_id.clone(),
                 channel: Arc::from(channel),
-                frame,
+                frame: frame(),
                 except,
             })
             .await?;

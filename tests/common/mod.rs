@@ -2337,3 +2337,17 @@ http {{
         }
     }
 }
+
+/// Start a server process (Redis, MariaDB, PostgreSQL) again on the port it
+/// had a moment ago: a few tries cover a port the kernel releases slowly.
+pub async fn respawn(what: &str, port: u16, mut spawn: impl AsyncFnMut() -> Result<(), String>) {
+    let mut last = String::new();
+    for _ in 0..5 {
+        match spawn().await {
+            Ok(()) => return,
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what} did not restart on port {port}: {last}");
+}

@@ -109,16 +109,8 @@ impl RedisServer {
     /// Start it again on the same port (empty: nothing is saved).
     pub async fn restart(&mut self) {
         self.stop();
-        // The port was ours a moment ago; a few tries cover a slow release.
-        let mut last = String::new();
-        for _ in 0..5 {
-            match self.spawn().await {
-                Ok(()) => return,
-                Err(e) => last = e,
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("redis-server did not restart on port {}: {last}", self.port);
+        let port = self.port;
+        super::respawn("redis-server", port, async || self.spawn().await).await;
     }
 
     /// Stop the process without closing anything (SIGSTOP): connections

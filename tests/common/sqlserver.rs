@@ -234,19 +234,8 @@ impl SqlServer {
     /// Start it again on the same data directory and port.
     pub async fn restart(&mut self) {
         self.stop();
-        // The port was ours a moment ago; a few tries cover a slow release.
-        let mut last = String::new();
-        for _ in 0..5 {
-            match self.spawn().await {
-                Ok(()) => return,
-                Err(e) => last = e,
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!(
-            "{:?} did not restart on port {}: {last}",
-            self.engine, self.port
-        );
+        let (what, port) = (format!("{:?}", self.engine), self.port);
+        super::respawn(&what, port, async || self.spawn().await).await;
     }
 
     /// What the server (and the initialisation) wrote.

@@ -62,12 +62,13 @@ fn session_settings(config: &Config) -> SessionSettings {
 /// otherwise hold its socket (and the frames) until TCP gives up, ~15 minutes.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long the HTTP layer lingers after a response that leaves the request
-/// unread (an HTTP API error before the body was read; a WebSocket over TLS
-/// after its closing handshake): it reads and discards what the client still
-/// sends, so the client gets the response rather than a reset. actix-web's
-/// default, stated here because closes over TLS take up to this long (see
-/// `switchyard_actors::closing`); plain WebSockets do not wait for it.
+/// How long a connection lingers after a response that leaves the request
+/// unread (an HTTP API error before the body was read) or after its
+/// WebSocket ended: it reads and discards what the client still sends, so
+/// the client gets the response, or its last frames, rather than a reset.
+/// actix-web's default; also the bound on a WebSocket connection's close
+/// (`switchyard_actors::connection`). Closes over TLS take up to this long
+/// (see `switchyard_actors::closing`); plain WebSockets do not wait for it.
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Per-connection set-up as each connection is accepted: socket options for
@@ -104,6 +105,33 @@ fn tune_tcp<S: std::os::fd::AsFd>(tcp: &S) {
         log::debug!("could not set TCP_USER_TIMEOUT: {e}");
     }
     let _ = sock.set_nodelay(true);
+}
+
+/// The public listener's HTTP service for one worker, over sockets of type
+/// `$io`: actix-web's App (made by `$make_app`) for requests, and again,
+/// behind actix-http's upgrade hook, for WebSocket handshakes, whose sockets
+/// are then handed to their sessions (`http::upgrade`). The settings are the
+/// ones `HttpServer` used. A macro: the three socket types differ only in
+/// `$io`, and the service types cannot be named.
+macro_rules! public_service {
+    ($make_app:ident, $stopping:ident, $io:ty) => {{
+        // The App's own view of the listener (`connection_info`'s fallback
+        // host) is not used on this listener.
+        let app =
+            || actix_service::map_config($make_app(), |_: ()| actix_web::dev::AppConfig::default());
+        let stopping = $stopping.clone();
+        actix_http::HttpService::build()
+            .graceful_shutdown_signal(move || {
+                let stopping = stopping.clone();
+                async move { stopping.notified().await }
+            })
+            .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+            .on_connect_ext(|io: &$io, ext: &mut actix_web::dev::Extensions| {
+                on_connect(io as &dyn std::any::Any, ext)
+            })
+            .upgrade(http::upgrade::handshakes(app(), CLIENT_DISCONNECT_TIMEOUT))
+            .finish(app())
+    }};
 }
 
 /// Every problem that would stop start-up once the configuration has
@@ -350,7 +378,7 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
     let head_limit = HeadLimit::new(max_head, state.api_trust_hops, state.ws_trust_hops)
         .with_path_prefix(&config.path_prefix);
     let prefix = config.path_prefix.clone();
-    let public = HttpServer::new(move || {
+    let make_app = move || {
         ActixApp::new()
             .wrap(actix_web::middleware::Condition::new(
                 metrics_on,
@@ -359,25 +387,35 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
             .wrap(head_limit.clone())
             .app_data(data.clone())
             .configure(|cfg| http::routes(cfg, &prefix, &api_limit, &ws_limit, &cors))
-    })
-    .on_connect(on_connect)
-    .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
-    .disable_signals()
-    .shutdown_timeout(grace.as_secs());
+    };
+    // Built from actix-web's parts rather than with `HttpServer`, for the
+    // upgrade hook (see `http::upgrade`); the settings are HttpServer's.
+    let public = actix_server::Server::build()
+        .backlog(1024)
+        .disable_signals()
+        .shutdown_timeout(grace.as_secs());
+    let stopping = public.graceful_shutdown_signal();
     let mut servers = Vec::new();
     let public = if config.unix_socket.enabled {
         // The socket replaces the TCP listener: only local proxies reach us.
         let uds = &config.unix_socket;
         listen::prepare_unix_socket(uds).map_err(std::io::Error::other)?;
-        // Bound here and handed over with `listen_uds`: actix-web's
-        // `bind_uds` skips the `on_connect` hook, which records the socket
-        // a WebSocket session closes itself.
         let listener = bind_error(
             std::os::unix::net::UnixListener::bind(&uds.path),
             &format!("unix:{}", uds.path),
             "UNIX_SOCKET_PATH",
         )?;
-        let server = public.listen_uds(listener)?;
+        let server = public.listen_uds("switchyard-unix", listener, move || {
+            use actix_service::ServiceFactoryExt as _;
+            actix_service::fn_service(|io: actix_web::rt::net::UnixStream| async {
+                Ok((io, actix_http::Protocol::Http1, None))
+            })
+            .and_then(public_service!(
+                make_app,
+                stopping,
+                actix_web::rt::net::UnixStream
+            ))
+        })?;
         listen::set_socket_mode(uds).map_err(std::io::Error::other)?;
         info!(
             "listening on unix:{} (mode {:o}, {} apps, {} registry shards)",
@@ -390,7 +428,18 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
     } else if config.ssl.enabled {
         let tls = listen::tls_config(&config.ssl).map_err(std::io::Error::other)?;
         let server = bind_error(
-            public.bind_rustls_0_23((config.host.as_str(), config.port), tls),
+            public.bind(
+                "switchyard-tls",
+                (config.host.as_str(), config.port),
+                move || {
+                    public_service!(
+                        make_app,
+                        stopping,
+                        actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>
+                    )
+                    .rustls_0_23(tls.clone())
+                },
+            ),
             &format!("{}:{}", config.host, config.port),
             "HOST / PORT",
         )?;
@@ -430,7 +479,11 @@ pub async fn run(mut config: Config) -> std::io::Result<()> {
         server
     } else {
         let server = bind_error(
-            public.bind((config.host.as_str(), config.port)),
+            public.bind(
+                "switchyard",
+                (config.host.as_str(), config.port),
+                move || public_service!(make_app, stopping, actix_web::rt::net::TcpStream).tcp(),
+            ),
             &format!("{}:{}", config.host, config.port),
             "HOST / PORT",
         )?;

@@ -451,3 +451,60 @@ async fn websocket_on_an_unknown_path_gets_4005() {
     assert_eq!(resp.status, 404);
     assert_eq!(resp.json()["code"], "not_found");
 }
+
+/// A client may send its first frame in the same write as its handshake
+/// request: those bytes are read together with the request and must reach
+/// the session (the socket is handed over from the HTTP layer with them).
+#[tokio::test]
+async fn a_frame_sent_with_the_handshake_request_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start_app(&[]).await;
+    let mut bytes = upgrade_request(&format!(
+        "/app/{APP_KEY}?protocol=7&client=rust&version=1.0"
+    ))
+    .into_bytes();
+    bytes.extend(client_frame(
+        true,
+        0x1,
+        br#"{"event":"pusher:ping","data":{}}"#,
+    ));
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    s.write_all(&bytes).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("pusher:pong") {
+        let mut chunk = [0u8; 4096];
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, s.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no pong in 5 s: {:?}", String::from_utf8_lossy(&got)))
+            .unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+    let established = text.find("pusher:connection_established").unwrap();
+    assert!(established < text.find("pusher:pong").unwrap(), "{text}");
+}
+
+/// Any request with `Upgrade: websocket` goes through the WebSocket
+/// handshake path; one that is not a handshake (here an unsigned HTTP API
+/// call) is answered as usual, whole, and its connection closed.
+#[tokio::test]
+async fn a_request_with_an_upgrade_header_that_is_not_a_handshake_is_answered_whole() {
+    let server = Server::start_app(&[]).await;
+    let request = "GET /apps/test-app/channels HTTP/1.1\r\nHost: localhost\r\n\
+                   Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    let (status, body) = exchange_raw(server.port, request.as_bytes()).await;
+    assert_eq!(status, 401, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
+    assert_eq!(v["code"], "auth_failed", "{v}");
+    // A WebSocket handshake on the same server still works.
+    let mut ws = server.connect().await;
+    ws.send_json(json!({"event": "pusher:ping", "data": {}}))
+        .await;
+    ws.expect_event("pusher:pong").await;
+}

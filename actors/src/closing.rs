@@ -2,38 +2,31 @@
 //!
 //! RFC 6455 §7.1.1: once the closing handshake is done, "the server SHOULD
 //! close the underlying TCP connection first"; clients (browsers,
-//! tokio-tungstenite) wait for it. actix-http does not: when a WebSocket
-//! response ends while its request body — the client's frames — is still
-//! open, the HTTP/1 dispatcher *lingers*, reading and discarding until the
-//! client closes its side or `client_disconnect_timeout` (1 s) passes. Every
-//! close therefore took about a second, with a descriptor held on both sides.
-//! And the dispatcher starts that timer only once everything written has been
-//! flushed; nothing bounds the flush. A client that stops reading keeps its
-//! connection until the kernel gives up on it (`TCP_USER_TIMEOUT`), however
-//! short `client_disconnect_timeout` is — and with it at zero (no linger) the
-//! final flush has no timer at all. That is why shorter timeouts left
-//! connections open; they would also cost the HTTP API its lingering close,
-//! which lets a client read an early error response instead of a reset.
+//! tokio-tungstenite) wait for it. The socket belongs to the WebSocket's
+//! [`crate::connection::Connection`]: once the session has stopped and its
+//! last frames are written, it shuts its side down and reads what the client
+//! still sends until the client closes too, for at most its linger time (the
+//! HTTP layer's `client_disconnect_timeout`, 1 s). (Before the connection was
+//! taken over from actix-http's dispatcher, that linger was the dispatcher's,
+//! and every close took about a second.)
 //!
-//! So the session ends its connection itself, through [`Conn`], the socket
-//! the server recorded when it accepted the connection:
+//! The session ends its connection through [`Conn`], the socket the server
+//! recorded when it accepted the connection:
 //!
 //! - When the handshake is done (the client's close frame answered, or the
 //!   client's answer to ours received) the session shuts the socket down for
-//!   reading. The dispatcher sees end-of-stream at once, flushes what is
-//!   left (the close frame), sends FIN and drops the connection. Not over
-//!   TLS: there the end-of-stream would reach rustls without the client's
-//!   `close_notify`, the dispatcher would fail and drop the connection
-//!   without sending its own `close_notify` (RFC 8446 §6.1 requires it, and
-//!   rustls-based clients report the truncation as an error). A TLS
-//!   connection is left to the dispatcher's lingering close: closed cleanly,
-//!   within `client_disconnect_timeout`.
+//!   reading and stops. The connection sees end-of-stream at once, writes
+//!   what is left (the close frame), sends FIN and closes without lingering.
+//!   Not over TLS: there the end-of-stream would reach rustls without the
+//!   client's `close_notify`, and the connection could not end cleanly (RFC
+//!   8446 §6.1; rustls-based clients report the truncation as an error). A
+//!   TLS connection sends its `close_notify` and lingers for the client's.
 //! - When the server closes (4100, 4200, 4201, 4009, 1009, refusals …) it
 //!   waits at most [`CLOSE_REPLY_TIMEOUT`] for the client's close frame, then
 //!   ends the connection the same way.
 //! - Whatever happens, a connection still open [`CLOSE_ABORT_TIMEOUT`] after
-//!   its session began to close (or ended) is reset (RST): that is the bound
-//!   for a peer that does not read, whose last bytes can never be flushed.
+//!   its session began to close (or ended) is reset (RST): the backstop, in
+//!   case the connection's own bound on its close did not apply.
 
 use crate::wire::Wire;
 use actix::prelude::*;
@@ -50,7 +43,7 @@ pub const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long after a session begins to close (or its client goes away) its
 /// connection may still exist; then it is reset. Longer than
-/// [`CLOSE_REPLY_TIMEOUT`] plus the HTTP layer's lingering close of a TLS
+/// [`CLOSE_REPLY_TIMEOUT`] plus the connection's lingering close of a TLS
 /// connection (1 s), so every client that reads is closed cleanly; only a
 /// connection whose last bytes cannot be flushed is reset.
 pub const CLOSE_ABORT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -59,8 +52,8 @@ pub const CLOSE_ABORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// it accepts it (`on_connect`) and found by the WebSocket handler in the
 /// request's connection data.
 ///
-/// It does not own the socket (the HTTP dispatcher does, and closes it when
-/// it drops the connection); it names it by descriptor *and* by the kernel's
+/// It does not own the socket (the WebSocket's connection does, and closes
+/// it when it ends); it names it by descriptor *and* by the kernel's
 /// socket cookie (`SO_COOKIE`, unique for the kernel's uptime, never reused).
 /// Every use first checks that the descriptor still carries that cookie, so a
 /// descriptor number the kernel has since given to another connection is
@@ -79,9 +72,9 @@ pub struct Conn {
 /// connection can be closed (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    /// The HTTP dispatcher reads the socket directly (TCP, Unix socket).
+    /// The connection reads the socket directly (TCP, Unix socket).
     Plain,
-    /// TLS over the socket: closed by the dispatcher, with `close_notify`.
+    /// TLS over the socket: closed by the connection, with `close_notify`.
     Tls,
 }
 
@@ -101,7 +94,7 @@ impl Default for Conn {
 impl Conn {
     /// Record the socket of a connection being accepted; `None` if its
     /// cookie cannot be read (then the session cannot end it early, and the
-    /// HTTP layer's own timeouts apply).
+    /// connection's own bound on its close applies).
     pub fn of(socket: &impl AsFd, transport: Transport) -> Option<Conn> {
         let fd = socket.as_fd();
         let cookie = SockRef::from(&fd).cookie().ok()?;
@@ -136,9 +129,9 @@ impl Conn {
         self.with_socket(|_| ()).is_some()
     }
 
-    /// The closing handshake is done: stop reading. The HTTP dispatcher sees
-    /// end-of-stream, flushes what it still holds, sends FIN and closes.
-    /// Over TLS nothing is done: the dispatcher closes it (see the module
+    /// The closing handshake is done: stop reading. The connection sees
+    /// end-of-stream, writes what it still holds, sends FIN and closes.
+    /// Over TLS nothing is done: the connection closes it (see the module
     /// documentation).
     pub fn finish(&self) {
         if self.transport == Transport::Plain {
@@ -147,8 +140,8 @@ impl Conn {
     }
 
     /// Reset the connection (RST): `SO_LINGER` 0 and shut down both ways, so
-    /// the dispatcher's pending write or read fails at once and it drops the
-    /// connection, whatever the peer does. `true` if it was still open.
+    /// the connection's pending write or read fails at once and it drops the
+    /// socket, whatever the peer does. `true` if it was still open.
     pub fn abort(&self) -> bool {
         self.with_socket(|s| {
             let _ = s.set_linger(Some(Duration::ZERO));
@@ -293,8 +286,8 @@ impl Ending {
     }
 
     /// The client's stream ended or broke (it went away, possibly without a
-    /// close frame): nothing more can be said; the dispatcher closes the
-    /// connection, within the backstop.
+    /// close frame): nothing more can be said; the connection closes, within
+    /// the backstop.
     pub fn on_lost<A: Ends>(&mut self, ctx: &mut ws::WebsocketContext<A>) {
         self.phase = Phase::Done;
         self.arm();

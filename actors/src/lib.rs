@@ -7,6 +7,7 @@
 //! - [`closing`]: how a WebSocket ends: the closing handshake, then its connection.
 //! - [`socket`]: socket ids, the bounded outbound queue, and [`socket::SessionHandle`], how the registry and hubs reach a session.
 //! - [`wire`]: a WebSocket's way out: frames encoded once, queued per socket, written by its connection.
+//! - [`connection`]: a WebSocket's socket after the handshake, owned here: reads for the session, writes its wire.
 //! - [`presence`]: presence members and rosters.
 //! - [`frame_limit`]: the payload limit, checked on each inbound frame's header.
 //! - [`command`]: client frames parsed into typed commands (the only door for inbound frames).
@@ -16,6 +17,7 @@ pub mod app;
 pub mod auth;
 pub mod closing;
 pub mod command;
+pub mod connection;
 pub mod defaults;
 pub mod error;
 pub mod frame_limit;

@@ -1,5 +1,5 @@
 //! A WebSocket's way out: whole, encoded frames queued for the connection
-//! to write, and the stream that hands them to actix-http.
+//! to write, and the stream that hands them to it.
 //!
 //! A server frame is never masked, so the encoded frame — header and
 //! payload — is the same bytes for every socket it goes to. A fan-out
@@ -13,8 +13,9 @@
 //! order it makes them), answers the client, and ends the connection; its
 //! context is polled only when something woke it, not for every frame.
 //!
-//! [`SocketStream`] is the response body actix-http writes: on each poll it
-//! runs the actor if the actor was woken, then hands over the queued frames.
+//! [`SocketStream`] is what the socket's [`crate::connection::Connection`]
+//! writes: on each poll it runs the actor if the actor was woken, then hands
+//! over the queued frames.
 //! Once the session's close frame is queued, nothing more is accepted.
 
 use crate::hub::Vitals;
@@ -236,8 +237,8 @@ impl Wire {
 }
 
 /// Run `actor` over a WebSocket: its context reads `inbound` (frames up to
-/// `max_frame` bytes) and the returned stream, the response body, writes
-/// the actor's `wire`.
+/// `max_frame` bytes) and the returned stream, which the connection writes,
+/// hands over the actor's `wire`.
 pub fn run<A, S>(
     actor: A,
     inbound: S,
@@ -276,8 +277,8 @@ impl Wake for ActorWake {
     }
 }
 
-/// The WebSocket response body: the actor's context stream (`inner`, which
-/// runs the actor) and the socket's [`Wire`].
+/// What a WebSocket's connection writes: the actor's context stream
+/// (`inner`, which runs the actor) and the socket's [`Wire`].
 pub struct SocketStream<S> {
     inner: Pin<Box<S>>,
     inner_done: bool,

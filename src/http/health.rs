@@ -57,10 +57,7 @@ pub async fn up_app(path: web::Path<String>, state: web::Data<ServerState>) -> H
 
 /// Unmatched routes: a JSON 404, or — for a WebSocket upgrade — the
 /// protocol's answer, `pusher:error` 4005 and a close with 4005.
-pub async fn not_found(
-    req: actix_web::HttpRequest,
-    stream: web::Payload,
-) -> Result<HttpResponse, actix_web::Error> {
+pub async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, actix_web::Error> {
     let upgrade = req
         .headers()
         .get(actix_web::http::header::UPGRADE)
@@ -73,11 +70,10 @@ pub async fn not_found(
             .copied()
             .unwrap_or_default();
         let rejected = switchyard_actors::session::Rejected::new(error, conn);
-        let body = rejected.into_stream(
-            stream,
-            switchyard_actors::defaults::WEBSOCKET_MAX_PAYLOAD_KB as usize * 1024,
-        );
-        return Ok(actix_web_actors::ws::handshake(&req)?.streaming(body));
+        let max_frame = switchyard_actors::defaults::WEBSOCKET_MAX_PAYLOAD_KB as usize * 1024;
+        return super::ws::take_over(&req, move |inbound| {
+            Box::pin(rejected.into_stream(inbound, max_frame))
+        });
     }
     Err(ApiError::NotFound.into())
 }

@@ -9,6 +9,7 @@ pub mod health;
 pub mod limits;
 pub mod shared_limits;
 pub mod signature;
+pub mod upgrade;
 pub mod ws;
 
 use actix_web::web;

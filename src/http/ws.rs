@@ -4,13 +4,15 @@
 //! a `pusher:error` with the code and a close frame with the same code, which
 //! is what pusher-js acts on (4000–4099: do not reconnect).
 
+use super::upgrade::Upgradable;
 use crate::state::ServerState;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use log::warn;
 use std::sync::Arc;
 use switchyard_actors::app::{App, ConnectionSlot};
 use switchyard_actors::closing::Conn;
+use switchyard_actors::connection::{Inbound, Outbound, Takeover};
 use switchyard_actors::error::PusherError;
 use switchyard_actors::frame_limit::FrameLimit;
 use switchyard_actors::protocol::{truncate, MAX_PROTOCOL, MIN_PROTOCOL};
@@ -61,9 +63,24 @@ fn admit(
     Ok((app, vec![app_slot, server_slot]))
 }
 
+/// The handshake's `101 Switching Protocols`, carrying what runs the socket
+/// once the server hands it over (see `super::upgrade`).
+pub(crate) fn take_over(
+    req: &HttpRequest,
+    start: impl FnOnce(Inbound) -> Outbound + 'static,
+) -> Result<HttpResponse, actix_web::Error> {
+    if req.extensions().get::<Upgradable>().is_none() {
+        return Err(actix_web::error::ErrorBadRequest(
+            "WebSocket handshake without a connection to upgrade",
+        ));
+    }
+    let mut res = ws::handshake(req)?.finish();
+    res.extensions_mut().insert(Takeover::new(start));
+    Ok(res)
+}
+
 pub async fn connect(
     req: HttpRequest,
-    stream: web::Payload,
     key: web::Path<String>,
     state: web::Data<ServerState>,
 ) -> Result<HttpResponse, actix_web::Error> {
@@ -85,8 +102,9 @@ pub async fn connect(
             );
             // The codec checks `frame_size` only once a frame is buffered
             // whole; FrameLimit refuses it on its header.
-            let inbound = FrameLimit::new(stream, max_frame);
-            Ok(ws::handshake(&req)?.streaming(session.into_stream(inbound, max_frame)))
+            take_over(&req, move |inbound| {
+                Box::pin(session.into_stream(FrameLimit::new(inbound, max_frame), max_frame))
+            })
         }
         Err(error) => {
             let app = state.apps.by_key(&key);
@@ -109,7 +127,9 @@ pub async fn connect(
                 "connection refused"
             );
             let rejected = Rejected::new(error, conn);
-            Ok(ws::handshake(&req)?.streaming(rejected.into_stream(stream, max_frame)))
+            take_over(&req, move |inbound| {
+                Box::pin(rejected.into_stream(inbound, max_frame))
+            })
         }
     }
 }

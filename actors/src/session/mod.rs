@@ -166,8 +166,8 @@ impl Session {
         }
     }
 
-    /// The WebSocket's response body: runs this session and writes what it
-    /// and the fan-out queue. `max_frame` bounds inbound frames.
+    /// What the WebSocket's connection writes: runs this session and hands
+    /// over what it and the fan-out queue. `max_frame` bounds inbound frames.
     pub fn into_stream<S>(
         self,
         inbound: S,

@@ -39,7 +39,7 @@ impl Rejected {
         }
     }
 
-    /// The WebSocket's response body (see [`super::Session::into_stream`]).
+    /// What the WebSocket's connection writes (see [`super::Session::into_stream`]).
     pub fn into_stream<S>(
         self,
         inbound: S,

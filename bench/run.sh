@@ -40,6 +40,10 @@
 #   PORT_B        port of the cluster's node B          (default PORT+1)
 #   REDIS_SERVER  redis-server binary                   (default redis-server)
 #   CARGO_TARGET_DIR  as for cargo (default <repo>/target)
+#   SWITCHYARD_BIN    a built switchyard to measure instead of building one
+#                     (before/after comparisons); nothing is built then
+#   BENCH_BIN         the load generator (default: beside SWITCHYARD_BIN, or
+#                     the one built)
 #
 # Default sizes fit a 2-core machine with a 20,000 open-file limit:
 # idle 15,000 connections / 100 channels; fan-out 2,000 subscribers /
@@ -86,12 +90,18 @@ APP_SECRET=app-secret
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 
-echo "== building (release)"
-# Without OUT_DIR: ring's build script declares rerun-if-env-changed=OUT_DIR,
-# so a results directory in the environment would rebuild it on every run.
-(cd "$ROOT" && env -u OUT_DIR cargo build --release -p switchyard -p switchyard-bench)
-BENCH="$TARGET_DIR/release/switchyard-bench"
-SWITCHYARD_BIN="$TARGET_DIR/release/switchyard"
+if [ -n "${SWITCHYARD_BIN:-}" ]; then
+  # A given build (say, the one before a change): nothing is built, and the
+  # load generator beside it is used.
+  BENCH="${BENCH_BIN:-$(dirname "$SWITCHYARD_BIN")/switchyard-bench}"
+else
+  echo "== building (release)"
+  # Without OUT_DIR: ring's build script declares rerun-if-env-changed=OUT_DIR,
+  # so a results directory in the environment would rebuild it on every run.
+  (cd "$ROOT" && env -u OUT_DIR cargo build --release -p switchyard -p switchyard-bench)
+  BENCH="${BENCH_BIN:-$TARGET_DIR/release/switchyard-bench}"
+  SWITCHYARD_BIN="$TARGET_DIR/release/switchyard"
+fi
 
 # Environment shared by both servers: one app without limits, no rate
 # limiting, no metrics, deep per-socket buffers, quiet logs.

@@ -11,11 +11,12 @@
 //! handshake's 400, a 404, a rate limit's 429 — is answered as the App
 //! answered it and the connection is closed.
 
-use actix_codec::{AsyncRead, AsyncWrite, Framed};
+use actix_codec::{AsyncRead, AsyncWrite, Framed, FramedParts};
 use actix_http::body::{BodySize, BoxBody, MessageBody};
 use actix_http::h1::{Codec, Message};
 use actix_http::{ConnectionType, HttpMessage, Request, Response, StatusCode};
 use actix_service::{fn_factory, fn_service, Service, ServiceFactory};
+use actix_web::web::BytesMut;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -94,10 +95,17 @@ where
                 log::debug!("WebSocket handshake response not sent: {e}");
                 return Ok(());
             }
-            let parts = framed.into_parts();
-            // The dispatcher's buffers go with `parts`; only what the client
-            // sent after its request is kept.
-            Connection::new(parts.io, conn, parts.read_buf, takeover, linger).await;
+            // The dispatcher's buffers are dropped here (the write buffer,
+            // 8 KiB, would otherwise live as long as the connection); only
+            // what the client sent after its request is kept.
+            let FramedParts { io, read_buf, .. } = framed.into_parts();
+            let read = if read_buf.is_empty() {
+                BytesMut::new()
+            } else {
+                BytesMut::from(&read_buf[..])
+            };
+            drop(read_buf);
+            Connection::new(io, conn, read, takeover, linger).await;
         }
         _ => {
             if let Err(e) = answer(&mut framed, head, body).await {

@@ -257,13 +257,13 @@ pub fn verify_paths<'q>(
     // query they send signed the decoded values; SDKs that send what they
     // signed as is (the Node SDK) signed the raw text. Either must verify;
     // both are HMACs under the app's secret over this exact request.
-    let secret = app.secret.expose();
+    let key = app.secret.signing_key();
     let verified = paths.iter().any(|path| {
         let to_sign = auth::api_string_to_sign(method, path, &params);
-        auth::verify(secret, &[&to_sign], signature) || {
+        key.verify(&[&to_sign], signature) || {
             // Only when the decoded form failed: no extra work on the hot path.
             let raw_to_sign = auth::api_string_to_sign(method, path, &raw_pairs(query));
-            raw_to_sign != to_sign && auth::verify(secret, &[&raw_to_sign], signature)
+            raw_to_sign != to_sign && key.verify(&[&raw_to_sign], signature)
         }
     });
     if !verified {

@@ -42,7 +42,7 @@ impl SigningKey {
     /// Constant-time check that `hex_signature` is the HMAC of `parts`
     /// concatenated.
     pub fn verify(&self, parts: &[&str], hex_signature: &str) -> bool {
-        let Ok(given) = hex::decode(hex_signature) else {
+        let Some(given) = decode_signature(hex_signature) else {
             return false;
         };
         let mut m = self.0.clone();
@@ -51,6 +51,29 @@ impl SigningKey {
         }
         m.verify_slice(&given).is_ok()
     }
+}
+
+/// The 32 bytes of a hex HMAC-SHA256 (either case), or `None` for anything
+/// else: a string of another length, or with a character that is not a hex
+/// digit, cannot be a signature of ours.
+fn decode_signature(hex: &str) -> Option<[u8; 32]> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let hex = hex.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -229,6 +252,40 @@ mod tests {
         }
         assert!(!verify(SECRET, &["x"], "not hex"));
         assert!(!verify(SECRET, &["x"], ""));
+    }
+
+    #[test]
+    fn signatures_decode_as_the_hex_crate_would_for_32_bytes() {
+        let sig = sign(SECRET, &["1234.5678", ":", "private-orders"]);
+        let upper = sig.to_ascii_uppercase();
+        let mut mixed = sig.clone();
+        mixed.replace_range(0..2, &upper[0..2]);
+        let mut cases = vec![
+            sig.clone(),
+            upper,
+            mixed,
+            String::new(),
+            "0".repeat(64),
+            "f".repeat(63),
+            "F".repeat(66),
+            format!("{}g", &sig[..63]),
+            format!("g{}", &sig[1..]),
+            format!("{} ", &sig[..63]),
+            format!("{}é", &sig[..62]),
+            format!("+{}", &sig[1..]),
+        ];
+        for bad in [b'/', b':', b'@', b'G', b'`', b'g', 0x7f] {
+            cases.push(format!("{}{}", &sig[..32], bad as char) + &sig[33..]);
+        }
+        for case in &cases {
+            let expected = hex::decode(case)
+                .ok()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok());
+            assert_eq!(decode_signature(case), expected, "{case:?}");
+        }
+        let key = SigningKey::new(SECRET);
+        assert!(key.verify(&["1234.5678:private-orders"], &sig.to_ascii_uppercase()));
+        assert!(!key.verify(&["1234.5678:private-orders"], &format!("{sig}0")));
     }
 
     #[test]

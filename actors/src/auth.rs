@@ -140,6 +140,22 @@ pub fn md5_hex(body: &[u8]) -> String {
     hex::encode(Md5::digest(body))
 }
 
+/// Whether `md5_hex` is exactly [`md5_hex`]`(body)` (lowercase, 32 digits),
+/// without building the string.
+pub fn md5_matches(body: &[u8], md5_hex: &str) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let given = md5_hex.as_bytes();
+    if given.len() != 32 {
+        return false;
+    }
+    Md5::digest(body)
+        .iter()
+        .zip(given.chunks_exact(2))
+        .all(|(b, pair)| {
+            pair[0] == DIGITS[usize::from(b >> 4)] && pair[1] == DIGITS[usize::from(b & 15)]
+        })
+}
+
 /// The string an HTTP API request signs: `METHOD\nPATH\nsorted_query`, where
 /// the query is every parameter but `auth_signature`, keys lowercased and
 /// sorted, values as received (not re-escaped).
@@ -345,6 +361,23 @@ mod tests {
         let body = r#"{"name":"order-shipped","channels":["orders"],"data":"{\"id\":7}"}"#;
         assert_eq!(md5_hex(body.as_bytes()), "8240c4f8c3620c8f8787db3801c800c2");
         assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
+        for body in [&b""[..], b"{}", body.as_bytes(), &[0u8, 255, 16, 15][..]] {
+            let hex = md5_hex(body);
+            assert!(md5_matches(body, &hex), "{hex}");
+            assert!(
+                !md5_matches(body, &hex.to_ascii_uppercase()),
+                "only lowercase, as before"
+            );
+            assert!(!md5_matches(body, &hex[..31]));
+            assert!(!md5_matches(body, &format!("{hex}0")));
+            assert!(!md5_matches(body, ""));
+            for i in 0..32 {
+                let mut changed = hex.clone().into_bytes();
+                changed[i] = if changed[i] == b'0' { b'1' } else { b'0' };
+                let changed = String::from_utf8(changed).unwrap();
+                assert!(!md5_matches(body, &changed), "{changed}");
+            }
+        }
         let params = vec![
             ("auth_version".to_string(), "1.0".to_string()),
             ("auth_key".to_string(), "app-key".to_string()),

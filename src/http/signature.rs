@@ -241,7 +241,7 @@ pub fn verify_paths<'q>(
         ));
     }
     match get("body_md5") {
-        Some(md5) if md5 != auth::md5_hex(body) => {
+        Some(md5) if !auth::md5_matches(body, md5) => {
             return Err(ApiError::Unauthorized(
                 "body_md5 does not match the request body".into(),
             ))

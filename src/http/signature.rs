@@ -110,19 +110,32 @@ impl Signed<'_> {
 }
 
 /// Read the body, refusing anything over `limit` bytes with 413 as soon as
-/// the limit is crossed (the rest is never buffered).
+/// the limit is crossed (the rest is never buffered). A body that arrives
+/// as one chunk — a publish, usually — is that chunk, not a copy of it.
 pub async fn read_body(mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
+    let mut first: Option<Bytes> = None;
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("Could not read body: {e}")))?;
-        if body.len() + chunk.len() > limit {
+        let read = first.as_ref().map_or(0, Bytes::len) + body.len();
+        if read + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge(format!(
                 "Request body is larger than {limit} bytes"
             )));
         }
+        if read == 0 && first.is_none() {
+            first = Some(chunk);
+            continue;
+        }
+        if let Some(first) = first.take() {
+            body.extend_from_slice(&first);
+        }
         body.extend_from_slice(&chunk);
     }
-    Ok(body.freeze())
+    Ok(match first {
+        Some(only) => only,
+        None => body.freeze(),
+    })
 }
 
 fn now_secs() -> i64 {
@@ -399,6 +412,48 @@ mod tests {
         assert!(q
             .iter()
             .all(|(k, v)| matches!((k, v), (Cow::Borrowed(_), Cow::Borrowed(_)))));
+    }
+
+    /// The body `read_body` makes of `chunks` as they arrive, under `limit`.
+    async fn read_chunks(chunks: &[&'static str], limit: usize) -> Result<Bytes, ApiError> {
+        use actix_web::error::PayloadError;
+        use actix_web::FromRequest;
+        let stream = futures_util::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok::<_, PayloadError>(Bytes::from_static(c.as_bytes())))
+                .collect::<Vec<_>>(),
+        );
+        let boxed: std::pin::Pin<
+            Box<dyn futures_util::Stream<Item = Result<Bytes, PayloadError>>>,
+        > = Box::pin(stream);
+        let mut payload = actix_web::dev::Payload::from(boxed);
+        let (req, _) = actix_web::test::TestRequest::default().to_http_parts();
+        let payload = Payload::from_request(&req, &mut payload).await.unwrap();
+        read_body(payload, limit).await
+    }
+
+    #[actix_web::test]
+    async fn a_body_is_its_chunks_in_order_up_to_the_limit() {
+        let bodies: [&[&str]; 6] = [
+            &[],
+            &[""],
+            &["{\"a\":1}"],
+            &["{\"a\"", ":1}"],
+            &["", "{\"a\":1}"],
+            &["{", "", "\"a\":", "1}"],
+        ];
+        for chunks in bodies {
+            let body = read_chunks(chunks, 7).await.unwrap();
+            assert_eq!(&body[..], chunks.concat().as_bytes(), "{chunks:?}");
+        }
+        let over: [&[&str]; 3] = [&["12345678"], &["1234", "5678"], &["1234567", "8"]];
+        for chunks in over {
+            let Err(ApiError::PayloadTooLarge(m)) = read_chunks(chunks, 7).await else {
+                panic!("{chunks:?}: not refused");
+            };
+            assert_eq!(m, "Request body is larger than 7 bytes");
+        }
     }
 
     #[test]

@@ -25,14 +25,61 @@ pub fn sign(secret: &str, parts: &[&str]) -> String {
 
 /// Constant-time check that `hex_signature` is HMAC(secret, parts).
 pub fn verify(secret: &str, parts: &[&str], hex_signature: &str) -> bool {
-    let Ok(given) = hex::decode(hex_signature) else {
-        return false;
-    };
-    let mut m = mac(secret);
-    for p in parts {
-        m.update(p.as_bytes());
+    SigningKey::new(secret).verify(parts, hex_signature)
+}
+
+/// HMAC-SHA256 keyed with one secret: the key's inner and outer blocks are
+/// hashed once, here, and each signature checked with it starts from a copy.
+/// Kept by [`Secret`](crate::secret::Secret) for the secrets checked often.
+#[derive(Clone)]
+pub struct SigningKey(HmacSha256);
+
+impl SigningKey {
+    pub fn new(secret: &str) -> SigningKey {
+        SigningKey(mac(secret))
     }
-    m.verify_slice(&given).is_ok()
+
+    /// Constant-time check that `hex_signature` is the HMAC of `parts`
+    /// concatenated.
+    pub fn verify(&self, parts: &[&str], hex_signature: &str) -> bool {
+        let Some(given) = decode_signature(hex_signature) else {
+            return false;
+        };
+        let mut m = self.0.clone();
+        for p in parts {
+            m.update(p.as_bytes());
+        }
+        m.verify_slice(&given).is_ok()
+    }
+}
+
+/// The 32 bytes of a hex HMAC-SHA256 (either case), or `None` for anything
+/// else: a string of another length, or with a character that is not a hex
+/// digit, cannot be a signature of ours.
+fn decode_signature(hex: &str) -> Option<[u8; 32]> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let hex = hex.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey([redacted])")
+    }
 }
 
 /// Why an `auth` token was refused. The messages are what the client sees.
@@ -91,6 +138,22 @@ pub fn verify_signin(
 /// Lowercase hex MD5 of a request body (`body_md5` of the HTTP API).
 pub fn md5_hex(body: &[u8]) -> String {
     hex::encode(Md5::digest(body))
+}
+
+/// Whether `md5_hex` is exactly [`md5_hex`]`(body)` (lowercase, 32 digits),
+/// without building the string.
+pub fn md5_matches(body: &[u8], md5_hex: &str) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let given = md5_hex.as_bytes();
+    if given.len() != 32 {
+        return false;
+    }
+    Md5::digest(body)
+        .iter()
+        .zip(given.chunks_exact(2))
+        .all(|(b, pair)| {
+            pair[0] == DIGITS[usize::from(b >> 4)] && pair[1] == DIGITS[usize::from(b & 15)]
+        })
 }
 
 /// The string an HTTP API request signs: `METHOD\nPATH\nsorted_query`, where
@@ -208,6 +271,40 @@ mod tests {
     }
 
     #[test]
+    fn signatures_decode_as_the_hex_crate_would_for_32_bytes() {
+        let sig = sign(SECRET, &["1234.5678", ":", "private-orders"]);
+        let upper = sig.to_ascii_uppercase();
+        let mut mixed = sig.clone();
+        mixed.replace_range(0..2, &upper[0..2]);
+        let mut cases = vec![
+            sig.clone(),
+            upper,
+            mixed,
+            String::new(),
+            "0".repeat(64),
+            "f".repeat(63),
+            "F".repeat(66),
+            format!("{}g", &sig[..63]),
+            format!("g{}", &sig[1..]),
+            format!("{} ", &sig[..63]),
+            format!("{}é", &sig[..62]),
+            format!("+{}", &sig[1..]),
+        ];
+        for bad in [b'/', b':', b'@', b'G', b'`', b'g', 0x7f] {
+            cases.push(format!("{}{}", &sig[..32], bad as char) + &sig[33..]);
+        }
+        for case in &cases {
+            let expected = hex::decode(case)
+                .ok()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok());
+            assert_eq!(decode_signature(case), expected, "{case:?}");
+        }
+        let key = SigningKey::new(SECRET);
+        assert!(key.verify(&["1234.5678:private-orders"], &sig.to_ascii_uppercase()));
+        assert!(!key.verify(&["1234.5678:private-orders"], &format!("{sig}0")));
+    }
+
+    #[test]
     fn presence_channel_example() {
         let data = r#"{"user_id":"42","user_info":{"name":"Ada"}}"#;
         let auth = "app-key:7eae5778a7edfe839d7a03f042293004e8cc0798fcf98a63b02be7f19f8bef86";
@@ -264,6 +361,23 @@ mod tests {
         let body = r#"{"name":"order-shipped","channels":["orders"],"data":"{\"id\":7}"}"#;
         assert_eq!(md5_hex(body.as_bytes()), "8240c4f8c3620c8f8787db3801c800c2");
         assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
+        for body in [&b""[..], b"{}", body.as_bytes(), &[0u8, 255, 16, 15][..]] {
+            let hex = md5_hex(body);
+            assert!(md5_matches(body, &hex), "{hex}");
+            assert!(
+                !md5_matches(body, &hex.to_ascii_uppercase()),
+                "only lowercase, as before"
+            );
+            assert!(!md5_matches(body, &hex[..31]));
+            assert!(!md5_matches(body, &format!("{hex}0")));
+            assert!(!md5_matches(body, ""));
+            for i in 0..32 {
+                let mut changed = hex.clone().into_bytes();
+                changed[i] = if changed[i] == b'0' { b'1' } else { b'0' };
+                let changed = String::from_utf8(changed).unwrap();
+                assert!(!md5_matches(body, &changed), "{changed}");
+            }
+        }
         let params = vec![
             ("auth_version".to_string(), "1.0".to_string()),
             ("auth_key".to_string(), "app-key".to_string()),

@@ -4,30 +4,54 @@
 //! derived `Debug` on such a struct would print them. Reading the value takes
 //! an explicit [`Secret::expose`], which is easy to find in review.
 
+use crate::auth::SigningKey;
 use std::fmt;
+use std::sync::OnceLock;
 
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Box<str>);
+#[derive(Clone)]
+pub struct Secret {
+    value: Box<str>,
+    /// The HMAC key made from `value`, on first use: every signature checked
+    /// with this secret starts from it instead of hashing the key again.
+    key: OnceLock<SigningKey>,
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into().into_boxed_str())
+        Secret {
+            value: value.into().into_boxed_str(),
+            key: OnceLock::new(),
+        }
     }
 
     /// The secret itself: for signing and verifying only, never for logs.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+
+    /// HMAC-SHA256 keyed with this secret, made once.
+    pub fn signing_key(&self) -> &SigningKey {
+        self.key.get_or_init(|| SigningKey::new(&self.value))
     }
 
     /// Length in bytes, for the weak-secret warning.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.value.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.value.is_empty()
     }
 }
+
+/// Two secrets are equal when their values are (the key is derived from it).
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.value == other.value
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -71,6 +95,18 @@ mod tests {
             assert!(!shown.contains("hunter2"), "{shown}");
             assert!(shown.contains("redacted"), "{shown}");
         }
+    }
+
+    #[test]
+    fn the_signing_key_is_the_secrets_and_survives_a_clone() {
+        let s = Secret::new("s3cret");
+        let sig = crate::auth::sign("s3cret", &["a", "b"]);
+        assert!(s.signing_key().verify(&["ab"], &sig));
+        let copy = s.clone();
+        assert!(copy.signing_key().verify(&["a", "b"], &sig));
+        assert!(!Secret::new("other").signing_key().verify(&["ab"], &sig));
+        assert_eq!(s, copy);
+        assert_ne!(s, Secret::new("other"));
     }
 
     #[test]

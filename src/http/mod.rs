@@ -29,15 +29,11 @@ pub fn routes(
     ws_limit: &limits::IpLimit,
     cors: &crate::config::CorsConfig,
 ) {
+    // The HTTP API first: routes are tried in order, each dynamic one a
+    // regex match, and publishes are the requests to answer cheaply. No
+    // path matches both this scope (`…/apps/`) and the WebSocket endpoint
+    // (`…/app/`), so the order changes nothing else.
     cfg.service(
-        // `{key:.+}`: a key made by `openssl rand -base64` may contain `/`,
-        // and pusher-js puts the key in the path unencoded.
-        web::resource(format!("{prefix}/app/{{key:.+}}"))
-            .wrap(ws_limit.middleware())
-            .wrap(ws_limit.shared_middleware())
-            .route(web::get().to(ws::connect)),
-    )
-    .service(
         web::scope(&format!("{prefix}/apps/{{app_id}}"))
             // CORS outermost: preflights are answered before the rate limit,
             // and refusals (429, 401) still carry CORS headers browsers need.
@@ -60,6 +56,14 @@ pub fn routes(
                 "/users/{user_id}/force_reconnect",
                 web::post().to(api::force_reconnect),
             ),
+    )
+    .service(
+        // `{key:.+}`: a key made by `openssl rand -base64` may contain `/`,
+        // and pusher-js puts the key in the path unencoded.
+        web::resource(format!("{prefix}/app/{{key:.+}}"))
+            .wrap(ws_limit.middleware())
+            .wrap(ws_limit.shared_middleware())
+            .route(web::get().to(ws::connect)),
     )
     .route("/", web::get().to(health::root))
     .route("/up", web::get().to(health::up))

@@ -96,12 +96,17 @@ pub enum AuthError {
 }
 
 /// Check an `auth` value of the form `key:hexsig` against the string to sign.
-fn verify_token(app_key: &str, secret: &str, auth: &str, parts: &[&str]) -> Result<(), AuthError> {
+fn verify_token(
+    app_key: &str,
+    secret: &SigningKey,
+    auth: &str,
+    parts: &[&str],
+) -> Result<(), AuthError> {
     let (key, sig) = auth.split_once(':').ok_or(AuthError::Malformed)?;
     if key != app_key {
         return Err(AuthError::WrongKey);
     }
-    if verify(secret, parts, sig) {
+    if secret.verify(parts, sig) {
         Ok(())
     } else {
         Err(AuthError::InvalidSignature)
@@ -112,7 +117,7 @@ fn verify_token(app_key: &str, secret: &str, auth: &str, parts: &[&str]) -> Resu
 /// append `:channel_data` exactly as the client sent it.
 pub fn verify_channel_auth(
     app_key: &str,
-    secret: &str,
+    secret: &SigningKey,
     socket_id: &str,
     channel: &str,
     channel_data: Option<&str>,
@@ -127,7 +132,7 @@ pub fn verify_channel_auth(
 /// User sign-in signs `socket_id::user::user_data`.
 pub fn verify_signin(
     app_key: &str,
-    secret: &str,
+    secret: &SigningKey,
     socket_id: &str,
     user_data: &str,
     auth: &str,
@@ -212,25 +217,25 @@ mod tests {
         );
         let auth = format!("{KEY}:{sig}");
         assert_eq!(
-            verify_channel_auth(KEY, SECRET, "1234.5678", "private-orders", None, &auth),
+            verify_channel_auth(KEY, &SigningKey::new(SECRET), "1234.5678", "private-orders", None, &auth),
             Ok(())
         );
         assert_eq!(
-            verify_channel_auth(KEY, SECRET, "1234.5679", "private-orders", None, &auth),
+            verify_channel_auth(KEY, &SigningKey::new(SECRET), "1234.5679", "private-orders", None, &auth),
             Err(AuthError::InvalidSignature)
         );
         assert_eq!(
-            verify_channel_auth("other", SECRET, "1234.5678", "private-orders", None, &auth),
+            verify_channel_auth("other", &SigningKey::new(SECRET), "1234.5678", "private-orders", None, &auth),
             Err(AuthError::WrongKey)
         );
         assert_eq!(
-            verify_channel_auth(KEY, SECRET, "1234.5678", "private-orders", None, "nocolon"),
+            verify_channel_auth(KEY, &SigningKey::new(SECRET), "1234.5678", "private-orders", None, "nocolon"),
             Err(AuthError::Malformed)
         );
         assert_eq!(
             verify_channel_auth(
                 KEY,
-                SECRET,
+                &SigningKey::new(SECRET),
                 "1234.5678",
                 "private-orders",
                 None,
@@ -244,7 +249,7 @@ mod tests {
     fn auth_tokens_are_key_colon_hex_split_at_the_first_colon() {
         let sig = sign(SECRET, &["1234.5678", ":", "private-orders"]);
         let check = |auth: &str| {
-            verify_channel_auth(KEY, SECRET, "1234.5678", "private-orders", None, auth)
+            verify_channel_auth(KEY, &SigningKey::new(SECRET), "1234.5678", "private-orders", None, auth)
         };
         assert_eq!(check(&format!("{KEY}:{sig}")), Ok(()));
         for (auth, want) in [
@@ -309,14 +314,14 @@ mod tests {
         let data = r#"{"user_id":"42","user_info":{"name":"Ada"}}"#;
         let auth = "app-key:7eae5778a7edfe839d7a03f042293004e8cc0798fcf98a63b02be7f19f8bef86";
         assert_eq!(
-            verify_channel_auth(KEY, SECRET, "1234.5678", "presence-room", Some(data), auth),
+            verify_channel_auth(KEY, &SigningKey::new(SECRET), "1234.5678", "presence-room", Some(data), auth),
             Ok(())
         );
         // One byte of channel_data changed: the signature no longer matches.
         let changed = r#"{"user_id":"43","user_info":{"name":"Ada"}}"#;
         assert!(verify_channel_auth(
             KEY,
-            SECRET,
+            &SigningKey::new(SECRET),
             "1234.5678",
             "presence-room",
             Some(changed),
@@ -331,7 +336,7 @@ mod tests {
         assert_eq!(
             verify_channel_auth(
                 KEY,
-                SECRET,
+                &SigningKey::new(SECRET),
                 "1234.5678",
                 "private-encrypted-chat",
                 None,
@@ -347,7 +352,7 @@ mod tests {
         assert_eq!(
             verify_signin(
                 KEY,
-                SECRET,
+                &SigningKey::new(SECRET),
                 "1234.5678",
                 r#"{"id":"42","name":"Ada"}"#,
                 auth

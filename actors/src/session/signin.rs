@@ -44,7 +44,7 @@ pub(crate) fn verify_signin(
 ) -> Result<String, SigninRefused> {
     auth::verify_signin(
         &app.key,
-        app.secret.expose(),
+        app.secret.signing_key(),
         socket_id,
         &signin.user_data,
         &signin.auth,

@@ -76,7 +76,7 @@ pub(crate) fn check_subscription(
         };
     auth::verify_channel_auth(
         &app.key,
-        app.secret.expose(),
+        app.secret.signing_key(),
         socket_id,
         channel,
         channel_data,

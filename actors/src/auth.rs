@@ -217,19 +217,47 @@ mod tests {
         );
         let auth = format!("{KEY}:{sig}");
         assert_eq!(
-            verify_channel_auth(KEY, &SigningKey::new(SECRET), "1234.5678", "private-orders", None, &auth),
+            verify_channel_auth(
+                KEY,
+                &SigningKey::new(SECRET),
+                "1234.5678",
+                "private-orders",
+                None,
+                &auth
+            ),
             Ok(())
         );
         assert_eq!(
-            verify_channel_auth(KEY, &SigningKey::new(SECRET), "1234.5679", "private-orders", None, &auth),
+            verify_channel_auth(
+                KEY,
+                &SigningKey::new(SECRET),
+                "1234.5679",
+                "private-orders",
+                None,
+                &auth
+            ),
             Err(AuthError::InvalidSignature)
         );
         assert_eq!(
-            verify_channel_auth("other", &SigningKey::new(SECRET), "1234.5678", "private-orders", None, &auth),
+            verify_channel_auth(
+                "other",
+                &SigningKey::new(SECRET),
+                "1234.5678",
+                "private-orders",
+                None,
+                &auth
+            ),
             Err(AuthError::WrongKey)
         );
         assert_eq!(
-            verify_channel_auth(KEY, &SigningKey::new(SECRET), "1234.5678", "private-orders", None, "nocolon"),
+            verify_channel_auth(
+                KEY,
+                &SigningKey::new(SECRET),
+                "1234.5678",
+                "private-orders",
+                None,
+                "nocolon"
+            ),
             Err(AuthError::Malformed)
         );
         assert_eq!(
@@ -249,7 +277,14 @@ mod tests {
     fn auth_tokens_are_key_colon_hex_split_at_the_first_colon() {
         let sig = sign(SECRET, &["1234.5678", ":", "private-orders"]);
         let check = |auth: &str| {
-            verify_channel_auth(KEY, &SigningKey::new(SECRET), "1234.5678", "private-orders", None, auth)
+            verify_channel_auth(
+                KEY,
+                &SigningKey::new(SECRET),
+                "1234.5678",
+                "private-orders",
+                None,
+                auth,
+            )
         };
         assert_eq!(check(&format!("{KEY}:{sig}")), Ok(()));
         for (auth, want) in [
@@ -314,7 +349,14 @@ mod tests {
         let data = r#"{"user_id":"42","user_info":{"name":"Ada"}}"#;
         let auth = "app-key:7eae5778a7edfe839d7a03f042293004e8cc0798fcf98a63b02be7f19f8bef86";
         assert_eq!(
-            verify_channel_auth(KEY, &SigningKey::new(SECRET), "1234.5678", "presence-room", Some(data), auth),
+            verify_channel_auth(
+                KEY,
+                &SigningKey::new(SECRET),
+                "1234.5678",
+                "presence-room",
+                Some(data),
+                auth
+            ),
             Ok(())
         );
         // One byte of channel_data changed: the signature no longer matches.

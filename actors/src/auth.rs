@@ -208,6 +208,12 @@ mod tests {
     const KEY: &str = "app-key";
     const SECRET: &str = "app-secret";
 
+    /// `verify_channel_auth` for `private-orders` with the examples' secret.
+    fn private_orders(app_key: &str, socket_id: &str, auth: &str) -> Result<(), AuthError> {
+        let key = SigningKey::new(SECRET);
+        verify_channel_auth(app_key, &key, socket_id, "private-orders", None, auth)
+    }
+
     #[test]
     fn private_channel_example() {
         let sig = sign(SECRET, &["1234.5678", ":", "private-orders"]);
@@ -216,59 +222,21 @@ mod tests {
             "2d1e5109f17c93a347d0a52f060df3a517761ce1ddcd7bce2998c4f1925a7cab"
         );
         let auth = format!("{KEY}:{sig}");
+        assert_eq!(private_orders(KEY, "1234.5678", &auth), Ok(()));
         assert_eq!(
-            verify_channel_auth(
-                KEY,
-                &SigningKey::new(SECRET),
-                "1234.5678",
-                "private-orders",
-                None,
-                &auth
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            verify_channel_auth(
-                KEY,
-                &SigningKey::new(SECRET),
-                "1234.5679",
-                "private-orders",
-                None,
-                &auth
-            ),
+            private_orders(KEY, "1234.5679", &auth),
             Err(AuthError::InvalidSignature)
         );
         assert_eq!(
-            verify_channel_auth(
-                "other",
-                &SigningKey::new(SECRET),
-                "1234.5678",
-                "private-orders",
-                None,
-                &auth
-            ),
+            private_orders("other", "1234.5678", &auth),
             Err(AuthError::WrongKey)
         );
         assert_eq!(
-            verify_channel_auth(
-                KEY,
-                &SigningKey::new(SECRET),
-                "1234.5678",
-                "private-orders",
-                None,
-                "nocolon"
-            ),
+            private_orders(KEY, "1234.5678", "nocolon"),
             Err(AuthError::Malformed)
         );
         assert_eq!(
-            verify_channel_auth(
-                KEY,
-                &SigningKey::new(SECRET),
-                "1234.5678",
-                "private-orders",
-                None,
-                "app-key:zz"
-            ),
+            private_orders(KEY, "1234.5678", "app-key:zz"),
             Err(AuthError::InvalidSignature)
         );
     }
@@ -276,16 +244,7 @@ mod tests {
     #[test]
     fn auth_tokens_are_key_colon_hex_split_at_the_first_colon() {
         let sig = sign(SECRET, &["1234.5678", ":", "private-orders"]);
-        let check = |auth: &str| {
-            verify_channel_auth(
-                KEY,
-                &SigningKey::new(SECRET),
-                "1234.5678",
-                "private-orders",
-                None,
-                auth,
-            )
-        };
+        let check = |auth: &str| private_orders(KEY, "1234.5678", auth);
         assert_eq!(check(&format!("{KEY}:{sig}")), Ok(()));
         for (auth, want) in [
             (String::new(), AuthError::Malformed),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::fanout::{
-    attempted_on, delivery_ratio, drain, frame_bytes, open_loop, Deliveries, OpenLoop,
+    attempted_on, delivery_ratio, drain, frame_bytes, open_loop, Deliveries, Publishing,
 };
 use super::floor::{floor, FloorOpts, FloorResult};
 use super::{open_fleet, Fleet, OnText, Probe};
@@ -162,14 +162,8 @@ pub struct ClusterResult {
     pub subscribers_target: usize,
     pub channels: usize,
     pub event_size_bytes: usize,
-    pub publish_rate_per_s: f64,
-    pub publish_secs: f64,
-    pub publishes_attempted: u64,
-    pub publishes_ok: u64,
-    pub publish_errors: u64,
-    pub first_error: Option<String>,
-    /// Publishes sent later than scheduled by more than 10 ms.
-    pub publishes_late: u64,
+    #[serde(flatten)]
+    pub publishing: Publishing,
     /// Warm-up rounds (one publish per channel each) until both nodes
     /// delivered a whole round; `cluster_ready` false if that never happened.
     pub warmup_rounds: u64,
@@ -364,28 +358,11 @@ pub async fn cluster(t: &Target, p: &ClusterProbes, o: &ClusterOpts) -> Res<Clus
     } else {
         None
     };
-    let OpenLoop {
-        attempted,
-        ok,
-        errors,
-        first_error,
-        late,
-        http_latency,
-        http_reconnects,
-        secs,
-        ..
-    } = run;
     Ok(ClusterResult {
         subscribers_target: o.subscribers,
         channels,
         event_size_bytes: o.event_size,
-        publish_rate_per_s: o.rate,
-        publish_secs: round3(secs),
-        publishes_attempted: attempted,
-        publishes_ok: ok,
-        publish_errors: errors,
-        first_error: first_error.or(fleet_error),
-        publishes_late: late,
+        publishing: run.publishing(o.rate, fleet_error),
         warmup_rounds,
         warmup_secs: round3(warmup_secs),
         cluster_ready,
@@ -396,8 +373,8 @@ pub async fn cluster(t: &Target, p: &ClusterProbes, o: &ClusterOpts) -> Res<Clus
         targets: targets(delivered, expected, &same_node.latency, &cross_node.latency),
         same_node,
         cross_node,
-        publish_http_latency: http_latency,
-        http_reconnects,
+        publish_http_latency: run.http_latency,
+        http_reconnects: run.http_reconnects,
         total_cpu_s_per_million_above_floor: total
             .cpu_s_per_million_deliveries
             .zip(loopback_floor.as_ref())

@@ -136,15 +136,8 @@ pub struct FanoutResult {
     pub subscribe_failures: u64,
     pub channels: usize,
     pub event_size_bytes: usize,
-    pub publish_rate_per_s: f64,
-    pub publish_secs: f64,
-    pub publishes_attempted: u64,
-    pub publishes_ok: u64,
-    pub publish_errors: u64,
-    pub first_error: Option<String>,
-    /// Publishes sent later than scheduled by more than 10 ms (the load
-    /// generator or the server falling behind the open-loop schedule).
-    pub publishes_late: u64,
+    #[serde(flatten)]
+    pub publishing: Publishing,
     pub expected_deliveries: u64,
     pub delivered: u64,
     pub delivery_ratio: f64,
@@ -192,6 +185,39 @@ pub(super) struct OpenLoop {
     pub http_reconnects: u64,
     /// From the first publish until the last one was answered.
     pub secs: f64,
+}
+
+/// The publishing side of an open-loop run as the fanout, private and
+/// cluster results report it (flattened into each: the JSON keys are the
+/// same in all three).
+#[derive(Debug, Serialize)]
+pub struct Publishing {
+    pub publish_rate_per_s: f64,
+    pub publish_secs: f64,
+    pub publishes_attempted: u64,
+    pub publishes_ok: u64,
+    pub publish_errors: u64,
+    /// The first publish error, else the first error of the subscribers.
+    pub first_error: Option<String>,
+    /// Publishes sent later than scheduled by more than 10 ms (the load
+    /// generator or the server falling behind the open-loop schedule).
+    pub publishes_late: u64,
+}
+
+impl OpenLoop {
+    /// What this run reports about its publishing at `rate` per second;
+    /// `fleet_error` is reported when no publish failed.
+    pub(super) fn publishing(&self, rate: f64, fleet_error: Option<String>) -> Publishing {
+        Publishing {
+            publish_rate_per_s: rate,
+            publish_secs: round3(self.secs),
+            publishes_attempted: self.attempted,
+            publishes_ok: self.ok,
+            publish_errors: self.errors,
+            first_error: self.first_error.clone().or(fleet_error),
+            publishes_late: self.late,
+        }
+    }
 }
 
 /// Publishes `rate × secs` events open loop (publish `i` is due at start +
@@ -350,7 +376,6 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
     )
     .await;
     let (start, total) = (run.started, run.attempted);
-    let publishes_ok = run.ok;
     let expected_attempted: f64 = (0..channels)
         .map(|c| attempted_on(total, channels, c) as f64 * subs[c] as f64 * scale)
         .sum();
@@ -387,13 +412,7 @@ pub async fn fanout(t: &Target, p: &Probe, o: &FanoutOpts) -> Res<FanoutResult> 
         subscribe_failures,
         channels,
         event_size_bytes: o.event_size,
-        publish_rate_per_s: o.rate,
-        publish_secs: round3(run.secs),
-        publishes_attempted: total,
-        publishes_ok,
-        publish_errors: run.errors,
-        first_error: run.first_error.or(fleet_error),
-        publishes_late: run.late,
+        publishing: run.publishing(o.rate, fleet_error),
         expected_deliveries: expected,
         delivered,
         delivery_ratio: delivery_ratio(delivered, expected),

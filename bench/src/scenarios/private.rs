@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::fanout::{delivery_ratio, drain, event_data, open_loop_with, Deliveries, MakePost};
+use super::fanout::{
+    delivery_ratio, drain, event_data, open_loop_with, Deliveries, MakePost, Publishing,
+};
 use super::{diff, open_fleet_with, split_diff, splitmix64, OnText, Probe};
 use crate::client::{self, Res, Target};
 use crate::stats::{self, round1, round3, Latency};
@@ -46,14 +48,8 @@ pub struct PrivateResult {
     /// of one core (part of the per-publish CPU below when not ~0).
     pub server_cpu_idle_pct: Option<f64>,
     pub event_size_bytes: usize,
-    pub publish_rate_per_s: f64,
-    pub publish_secs: f64,
-    pub publishes_attempted: u64,
-    pub publishes_ok: u64,
-    pub publish_errors: u64,
-    pub first_error: Option<String>,
-    /// Publishes sent more than 10 ms after their scheduled time.
-    pub publishes_late: u64,
+    #[serde(flatten)]
+    pub publishing: Publishing,
     pub expected_deliveries: u64,
     pub delivered: u64,
     pub delivery_ratio: f64,
@@ -132,13 +128,7 @@ pub async fn private(t: &Target, p: &Probe, o: &PrivateOpts) -> Res<PrivateResul
             .map(|c| round1(c * 1e6 / ok as f64)),
         server_cpu_idle_pct: idle_pct,
         event_size_bytes: o.event_size,
-        publish_rate_per_s: o.rate,
-        publish_secs: round3(run.secs),
-        publishes_attempted: run.attempted,
-        publishes_ok: n,
-        publish_errors: run.errors,
-        first_error: run.first_error.or(fleet.first_error.clone()),
-        publishes_late: run.late,
+        publishing: run.publishing(o.rate, fleet.first_error.clone()),
         expected_deliveries: expected,
         delivered,
         delivery_ratio: delivery_ratio(delivered, expected),

@@ -141,8 +141,9 @@ impl Stream for Inbound {
 enum Phase {
     /// Reading and writing.
     Open,
-    /// The session's stream has ended: write what is left, shut the write
-    /// side down, linger; all before the deadline.
+    /// The session's stream has ended: write what is left, read until the
+    /// client closes, then shut the write side down; all before the
+    /// deadline (past it: reset if frames are left, else just close).
     Closing(Pin<Box<tokio::time::Sleep>>),
 }
 

@@ -22,7 +22,7 @@
 //! client stopped reading) is reset.
 
 use crate::closing::Conn;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use futures_core::stream::LocalBoxStream;
 use futures_core::Stream;
 use std::cell::RefCell;
@@ -137,16 +137,6 @@ impl Stream for Inbound {
     }
 }
 
-/// Where the connection is.
-enum Phase {
-    /// Reading and writing.
-    Open,
-    /// The session's stream has ended: write what is left, read until the
-    /// client closes, then shut the write side down; all before the
-    /// deadline (past it: reset if frames are left, else just close).
-    Closing(Pin<Box<tokio::time::Sleep>>),
-}
-
 /// One upgraded connection: a future that runs until the connection is
 /// closed. `T` is the socket (TCP, TLS over TCP, Unix socket).
 pub struct Connection<T> {
@@ -163,26 +153,30 @@ pub struct Connection<T> {
     read_done: bool,
     /// The write side is shut down.
     shut: bool,
-    phase: Phase,
+    /// Set once the session's stream has ended: write what is left, read
+    /// until the client closes, then shut the write side down, all before
+    /// this deadline (past it: reset if frames are left, else just close).
+    closing: Option<Pin<Box<tokio::time::Sleep>>>,
     linger: Duration,
     /// The socket, to reset it when its last frames cannot be written.
     conn: Conn,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
-    /// Run `takeover`'s session over `io` (the socket `conn`). `read` holds
+    /// Run `takeover`'s session over `io` (the socket `conn`). `read` is
     /// what the client sent after its handshake request that has already
-    /// been read; `linger` bounds the close (see the module documentation).
+    /// been read (copied: the buffer it is in is not kept); `linger` bounds
+    /// the close (see the module documentation).
     pub fn new(
         io: T,
         conn: Conn,
-        read: BytesMut,
+        read: &[u8],
         takeover: Takeover,
         linger: Duration,
     ) -> Connection<T> {
         let mut queue = InboundQueue::default();
         if !read.is_empty() {
-            queue.push(read.freeze());
+            queue.push(Bytes::copy_from_slice(read));
         }
         let inbound = Rc::new(RefCell::new(queue));
         let outbound = (takeover.0)(Inbound {
@@ -197,7 +191,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             unflushed: false,
             read_done: false,
             shut: false,
-            phase: Phase::Open,
+            closing: None,
             linger,
             conn,
         }
@@ -342,15 +336,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
         if !this.outbound_done {
             return Poll::Pending;
         }
-        if let Phase::Open = this.phase {
-            let deadline = Box::pin(tokio::time::sleep(this.linger));
-            this.phase = Phase::Closing(deadline);
+        if this.closing.is_none() {
             // Anything the session left unread is discarded from now on.
             this.read(cx);
         }
-        let Phase::Closing(deadline) = &mut this.phase else {
-            unreachable!("set above")
-        };
+        let linger = this.linger;
+        let deadline = this
+            .closing
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(linger)));
         if deadline.as_mut().poll(cx).is_ready() {
             if !this.pending.is_empty() || this.unflushed {
                 // The client does not read: what is left can never be
@@ -470,13 +463,7 @@ mod tests {
         let (server, client) = tokio::io::duplex(pipe);
         let rig = Rig::new();
         let done = Rc::new(Cell::new(false));
-        let conn = Connection::new(
-            server,
-            Conn::default(),
-            BytesMut::from(read),
-            rig.takeover(),
-            linger,
-        );
+        let conn = Connection::new(server, Conn::default(), read, rig.takeover(), linger);
         let flag = done.clone();
         tokio::task::spawn_local(async move {
             conn.await;

@@ -16,7 +16,6 @@ use actix_http::body::{BodySize, BoxBody, MessageBody};
 use actix_http::h1::{Codec, Message};
 use actix_http::{ConnectionType, HttpMessage, Request, Response, StatusCode};
 use actix_service::{fn_factory, fn_service, Service, ServiceFactory};
-use actix_web::web::BytesMut;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -96,16 +95,12 @@ where
                 return Ok(());
             }
             // The dispatcher's buffers are dropped here (the write buffer,
-            // 8 KiB, would otherwise live as long as the connection); only
-            // what the client sent after its request is kept.
+            // 8 KiB, would otherwise live as long as the connection); the
+            // connection copies what the client sent after its request.
             let FramedParts { io, read_buf, .. } = framed.into_parts();
-            let read = if read_buf.is_empty() {
-                BytesMut::new()
-            } else {
-                BytesMut::from(&read_buf[..])
-            };
+            let connection = Connection::new(io, conn, &read_buf, takeover, linger);
             drop(read_buf);
-            Connection::new(io, conn, read, takeover, linger).await;
+            connection.await;
         }
         _ => {
             if let Err(e) = answer(&mut framed, head, body).await {

@@ -124,6 +124,16 @@ impl Conn {
         }
     }
 
+    /// The descriptor of a plain (not TLS) socket that is still this
+    /// connection's: what frames may be written through to (see
+    /// [`crate::wire::Wire::write_through`]).
+    pub fn plain_fd(&self) -> Option<RawFd> {
+        if self.transport != Transport::Plain {
+            return None;
+        }
+        self.with_socket(|_| self.fd)
+    }
+
     /// Whether the connection still exists (its socket is still open here).
     pub fn is_open(&self) -> bool {
         self.with_socket(|_| ()).is_some()
@@ -329,6 +339,18 @@ mod tests {
         }
         assert!(!Conn::default().is_open());
         assert!(!Conn::default().abort());
+    }
+
+    #[test]
+    fn only_an_open_plain_socket_offers_its_descriptor_for_writes_through() {
+        let (_client, server) = pair();
+        let plain = Conn::of(&server, Transport::Plain).unwrap();
+        let tls = Conn::of(&server, Transport::Tls).unwrap();
+        assert_eq!(plain.plain_fd(), Some(server.as_raw_fd()));
+        assert_eq!(tls.plain_fd(), None, "TLS bytes go through rustls");
+        assert_eq!(Conn::default().plain_fd(), None);
+        drop(server);
+        assert_eq!(plain.plain_fd(), None, "closed");
     }
 
     #[test]

@@ -20,8 +20,14 @@
 //! shut down (FIN; over TLS `close_notify` first) and the socket closed. A
 //! socket whose last frames cannot be written within the linger time (its
 //! client stopped reading) is reset.
+//!
+//! Over a plain socket, a connection that has written everything and waits
+//! marks its wire idle, and frames delivered meanwhile are written by the
+//! delivering thread without waking this task (see [`crate::wire`]). It
+//! withdraws the socket from those writes before it closes it.
 
 use crate::closing::Conn;
+use crate::wire::{SocketStream, Wire};
 use bytes::{Buf, Bytes};
 use futures_core::stream::LocalBoxStream;
 use futures_core::Stream;
@@ -32,6 +38,7 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -39,9 +46,36 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub use actix_http::error::PayloadError;
 
 /// What a connection writes: the session's stream of encoded frames
-/// ([`crate::wire::SocketStream`]); it ends when the session has stopped
-/// and everything it queued has been handed over.
-pub type Outbound = LocalBoxStream<'static, Result<Bytes, actix_web::Error>>;
+/// ([`SocketStream`]); it ends when the session has stopped and everything
+/// it queued has been handed over.
+pub struct Outbound {
+    frames: LocalBoxStream<'static, Result<Bytes, actix_web::Error>>,
+    /// The socket's wire, which frames may be written through (none for a
+    /// stream that has no wire).
+    wire: Option<Arc<Wire>>,
+}
+
+impl<S> From<SocketStream<S>> for Outbound
+where
+    S: Stream<Item = Result<Bytes, actix_web::Error>> + 'static,
+{
+    fn from(stream: SocketStream<S>) -> Outbound {
+        Outbound {
+            wire: Some(stream.wire().clone()),
+            frames: Box::pin(stream),
+        }
+    }
+}
+
+impl Outbound {
+    /// Frames from any stream, never written through.
+    pub fn stream(frames: impl Stream<Item = Result<Bytes, actix_web::Error>> + 'static) -> Self {
+        Outbound {
+            frames: Box::pin(frames),
+            wire: None,
+        }
+    }
+}
 
 /// The client's bytes not yet taken by the session beyond which the
 /// connection stops reading (the kernel's buffer and TCP flow control then
@@ -142,7 +176,11 @@ impl Stream for Inbound {
 pub struct Connection<T> {
     io: T,
     inbound: Rc<RefCell<InboundQueue>>,
-    outbound: Outbound,
+    outbound: LocalBoxStream<'static, Result<Bytes, actix_web::Error>>,
+    /// The wire frames are written through to this (plain) socket from
+    /// while the connection is idle; `None` once withdrawn (closing) or if
+    /// they cannot be (TLS, no recorded socket, no wire).
+    direct: Option<Arc<Wire>>,
     /// The session's stream has ended.
     outbound_done: bool,
     /// Frames taken from the session, not yet (fully) written.
@@ -182,10 +220,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         let outbound = (takeover.0)(Inbound {
             queue: inbound.clone(),
         });
+        let direct = match (outbound.wire, conn.plain_fd()) {
+            (Some(wire), Some(fd)) => {
+                wire.attach(fd);
+                Some(wire)
+            }
+            _ => None,
+        };
         Connection {
             io,
             inbound,
-            outbound,
+            outbound: outbound.frames,
+            direct,
             outbound_done: false,
             pending: VecDeque::new(),
             unflushed: false,
@@ -312,6 +358,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         Ok(())
     }
 
+    /// Stop writes through to the socket; once this returns none is under
+    /// way, and the socket may be shut down or closed.
+    fn withdraw(&mut self) {
+        if let Some(wire) = self.direct.take() {
+            wire.detach();
+        }
+    }
+
     /// The connection failed: the session sees its client gone.
     fn fail(&mut self, e: io::Error) {
         log::debug!("WebSocket connection failed: {e}");
@@ -334,9 +388,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
             return Poll::Ready(());
         }
         if !this.outbound_done {
+            if let Some(wire) = &this.direct {
+                if this.pending.is_empty() && !this.unflushed {
+                    wire.set_idle();
+                }
+            }
             return Poll::Pending;
         }
         if this.closing.is_none() {
+            // Nothing more is written through: the socket is shut down and
+            // closed from here on.
+            this.withdraw();
             // Anything the session left unread is discarded from now on.
             this.read(cx);
         }
@@ -366,6 +428,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
             }
         }
         Poll::Ready(())
+    }
+}
+
+impl<T> Drop for Connection<T> {
+    fn drop(&mut self) {
+        // Before `io` (and the descriptor with it) is closed: a number the
+        // kernel reuses for another connection must never be written to.
+        if let Some(wire) = self.direct.take() {
+            wire.detach();
+        }
     }
 }
 
@@ -418,7 +490,7 @@ mod tests {
             let slot = self.inbound.clone();
             Takeover::new(move |inbound| {
                 *slot.borrow_mut() = Some(inbound);
-                Box::pin(script)
+                Outbound::stream(script)
             })
         }
 
@@ -610,6 +682,158 @@ mod tests {
                 settle().await;
                 assert!(done.get());
                 assert!(rig.received().1);
+            })
+            .await;
+    }
+
+    /// A connection over a real TCP socket (recorded as the server records
+    /// it) whose session's stream is a [`SocketStream`] over the scripted
+    /// session: its wire can be written through. Returns the client's
+    /// socket, the session's wire and whether the connection has ended.
+    async fn open_tcp(
+        transport: crate::closing::Transport,
+    ) -> (tokio::net::TcpStream, Rig, Arc<Wire>, Rc<Cell<bool>>) {
+        use crate::app::App;
+        use crate::socket::Outbox;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let conn = Conn::of(&server, transport).expect("SO_COOKIE is readable");
+        let app = Arc::new(App::new("id", "key", "secret"));
+        let wire = Wire::new(Outbox::new(None, None, true, app));
+        let rig = Rig::new();
+        let script = Script {
+            frames: rig.frames.clone(),
+            waker: rig.waker.clone(),
+        };
+        let slot = rig.inbound.clone();
+        let stream_wire = wire.clone();
+        let takeover = Takeover::new(move |inbound| {
+            *slot.borrow_mut() = Some(inbound);
+            SocketStream::new(script, stream_wire, None).into()
+        });
+        let connection = Connection::new(server, conn, b"", takeover, Duration::from_secs(5));
+        let done = Rc::new(Cell::new(false));
+        let flag = done.clone();
+        tokio::task::spawn_local(async move {
+            connection.await;
+            flag.set(true);
+        });
+        (client, rig, wire, done)
+    }
+
+    /// Deliver a text frame as a publisher does (write through, or queue).
+    fn publish(wire: &Arc<Wire>, text: &str) -> bool {
+        use crate::socket::{Mailbox, SessionHandle, SocketId, ToSession};
+        struct Nobody;
+        impl Mailbox for Nobody {
+            fn send(&self, _: ToSession) {}
+        }
+        SessionHandle::new(SocketId::next(), wire.clone(), Nobody).deliver(&Frame::text(text))
+    }
+
+    /// Read `n` text frames from the client's socket.
+    async fn read_texts(client: &mut tokio::net::TcpStream, n: usize) -> Vec<String> {
+        use actix_http::ws::{OpCode, Parser};
+        let mut buf = bytes::BytesMut::new();
+        let mut out = Vec::new();
+        while out.len() < n {
+            if let Some((_, op, payload)) = Parser::parse(&mut buf, false, 1 << 24).unwrap() {
+                assert_eq!(op, OpCode::Text);
+                let payload = payload.unwrap_or_default();
+                out.push(String::from_utf8(payload.to_vec()).unwrap());
+                continue;
+            }
+            let read = tokio::time::timeout(Duration::from_secs(5), client.read_buf(&mut buf));
+            assert!(
+                read.await.expect("frames arrive").unwrap() > 0,
+                "not closed"
+            );
+        }
+        out
+    }
+
+    fn text_frame(text: &str) -> &'static [u8] {
+        Frame::text(text).bytes().to_vec().leak()
+    }
+
+    use crate::wire::Frame;
+
+    #[tokio::test]
+    async fn an_idle_plain_connection_is_written_through_in_order_and_withdrawn_before_it_closes() {
+        local()
+            .run_until(async {
+                let (mut client, rig, wire, done) =
+                    open_tcp(crate::closing::Transport::Plain).await;
+                // The session's own frame, then deliveries: once the
+                // connection has written it and waits, they go through.
+                rig.send(Some(text_frame("own")));
+                settle().await;
+                assert!(wire.is_attached());
+                assert!(publish(&wire, "one"));
+                assert_eq!(wire.queued(), 0, "written through, not queued");
+                rig.send(Some(text_frame("own again")));
+                settle().await;
+                assert!(publish(&wire, "two"));
+                assert!(publish(&wire, "three"));
+                assert_eq!(wire.queued(), 0);
+                assert_eq!(
+                    read_texts(&mut client, 5).await,
+                    ["own", "one", "own again", "two", "three"]
+                );
+                // The session ends: the socket is withdrawn before it is
+                // shut down, and nothing more is written to it.
+                rig.send(None);
+                settle().await;
+                assert!(!wire.is_attached());
+                assert!(!publish(&wire, "too late"));
+                client.shutdown().await.unwrap();
+                let mut rest = Vec::new();
+                client.read_to_end(&mut rest).await.unwrap();
+                assert!(rest.is_empty(), "nothing after the last frame");
+                settle().await;
+                assert!(done.get());
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_tls_connection_is_never_written_through() {
+        local()
+            .run_until(async {
+                let (mut client, _rig, wire, _done) =
+                    open_tcp(crate::closing::Transport::Tls).await;
+                settle().await;
+                assert!(!wire.is_attached());
+                assert!(publish(&wire, "queued"));
+                // Queued for the connection, which writes it (here without
+                // TLS: the test's socket is plain underneath).
+                settle().await;
+                assert_eq!(read_texts(&mut client, 1).await, ["queued"]);
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_connection_is_withdrawn_before_its_socket_closes() {
+        local()
+            .run_until(async {
+                let (client, _rig, wire, done) = open_tcp(crate::closing::Transport::Plain).await;
+                settle().await;
+                assert!(wire.is_attached());
+                drop(client);
+                // The first write reaches the kernel; the peer's reset
+                // makes the next fail: it is queued, and the connection's
+                // own write meets the error and ends the connection.
+                assert!(publish(&wire, "to a closed peer"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                assert!(publish(&wire, "to a reset socket"));
+                assert_eq!(wire.queued(), 1);
+                settle().await;
+                assert!(done.get());
+                assert!(!wire.is_attached(), "withdrawn when dropped");
             })
             .await;
     }

@@ -264,6 +264,7 @@ impl Hub {
         let tick = self.timing.tick();
         for (id, m) in self.sessions.borrow().iter() {
             m.vitals.flush_traffic(&m.app);
+            m.session.flush_sent();
             let stuck = wedged(
                 now,
                 m.session.outbox(),

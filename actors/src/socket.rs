@@ -5,7 +5,7 @@
 use crate::app::App;
 use crate::error::PusherError;
 use crate::stats;
-use crate::wire::{Frame, Wire};
+use crate::wire::{Fanout, Frame, Wire};
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Message};
 use log::warn;
@@ -151,6 +151,18 @@ impl Outbox {
         }
     }
 
+    /// Whether a frame of `len` bytes would be admitted with nothing queued
+    /// (and nothing reserved): what a frame written through, which is never
+    /// queued, must satisfy, so the limits mean the same for it.
+    pub fn admits_alone(&self, len: usize) -> bool {
+        !self.overflowed.load(Ordering::Relaxed) && self.max_messages > 0 && len <= self.max_bytes
+    }
+
+    /// The app this outbox's socket belongs to.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
     /// Called by the session as it writes a delivered frame.
     pub fn release(&self, len: usize) {
         self.pending_messages.fetch_sub(1, Ordering::AcqRel);
@@ -260,12 +272,23 @@ impl SessionHandle {
     }
 
     /// Queue a frame for the socket. The frame's bytes are shared, not copied,
-    /// and go straight to the connection, not through the session's mailbox.
-    /// Returns `false` if the frame was not queued: the socket's queue is full
-    /// (the session is told once and closes with 4100), the socket is
-    /// closing, or, under the drop policy, the frame was dropped.
+    /// and go straight to the connection, not through the session's mailbox;
+    /// to an idle plain socket they are written at once, by this thread
+    /// ([`Wire::write_through`]). Returns `false` if the frame was not
+    /// queued: the socket's queue is full (the session is told once and
+    /// closes with 4100), the socket is closing, or, under the drop policy,
+    /// the frame was dropped.
     pub fn deliver(&self, frame: &Frame) -> bool {
+        self.deliver_in(frame, &mut Fanout::new())
+    }
+
+    /// [`Self::deliver`] as one of a fan-out's deliveries, which share
+    /// `fanout`'s allowance of writes through to other threads' sockets.
+    pub fn deliver_in(&self, frame: &Frame, fanout: &mut Fanout) -> bool {
         let link = &*self.0;
+        if link.wire.write_through(frame, fanout) {
+            return true;
+        }
         let outbox = link.wire.outbox();
         match outbox.reserve(frame.text_len()) {
             Admission::Queued => link.wire.deliver(frame),
@@ -289,6 +312,11 @@ impl SessionHandle {
                 false
             }
         }
+    }
+
+    /// Add the frames written through to this socket to its app's counters.
+    pub(crate) fn flush_sent(&self) {
+        self.0.wire.flush_sent();
     }
 
     /// The shard refused a subscription the session had optimistically

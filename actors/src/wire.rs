@@ -17,6 +17,29 @@
 //! writes: on each poll it runs the actor if the actor was woken, then hands
 //! over the queued frames.
 //! Once the session's close frame is queued, nothing more is accepted.
+//!
+//! Write-through: when the connection holds nothing unwritten and nothing is
+//! queued (the usual state of a socket between events), a delivered frame is
+//! written to the socket at once by the thread that delivers it
+//! ([`Wire::write_through`]), without waking the connection's task at all.
+//! Waking it cost more than the write: a cross-thread wake, the task's
+//! schedule, its poll of the reading side, the stream's poll, two locks and
+//! then the same `write`. Only plain sockets (TCP, Unix) qualify, never TLS
+//! (the session's bytes pass through rustls' state on the connection's
+//! thread). The frame order stays the queue's order: a direct write happens
+//! under the queue's lock and only while the connection has marked itself
+//! idle ([`Wire::set_idle`]), which taking a frame off the queue undoes; a
+//! write the socket takes only in part leaves the rest at the head of the
+//! queue, and one it refuses (`EAGAIN`, an error) falls back to the queue,
+//! where the connection meets the full socket or the error itself.
+//!
+//! A socket whose connection runs on the delivering thread is always written
+//! through: that thread would write it anyway, a moment later. Sockets of
+//! other threads are written through only up to [`FOREIGN_WRITES_PER_FANOUT`]
+//! per fan-out ([`Fanout`]), then woken as before: writing all of a large
+//! channel's sockets on the publishing thread would serialise on one core
+//! writes the other workers would share, and the last subscriber would wait
+//! for all the others.
 
 use crate::hub::Vitals;
 use crate::socket::Outbox;
@@ -27,11 +50,50 @@ use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use futures_util::task::AtomicWaker;
 use std::collections::VecDeque;
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
+
+/// How many sockets whose connections run on other threads one fan-out
+/// writes through to before it leaves the rest to their own threads (a
+/// wake each, as before). A write costs the delivering thread about
+/// 1–3 µs, so this bounds what a publish adds to its own latency, and to
+/// the next publish's on that thread, at a few hundred microseconds.
+pub const FOREIGN_WRITES_PER_FANOUT: u32 = 128;
+
+/// One fan-out's allowance of writes through to other threads' sockets
+/// (see the module documentation). A single delivery uses a new one.
+#[derive(Debug)]
+pub struct Fanout {
+    foreign_left: u32,
+}
+
+impl Fanout {
+    pub fn new() -> Fanout {
+        Fanout {
+            foreign_left: FOREIGN_WRITES_PER_FANOUT,
+        }
+    }
+}
+
+impl Default for Fanout {
+    fn default() -> Self {
+        Fanout::new()
+    }
+}
+
+thread_local! {
+    /// Its address names the thread (unique among live threads) without
+    /// the reference count `std::thread::current()` takes.
+    static THREAD_TAG: u8 = const { 0 };
+}
+
+fn this_thread() -> usize {
+    THREAD_TAG.with(|tag| tag as *const u8 as usize)
+}
 
 /// One server text frame, encoded once, shared by every socket it goes to.
 #[derive(Debug, Clone)]
@@ -73,6 +135,11 @@ enum Kind {
     Own,
     /// A control frame (close, pong): not counted.
     Control,
+    /// The end of a delivered frame the socket took only in part when it
+    /// was written through: it must go out next, whatever else happens
+    /// (an overflow keeps it); counted when its start was written, and it
+    /// holds no reserved room.
+    Rest,
 }
 
 #[derive(Debug)]
@@ -88,6 +155,21 @@ struct Queue {
     /// The close frame is queued (or the connection is gone): nothing more
     /// is accepted.
     closed: bool,
+    /// The connection's plain socket, while frames may be written to it
+    /// directly: set by the connection when it starts, cleared before it
+    /// closes the socket (so a descriptor number reused by another
+    /// connection is never written).
+    direct: Option<RawFd>,
+    /// The thread the connection runs on ([`this_thread`]).
+    owner: usize,
+    /// The connection holds no unwritten bytes and has taken every queued
+    /// frame: a frame delivered now may be written through.
+    idle: bool,
+    /// Frames written through (and their text bytes), not yet added to the
+    /// app's counters (the connection's per-thread counters cannot be
+    /// reached from the delivering thread).
+    sent_messages: u64,
+    sent_bytes: u64,
 }
 
 /// A socket's outbound queue and the waker of the connection that writes it.
@@ -137,6 +219,105 @@ impl Wire {
         }
         self.task.wake();
         true
+    }
+
+    /// Write a delivered frame straight to the socket if the connection is
+    /// idle (see the module documentation). `true` if the socket took it
+    /// (all of it, or its start with the rest queued next); `false` if the
+    /// frame must be queued instead: the socket is busy, closing, not plain,
+    /// full or broken, or the frame is one the outbox would refuse (an
+    /// overflowed socket, a frame over `WEBSOCKET_MAX_BYTES`).
+    /// A socket of another thread takes one from `fanout`'s allowance, and
+    /// is not written through once it is spent.
+    pub(crate) fn write_through(&self, frame: &Frame, fanout: &mut Fanout) -> bool {
+        let mut q = self.lock();
+        let fd = match q.direct {
+            Some(fd) if q.idle && !q.closed && q.frames.is_empty() => fd,
+            _ => return false,
+        };
+        if !self.outbox.admits_alone(frame.text_len) {
+            return false;
+        }
+        if q.owner != this_thread() {
+            if fanout.foreign_left == 0 {
+                return false;
+            }
+            fanout.foreign_left -= 1;
+        }
+        let bytes = &frame.wire;
+        // SAFETY: `fd` is the connection's open socket: the connection
+        // clears `direct` under this lock before it closes the socket, and
+        // the lock is held for the call. A non-blocking send of our bytes.
+        let sent = unsafe {
+            libc::send(
+                fd,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        let Ok(sent) = usize::try_from(sent) else {
+            // Full (EAGAIN) or broken: queue it; the connection's own write
+            // waits for room or finds the error and ends the session.
+            q.idle = false;
+            return false;
+        };
+        q.sent_messages += 1;
+        q.sent_bytes += frame.text_len as u64;
+        if sent < bytes.len() {
+            q.idle = false;
+            q.frames.push_back(Entry {
+                bytes: bytes.slice(sent..),
+                text_len: 0,
+                kind: Kind::Rest,
+            });
+            drop(q);
+            self.task.wake();
+        }
+        true
+    }
+
+    /// Let frames be written through to the connection's plain socket `fd`
+    /// (see [`Self::write_through`]) once it is [idle](Self::set_idle).
+    /// Called on the connection's thread.
+    pub(crate) fn attach(&self, fd: RawFd) {
+        let mut q = self.lock();
+        q.direct = Some(fd);
+        q.owner = this_thread();
+    }
+
+    /// No more writes through: the connection is closing its socket (or
+    /// has stopped writing). Returns once no write through is under way.
+    pub(crate) fn detach(&self) {
+        let mut q = self.lock();
+        q.direct = None;
+        q.idle = false;
+    }
+
+    /// The connection has written everything it took and waits for frames:
+    /// if nothing is queued, the next delivered frame may be written through.
+    pub(crate) fn set_idle(&self) {
+        let mut q = self.lock();
+        if q.direct.is_some() && !q.closed && q.frames.is_empty() {
+            q.idle = true;
+        }
+    }
+
+    /// Add the frames written through since the last call to the app's
+    /// `ws_messages_sent` / `ws_bytes_sent` counters.
+    pub fn flush_sent(&self) {
+        let (messages, bytes) = {
+            let mut q = self.lock();
+            (
+                std::mem::take(&mut q.sent_messages),
+                std::mem::take(&mut q.sent_bytes),
+            )
+        };
+        if messages > 0 {
+            let stats = &self.outbox.app().stats;
+            crate::stats::add(&stats.ws_messages_sent, messages);
+            crate::stats::add(&stats.ws_bytes_sent, bytes);
+        }
     }
 
     /// The session's own text frame. No wake: the session runs inside the
@@ -209,11 +390,24 @@ impl Wire {
     }
 
     fn pop(&self) -> Option<Entry> {
-        let entry = self.lock().frames.pop_front()?;
+        let entry = {
+            let mut q = self.lock();
+            let entry = q.frames.pop_front()?;
+            // The connection holds a frame now: nothing may be written
+            // through until it has written it and says it is idle again.
+            q.idle = false;
+            entry
+        };
         if entry.kind == Kind::Delivered {
             self.outbox.release(entry.text_len);
         }
         Some(entry)
+    }
+
+    /// Whether frames may be written through to a socket (tests).
+    #[cfg(test)]
+    pub(crate) fn is_attached(&self) -> bool {
+        self.lock().direct.is_some()
     }
 
     #[cfg(test)]
@@ -290,6 +484,12 @@ pub struct SocketStream<S> {
 }
 
 impl<S> SocketStream<S> {
+    /// The socket's wire, which the connection marks idle for writes
+    /// through.
+    pub fn wire(&self) -> &Arc<Wire> {
+        &self.wire
+    }
+
     pub fn new(inner: S, wire: Arc<Wire>, vitals: Option<Rc<Vitals>>) -> Self {
         let actor = Arc::new(ActorWake {
             // The first poll starts the actor.
@@ -340,7 +540,7 @@ where
             }
         }
         if let Some(entry) = this.wire.pop() {
-            if entry.kind != Kind::Control {
+            if matches!(entry.kind, Kind::Delivered | Kind::Own) {
                 if let Some(vitals) = &this.vitals {
                     vitals.sent(entry.text_len);
                 }
@@ -369,6 +569,9 @@ mod tests {
     use crate::app::App;
     use actix_http::ws::{CloseCode, Frame as WsFrame};
     use std::cell::{Cell, RefCell};
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
     use std::sync::atomic::AtomicUsize;
 
     /// Stands in for the actor's context stream: counts its polls, keeps
@@ -411,7 +614,11 @@ mod tests {
     impl Rig {
         fn new(max_messages: Option<usize>) -> Rig {
             let app = Arc::new(App::new("id", "key", "secret"));
-            let wire = Wire::new(Outbox::new(max_messages, None, true, app));
+            Rig::with_outbox(Outbox::new(max_messages, None, true, app))
+        }
+
+        fn with_outbox(outbox: Outbox) -> Rig {
+            let wire = Wire::new(outbox);
             let polls = Rc::new(Cell::new(0));
             let actor_waker = Rc::new(RefCell::new(None));
             let ended = Rc::new(Cell::new(false));
@@ -626,5 +833,294 @@ mod tests {
             "refused after the connection is gone"
         );
         assert_eq!(wire.outbox().pending(), 0);
+    }
+
+    /// Counts the mailbox messages a session would get.
+    #[derive(Clone, Default)]
+    struct Mailbox(Arc<AtomicUsize>);
+    impl crate::socket::Mailbox for Mailbox {
+        fn send(&self, _: crate::socket::ToSession) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A connected pair of non-blocking Unix stream sockets: the one the
+    /// wire writes through to (attached) and the client's.
+    fn attached(rig: &Rig) -> (UnixStream, UnixStream) {
+        let (server, client) = UnixStream::pair().unwrap();
+        server.set_nonblocking(true).unwrap();
+        client.set_nonblocking(true).unwrap();
+        rig.wire.attach(server.as_raw_fd());
+        (server, client)
+    }
+
+    /// What the client can read now.
+    fn read_now(client: &mut UnixStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        out
+    }
+
+    /// The text frames in `bytes`, which must be whole frames.
+    fn texts(bytes: &[u8]) -> Vec<String> {
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while !buf.is_empty() {
+            let (fin, op, payload) = Parser::parse(&mut buf, false, 1 << 24)
+                .expect("a valid frame")
+                .expect("whole frames only");
+            assert!(fin);
+            assert_eq!(op, OpCode::Text);
+            out.push(String::from_utf8(payload.unwrap_or_default().to_vec()).unwrap());
+        }
+        out
+    }
+
+    /// Everything the stream hands the connection now, as raw bytes.
+    fn taken(rig: &mut Rig) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Poll::Ready(Some(Ok(bytes))) = rig.poll() {
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
+    /// Start the rig's stream and attach its wire to a socket pair: the
+    /// session's handle, the attached socket and the client's.
+    fn started(rig: &mut Rig) -> (crate::socket::SessionHandle, UnixStream, UnixStream) {
+        let session = handle(rig, &Mailbox::default());
+        assert!(rig.poll().is_pending());
+        let (server, client) = attached(rig);
+        (session, server, client)
+    }
+
+    fn handle(rig: &Rig, mailbox: &Mailbox) -> crate::socket::SessionHandle {
+        crate::socket::SessionHandle::new(
+            crate::socket::SocketId::next(),
+            rig.wire.clone(),
+            mailbox.clone(),
+        )
+    }
+
+    fn sent(rig: &Rig) -> (u64, u64) {
+        rig.wire.flush_sent();
+        let stats = &rig.wire.outbox().app().stats;
+        (
+            crate::stats::get(&stats.ws_messages_sent),
+            crate::stats::get(&stats.ws_bytes_sent),
+        )
+    }
+
+    #[test]
+    fn an_idle_plain_socket_gets_frames_written_through_without_a_wake() {
+        let mut rig = Rig::new(Some(10));
+        let (session, _server, mut client) = started(&mut rig);
+        rig.wire.set_idle();
+        assert!(session.deliver(&Frame::text("hello")));
+        assert!(session.deliver(&Frame::text("again")));
+        assert_eq!(texts(&read_now(&mut client)), ["hello", "again"]);
+        assert_eq!(rig.wakes(), 0, "the connection was not woken");
+        assert_eq!(rig.wire.queued(), 0);
+        assert_eq!(rig.wire.outbox().pending(), 0, "no room is held");
+        assert_eq!(rig.polls.get(), 1);
+        assert_eq!(sent(&rig), (2, 10), "counted as sent, once");
+        assert_eq!(sent(&rig), (2, 10));
+    }
+
+    #[test]
+    fn nothing_is_written_through_while_the_connection_holds_or_has_queued_frames() {
+        let mut rig = Rig::new(Some(10));
+        let (session, _server, mut client) = started(&mut rig);
+        // Not yet marked idle: queued.
+        assert!(session.deliver(&Frame::text("a")));
+        rig.wire.send_own("own");
+        // Frames are queued: marking idle does nothing.
+        rig.wire.set_idle();
+        assert!(session.deliver(&Frame::text("b")));
+        assert_eq!(read_now(&mut client), b"");
+        assert_eq!(rig.wire.queued(), 3);
+        // The connection takes one frame (and is writing it): still queued.
+        assert!(matches!(rig.poll(), Poll::Ready(Some(Ok(_)))));
+        assert!(session.deliver(&Frame::text("c")));
+        assert_eq!(read_now(&mut client), b"");
+        assert_eq!(texts(&taken(&mut rig)), ["own", "b", "c"]);
+        // Written everything, idle again: the next goes through.
+        rig.wire.set_idle();
+        assert!(session.deliver(&Frame::text("d")));
+        assert_eq!(texts(&read_now(&mut client)), ["d"]);
+        assert_eq!(rig.wire.queued(), 0);
+        assert_eq!(sent(&rig).0, 1, "the stream counts what it hands over");
+    }
+
+    #[test]
+    fn a_frame_the_socket_takes_in_part_is_finished_before_anything_else() {
+        let mut rig = Rig::new(None);
+        let (session, _server, mut client) = started(&mut rig);
+        rig.wire.set_idle();
+        // Far more than a socket buffer: written in part.
+        let big = "x".repeat(8 << 20);
+        assert!(session.deliver(&Frame::text(&big)));
+        assert_eq!(rig.wire.queued(), 1, "the rest waits at the head");
+        assert_eq!(rig.wakes(), 1, "the connection is woken to write it");
+        assert!(session.deliver(&Frame::text("next")));
+        rig.wire.set_idle();
+        assert!(
+            session.deliver(&Frame::text("after")),
+            "queued, not written"
+        );
+        assert_eq!(rig.wire.queued(), 3);
+        // An overflow keeps the rest of the frame begun on the wire.
+        rig.wire.discard_delivered();
+        assert_eq!(rig.wire.queued(), 1);
+        assert!(session.deliver(&Frame::text("last")));
+        let mut stream = read_now(&mut client);
+        assert!(stream.len() < big.len(), "only part was written through");
+        stream.extend(taken(&mut rig));
+        let got = texts(&stream);
+        assert_eq!(got.len(), 2);
+        assert!(got[0] == big, "the big frame arrives whole");
+        assert_eq!(got[1], "last");
+        assert_eq!(sent(&rig), (1, big.len() as u64));
+    }
+
+    #[test]
+    fn a_full_socket_makes_frames_queue_behind_what_it_holds() {
+        let mut rig = Rig::new(None);
+        let (session, _server, mut client) = started(&mut rig);
+        // Fill the socket (the client does not read).
+        let filler = "f".repeat(64 << 10);
+        let mut written = Vec::new();
+        loop {
+            rig.wire.set_idle();
+            assert!(session.deliver(&Frame::text(&filler)));
+            if rig.wire.queued() > 0 {
+                break;
+            }
+            written.push(filler.clone());
+        }
+        written.push(filler.clone());
+        let mut stream = taken(&mut rig);
+        // Full: the send is refused (EAGAIN) and the frame queued whole.
+        rig.wire.set_idle();
+        assert!(session.deliver(&Frame::text("queued")));
+        assert_eq!(rig.wire.queued(), 1);
+        assert_eq!(rig.wire.outbox().pending(), 1, "and it holds room");
+        stream.extend(taken(&mut rig));
+        let mut on_socket = read_now(&mut client);
+        on_socket.extend(stream);
+        written.push("queued".into());
+        assert_eq!(texts(&on_socket), written);
+    }
+
+    #[test]
+    fn frames_the_outbox_refuses_are_not_written_through() {
+        // Disconnect policy: a frame over the byte limit overflows the socket.
+        let app = Arc::new(App::new("id", "key", "secret"));
+        let rig = Rig::with_outbox(Outbox::new(None, Some(10), true, app));
+        let mailbox = Mailbox::default();
+        let session = handle(&rig, &mailbox);
+        let (_server, mut client) = attached(&rig);
+        rig.wire.set_idle();
+        assert!(session.deliver(&Frame::text("0123456789")), "exactly fits");
+        assert!(!session.deliver(&Frame::text("0123456789a")));
+        assert_eq!(mailbox.0.load(Ordering::SeqCst), 1, "the session is told");
+        assert!(
+            !session.deliver(&Frame::text("1")),
+            "overflowed: nothing more"
+        );
+        assert_eq!(texts(&read_now(&mut client)), ["0123456789"]);
+
+        // Drop policy: the frame over the limit alone is dropped.
+        let app = Arc::new(App::new("id", "key", "secret"));
+        let rig = Rig::with_outbox(Outbox::new(None, Some(10), false, app));
+        let session = handle(&rig, &mailbox);
+        let (_server, mut client) = attached(&rig);
+        rig.wire.set_idle();
+        assert!(!session.deliver(&Frame::text("0123456789a")));
+        assert!(session.deliver(&Frame::text("small")));
+        assert_eq!(texts(&read_now(&mut client)), ["small"]);
+        assert_eq!(rig.wire.outbox().dropped(), 1);
+    }
+
+    #[test]
+    fn no_write_through_once_detached_closing_or_never_attached() {
+        let mut rig = Rig::new(Some(10));
+        let session = handle(&rig, &Mailbox::default());
+        assert!(rig.poll().is_pending());
+        // Never attached (TLS, or no recorded socket): always queued.
+        rig.wire.set_idle();
+        assert!(session.deliver(&Frame::text("queued")));
+        assert_eq!(texts(&taken(&mut rig)), ["queued"]);
+
+        let (server, mut client) = attached(&rig);
+        rig.wire.set_idle();
+        rig.wire.detach();
+        assert!(session.deliver(&Frame::text("after detach")));
+        assert_eq!(read_now(&mut client), b"");
+        assert_eq!(texts(&taken(&mut rig)), ["after detach"]);
+
+        rig.wire.attach(server.as_raw_fd());
+        rig.wire.set_idle();
+        rig.wire.close(None);
+        rig.wire.set_idle();
+        assert!(!session.deliver(&Frame::text("after close")));
+        assert_eq!(read_now(&mut client), b"");
+    }
+
+    #[test]
+    fn a_broken_socket_falls_back_to_the_queue() {
+        let mut rig = Rig::new(Some(10));
+        let (session, _server, client) = started(&mut rig);
+        drop(client);
+        rig.wire.set_idle();
+        assert!(session.deliver(&Frame::text("to nobody")), "queued");
+        assert_eq!(rig.wire.queued(), 1, "the connection meets the error");
+        assert_eq!(rig.wakes(), 1);
+        assert_eq!(sent(&rig).0, 0);
+    }
+
+    #[test]
+    fn a_fanout_writes_through_to_other_threads_sockets_only_up_to_its_allowance() {
+        let mut rig = Rig::new(None);
+        // Attached on this thread: the connection's.
+        let (session, _server, mut client) = started(&mut rig);
+        rig.wire.set_idle();
+        let mut spent = Fanout { foreign_left: 0 };
+        assert!(session.deliver_in(&Frame::text("own thread"), &mut spent));
+        assert_eq!(rig.wire.queued(), 0, "its own thread always writes through");
+        assert_eq!(texts(&read_now(&mut client)), ["own thread"]);
+
+        // Another thread's fan-out: the allowance, then queued (and woken).
+        let n = FOREIGN_WRITES_PER_FANOUT as usize;
+        let other = session.clone();
+        std::thread::spawn(move || {
+            let mut fanout = Fanout::new();
+            for i in 0..n + 2 {
+                assert!(other.deliver_in(&Frame::text(&i.to_string()), &mut fanout));
+            }
+            // A single delivery has an allowance of its own, but the
+            // socket is no longer idle.
+            assert!(other.deliver(&Frame::text("single")));
+        })
+        .join()
+        .unwrap();
+        assert_eq!(rig.wire.queued(), 3);
+        assert_eq!(rig.wakes(), 1);
+        let mut stream = read_now(&mut client);
+        assert_eq!(texts(&stream).len(), n);
+        stream.extend(taken(&mut rig));
+        let expected: Vec<String> = (0..n + 2)
+            .map(|i| i.to_string())
+            .chain(["single".to_string()])
+            .collect();
+        assert_eq!(texts(&stream), expected);
     }
 }

@@ -72,7 +72,7 @@ pub async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, acti
         let rejected = switchyard_actors::session::Rejected::new(error, conn);
         let max_frame = switchyard_actors::defaults::WEBSOCKET_MAX_PAYLOAD_KB as usize * 1024;
         return super::ws::take_over(&req, move |inbound| {
-            Box::pin(rejected.into_stream(inbound, max_frame))
+            rejected.into_stream(inbound, max_frame).into()
         });
     }
     Err(ApiError::NotFound.into())

@@ -103,7 +103,9 @@ pub async fn connect(
             // The codec checks `frame_size` only once a frame is buffered
             // whole; FrameLimit refuses it on its header.
             take_over(&req, move |inbound| {
-                Box::pin(session.into_stream(FrameLimit::new(inbound, max_frame), max_frame))
+                session
+                    .into_stream(FrameLimit::new(inbound, max_frame), max_frame)
+                    .into()
             })
         }
         Err(error) => {
@@ -128,7 +130,7 @@ pub async fn connect(
             );
             let rejected = Rejected::new(error, conn);
             take_over(&req, move |inbound| {
-                Box::pin(rejected.into_stream(inbound, max_frame))
+                rejected.into_stream(inbound, max_frame).into()
             })
         }
     }

@@ -16,7 +16,7 @@
 //! the client saw the frame finds the socket.
 
 use crate::socket::{SessionHandle, SocketId};
-use crate::wire::Frame;
+use crate::wire::{Fanout, Frame};
 use bytestring::ByteString;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -65,9 +65,10 @@ impl Audience {
         let mut recipients = subscribers.iter().filter(|(id, _)| Some(**id) != except);
         if let Some((_, first)) = recipients.next() {
             let encoded = Frame::text(&frame());
-            first.deliver(&encoded);
+            let mut fanout = Fanout::new();
+            first.deliver_in(&encoded, &mut fanout);
             for (_, session) in recipients {
-                session.deliver(&encoded);
+                session.deliver_in(&encoded, &mut fanout);
             }
         }
         true

@@ -17,7 +17,7 @@ use crate::error::{PusherError, SubscriptionError};
 use crate::presence::Member;
 use crate::protocol::{frames, ChannelKind, WATCHLIST_CHANNEL};
 use crate::socket::{SessionHandle, SocketId};
-use crate::wire::Frame;
+use crate::wire::{Fanout, Frame};
 use actix::prelude::*;
 use bytestring::ByteString;
 use std::collections::HashMap;
@@ -232,9 +232,13 @@ fn deliver_all<'a>(
 ) {
     // Encoded once for all of them, and only if someone receives it.
     let mut encoded: Option<Frame> = None;
+    let mut fanout = Fanout::new();
     for (id, session) in subscribers {
         if Some(id) != except {
-            session.deliver(encoded.get_or_insert_with(|| Frame::text(frame)));
+            session.deliver_in(
+                encoded.get_or_insert_with(|| Frame::text(frame)),
+                &mut fanout,
+            );
         }
     }
 }
@@ -416,8 +420,9 @@ impl Watchers {
             return;
         };
         let frame = Frame::text(&frames::watchlist_event(name, &[user_id]));
+        let mut fanout = Fanout::new();
         for session in sockets.values() {
-            session.deliver(&frame);
+            session.deliver_in(&frame, &mut fanout);
         }
     }
 }

@@ -294,6 +294,7 @@ impl Actor for Session {
             hub.leave(self.id);
         }
         self.vitals.flush_traffic(&self.app);
+        self.wire.flush_sent();
         stats::add(&self.app.stats.disconnections, 1);
         self.leave_registry();
         info!(

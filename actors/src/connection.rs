@@ -177,9 +177,9 @@ pub struct Connection<T> {
     io: T,
     inbound: Rc<RefCell<InboundQueue>>,
     outbound: LocalBoxStream<'static, Result<Bytes, actix_web::Error>>,
-    /// The wire frames are written through to this (plain) socket from
-    /// while the connection is idle; `None` once withdrawn (closing) or if
-    /// they cannot be (TLS, no recorded socket, no wire).
+    /// The wire whose frames may be written straight to this (plain)
+    /// socket while the connection is idle; `None` once withdrawn (closing)
+    /// or if they cannot be (TLS, no recorded socket, no wire).
     direct: Option<Arc<Wire>>,
     /// The session's stream has ended.
     outbound_done: bool,
@@ -358,14 +358,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         Ok(())
     }
 
-    /// Stop writes through to the socket; once this returns none is under
-    /// way, and the socket may be shut down or closed.
-    fn withdraw(&mut self) {
-        if let Some(wire) = self.direct.take() {
-            wire.detach();
-        }
-    }
-
     /// The connection failed: the session sees its client gone.
     fn fail(&mut self, e: io::Error) {
         log::debug!("WebSocket connection failed: {e}");
@@ -431,13 +423,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
     }
 }
 
+impl<T> Connection<T> {
+    /// Stop writes through to the socket; once this returns none is under
+    /// way, and the socket may be shut down or closed.
+    fn withdraw(&mut self) {
+        if let Some(wire) = self.direct.take() {
+            wire.detach();
+        }
+    }
+}
+
 impl<T> Drop for Connection<T> {
     fn drop(&mut self) {
         // Before `io` (and the descriptor with it) is closed: a number the
         // kernel reuses for another connection must never be written to.
-        if let Some(wire) = self.direct.take() {
-            wire.detach();
-        }
+        self.withdraw();
     }
 }
 

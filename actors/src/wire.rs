@@ -59,9 +59,10 @@ use std::task::{Context, Poll, Wake, Waker};
 
 /// How many sockets whose connections run on other threads one fan-out
 /// writes through to before it leaves the rest to their own threads (a
-/// wake each, as before). A write costs the delivering thread about
-/// 1–3 µs, so this bounds what a publish adds to its own latency, and to
-/// the next publish's on that thread, at a few hundred microseconds.
+/// wake each, as before). A write costs the delivering thread a few
+/// microseconds (2–5 µs per loopback write on the benchmark machine), so
+/// this bounds what a publish adds to its own latency, and to the next
+/// publish's on that thread, at about half a millisecond.
 pub const FOREIGN_WRITES_PER_FANOUT: u32 = 128;
 
 /// One fan-out's allowance of writes through to other threads' sockets

@@ -482,7 +482,10 @@ mod tests {
             }
         }
 
-        fn takeover(&self) -> Takeover {
+        /// The scripted session's takeover: its frames as a plain stream,
+        /// or through `wire` (a [`SocketStream`], which can be written
+        /// through).
+        fn takeover(&self, wire: Option<Arc<Wire>>) -> Takeover {
             let script = Script {
                 frames: self.frames.clone(),
                 waker: self.waker.clone(),
@@ -490,7 +493,10 @@ mod tests {
             let slot = self.inbound.clone();
             Takeover::new(move |inbound| {
                 *slot.borrow_mut() = Some(inbound);
-                Outbound::stream(script)
+                match wire {
+                    Some(wire) => SocketStream::new(script, wire, None).into(),
+                    None => Outbound::stream(script),
+                }
             })
         }
 
@@ -534,14 +540,19 @@ mod tests {
     fn open(pipe: usize, read: &[u8], linger: Duration) -> (DuplexStream, Rig, Rc<Cell<bool>>) {
         let (server, client) = tokio::io::duplex(pipe);
         let rig = Rig::new();
+        let conn = Connection::new(server, Conn::default(), read, rig.takeover(None), linger);
+        (client, rig, spawn(conn))
+    }
+
+    /// Run the connection on the local set; the flag says when it has ended.
+    fn spawn<T: AsyncRead + AsyncWrite + Unpin + 'static>(conn: Connection<T>) -> Rc<Cell<bool>> {
         let done = Rc::new(Cell::new(false));
-        let conn = Connection::new(server, Conn::default(), read, rig.takeover(), linger);
         let flag = done.clone();
         tokio::task::spawn_local(async move {
             conn.await;
             flag.set(true);
         });
-        (client, rig, done)
+        done
     }
 
     fn local() -> tokio::task::LocalSet {
@@ -704,34 +715,17 @@ mod tests {
         let app = Arc::new(App::new("id", "key", "secret"));
         let wire = Wire::new(Outbox::new(None, None, true, app));
         let rig = Rig::new();
-        let script = Script {
-            frames: rig.frames.clone(),
-            waker: rig.waker.clone(),
-        };
-        let slot = rig.inbound.clone();
-        let stream_wire = wire.clone();
-        let takeover = Takeover::new(move |inbound| {
-            *slot.borrow_mut() = Some(inbound);
-            SocketStream::new(script, stream_wire, None).into()
-        });
+        let takeover = rig.takeover(Some(wire.clone()));
         let connection = Connection::new(server, conn, b"", takeover, Duration::from_secs(5));
-        let done = Rc::new(Cell::new(false));
-        let flag = done.clone();
-        tokio::task::spawn_local(async move {
-            connection.await;
-            flag.set(true);
-        });
+        let done = spawn(connection);
         (client, rig, wire, done)
     }
 
     /// Deliver a text frame as a publisher does (write through, or queue).
     fn publish(wire: &Arc<Wire>, text: &str) -> bool {
-        use crate::socket::{Mailbox, SessionHandle, SocketId, ToSession};
-        struct Nobody;
-        impl Mailbox for Nobody {
-            fn send(&self, _: ToSession) {}
-        }
-        SessionHandle::new(SocketId::next(), wire.clone(), Nobody).deliver(&Frame::text(text))
+        use crate::socket::{CountingMailbox, SessionHandle, SocketId};
+        SessionHandle::new(SocketId::next(), wire.clone(), CountingMailbox::default())
+            .deliver(&Frame::text(text))
     }
 
     /// Read `n` text frames from the client's socket.

@@ -134,7 +134,7 @@ impl Outbox {
         }
         let messages = self.pending_messages.fetch_add(1, Ordering::AcqRel);
         let bytes = self.pending_bytes.fetch_add(len, Ordering::AcqRel);
-        if messages < self.max_messages && bytes.saturating_add(len) <= self.max_bytes {
+        if self.fits(messages, bytes, len) {
             return Admission::Queued;
         }
         self.pending_messages.fetch_sub(1, Ordering::AcqRel);
@@ -155,7 +155,13 @@ impl Outbox {
     /// (and nothing reserved): what a frame written through, which is never
     /// queued, must satisfy, so the limits mean the same for it.
     pub fn admits_alone(&self, len: usize) -> bool {
-        !self.overflowed.load(Ordering::Relaxed) && self.max_messages > 0 && len <= self.max_bytes
+        !self.overflowed.load(Ordering::Relaxed) && self.fits(0, 0, len)
+    }
+
+    /// Whether a frame of `len` bytes fits behind `messages` frames of
+    /// `bytes` bytes.
+    fn fits(&self, messages: usize, bytes: usize, len: usize) -> bool {
+        messages < self.max_messages && bytes.saturating_add(len) <= self.max_bytes
     }
 
     /// The app this outbox's socket belongs to.
@@ -245,6 +251,26 @@ where
 {
     fn send(&self, msg: ToSession) {
         self.do_send(msg);
+    }
+}
+
+/// A mailbox that only counts what it is sent: for tests that need a
+/// [`SessionHandle`] without a session.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct CountingMailbox(pub(crate) Arc<AtomicUsize>);
+
+#[cfg(test)]
+impl CountingMailbox {
+    pub(crate) fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+impl Mailbox for CountingMailbox {
+    fn send(&self, _: ToSession) {
+        self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
 

@@ -568,6 +568,7 @@ impl<S> Drop for SocketStream<S> {
 mod tests {
     use super::*;
     use crate::app::App;
+    use crate::socket::CountingMailbox;
     use actix_http::ws::{CloseCode, Frame as WsFrame};
     use std::cell::{Cell, RefCell};
     use std::io::Read;
@@ -836,15 +837,6 @@ mod tests {
         assert_eq!(wire.outbox().pending(), 0);
     }
 
-    /// Counts the mailbox messages a session would get.
-    #[derive(Clone, Default)]
-    struct Mailbox(Arc<AtomicUsize>);
-    impl crate::socket::Mailbox for Mailbox {
-        fn send(&self, _: crate::socket::ToSession) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
     /// A connected pair of non-blocking Unix stream sockets: the one the
     /// wire writes through to (attached) and the client's.
     fn attached(rig: &Rig) -> (UnixStream, UnixStream) {
@@ -897,13 +889,13 @@ mod tests {
     /// Start the rig's stream and attach its wire to a socket pair: the
     /// session's handle, the attached socket and the client's.
     fn started(rig: &mut Rig) -> (crate::socket::SessionHandle, UnixStream, UnixStream) {
-        let session = handle(rig, &Mailbox::default());
+        let session = handle(rig, &CountingMailbox::default());
         assert!(rig.poll().is_pending());
         let (server, client) = attached(rig);
         (session, server, client)
     }
 
-    fn handle(rig: &Rig, mailbox: &Mailbox) -> crate::socket::SessionHandle {
+    fn handle(rig: &Rig, mailbox: &CountingMailbox) -> crate::socket::SessionHandle {
         crate::socket::SessionHandle::new(
             crate::socket::SocketId::next(),
             rig.wire.clone(),
@@ -1026,13 +1018,13 @@ mod tests {
         // Disconnect policy: a frame over the byte limit overflows the socket.
         let app = Arc::new(App::new("id", "key", "secret"));
         let rig = Rig::with_outbox(Outbox::new(None, Some(10), true, app));
-        let mailbox = Mailbox::default();
+        let mailbox = CountingMailbox::default();
         let session = handle(&rig, &mailbox);
         let (_server, mut client) = attached(&rig);
         rig.wire.set_idle();
         assert!(session.deliver(&Frame::text("0123456789")), "exactly fits");
         assert!(!session.deliver(&Frame::text("0123456789a")));
-        assert_eq!(mailbox.0.load(Ordering::SeqCst), 1, "the session is told");
+        assert_eq!(mailbox.count(), 1, "the session is told");
         assert!(
             !session.deliver(&Frame::text("1")),
             "overflowed: nothing more"
@@ -1054,7 +1046,7 @@ mod tests {
     #[test]
     fn no_write_through_once_detached_closing_or_never_attached() {
         let mut rig = Rig::new(Some(10));
-        let session = handle(&rig, &Mailbox::default());
+        let session = handle(&rig, &CountingMailbox::default());
         assert!(rig.poll().is_pending());
         // Never attached (TLS, or no recorded socket): always queued.
         rig.wire.set_idle();

@@ -117,20 +117,15 @@ impl Audience {
 mod tests {
     use super::*;
     use crate::app::App;
-    use crate::socket::{Mailbox, Outbox, ToSession};
+    use crate::socket::{CountingMailbox, Outbox};
     use crate::wire::Wire;
     use std::time::Duration;
-
-    struct NoMailbox;
-    impl Mailbox for NoMailbox {
-        fn send(&self, _: ToSession) {}
-    }
 
     fn socket() -> (SessionHandle, Arc<Wire>) {
         let app = Arc::new(App::new("id", "key", "secret"));
         let wire = Wire::new(Outbox::new(None, None, true, app));
         (
-            SessionHandle::new(SocketId::next(), wire.clone(), NoMailbox),
+            SessionHandle::new(SocketId::next(), wire.clone(), CountingMailbox::default()),
             wire,
         )
     }
